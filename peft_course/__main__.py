@@ -1,0 +1,5 @@
+import sys
+
+from peft_course.cli import main
+
+sys.exit(main())

@@ -1,0 +1,192 @@
+"""One training loop for every method: a plain PyTorch loop a learner can read top to bottom.
+
+Head-only, LoRA, full fine-tuning and QLoRA differ only in *which* parameters have
+`requires_grad=True`; this loop trains whatever is trainable. It pads each batch to its own
+longest row (dynamic padding), evaluates on the validation split after every epoch (or every
+`eval_every` steps), keeps the trainable weights of the best validation accuracy, and records
+a history of losses and accuracies.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from datasets import Dataset, DatasetDict
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import DataCollatorWithPadding, set_seed
+
+from peft_course.metrics import classification_metrics
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of the loop. `bf16=None` means: use bf16 autocast where the GPU has it."""
+
+    epochs: int = 3
+    batch_size: int = 32
+    learning_rate: float = 5e-4
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    eval_every: int | None = None
+    seed: int = 0
+    device: str | None = None
+    bf16: bool | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+
+
+@dataclass
+class TrainResult:
+    """What training produced: the history and the trainable weights at the best validation."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_step: int = 0
+    best_val_accuracy: float = float("-inf")
+    best_state: dict[str, torch.Tensor] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON-friendly part (weights left out)."""
+        return {k: v for k, v in asdict(self).items() if k != "best_state"}
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    """`requested`, else CUDA when present, else the CPU."""
+    if requested:
+        return torch.device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def use_bf16(device: torch.device, requested: bool | None) -> bool:
+    """bf16 autocast only on a CUDA device that supports it (never on the CPU by default)."""
+    if requested is not None:
+        return requested
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+
+def make_loader(
+    dataset: Dataset, tokenizer: Any, batch_size: int, shuffle: bool, seed: int, device: torch.device
+) -> DataLoader:
+    """Batches padded to their longest row (to a multiple of 8 on a GPU, where odd shapes are slow)."""
+    collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if device.type == "cuda" else None)
+    columns = [c for c in ("input_ids", "attention_mask", "token_type_ids", "labels") if c in dataset.column_names]
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset.with_format(columns=columns), batch_size=batch_size, shuffle=shuffle,
+        collate_fn=collator, generator=generator,
+    )
+
+
+@torch.no_grad()
+def predict(
+    model: torch.nn.Module, dataset: Dataset, tokenizer: Any, batch_size: int = 64,
+    device: str | torch.device | None = None, bf16: bool | None = None, progress: bool = False,
+) -> tuple[torch.Tensor, float]:
+    """Logits for every row of `dataset` and the mean loss (nan when it has no labels)."""
+    device = pick_device(str(device) if device else None)
+    model.to(device).eval()
+    loader = make_loader(dataset, tokenizer, batch_size, shuffle=False, seed=0, device=device)
+    logits, total_loss, rows = [], 0.0, 0
+    for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(device, bf16)):
+            output = model(**batch)
+        logits.append(output.logits.float().cpu())
+        if output.loss is not None:
+            total_loss += output.loss.item() * len(batch["input_ids"])
+            rows += len(batch["input_ids"])
+    return torch.cat(logits), (total_loss / rows if rows else float("nan"))
+
+
+def evaluate(
+    model: torch.nn.Module, dataset: Dataset, tokenizer: Any, batch_size: int = 64,
+    device: str | torch.device | None = None, bf16: bool | None = None, progress: bool = False,
+) -> dict[str, Any]:
+    """Loss, accuracy and weighted P/R/F1 on a tokenized split, plus the predictions."""
+    logits, loss = predict(model, dataset, tokenizer, batch_size, device, bf16, progress)
+    predictions = logits.argmax(-1).tolist()
+    metrics = classification_metrics(dataset["labels"], predictions)
+    return {"loss": loss, **metrics, "predictions": predictions}
+
+
+def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of the parameters that train (all a method changes)."""
+    return {n: p.detach().to("cpu", copy=True) for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Write a `trainable_state` copy back into `model` (e.g. the best validation weights)."""
+    parameters = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            parameters[name].copy_(value)
+
+
+def train(
+    model: torch.nn.Module, tokenized: DatasetDict, tokenizer: Any, config: TrainConfig | None = None
+) -> TrainResult:
+    """Train the trainable parameters of `model` on `tokenized["train"]` with AdamW.
+
+    Validation runs every `eval_every` steps and at the end of every epoch; the result keeps
+    the trainable weights of the best validation accuracy. The model is left at the *last*
+    iteration's weights; `load_trainable_state(model, result.best_state)` moves it to the best.
+    """
+    config = config or TrainConfig()
+    set_seed(config.seed)
+    device = pick_device(config.device)
+    bf16 = use_bf16(device, config.bf16)
+    model.to(device)
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    if not parameters:
+        raise ValueError("the model has no trainable parameters: nothing to train")
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    loader = make_loader(tokenized["train"], tokenizer, config.batch_size, True, config.seed, device)
+    result = TrainResult()
+    start, step, running, seen = time.perf_counter(), 0, 0.0, 0
+
+    def validate(epoch: float) -> None:
+        nonlocal running, seen
+        scores = evaluate(model, tokenized["validation"], tokenizer, config.batch_size * 2, device, bf16)
+        result.history.append({
+            "step": step, "epoch": round(epoch, 3), "train_loss": running / max(seen, 1),
+            "val_loss": scores["loss"], "val_accuracy": scores["accuracy"],
+        })
+        running, seen = 0.0, 0
+        if scores["accuracy"] > result.best_val_accuracy:
+            result.best_val_accuracy, result.best_step = scores["accuracy"], step
+            result.best_state = trainable_state(model)
+
+    bar = tqdm(total=config.epochs * len(loader), desc="train", disable=not config.progress)
+    for epoch in range(config.epochs):
+        model.train()
+        for batch in loader:
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            running, seen = running + loss.item(), seen + 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+            if config.eval_every and step % config.eval_every == 0:
+                validate(step / len(loader))
+                model.train()
+        if not (config.eval_every and step % config.eval_every == 0):
+            validate(epoch + 1)
+    bar.close()
+    result.seconds = time.perf_counter() - start
+    return result
