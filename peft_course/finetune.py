@@ -24,6 +24,7 @@ from peft_course.models import load_model
 from peft_course.training import TrainConfig, TrainResult, evaluate, load_trainable_state, train
 
 
+# --8<-- [start:head_only]
 def head_parameter_names(model: nn.Module) -> list[str]:
     """Names of the parameters outside the backbone: the task head added on top.
 
@@ -43,6 +44,7 @@ def prepare_head_only(model: nn.Module) -> nn.Module:
     for name, parameter in model.named_parameters():
         parameter.requires_grad = name in head
     return model
+# --8<-- [end:head_only]
 
 
 def prepare_full(model: nn.Module) -> nn.Module:

@@ -38,6 +38,7 @@ def resolve_model_path(name_or_path: str, seed: int = 0) -> str:
     return name_or_path
 
 
+# --8<-- [start:ensure_pad]
 def ensure_pad_token(model: PreTrainedModel | None, tokenizer: PreTrainedTokenizerBase) -> None:
     """Give GPT-2 a pad token (pad = eos) and tell the model's config about it.
 
@@ -53,6 +54,7 @@ def ensure_pad_token(model: PreTrainedModel | None, tokenizer: PreTrainedTokeniz
         generation_config = getattr(model, "generation_config", None)
         if generation_config is not None and generation_config.pad_token_id is None:
             generation_config.pad_token_id = tokenizer.pad_token_id
+# --8<-- [end:ensure_pad]
 
 
 def _hub_error(name: str, error: Exception) -> ModelLoadError:

@@ -168,6 +168,7 @@ def train(
             result.best_state = trainable_state(model)
 
     bar = tqdm(total=config.epochs * len(loader), desc="train", disable=not config.progress)
+    # --8<-- [start:loop]
     for epoch in range(config.epochs):
         model.train()
         for batch in loader:
@@ -187,6 +188,7 @@ def train(
                 model.train()
         if not (config.eval_every and step % config.eval_every == 0):
             validate(epoch + 1)
+    # --8<-- [end:loop]
     bar.close()
     result.seconds = time.perf_counter() - start
     return result

@@ -1,0 +1,39 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# torch is pinned here (not in pyproject.toml) because 2.13.0 is the CPU build this kind of
+# machine installs from its own disk; a looser pin would pull a multi-GB CUDA build.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+TORCH  ?= torch==2.13.0
+
+.PHONY: demo test test-tests test-exercises docs serve clean
+
+$(BIN)/activate:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/activate
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev,docs]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(BIN)/peft-course demo
+
+# Tests never touch the hub: offline mode makes any accidental download fail fast.
+test: export HF_HUB_OFFLINE = 1
+test: export HF_DATASETS_OFFLINE = 1
+test: export NO_MKDOCS_2_WARNING = 1
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest exercises --solutions -q
+	$(BIN)/mkdocs build --strict --quiet
+
+docs: $(VENV)/.installed
+	$(BIN)/mkdocs build --strict
+
+serve: $(VENV)/.installed
+	$(BIN)/mkdocs serve
+
+clean:
+	rm -rf $(VENV) site runs .pytest_cache
