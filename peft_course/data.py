@@ -155,7 +155,7 @@ def _rename_columns(frame: pd.DataFrame, columns: dict[str, str], where: str) ->
             f"{where}: missing column(s) {missing}; the columns are {list(frame.columns)}. "
             f"Name the right ones with --text-column/--label-column"
         )
-    return frame[list(columns.values())].rename(columns={v: k for k, v in columns.items()})
+    return pd.DataFrame({role: frame[source] for role, source in columns.items()})
 
 
 def encode_labels(frame: pd.DataFrame, label_names: list[str], where: str) -> pd.DataFrame:

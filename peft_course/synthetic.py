@@ -83,29 +83,32 @@ def synthetic_sentiment(
 ) -> dict[str, list[Example]]:
     """Generate balanced, disjoint train/validation/test splits (same seed, same splits).
 
-    Sentences are drawn until enough *distinct* ones exist, then dealt into the splits, so no
-    test sentence appears in training.
+    Sentences are drawn until enough *distinct* ones of each label exist, then dealt into the
+    splits half from each label, so every split is balanced and no test sentence is in train.
     """
-    total = n_train + n_validation + n_test
+    sizes = {"train": n_train, "validation": n_validation, "test": n_test}
+    if any(n < 2 or n % 2 for n in sizes.values()):
+        raise ValueError(f"split sizes must be even and at least 2 (half of each label), got {sizes}")
+    total = sum(sizes.values())
     rng = random.Random(seed)
     seen: set[str] = set()
-    examples: list[Example] = []
+    by_label: list[list[Example]] = [[], []]
     attempts = 0
-    while len(examples) < total:
+    while len(by_label[0]) + len(by_label[1]) < total:
         attempts += 1
         if attempts > 50 * total:
             raise ValueError(f"cannot generate {total} distinct sentences; ask for fewer")
-        label = len(examples) % 2  # alternate labels: every split is balanced
+        label = 0 if len(by_label[0]) < total // 2 else 1
         text = make_sentence(rng, label)
         if text not in seen:
             seen.add(text)
-            examples.append(Example(text, label))
-    rng.shuffle(examples)
-    return {
-        "train": examples[:n_train],
-        "validation": examples[n_train : n_train + n_validation],
-        "test": examples[n_train + n_validation :],
-    }
+            by_label[label].append(Example(text, label))
+    splits, start = {}, 0
+    for name, n in sizes.items():
+        rows = by_label[0][start : start + n // 2] + by_label[1][start : start + n // 2]
+        rng.shuffle(rows)
+        splits[name], start = rows, start + n // 2
+    return splits
 
 
 def review_corpus(seed: int = 0, n_reviews: int = 3000) -> list[str]:

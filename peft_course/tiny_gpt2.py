@@ -95,14 +95,14 @@ def pretrain(
     return losses
 
 
-def build_tiny_gpt2(directory: str | Path, seed: int = 0) -> Path:
-    """Write a tokenizer and randomly initialised GPT-2 weights (safetensors) to `directory`."""
+def build_tiny_gpt2(directory: str | Path, seed: int = 0, pretrain_steps: int = PRETRAIN_STEPS) -> Path:
+    """Write the tokenizer and the briefly pretrained weights (safetensors) to `directory`."""
     directory = Path(directory)
     tokenizer = train_tokenizer(seed)
     torch.manual_seed(seed)
     config = tiny_gpt2_config(len(tokenizer), tokenizer.eos_token_id)
     model = GPT2LMHeadModel(config)
-    pretrain(model, tokenizer, review_corpus(seed), seed=seed)
+    pretrain(model, tokenizer, review_corpus(seed), steps=pretrain_steps, seed=seed)
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     return directory

@@ -1,0 +1,30 @@
+"""Shared fixtures: the embedded model and data, built once per test session, never the hub."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+import pytest
+
+from peft_course.data import load_classification_data
+from peft_course.models import load_model
+
+
+@pytest.fixture(scope="session")
+def sentiment():
+    """The generated sentiment set (2,000 / 400 / 400 rows)."""
+    return load_classification_data("synthetic-sentiment")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    return load_model("tiny-gpt2")[1]
+
+
+@pytest.fixture
+def tiny_classifier():
+    """A fresh tiny-gpt2 classifier (2 labels) and its tokenizer."""
+    return load_model("tiny-gpt2", "classification", num_labels=2)

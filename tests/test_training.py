@@ -1,0 +1,72 @@
+"""The shared loop: loss falls, accuracy beats chance, same seed gives the same numbers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from peft_course.data import load_classification_data, tokenize
+from peft_course.finetune import finetune, head_parameter_names, prepare, prepare_head_only
+from peft_course.models import load_model
+from peft_course.training import TrainConfig, evaluate, load_trainable_state, train, trainable_state
+
+
+@pytest.fixture(scope="module")
+def small_sentiment():
+    return load_classification_data("synthetic-sentiment", max_examples=400)
+
+
+def test_head_only_trains_only_the_head(tiny_classifier):
+    model, _ = tiny_classifier
+    prepare_head_only(model)
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ["score.weight"] == head_parameter_names(model)
+
+
+def test_full_fine_tuning_loss_falls_and_beats_the_untrained_model(small_sentiment):
+    result = finetune(small_sentiment, "full", config=TrainConfig(epochs=3, learning_rate=1e-3, progress=False))
+    history = result.training.history
+    assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"]
+    assert history[-1]["val_loss"] < history[0]["val_loss"]
+    assert result.best["accuracy"] > result.untrained["accuracy"] + 0.15
+    assert result.trainable == result.total
+
+
+def test_same_seed_gives_identical_metrics(small_sentiment):
+    config = TrainConfig(epochs=1, learning_rate=2e-2, progress=False)
+    first = finetune(small_sentiment, "head", config=config)
+    second = finetune(small_sentiment, "head", config=config)
+    assert first.best == second.best and first.training.history == second.training.history
+
+
+def test_best_state_restores_the_best_validation_weights(tiny_classifier, small_sentiment):
+    model, tokenizer = tiny_classifier
+    tokenized = tokenize(small_sentiment, tokenizer)
+    prepare_head_only(model)
+    result = train(model, tokenized, tokenizer, TrainConfig(epochs=2, learning_rate=2e-2, progress=False))
+    assert result.best_val_accuracy == max(h["val_accuracy"] for h in result.history)
+    load_trainable_state(model, result.best_state)
+    assert evaluate(model, tokenized["validation"], tokenizer)["accuracy"] == result.best_val_accuracy
+    assert set(trainable_state(model)) == {"score.weight"}
+
+
+def test_eval_every_records_more_evaluations(tiny_classifier, small_sentiment):
+    model, tokenizer = tiny_classifier
+    prepare_head_only(model)
+    result = train(model, tokenize(small_sentiment, tokenizer), tokenizer,
+                   TrainConfig(epochs=1, batch_size=50, eval_every=4, progress=False))
+    assert [h["step"] for h in result.history] == [4, 8]
+
+
+def test_bad_configurations(tiny_classifier, small_sentiment):
+    model, tokenizer = tiny_classifier
+    for p in model.parameters():
+        p.requires_grad = False
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        train(model, tokenize(small_sentiment, tokenizer), tokenizer, TrainConfig(progress=False))
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="learning_rate"):
+        TrainConfig(learning_rate=0)
+    with pytest.raises(ValueError, match="unknown method 'lora-typo'"):
+        prepare(model, "lora-typo")
