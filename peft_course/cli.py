@@ -47,7 +47,8 @@ def command_info(args: argparse.Namespace) -> None:
 
 
 def command_demo(args: argparse.Namespace) -> None:
-    from peft_course.demo import demo_rows, markdown_table, write_table
+    from peft_course.demo import demo_rows
+    from peft_course.tables import markdown_table, write_table
 
     data = data_from_arguments(args)
     rows = demo_rows(data, args.model, args.seed, args.max_length, progress=not args.no_progress)
@@ -57,6 +58,192 @@ def command_demo(args: argparse.Namespace) -> None:
     print(f"saved: {path} and {path.with_suffix('.csv')}")
 
 
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """The loop's hyper-parameters and the LoRA options."""
+    group = parser.add_argument_group("training")
+    group.add_argument("--epochs", type=int, default=3)
+    group.add_argument("--batch-size", type=int, default=32)
+    group.add_argument("--learning-rate", type=float, help="default: the method's (see peft_course.finetune.METHODS)")
+    group.add_argument("--weight-decay", type=float, default=0.0)
+    group.add_argument("--eval-every", type=int, help="validate every N steps (default: every epoch)")
+    group.add_argument("--max-length", type=int, default=256, help="truncate texts to this many tokens")
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if present)")
+    lora = parser.add_argument_group("LoRA (methods lora, lora-scratch, merged)")
+    lora.add_argument("--r", type=int, default=8, help="rank of the update")
+    lora.add_argument("--alpha", type=float, default=16.0, help="scale: the update is multiplied by alpha/r")
+    lora.add_argument("--dropout", type=float, default=0.0, help="dropout on the LoRA path")
+    lora.add_argument("--targets", nargs="+", help="module-name patterns to adapt (default: c_attn for peft)")
+    lora.add_argument("--bias", default="none", choices=["none", "all", "lora_only"], help="peft only")
+    lora.add_argument("--modules-to-save", nargs="+", help="peft only: extra modules trained in full")
+    lora.add_argument("--rslora", action="store_true", help="scale by alpha/sqrt(r) instead of alpha/r")
+
+
+def method_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments the chosen method's `prepare` takes."""
+    if args.method in ("lora", "merged"):
+        return {"r": args.r, "alpha": args.alpha, "dropout": args.dropout, "targets": args.targets,
+                "bias": args.bias, "modules_to_save": args.modules_to_save, "use_rslora": args.rslora}
+    if args.method == "lora-scratch":
+        options = {"r": args.r, "alpha": args.alpha, "dropout": args.dropout, "use_rslora": args.rslora}
+        return options | ({"targets": args.targets} if args.targets else {})
+    return {}
+
+
+def command_finetune(args: argparse.Namespace) -> None:
+    from dataclasses import asdict
+
+    from peft_course.finetune import finetune, get_method
+    from peft_course.runs import RunSpec, check_run_directory, save_run
+    from peft_course.training import TrainConfig
+
+    method = get_method(args.method)
+    output = args.output or Path("runs") / f"{args.method}-{args.dataset if not args.train_file else Path(args.train_file).stem}"
+    output = check_run_directory(output, args.overwrite, args.resume)
+    data = data_from_arguments(args)
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate or method.learning_rate,
+        weight_decay=args.weight_decay, eval_every=args.eval_every, seed=args.seed, device=args.device,
+        progress=not args.no_progress,
+    )
+    options = method_options(args)
+    result = finetune(data, args.method, args.model, config, args.max_length, output / "checkpoint",
+                      args.resume, **options)
+    spec = RunSpec(args.model, args.method, data.label_names, data.name, options, args.max_length,
+                   args.seed, {k: v for k, v in asdict(config).items() if k != "progress"})
+    save_run(output, result, spec, data)
+    print((output / "results.md").read_text())
+    print(f"best validation (step {result.training.best_step}): test accuracy {result.best['accuracy']:.4f}, "
+          f"weighted F1 {result.best['f1']:.4f}; last iteration: {result.last['accuracy']:.4f}")
+    print(f"saved: {output}")
+
+
+def command_predict(args: argparse.Namespace) -> None:
+    from peft_course.runs import load_run, predict_texts
+
+    model, tokenizer, spec = load_run(args.run)
+    for row in predict_texts(model, tokenizer, args.texts, spec.max_length):
+        probabilities = ", ".join(f"{k}={v:.3f}" for k, v in row["probabilities"].items())
+        print(f"{row['label']}\t({probabilities})\t{row['text']}")
+
+
+def command_count(args: argparse.Namespace) -> None:
+    from peft_course.counting import count_method, format_method_count
+
+    result = count_method(args.method, args.model, rank=args.r, targets=args.targets, labels=args.labels)
+    print(format_method_count(result))
+
+
+def add_count_command(commands) -> None:
+    """`peft-course count`: what BitFit, adapters or LoRA train, per module type."""
+    count = commands.add_parser(
+        "count", help="trainable parameters of bitfit/adapter/lora, per module type, checked against a formula",
+        description="Apply a method to GPT-2 small (random weights, nothing downloaded) or to the course's "
+                    "1024-512-...-2-1 network, and print its trainable parameters per module type next to "
+                    "the closed-form formula's answer.")
+    count.add_argument("--method", required=True, choices=("bitfit", "adapter", "lora"))
+    count.add_argument("--model", default="gpt2-small", choices=("gpt2-small", "mlp"),
+                       help="default: %(default)s")
+    count.add_argument("--r", type=int, default=8, help="adapter bottleneck / LoRA rank (default: %(default)s)")
+    count.add_argument("--targets", nargs="+", metavar="MODULE",
+                       help="module names or suffixes (GPT-2: c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj; "
+                            "mlp: fc1 ... fc10). Default: c_attn (lora), attn.c_proj mlp.c_proj (adapter), "
+                            "every layer (lora on mlp) or every hidden layer (adapter on mlp)")
+    count.add_argument("--labels", type=int, default=2, help="classes of GPT-2's classification head")
+    count.set_defaults(handler=command_count)
+
+
+def command_lora(args: argparse.Namespace) -> None:
+    from peft_course.data import load_classification_data
+    from peft_course.lora import equivalence_rows, training_rows
+    from peft_course.tables import markdown_table, write_table
+
+    equivalence = equivalence_rows(args.seed)
+    print("\nLoRA from scratch vs peft: largest absolute differences (same A, B and head)\n")
+    print(markdown_table(equivalence))
+    data = load_classification_data("synthetic-sentiment", seed=args.seed)
+    training = training_rows(data, args.model, args.seed, args.epochs, args.learning_rate,
+                             args.r, args.alpha, progress=not args.no_progress)
+    print(f"\n{data.name} with {args.model}, {args.epochs} epochs at lr {args.learning_rate:g} "
+          f"(test split, best-validation checkpoint)\n")
+    print(markdown_table(training))
+    for rows, stem in ((equivalence, "equivalence"), (training, "training")):
+        path = write_table(rows, args.output, stem)
+        print(f"saved: {path} and {path.with_suffix('.csv')}")
+
+
+def add_lora_command(commands) -> None:
+    """`peft-course lora`: the LoRA chapter's two tables (equality with peft, then training)."""
+    lora = commands.add_parser(
+        "lora", help="LoRA from scratch: check it equals peft, then train both and compare",
+        description="Compare the course's LoRA layer with peft's (logits, merged logits, gradients), "
+                    "then fine-tune tiny-gpt2 with each on synthetic-sentiment.")
+    lora.add_argument("--model", default="tiny-gpt2",
+                      help=f"model to train: tiny-gpt2 (embedded), a local directory, or a hub id such as {DEFAULT_MODEL}")
+    # the defaults are peft_course.lora.LORA_EPOCHS and LORA_LEARNING_RATE, written out so that
+    # `--help` does not import torch
+    lora.add_argument("--epochs", type=int, default=4)
+    lora.add_argument("--learning-rate", type=float, default=5e-3)
+    lora.add_argument("--r", type=int, default=8, help="rank of the update")
+    lora.add_argument("--alpha", type=float, default=16.0, help="the update is multiplied by alpha/r")
+    lora.add_argument("--seed", type=int, default=0)
+    lora.add_argument("--output", type=Path, default=Path("runs/lora"), help="where the tables are saved")
+    lora.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    lora.set_defaults(handler=command_lora)
+
+
+def command_prompt(args: argparse.Namespace) -> None:
+    from peft_course.prompting import (
+        DEFAULT_STRATEGIES, evaluate_prompting, example_pool, get_strategy, load_generate,
+        load_problem_set,
+    )
+    from peft_course.word_problems import load_gsm8k_jsonl
+
+    strategies = [get_strategy(name).name for name in args.strategy or DEFAULT_STRATEGIES]
+    problems = load_problem_set(args.problems, args.n_problems, args.seed)
+    examples = (load_gsm8k_jsonl(args.examples, limit=args.shots) if args.examples
+                else example_pool(problems, args.shots, args.seed))
+    generate = load_generate(args.model, seed=args.seed, max_new_tokens=args.max_new_tokens,
+                             do_sample=args.sample, temperature=args.temperature, top_p=args.top_p)
+    log_path = args.output / "completions.jsonl"
+    result = evaluate_prompting(generate, problems, strategies,
+                                examples, args.shots, log_path=log_path)
+    decoding = f"sampled (T={args.temperature}, top-p={args.top_p})" if args.sample else "greedy"
+    print(f"\n{len(problems)} problems from {args.problems}, {args.model}, {decoding}, k={args.shots}\n")
+    print(result.table())
+    if generate.truncated:
+        print(f"note: {generate.truncated} prompt(s) were longer than the context and lost their first tokens")
+    (args.output / "results.md").write_text(result.table())
+    print(f"saved: {log_path} (every prompt and completion) and {args.output / 'results.md'}")
+
+
+def add_prompt_command(commands) -> None:
+    """`peft-course prompt`: zero-/few-shot and chain-of-thought prompting on word problems."""
+    prompt = commands.add_parser(
+        "prompt", help="zero-/few-shot and chain-of-thought prompting on arithmetic word problems",
+        description="Prompt a causal LM with each strategy, extract the numbers it answers, and "
+                    "print the accuracy per strategy. No weights change.")
+    prompt.add_argument("--strategy", nargs="+", metavar="NAME",
+                        help="zero-shot, few-shot, cot, zero-shot-cot, few-shot-cot "
+                             "(default: zero-shot few-shot cot zero-shot-cot)")
+    prompt.add_argument("--model", default="tiny-gpt2",
+                        help=f"tiny-gpt2 (embedded), a local checkpoint directory, or a hub id such as {DEFAULT_MODEL}")
+    prompt.add_argument("--problems", default="generated",
+                        help="'generated' (word problems solved by sympy) or a GSM8K-format JSONL file")
+    prompt.add_argument("--n-problems", type=int, default=27,
+                        help="how many problems (generated, or the first N of the file)")
+    prompt.add_argument("--shots", type=int, default=2, help="k, the solved examples of the few-shot strategies")
+    prompt.add_argument("--examples", help="GSM8K-format JSONL of solved examples (default: generated ones)")
+    prompt.add_argument("--max-new-tokens", type=int, default=96)
+    prompt.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    prompt.add_argument("--temperature", type=float, default=0.7)
+    prompt.add_argument("--top-p", type=float, default=0.95)
+    prompt.add_argument("--seed", type=int, default=0)
+    prompt.add_argument("--output", type=Path, default=Path("runs/prompt"),
+                        help="where completions.jsonl and results.md are saved")
+    prompt.set_defaults(handler=command_prompt)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with `--help` on every subcommand."""
     parser = argparse.ArgumentParser(
@@ -64,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     info = commands.add_parser("info", help="library versions, CUDA, and whether 4-bit works here")
-    info.set_defaults(run=command_info)
+    info.set_defaults(handler=command_info)
 
     demo = commands.add_parser(
         "demo", help="untrained vs fine-tuned: the results table on the embedded default",
@@ -76,7 +263,31 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--output", type=Path, default=Path("runs/demo"), help="where the table is saved")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    demo.set_defaults(run=command_demo)
+    demo.set_defaults(handler=command_demo)
+
+    finetune = commands.add_parser(
+        "finetune", help="fine-tune one method on one dataset and save the run",
+        description="Train with one method; write metrics.json, the history, plots and a results row.")
+    finetune.add_argument("--method", required=True, choices=["head", "lora", "lora-scratch", "merged", "full"])
+    finetune.add_argument("--model", default="tiny-gpt2",
+                          help=f"tiny-gpt2, a local checkpoint directory, or a hub id such as {DEFAULT_MODEL}")
+    add_data_arguments(finetune, "synthetic-sentiment")
+    add_training_arguments(finetune)
+    finetune.add_argument("--output", type=Path, help="run directory (default: runs/<method>-<dataset>)")
+    finetune.add_argument("--overwrite", action="store_true", help="replace a finished run in --output")
+    finetune.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
+    finetune.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    finetune.set_defaults(handler=command_finetune)
+
+    predict = commands.add_parser("predict", help="classify texts with a saved run",
+                                  description="Reload a run directory and classify each text.")
+    predict.add_argument("--run", required=True, type=Path, help="a directory written by `peft-course finetune`")
+    predict.add_argument("texts", nargs="+", help="texts to classify")
+    predict.set_defaults(handler=command_predict)
+
+    add_count_command(commands)
+    add_lora_command(commands)
+    add_prompt_command(commands)
     return parser
 
 
@@ -84,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run the subcommand; known input errors print one line, not a traceback."""
     args = build_parser().parse_args(argv)
     try:
-        args.run(args)
+        args.handler(args)
     except (DataError, ModelLoadError, ValueError) as error:
         print(f"peft-course {args.command}: error: {error}", file=sys.stderr)
         return 2

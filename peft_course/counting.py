@@ -1,14 +1,38 @@
 """Counting parameters: how many a method trains, and of how many in all.
 
 The counting chapter builds on `count_parameters`: every table in the course that says
-"trainable params" gets its number from here, read off the real module tree.
+"trainable params" gets its number from here, read off the real module tree. The rest of the
+module writes the same numbers as closed-form `sympy` formulas and checks one against the
+other, for three methods and one storage format:
+
+* BitFit (train the biases only) and bottleneck adapters on a plain feed-forward network,
+  where the answer depends on conventions that a sentence like "about 1.31 %" hides;
+* LoRA on GPT-2 small, counted by the formula `r * sum(d_in + d_out)` and by `peft`;
+* the bits per parameter that a 4-bit NF4 (QLoRA) weight really occupies.
 """
 
 from __future__ import annotations
 
+import math
+import re
+import tempfile
+import warnings
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import sympy as sp
+import torch
 from torch import nn
+from transformers.pytorch_utils import Conv1D
 
 
+class CountingError(ValueError):
+    """A width list, rank, convention, model name or target that cannot be counted."""
+
+
+# --8<-- [start:count_parameters]
 def count_parameters(module: nn.Module) -> tuple[int, int]:
     """`(trainable, total)` parameter counts of `module`.
 
@@ -21,3 +45,764 @@ def count_parameters(module: nn.Module) -> tuple[int, int]:
         if parameter.requires_grad:
             trainable += parameter.numel()
     return trainable, total
+# --8<-- [end:count_parameters]
+
+
+# ---------------------------------------------------------------------------------------
+# 1. A plain feed-forward network: its size, BitFit, and bottleneck adapters
+# ---------------------------------------------------------------------------------------
+
+# --8<-- [start:mlp_formulas]
+MLP_WIDTHS = (1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1)
+"""Input 1024, nine hidden layers 512 ... 2 (1,022 hidden units), one output: 10 layers."""
+
+d = sp.IndexedBase("d")  # widths: d[0] is the input, d[L] the output
+i, L = sp.symbols("i L", integer=True, positive=True)  # layer index, number of layers
+r = sp.Symbol("r", integer=True, positive=True)  # adapter bottleneck / LoRA rank
+
+MLP_PARAMETERS = sp.Sum(d[i - 1] * d[i] + d[i], (i, 1, L))  # weights + biases of every layer
+MLP_BIASES = sp.Sum(d[i], (i, 1, L))  # what BitFit trains: one bias per unit
+
+Placement = Literal["hidden", "hidden+output"]
+AdapterBias = Literal["both", "down", "up", "none"]
+Denominator = Literal["base", "base+adapters"]
+PLACEMENTS: tuple[str, ...] = ("hidden", "hidden+output")
+ADAPTER_BIASES: tuple[str, ...] = ("both", "down", "up", "none")
+DENOMINATORS: tuple[str, ...] = ("base", "base+adapters")
+
+
+def adapter_term(width: sp.Expr, bias: AdapterBias = "both") -> sp.Expr:
+    """Parameters of one bottleneck adapter on a layer of `width` outputs.
+
+    Down-projection `width x r`, up-projection `r x width`, and the biases the convention
+    keeps: `r` on the way down, `width` on the way up.
+    """
+    _check_choice("adapter bias", bias, ADAPTER_BIASES)
+    biases = {"both": r + width, "down": r, "up": width, "none": 0}[bias]
+    return 2 * r * width + biases
+
+
+def adapter_formula(placement: Placement = "hidden", bias: AdapterBias = "both") -> sp.Expr:
+    """Adapter parameters of the whole network: one adapter after each chosen layer.
+
+    `hidden` puts one after each of the `L - 1` hidden layers, `hidden+output` after the
+    output layer too.
+    """
+    _check_choice("placement", placement, PLACEMENTS)
+    last = L - 1 if placement == "hidden" else L
+    return sp.Sum(adapter_term(d[i], bias), (i, 1, last))
+# --8<-- [end:mlp_formulas]
+
+
+def _check_choice(what: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise CountingError(f"unknown {what} '{value}': choose one of {', '.join(allowed)}")
+
+
+def _check_rank(rank: int) -> None:
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise CountingError(f"the rank must be a positive integer, got {rank!r}")
+
+
+def check_widths(widths: Sequence[int]) -> list[int]:
+    """The widths as a list, or a `CountingError` saying what is wrong with them."""
+    widths = list(widths)
+    if len(widths) < 2:
+        raise CountingError(f"a network needs an input and an output width, got {widths}")
+    if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in widths):
+        raise CountingError(f"every width must be a positive integer, got {widths}")
+    return widths
+
+
+def evaluate_mlp(expr: sp.Expr, widths: Sequence[int], rank: int | None = None) -> int:
+    """The value of an MLP formula for concrete widths (and rank)."""
+    widths = check_widths(widths)
+    value = expr.subs(L, len(widths) - 1).doit()
+    value = value.subs({d[k]: w for k, w in enumerate(widths)})
+    if rank is not None:
+        _check_rank(rank)
+        value = value.subs(r, rank)
+    if value.free_symbols:
+        raise CountingError(f"the formula still depends on {sorted(map(str, value.free_symbols))}")
+    return int(value)
+
+
+def build_mlp(widths: Sequence[int], seed: int = 0) -> nn.Sequential:
+    """Linear layers `fc1 ... fcL` of the given widths with a ReLU between two of them."""
+    widths = check_widths(widths)
+    torch.manual_seed(seed)
+    layers: OrderedDict[str, nn.Module] = OrderedDict()
+    for k, (d_in, d_out) in enumerate(zip(widths, widths[1:]), start=1):
+        layers[f"fc{k}"] = nn.Linear(d_in, d_out)
+        if k < len(widths) - 1:
+            layers[f"act{k}"] = nn.ReLU()
+    return nn.Sequential(layers)
+
+
+def bitfit(model: nn.Module, train_head: bool = False) -> nn.Module:
+    """Freeze everything except the biases (and, with `train_head`, a model's task head).
+
+    A transformers classifier keeps its backbone under `model.base_model_prefix`; the head
+    outside it is new, so it has to train whatever the method.
+    """
+    prefix = getattr(model, "base_model_prefix", "") + "."
+    for name, parameter in model.named_parameters():
+        is_head = train_head and not name.startswith(prefix)
+        parameter.requires_grad_(name.endswith("bias") or is_head)
+    return model
+
+
+# --8<-- [start:adapter_module]
+class Adapter(nn.Module):
+    """Bottleneck adapter `x + up(relu(down(x)))` on a layer with `width` outputs.
+
+    The up-projection starts at zero, so the adapted network starts as the base network.
+    `bias` says which of the two projections have a bias.
+    """
+
+    def __init__(self, width: int, rank: int, bias: AdapterBias = "both") -> None:
+        super().__init__()
+        _check_rank(rank)
+        _check_choice("adapter bias", bias, ADAPTER_BIASES)
+        self.down = nn.Linear(width, rank, bias=bias in ("both", "down"))
+        self.up = nn.Linear(rank, width, bias=bias in ("both", "up"))
+        nn.init.zeros_(self.up.weight)
+        if self.up.bias is not None:
+            nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.up(torch.relu(self.down(x)))
+
+
+class WithAdapter(nn.Module):
+    """A frozen layer followed by its adapter."""
+
+    def __init__(self, layer: nn.Module, adapter: Adapter) -> None:
+        super().__init__()
+        self.layer = layer
+        self.adapter = adapter
+
+    def forward(self, *args, **kwargs):
+        return self.adapter(self.layer(*args, **kwargs))
+# --8<-- [end:adapter_module]
+
+
+def layer_shape(layer: nn.Module) -> tuple[int, int]:
+    """`(d_in, d_out)` of an `nn.Linear` or of GPT-2's `Conv1D` (which stores `d_in x d_out`)."""
+    if isinstance(layer, nn.Linear):
+        return layer.in_features, layer.out_features
+    if isinstance(layer, Conv1D):
+        return layer.weight.shape[0], layer.nf
+    raise CountingError(f"cannot read the input and output widths of a {type(layer).__name__}")
+
+
+def match_modules(model: nn.Module, targets: Sequence[str]) -> list[str]:
+    """Full names of the modules whose name is a target or ends with `.target` (as peft does)."""
+    names = [
+        name for name, _ in model.named_modules()
+        if name and any(name == t or name.endswith("." + t) for t in targets)
+    ]
+    if targets and not names:
+        raise CountingError(f"no module of {type(model).__name__} matches the targets {list(targets)}")
+    return names
+
+
+def add_adapters(model: nn.Module, targets: Sequence[str], rank: int, bias: AdapterBias = "both") -> nn.Module:
+    """Freeze `model` and put an adapter after every module matching `targets` (in place)."""
+    model.requires_grad_(False)
+    for name in match_modules(model, targets):
+        layer = model.get_submodule(name)
+        parent_name, _, child = name.rpartition(".")
+        adapter = Adapter(layer_shape(layer)[1], rank, bias).to(next(layer.parameters()).device)
+        setattr(model.get_submodule(parent_name), child, WithAdapter(layer, adapter))
+    return model
+
+
+def mlp_adapter_targets(widths: Sequence[int], placement: Placement) -> list[str]:
+    """Names of the layers of `build_mlp(widths)` that a placement puts an adapter after."""
+    _check_choice("placement", placement, PLACEMENTS)
+    n_layers = len(check_widths(widths)) - 1
+    last = n_layers - 1 if placement == "hidden" else n_layers
+    return [f"fc{k}" for k in range(1, last + 1)]
+
+
+@dataclass(frozen=True)
+class ConventionRow:
+    """What one adapter-counting convention gives on one network."""
+
+    placement: str
+    bias: str
+    denominator: str
+    adapter_parameters: int  # from the formula
+    counted_parameters: int  # from the module tree
+    base_parameters: int
+    percent: float
+
+
+# --8<-- [start:convention_table]
+def adapter_convention_table(widths: Sequence[int] = MLP_WIDTHS, rank: int = 4) -> list[ConventionRow]:
+    """Every convention for "rank-`rank` adapters after each layer" and the share it gives.
+
+    Each count comes from the formula and, independently, from a real network with the
+    adapters inserted; the two are stored side by side so a table can show they agree.
+    """
+    base = evaluate_mlp(MLP_PARAMETERS, widths)
+    rows = []
+    for placement in PLACEMENTS:
+        for bias in ADAPTER_BIASES:
+            formula = evaluate_mlp(adapter_formula(placement, bias), widths, rank)
+            model = add_adapters(build_mlp(widths), mlp_adapter_targets(widths, placement), rank, bias)
+            counted, _ = count_parameters(model)
+            for denominator in DENOMINATORS:
+                whole = base if denominator == "base" else base + formula
+                rows.append(ConventionRow(placement, bias, denominator, formula, counted, base,
+                                          100 * formula / whole))
+    return rows
+
+
+def matching_conventions(rows: Sequence[ConventionRow], percent: float = 1.31, decimals: int = 2,
+                         rounding: Literal["round", "truncate"] = "round") -> list[ConventionRow]:
+    """The rows whose share, rounded (or cut off) to `decimals` places, is the reported `percent`."""
+    _check_choice("rounding", rounding, ("round", "truncate"))
+    scale = 10**decimals
+
+    def shown(value: float) -> int:
+        return round(value * scale) if rounding == "round" else math.floor(value * scale + 1e-9)
+
+    return [row for row in rows if shown(row.percent) == round(percent * scale)]
+# --8<-- [end:convention_table]
+
+
+# ---------------------------------------------------------------------------------------
+# 2. GPT-2 small (and a GPT-2-sized model with separate q, k, v): LoRA by formula and by peft
+# ---------------------------------------------------------------------------------------
+
+# --8<-- [start:gpt2_formulas]
+V, n_ctx, d_model, n_layer, num_labels = sp.symbols("V n_ctx d_model n_layer num_labels",
+                                                    integer=True, positive=True)
+BLOCK = 12 * d_model**2 + 13 * d_model  # attention 4d^2+4d, MLP 8d^2+5d, two LayerNorms 4d
+GPT2_BASE = V * d_model + n_ctx * d_model + n_layer * BLOCK + 2 * d_model  # + final LayerNorm
+GPT2_BIASES = n_layer * 11 * d_model + d_model  # biases of the 4 projections, 2 LNs; ln_f
+HEAD = d_model * num_labels  # `score`: hidden size x labels, no bias
+GPT2_PROJECTION_WEIGHTS = n_layer * 12 * d_model**2  # what 4-bit quantization turns into NF4
+
+GPT2_LAYERS = {  # per block: (d_in, d_out) of each projection
+    "attn.c_attn": (d_model, 3 * d_model),
+    "attn.c_proj": (d_model, d_model),
+    "mlp.c_fc": (d_model, 4 * d_model),
+    "mlp.c_proj": (4 * d_model, d_model),
+}
+
+d_in, d_out = sp.IndexedBase("d_in"), sp.IndexedBase("d_out")
+j, m = sp.symbols("j m", integer=True, positive=True)
+LORA = r * sp.Sum(d_in[j] + d_out[j], (j, 1, m))  # A is r x d_in, B is d_out x r
+# --8<-- [end:gpt2_formulas]
+
+
+def lora_count(rank: int, shapes: Sequence[tuple[int, int]]) -> int:
+    """`LORA` evaluated for `(d_in, d_out)` of each targeted layer."""
+    _check_rank(rank)
+    value = LORA.subs(m, len(shapes)).doit().subs(r, rank)
+    value = value.subs({d_in[k + 1]: a for k, (a, _) in enumerate(shapes)})
+    return int(value.subs({d_out[k + 1]: b for k, (_, b) in enumerate(shapes)}))
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A transformer's parameter count as formulas, and how to build it for real."""
+
+    name: str
+    base: sp.Expr  # the backbone
+    biases: sp.Expr  # every bias of the backbone (LayerNorm biases included)
+    layers: dict[str, tuple[sp.Expr, sp.Expr]]  # per-block projections: name -> (d_in, d_out)
+    values: dict[sp.Symbol, int]
+    default_lora_targets: tuple[str, ...]  # what peft targets when target_modules is None
+    adapter_targets: tuple[str, ...]  # Houlsby: after attention and after the MLP
+
+
+ARCHITECTURES = {
+    "gpt2-small": Architecture(
+        "gpt2-small", GPT2_BASE, GPT2_BIASES, GPT2_LAYERS,
+        {V: 50257, n_ctx: 1024, d_model: 768, n_layer: 12},
+        ("c_attn",), ("attn.c_proj", "mlp.c_proj")),
+    # OPT-125m has GPT-2 small's widths but separate q, k, v projections (and 2 spare positions).
+    "opt-125m": Architecture(
+        "opt-125m", V * d_model + (n_ctx + 2) * d_model + n_layer * BLOCK + 2 * d_model, GPT2_BIASES,
+        {"q_proj": (d_model, d_model), "k_proj": (d_model, d_model), "v_proj": (d_model, d_model),
+         "out_proj": (d_model, d_model), "fc1": (d_model, 4 * d_model), "fc2": (4 * d_model, d_model)},
+        {V: 50272, n_ctx: 2048, d_model: 768, n_layer: 12},
+        ("q_proj", "v_proj"), ("out_proj", "fc2")),
+}
+
+
+def architecture(name: str) -> Architecture:
+    """The `Architecture` registered under `name`."""
+    _check_choice("model", name, tuple(ARCHITECTURES))
+    return ARCHITECTURES[name]
+
+
+def evaluate(expr: sp.Expr, arch: Architecture, labels: int = 2, rank: int | None = None) -> int:
+    """The value of a transformer formula for `arch`, `labels` classes and `rank`."""
+    value = sp.sympify(expr).subs({**arch.values, num_labels: labels})
+    if rank is not None:
+        _check_rank(rank)
+        value = value.subs(r, rank)
+    if value.free_symbols:
+        raise CountingError(f"the formula still depends on {sorted(map(str, value.free_symbols))}")
+    return int(value)
+
+
+def build_classifier(name: str = "gpt2-small", labels: int = 2, device: str = "meta",
+                     seed: int = 0) -> nn.Module:
+    """A randomly initialised classifier of architecture `name` (no hub needed), pad = eos.
+
+    On the `meta` device no memory is allocated and nothing is initialised: shapes, and so
+    counts, are exact and a build takes milliseconds. Use `cpu` for a model that runs.
+    """
+    from transformers import GPT2Config, GPT2ForSequenceClassification, OPTConfig, OPTForSequenceClassification
+
+    architecture(name)
+    if labels < 1:
+        raise CountingError(f"a classifier needs at least one label, got {labels}")
+    build = {"gpt2-small": lambda: GPT2ForSequenceClassification(GPT2Config(num_labels=labels, pad_token_id=50256)),
+             "opt-125m": lambda: OPTForSequenceClassification(OPTConfig(num_labels=labels))}[name]
+    torch.manual_seed(seed)
+    with torch.device(device):
+        return build()
+
+
+def targeted_layers(arch: Architecture, targets: Sequence[str]) -> list[str]:
+    """The per-block projections of `arch` that peft-style suffix targets select."""
+    chosen = [name for name in arch.layers if any(name == t or name.endswith("." + t) for t in targets)]
+    if not chosen:
+        raise CountingError(f"no layer of {arch.name} matches {list(targets)}; its layers are "
+                            f"{', '.join(arch.layers)}")
+    return chosen
+
+
+# --8<-- [start:lora_formula]
+def lora_formulas(arch: Architecture, targets: Sequence[str], bias: str = "none",
+                  saves_head: bool = False) -> tuple[sp.Expr, sp.Expr]:
+    """`(trainable, all)` parameters of a peft LoRA model, as formulas.
+
+    LoRA adds `r * (d_in + d_out)` per targeted layer in each block. `bias="lora_only"`
+    also trains the biases of the targeted layers. A saved head (`task_type=SEQ_CLS` or
+    `modules_to_save=["score"]`) is trained as a *copy*: the frozen original stays in the
+    model, so "all params" holds the head twice.
+    """
+    if bias not in ("none", "lora_only"):
+        raise CountingError(f"bias='{bias}' is not counted here: use 'none' or 'lora_only'")
+    layers = [arch.layers[name] for name in targeted_layers(arch, targets)]
+    lora = n_layer * r * sum(a + b for a, b in layers)
+    lora_biases = n_layer * sum(b for _, b in layers) if bias == "lora_only" else 0
+    copy = HEAD if saves_head else 0
+    return lora + lora_biases + copy, arch.base + HEAD + lora + copy
+# --8<-- [end:lora_formula]
+
+
+@dataclass(frozen=True)
+class LoraCase:
+    """One LoRA configuration on one classifier, to count by formula and by peft."""
+
+    name: str
+    model: str = "gpt2-small"
+    labels: int = 2
+    r: int = 8
+    lora_alpha: int = 8
+    targets: tuple[str, ...] | None = None  # None: peft's default for the model
+    task_type: str | None = None
+    bias: str = "none"
+    modules_to_save: tuple[str, ...] = ()
+
+    def lora_config(self):
+        """The `peft.LoraConfig` this case describes."""
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.r, lora_alpha=self.lora_alpha, bias=self.bias, task_type=self.task_type,
+                          target_modules=list(self.targets) if self.targets else None,
+                          modules_to_save=list(self.modules_to_save) or None)
+
+    def saves_head(self) -> bool:
+        return self.task_type == "SEQ_CLS" or "score" in self.modules_to_save
+
+
+LORA_CASES = (
+    LoraCase("LoraConfig(): head left frozen"),
+    LoraCase("r=8 on c_attn, SEQ_CLS", task_type="SEQ_CLS"),
+    LoraCase("r=4 on 4 projections, SEQ_CLS", r=4, task_type="SEQ_CLS",
+             targets=("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")),
+    LoraCase("r=128, lora_only bias, 20 labels", labels=20, r=128, lora_alpha=128, bias="lora_only",
+             modules_to_save=("score",)),
+    LoraCase("r=8 on separate q, k, v (OPT-125m)", model="opt-125m", targets=("q_proj", "k_proj", "v_proj")),
+)
+
+
+@dataclass(frozen=True)
+class LoraCount:
+    """A LoRA case counted three ways."""
+
+    case: LoraCase
+    formula_trainable: int
+    formula_total: int
+    peft_trainable: int  # `get_nb_trainable_parameters()`
+    peft_total: int
+    lora_parameters: int  # only the lora_A / lora_B matrices, read off the module tree
+
+    @property
+    def percent(self) -> float:
+        return 100 * self.peft_trainable / self.peft_total
+
+
+def apply_lora(model: nn.Module, config) -> nn.Module:
+    """`peft.get_peft_model(model, config)`, without the warnings peft gives on GPT-2."""
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():  # peft switches Conv1D targets to fan_in_fan_out, and says so
+        warnings.filterwarnings("ignore", message=".*fan_in_fan_out.*")
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        return get_peft_model(model, config)
+
+
+def peft_model(case: LoraCase, device: str = "meta") -> nn.Module:
+    """`get_peft_model` on a fresh classifier built for `case`."""
+    return apply_lora(build_classifier(case.model, case.labels, device), case.lora_config())
+
+
+def count_lora_case(case: LoraCase) -> LoraCount:
+    """Count `case` by formula and on a real (meta-device) peft model."""
+    arch = architecture(case.model)
+    targets = case.targets or arch.default_lora_targets
+    trainable, total = lora_formulas(arch, targets, case.bias, case.saves_head())
+    model = peft_model(case)
+    peft_trainable, peft_total = model.get_nb_trainable_parameters()
+    lora = sum(p.numel() for n, p in model.named_parameters() if ".lora_" in n)
+    return LoraCount(case, evaluate(trainable, arch, case.labels, case.r),
+                     evaluate(total, arch, case.labels, case.r), peft_trainable, peft_total, lora)
+
+
+def lora_target_shapes(model: nn.Module, targets: Sequence[str]) -> list[tuple[int, int]]:
+    """`(d_in, d_out)` of every module `targets` select, read from the module tree."""
+    return [layer_shape(model.get_submodule(name)) for name in match_modules(model, targets)]
+
+
+# ---------------------------------------------------------------------------------------
+# 3. QLoRA storage: what a 4-bit NF4 weight occupies
+# ---------------------------------------------------------------------------------------
+
+# --8<-- [start:nf4_formulas]
+B, B2 = sp.symbols("B B_2", integer=True, positive=True)  # first- and second-level block sizes
+NF4_BITS = 4 + sp.Integer(32) / B  # a 4-bit code per weight + one fp32 absmax per block
+NF4_DOUBLE_QUANT_BITS = 4 + sp.Integer(8) / B + sp.Integer(32) / (B * B2)  # absmax in 8 bits
+
+
+def nf4_bits_per_parameter(double_quant: bool, blocksize: int = 64, blocksize2: int = 256) -> sp.Rational:
+    """Bits one weight occupies in NF4: its code plus its share of the block scales (exact)."""
+    formula = NF4_DOUBLE_QUANT_BITS if double_quant else NF4_BITS
+    return formula.subs({B: blocksize, B2: blocksize2})
+# --8<-- [end:nf4_formulas]
+
+
+@dataclass(frozen=True)
+class QuantStorage:
+    """What bitsandbytes stores for one 4-bit weight, in bytes."""
+
+    shape: tuple[int, ...]  # the weight's logical shape
+    packed_shape: tuple[int, ...]
+    packed_dtype: str
+    parameters: int
+    packed_bytes: int  # two 4-bit codes per byte
+    absmax_bytes: int  # one scale per block (fp32, or uint8 with double quantization)
+    nested_absmax_bytes: int  # double quantization: one fp32 scale per block of scales
+    table_bytes: int = field(default=0)  # code tables and offset: a constant per tensor
+
+    @property
+    def bits_per_parameter(self) -> float:
+        """Bits per weight without the per-tensor constants (what the formula predicts)."""
+        return 8 * (self.packed_bytes + self.absmax_bytes + self.nested_absmax_bytes) / self.parameters
+
+    @property
+    def total_bytes(self) -> int:
+        """Everything stored for this weight, per-tensor tables included."""
+        return self.packed_bytes + self.absmax_bytes + self.nested_absmax_bytes + self.table_bytes
+
+
+def _nbytes(tensor: torch.Tensor | None) -> int:
+    return 0 if tensor is None else tensor.numel() * tensor.element_size()
+
+
+def quant_storage(packed: torch.Tensor, state) -> QuantStorage:
+    """Read the storage of a packed 4-bit tensor and its bitsandbytes `QuantState`."""
+    nested = state.state2 if state.nested else None
+    tables = _nbytes(state.code) + (_nbytes(nested.code) + 4 if nested is not None else 0)  # + offset
+    return QuantStorage(tuple(state.shape), tuple(packed.shape), str(packed.dtype).replace("torch.", ""),
+                        int(torch.Size(state.shape).numel()), _nbytes(packed), _nbytes(state.absmax),
+                        _nbytes(nested.absmax) if nested is not None else 0, tables)
+
+
+def quantize_nf4(weight: torch.Tensor, double_quant: bool, blocksize: int = 64) -> QuantStorage:
+    """Quantize one weight to NF4 with bitsandbytes and report what it stores."""
+    from bitsandbytes.functional import quantize_4bit
+
+    packed, state = quantize_4bit(weight.detach().float(), blocksize=blocksize, quant_type="nf4",
+                                  compress_statistics=double_quant)
+    return quant_storage(packed, state)
+
+
+def load_quantized_gpt2(double_quant: bool = True, n_layer: int = 12, labels: int = 2, seed: int = 0) -> nn.Module:
+    """GPT-2 small (random weights, `n_layer` blocks) saved and reloaded in 4-bit NF4.
+
+    transformers turns each `Conv1D` projection into a bitsandbytes `Linear4bit`; the
+    embeddings, LayerNorms, biases and `score` stay in higher precision.
+    """
+    from transformers import BitsAndBytesConfig, GPT2Config, GPT2ForSequenceClassification
+    from transformers.utils import logging as hf_logging
+
+    torch.manual_seed(seed)
+    model = GPT2ForSequenceClassification(GPT2Config(n_layer=n_layer, num_labels=labels))
+    config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
+                                bnb_4bit_use_double_quant=double_quant)
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            model.save_pretrained(directory)  # safetensors
+            return GPT2ForSequenceClassification.from_pretrained(directory, quantization_config=config,
+                                                                 use_safetensors=True)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+# ---------------------------------------------------------------------------------------
+# 4. One entry point per method, with a breakdown per module type (the `count` command)
+# ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BreakdownRow:
+    """Trainable parameters of one module type: a module path with block indices as `*`."""
+
+    module: str
+    parameter: str
+    modules: int  # how many modules of this type
+    each: int | None  # parameters per module (None if they differ, as in an MLP)
+    trainable: int
+
+
+def module_type(parameter_name: str) -> tuple[str, str]:
+    """`(module type, parameter)` of a parameter name: peft's wrapper prefix and adapter
+    name dropped, block indices replaced by `*`."""
+    name = parameter_name.removeprefix("base_model.model.")
+    *path, leaf = [part for part in name.split(".") if part != "default"]
+    return ".".join("*" if part.isdigit() else part for part in path), leaf
+
+
+def breakdown(model: nn.Module) -> list[BreakdownRow]:
+    """The trainable parameters of `model`, summed per module type, in module order."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            groups.setdefault(module_type(name), []).append(parameter.numel())
+    return [BreakdownRow(module, leaf, len(sizes), sizes[0] if len(set(sizes)) == 1 else None, sum(sizes))
+            for (module, leaf), sizes in groups.items()]
+
+
+Method = Literal["bitfit", "adapter", "lora"]
+METHODS: tuple[str, ...] = ("bitfit", "adapter", "lora")
+MODELS: tuple[str, ...] = ("gpt2-small", "mlp")
+
+
+@dataclass(frozen=True)
+class MethodCount:
+    """A method applied to a model: its breakdown, its totals, and the formula's answer."""
+
+    method: str
+    model: str
+    rank: int
+    targets: tuple[str, ...]
+    rows: list[BreakdownRow]
+    trainable: int
+    total: int  # after the method: adapters, LoRA matrices and saved copies included
+    base_total: int  # before the method
+    formula: sp.Expr
+    formula_value: int
+
+    @property
+    def percent(self) -> float:
+        return 100 * self.trainable / self.total
+
+
+def _mlp_layer(name: str, widths: Sequence[int]) -> int:
+    """The index k of layer `fck` of `build_mlp(widths)`."""
+    match = re.fullmatch(r"fc(\d+)", name)
+    if not match or not 1 <= int(match.group(1)) <= len(widths) - 1:
+        raise CountingError(f"'{name}' is not a layer of the MLP: use fc1 ... fc{len(widths) - 1}")
+    return int(match.group(1))
+
+
+def _apply_to_mlp(net: nn.Module, method: str, rank: int, targets: Sequence[str] | None,
+                  widths: Sequence[int]) -> tuple[nn.Module, list[str], sp.Expr]:
+    """`(model, targets, formula)` for `method` on `build_mlp(widths)`."""
+    default = {"adapter": mlp_adapter_targets(widths, "hidden"),
+               "lora": [f"fc{k}" for k in range(1, len(widths))]}.get(method, [])
+    chosen = list(targets or default)
+    layers = [_mlp_layer(name, widths) for name in chosen]
+    if method == "bitfit":
+        return bitfit(net), chosen, MLP_BIASES
+    if method == "adapter":
+        return add_adapters(net, chosen, rank), chosen, sum(adapter_term(d[k]) for k in layers)
+    from peft import LoraConfig
+
+    net = apply_lora(net, LoraConfig(r=rank, lora_alpha=rank, target_modules=chosen))
+    return net, chosen, r * sum(d[k - 1] + d[k] for k in layers)
+
+
+def _apply_to_transformer(net: nn.Module, method: str, rank: int, targets: Sequence[str] | None,
+                          arch: Architecture) -> tuple[nn.Module, list[str], sp.Expr]:
+    """`(model, targets, formula)` for `method` on a classifier; its head always trains."""
+    if method == "bitfit":
+        return bitfit(net, train_head=True), [], arch.biases + HEAD
+    if method == "adapter":
+        chosen = list(targets or arch.adapter_targets)
+        widths_out = [arch.layers[name][1] for name in targeted_layers(arch, chosen)]
+        net = add_adapters(net, chosen, rank)
+        net.get_submodule("score").requires_grad_(True)
+        return net, chosen, n_layer * sum(adapter_term(w) for w in widths_out) + HEAD
+    chosen = list(targets or arch.default_lora_targets)
+    formula = lora_formulas(arch, chosen, saves_head=True)[0]
+    case = LoraCase("count", arch.name, r=rank, lora_alpha=rank, targets=tuple(chosen), task_type="SEQ_CLS")
+    return apply_lora(net, case.lora_config()), chosen, formula
+
+
+def count_method(method: Method, model: str = "gpt2-small", rank: int = 8,
+                 targets: Sequence[str] | None = None, labels: int = 2,
+                 widths: Sequence[int] = MLP_WIDTHS) -> MethodCount:
+    """Apply `method` to `model`, count by module tree and by formula.
+
+    `gpt2-small` is a classifier with `labels` classes built on the meta device; its new
+    `score` head trains under every method. `mlp` is `build_mlp(widths)`; its layers are
+    `fc1 ... fcL`. Targets default to: every bias (bitfit), after attention and after the
+    MLP of each block, or after each hidden layer (adapter), `c_attn` or every layer (lora).
+    """
+    _check_choice("method", method, METHODS)
+    _check_choice("model", model, MODELS)
+    _check_rank(rank)
+    if method == "bitfit" and targets:
+        raise CountingError("bitfit trains every bias: it takes no targets")
+    if model == "mlp":
+        widths = check_widths(widths)
+        net = build_mlp(widths)
+        base_total = count_parameters(net)[1]
+        net, chosen, formula = _apply_to_mlp(net, method, rank, targets, widths)
+        value = evaluate_mlp(formula, widths, rank)
+    else:
+        arch = architecture(model)
+        net = build_classifier(model, labels)
+        base_total = count_parameters(net)[1]
+        net, chosen, formula = _apply_to_transformer(net, method, rank, targets, arch)
+        value = evaluate(formula, arch, labels, rank)
+    trainable, total = count_parameters(net)
+    return MethodCount(method, model, rank, tuple(chosen), breakdown(net), trainable, total, base_total,
+                       sp.simplify(formula), value)
+
+
+def format_method_count(result: MethodCount) -> str:
+    """The breakdown as a plain-text table, then the totals and the formula's answer."""
+    width = max([len("module")] + [len(row.module) for row in result.rows])
+    lines = [f"{result.method} on {result.model}"
+             + (f" (r={result.rank}, targets: {', '.join(result.targets)})" if result.method != "bitfit" else ""),
+             "",
+             f"{'module':<{width}}  {'param':<6} {'modules':>7} {'each':>10} {'trainable':>12}"]
+    for row in result.rows:
+        each = f"{row.each:,}" if row.each is not None else "-"
+        lines.append(f"{row.module:<{width}}  {row.parameter:<6} {row.modules:>7} {each:>10} {row.trainable:>12,}")
+    verdict = "matches" if result.formula_value == result.trainable else "DOES NOT MATCH"
+    lines += ["", f"trainable {result.trainable:,} of {result.total:,} ({result.percent:.3f}%)"]
+    if result.total != result.base_total:
+        share = 100 * result.trainable / result.base_total
+        lines.append(f"          {share:.3f}% of the {result.base_total:,} before the method was applied")
+    lines.append(f"formula: {result.formula} = {result.formula_value:,} ({verdict} the module count)")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------
+# 5. The tables of the docs page
+# ---------------------------------------------------------------------------------------
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A Markdown table; integers get thousands separators."""
+    def cell(value: object) -> str:
+        return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def mlp_table(widths: Sequence[int] = MLP_WIDTHS) -> str:
+    """The network's size and what BitFit trains, by formula and by module count."""
+    model = build_mlp(widths)
+    total = count_parameters(model)[1]
+    biases = count_parameters(bitfit(model))[0]
+    return markdown_table(
+        ["parameters", "formula", "counted on the module", "share"],
+        [["all parameters", evaluate_mlp(MLP_PARAMETERS, widths), total, "100%"],
+         ["BitFit (biases)", evaluate_mlp(MLP_BIASES, widths), biases, f"{100 * biases / total:.3f}%"]])
+
+
+def convention_table_markdown(rows: Sequence[ConventionRow], percent: float = 1.31) -> str:
+    """The convention table, marking the rows that show as `percent` when rounded or cut off."""
+    rounded = set(matching_conventions(rows, percent))
+    truncated = set(matching_conventions(rows, percent, rounding="truncate"))
+
+    def verdict(row: ConventionRow) -> str:
+        return "rounds to it" if row in rounded else "cut off to it" if row in truncated else ""
+
+    return markdown_table(
+        ["adapter after", "adapter biases", "% of", "formula", "counted", "share", f"{percent}%?"],
+        [[row.placement, row.bias, row.denominator, row.adapter_parameters, row.counted_parameters,
+          f"{row.percent:.4f}%", verdict(row)] for row in rows])
+
+
+def lora_table(counts: Sequence[LoraCount]) -> str:
+    """Each LoRA case: formula and peft, trainable and all parameters."""
+    return markdown_table(
+        ["configuration", "LoRA matrices", "trainable (formula)", "trainable (peft)", "all (formula)",
+         "all (peft)", "share"],
+        [[count.case.name, count.lora_parameters, count.formula_trainable, count.peft_trainable,
+          count.formula_total, count.peft_total, f"{count.percent:.2f}%"] for count in counts])
+
+
+def nf4_table(weight_shape: tuple[int, int] = (2304, 768), seed: int = 0) -> str:
+    """Bits per weight of a c_attn-shaped weight: formula against what bitsandbytes stores."""
+    weight = torch.randn(weight_shape, generator=torch.Generator().manual_seed(seed))
+    projections = evaluate(GPT2_PROJECTION_WEIGHTS, ARCHITECTURES["gpt2-small"])
+    rows = []
+    for double_quant in (False, True):
+        stored = quantize_nf4(weight, double_quant)
+        bits = nf4_bits_per_parameter(double_quant)
+        rows.append([
+            "yes" if double_quant else "no", f"{bits} = {float(bits):.4f}", f"{stored.bits_per_parameter:.4f}",
+            f"{float(bits) / 8:.4f}", f"{stored.packed_shape}", stored.absmax_bytes + stored.nested_absmax_bytes,
+            stored.table_bytes, f"{projections * float(bits) / 8 / 2**20:.1f} MiB"])
+    return markdown_table(
+        ["double quant", "bits/weight (formula)", "bits/weight (bnb)", "bytes/weight", "packed shape",
+         "scale bytes", "table bytes", "GPT-2 small projections"], rows)
+
+
+def counting_tables() -> dict[str, str]:
+    """Every table of the docs page, computed now (the tests compare them with the page)."""
+    return {
+        "mlp": mlp_table(),
+        "conventions": convention_table_markdown(adapter_convention_table()),
+        "lora": lora_table([count_lora_case(case) for case in LORA_CASES]),
+        "nf4": nf4_table(),
+        "count lora": format_method_count(count_method("lora")),
+    }
+
+
+def print_tables() -> None:
+    """Print the docs page's tables: `python -c "from peft_course.counting import print_tables; print_tables()"`."""
+    for name, table in counting_tables().items():
+        print(f"<!-- {name} -->\n{table}\n")

@@ -7,40 +7,32 @@ only in the method, and the same command prints the same table.
 
 from __future__ import annotations
 
-import csv
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
+from typing import Any
 
 from peft_course.data import ClassificationData
-from peft_course.finetune import METHOD_LABELS, FinetuneResult, finetune
+from peft_course.finetune import get_method, finetune
+from peft_course.tables import result_row
 from peft_course.training import TrainConfig
-
-COLUMNS = ("method", "trainable params", "accuracy", "weighted F1", "seconds")
 
 
 @dataclass(frozen=True)
 class DemoSetting:
-    """How one demo row trains: epochs and learning rate tuned for its method."""
+    """How one demo row trains: its method, epochs, learning rate and method options."""
 
     method: str
     epochs: int
     learning_rate: float
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 DEMO_SETTINGS = [
     DemoSetting("head", epochs=8, learning_rate=2e-2),
+    DemoSetting("lora", epochs=4, learning_rate=5e-3, options={"r": 8, "alpha": 16}),
+    DemoSetting("lora-scratch", epochs=4, learning_rate=5e-3, options={"r": 8, "alpha": 16}),
+    DemoSetting("merged", epochs=4, learning_rate=5e-3, options={"r": 8, "alpha": 16}),
     DemoSetting("full", epochs=3, learning_rate=1e-3),
 ]
-
-
-def _row(label: str, trainable: int, scores: dict[str, float], seconds: float) -> dict[str, str]:
-    return {
-        "method": label,
-        "trainable params": f"{trainable:,}",
-        "accuracy": f"{scores['accuracy']:.4f}",
-        "weighted F1": f"{scores['f1']:.4f}",
-        "seconds": f"{seconds:.1f}",
-    }
 
 
 def demo_rows(
@@ -53,30 +45,9 @@ def demo_rows(
         config = TrainConfig(
             epochs=setting.epochs, learning_rate=setting.learning_rate, seed=seed, progress=progress
         )
-        result: FinetuneResult = finetune(data, setting.method, model_name, config, max_length)
+        result = finetune(data, setting.method, model_name, config, max_length, **setting.options)
         if not rows:
-            rows.append(_row("untrained", 0, result.untrained, 0.0))
-        rows.append(_row(METHOD_LABELS.get(setting.method, setting.method), result.trainable,
-                         result.best, result.training.seconds))
+            rows.append(result_row("untrained", 0, result.untrained, 0.0))
+        label = get_method(setting.method).label or setting.method
+        rows.append(result_row(label, result.trainable, result.best, result.training.seconds))
     return rows
-
-
-def markdown_table(rows: list[dict[str, str]], columns: tuple[str, ...] = COLUMNS) -> str:
-    """A GitHub-flavoured Markdown table, numbers right-aligned."""
-    align = ["---"] + ["---:"] * (len(columns) - 1)
-    lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join(align) + " |"]
-    lines += ["| " + " | ".join(row[c] for c in columns) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
-
-
-def write_table(rows: list[dict[str, str]], directory: str | Path, stem: str = "results") -> Path:
-    """Save the table as `<stem>.md` and `<stem>.csv` in `directory`; returns the Markdown path."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    markdown = directory / f"{stem}.md"
-    markdown.write_text(markdown_table(rows))
-    with open(directory / f"{stem}.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return markdown

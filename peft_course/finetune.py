@@ -1,21 +1,28 @@
 """Fine-tuning a model for classification: choose what trains, train it, score it.
 
-A *method* is only a choice of which parameters keep `requires_grad=True`:
+A *method* is a choice of which parameters train, plus an optional step after training:
 
-* `head`: the classification head alone (GPT-2's `score`, 768 x num_labels, no bias);
+* `head`: the classification head alone (GPT-2's `score`, hidden x num_labels, no bias);
+* `lora`: low-rank adapters through `peft` (plus a trained copy of the head);
+* `lora-scratch`: the same idea with the course's own LoRA layer (`peft_course.lora`);
+* `merged`: `lora`, then `merge_and_unload()` - the adapters folded into the weights, so the
+  evaluated model has no LoRA code at all and predicts what the unmerged model predicts;
 * `full`: every parameter.
 
 `finetune` loads the model, applies the method, trains with the shared loop of
-`peft_course.training`, and reports the test score of both the best-validation checkpoint
-and the last iteration.
+`peft_course.training`, and reports the untrained baseline and the test scores of both the
+best-validation checkpoint and the last iteration (the seed projects report both).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from peft import LoraConfig, TaskType, get_peft_model
 from torch import nn
 
 from peft_course.counting import count_parameters
@@ -54,18 +61,90 @@ def prepare_full(model: nn.Module) -> nn.Module:
     return model
 
 
-METHODS: dict[str, Callable[..., nn.Module]] = {"head": prepare_head_only, "full": prepare_full}
-METHOD_LABELS = {"untrained": "untrained", "head": "head only", "full": "full fine-tuning"}
-DEFAULT_LEARNING_RATES = {"head": 2e-2, "full": 1e-3}
+# --8<-- [start:lora]
+def prepare_lora(
+    model: nn.Module, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
+    targets: list[str] | None = None, bias: str = "none",
+    modules_to_save: list[str] | None = None, use_rslora: bool = False,
+) -> nn.Module:
+    """Wrap `model` with peft LoRA adapters for sequence classification.
+
+    `task_type=SEQ_CLS` matters: it makes peft train a copy of the new classification head
+    (`score` for GPT-2, `classifier` for BERT). Without it the head stays frozen at its random
+    initialisation. `targets=None` takes peft's default for the architecture (`c_attn` for GPT-2).
+    """
+    if r <= 0:
+        raise ValueError(f"LoRA rank r must be positive, got r={r}")
+    if alpha <= 0:
+        raise ValueError(f"LoRA alpha must be positive, got alpha={alpha}")
+    config = LoraConfig(
+        task_type=TaskType.SEQ_CLS, r=r, lora_alpha=alpha, lora_dropout=dropout,
+        target_modules=targets, bias=bias, modules_to_save=modules_to_save, use_rslora=use_rslora,
+    )
+    try:
+        with warnings.catch_warnings():  # peft sets fan_in_fan_out=True for GPT-2's Conv1D itself
+            warnings.filterwarnings("ignore", message="fan_in_fan_out is set to False")
+            return get_peft_model(model, config)
+    except ValueError as error:  # e.g. "Target modules {...} not found in the base model"
+        raise ValueError(f"cannot apply LoRA with targets={targets}: {error}") from error
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Fold the adapters into the weights (W <- W + (alpha/r) B A) and drop the LoRA code."""
+    with warnings.catch_warnings():  # a deprecation inside peft, not in this code
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        return model.merge_and_unload()
+# --8<-- [end:lora]
+
+
+def prepare_lora_scratch(model: nn.Module, **options: Any) -> nn.Module:
+    """The course's own LoRA layer (`peft_course.lora`), training the head too."""
+    from peft_course.lora import prepare_lora_scratch as prepare
+
+    options.setdefault("trainable", head_parameter_names(model))
+    return prepare(model, **options)
+
+
+@dataclass(frozen=True)
+class Method:
+    """How a method sets up the model before training, and what it does after."""
+
+    prepare: Callable[..., nn.Module]
+    finish: Callable[[nn.Module], nn.Module] | None = None
+    label: str = ""
+    learning_rate: float = 5e-4
+
+
+METHODS: dict[str, Method] = {
+    "head": Method(prepare_head_only, label="head only", learning_rate=2e-2),
+    "lora": Method(prepare_lora, label="LoRA (peft)", learning_rate=5e-3),
+    "lora-scratch": Method(prepare_lora_scratch, label="LoRA (from scratch)", learning_rate=5e-3),
+    "merged": Method(prepare_lora, merge_lora, label="merged LoRA", learning_rate=5e-3),
+    "full": Method(prepare_full, label="full fine-tuning", learning_rate=1e-3),
+}
+
+
+def get_method(name: str) -> Method:
+    """The method called `name`, or an error listing the known ones."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown method '{name}': choose one of {sorted(METHODS)}") from None
 
 
 def prepare(model: nn.Module, method: str, **options: Any) -> nn.Module:
     """Apply `method` to `model` (see `METHODS`) and return the model to train."""
-    try:
-        prepare_method = METHODS[method]
-    except KeyError:
-        raise ValueError(f"unknown method '{method}': choose one of {sorted(METHODS)}") from None
-    return prepare_method(model, **options)
+    return get_method(method).prepare(model, **options)
+
+
+def check_label_count(model: nn.Module, data: ClassificationData) -> None:
+    """Refuse a model whose head has a different number of labels than the data."""
+    num_labels = getattr(model.config, "num_labels", None)
+    if num_labels is not None and num_labels != data.num_labels:
+        raise ValueError(
+            f"the model's classification head has {num_labels} labels but '{data.name}' has "
+            f"{data.num_labels} ({data.label_names})"
+        )
 
 
 @dataclass
@@ -81,6 +160,7 @@ class FinetuneResult:
     training: TrainResult
     model: nn.Module = field(repr=False)
     tokenizer: Any = field(repr=False)
+    predictions: list[int] = field(default_factory=list, repr=False)
 
 
 def _scores(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -93,25 +173,30 @@ def finetune(
     model_name: str = "tiny-gpt2",
     config: TrainConfig | None = None,
     max_length: int = 256,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
     **method_options: Any,
 ) -> FinetuneResult:
     """Load `model_name`, apply `method`, train on `data`, and score on its test split.
 
-    The returned model holds the best-validation weights.
+    The returned model holds the best-validation weights (merged, for `merged`). Parameter
+    counts are taken before any merge, i.e. what the method trains.
     """
-    config = config or TrainConfig(learning_rate=DEFAULT_LEARNING_RATES.get(method, 5e-4))
-    model, tokenizer = load_model(
-        model_name, "classification", data.num_labels, data.label_names, seed=config.seed
-    )
+    spec = get_method(method)
+    config = config or TrainConfig(learning_rate=spec.learning_rate)
+    model, tokenizer = load_model(model_name, "classification", data.num_labels, data.label_names, seed=config.seed)
+    check_label_count(model, data)
     tokenized = tokenize(data, tokenizer, max_length)
     untrained = evaluate(model, tokenized["test"], tokenizer, device=config.device)
-    model = prepare(model, method, **method_options)
+    model = spec.prepare(model, **method_options)
     trainable, total = count_parameters(model)
-    training = train(model, tokenized, tokenizer, config)
+    training = train(model, tokenized, tokenizer, config, checkpoint_dir, resume)
     last = evaluate(model, tokenized["test"], tokenizer, device=config.device)
     load_trainable_state(model, training.best_state)
+    if spec.finish is not None:
+        model = spec.finish(model)
     best = evaluate(model, tokenized["test"], tokenizer, device=config.device)
     return FinetuneResult(
         method, trainable, total, _scores(untrained), _scores(best), _scores(last),
-        training, model, tokenizer,
+        training, model, tokenizer, best["predictions"],
     )

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -66,6 +67,21 @@ def _hub_error(name: str, error: Exception) -> ModelLoadError:
     )
 
 
+def check_head_size(path: str, num_labels: int) -> None:
+    """Refuse a local classifier checkpoint whose trained head has a different label count."""
+    config_file = Path(path) / "config.json"
+    if not config_file.is_file():
+        return
+    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    is_classifier = any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
+    if is_classifier and config.num_labels != num_labels:
+        raise ModelLoadError(
+            f"the checkpoint '{path}' has a classification head for {config.num_labels} labels, "
+            f"but the data has {num_labels}; use a dataset with {config.num_labels} labels or a "
+            f"checkpoint without a classification head"
+        )
+
+
 def load_tokenizer(name_or_path: str = DEFAULT_MODEL, seed: int = 0) -> PreTrainedTokenizerBase:
     """Load only the tokenizer (pad token set), from the same sources as `load_model`."""
     path = resolve_model_path(name_or_path, seed)
@@ -111,6 +127,8 @@ def load_model(
             kwargs["label2id"] = {name: i for i, name in enumerate(label_names)}
     else:
         auto_class = AutoModelForCausalLM
+    if task == "classification":
+        check_head_size(path, num_labels)
     torch.manual_seed(seed)  # a freshly added head is drawn from this seed
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialized score weights" is expected here

@@ -9,12 +9,16 @@ a history of losses and accuracies.
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from datasets import Dataset, DatasetDict
+from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, set_seed
@@ -133,14 +137,58 @@ def load_trainable_state(model: torch.nn.Module, state: dict[str, torch.Tensor])
             parameters[name].copy_(value)
 
 
+CHECKPOINT_FILES = ("trainable.safetensors", "best.safetensors", "optimizer.pt", "state.json")
+
+
+def save_checkpoint(
+    directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+    result: TrainResult, epochs_done: int, step: int,
+) -> None:
+    """Everything needed to continue after `epochs_done` epochs: weights, optimizer, RNG, history.
+
+    Weights are safetensors; the optimizer state and RNG state are plain tensors and numbers,
+    saved with `torch.save` and read back with `weights_only=True` (no arbitrary pickle).
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(trainable_state(model), directory / "trainable.safetensors")
+    save_file(result.best_state, directory / "best.safetensors")
+    torch.save({"optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()}, directory / "optimizer.pt")
+    state = {"epochs_done": epochs_done, "step": step, **result.as_dict()}
+    (directory / "state.json").write_text(json.dumps(state, indent=1))
+
+
+def load_checkpoint(
+    directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, result: TrainResult
+) -> tuple[int, int]:
+    """Restore a `save_checkpoint` into `model`, `optimizer` and `result`; returns (epochs_done, step)."""
+    missing = [f for f in CHECKPOINT_FILES if not (directory / f).is_file()]
+    if missing:
+        raise ValueError(f"cannot resume from '{directory}': missing {missing}")
+    load_trainable_state(model, load_file(directory / "trainable.safetensors"))
+    saved = torch.load(directory / "optimizer.pt", weights_only=True)
+    optimizer.load_state_dict(saved["optimizer"])
+    torch.set_rng_state(saved["rng"])
+    state = json.loads((directory / "state.json").read_text())
+    result.history, result.best_step = state["history"], state["best_step"]
+    result.best_val_accuracy, result.seconds = state["best_val_accuracy"], state["seconds"]
+    result.best_state = load_file(directory / "best.safetensors")
+    return state["epochs_done"], state["step"]
+
+
 def train(
-    model: torch.nn.Module, tokenized: DatasetDict, tokenizer: Any, config: TrainConfig | None = None
+    model: torch.nn.Module, tokenized: DatasetDict, tokenizer: Any, config: TrainConfig | None = None,
+    checkpoint_dir: str | Path | None = None, resume: bool = False,
+    on_epoch_end: Callable[[int, TrainResult], None] | None = None,
 ) -> TrainResult:
     """Train the trainable parameters of `model` on `tokenized["train"]` with AdamW.
 
     Validation runs every `eval_every` steps and at the end of every epoch; the result keeps
     the trainable weights of the best validation accuracy. The model is left at the *last*
     iteration's weights; `load_trainable_state(model, result.best_state)` moves it to the best.
+
+    With `checkpoint_dir`, a checkpoint is written after every epoch, and `resume=True` continues
+    from it. Each epoch's batch order depends only on the seed and the epoch number, and the RNG
+    state is restored, so a resumed run ends with the same numbers as an uninterrupted one.
     """
     config = config or TrainConfig()
     set_seed(config.seed)
@@ -153,7 +201,10 @@ def train(
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
     loader = make_loader(tokenized["train"], tokenizer, config.batch_size, True, config.seed, device)
     result = TrainResult()
-    start, step, running, seen = time.perf_counter(), 0, 0.0, 0
+    first_epoch, step = 0, 0
+    if resume and checkpoint_dir is not None and (Path(checkpoint_dir) / "state.json").is_file():
+        first_epoch, step = load_checkpoint(Path(checkpoint_dir), model, optimizer, result)
+    start, running, seen = time.perf_counter() - result.seconds, 0.0, 0
 
     def validate(epoch: float) -> None:
         nonlocal running, seen
@@ -167,10 +218,11 @@ def train(
             result.best_val_accuracy, result.best_step = scores["accuracy"], step
             result.best_state = trainable_state(model)
 
-    bar = tqdm(total=config.epochs * len(loader), desc="train", disable=not config.progress)
+    bar = tqdm(total=config.epochs * len(loader), initial=step, desc="train", disable=not config.progress)
     # --8<-- [start:loop]
-    for epoch in range(config.epochs):
+    for epoch in range(first_epoch, config.epochs):
         model.train()
+        loader.generator.manual_seed(config.seed + epoch)  # the order depends on the epoch only
         for batch in loader:
             batch = {k: v.to(device) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
@@ -188,7 +240,12 @@ def train(
                 model.train()
         if not (config.eval_every and step % config.eval_every == 0):
             validate(epoch + 1)
-    # --8<-- [end:loop]
+        # --8<-- [end:loop]
+        result.seconds = time.perf_counter() - start
+        if checkpoint_dir is not None:
+            save_checkpoint(Path(checkpoint_dir), model, optimizer, result, epoch + 1, step)
+        if on_epoch_end is not None:
+            on_epoch_end(epoch + 1, result)
     bar.close()
     result.seconds = time.perf_counter() - start
     return result

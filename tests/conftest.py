@@ -8,9 +8,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import pytest
+import torch
 
 from peft_course.data import load_classification_data
 from peft_course.models import load_model
+
+
+# The models under test are tiny: a second thread costs more in coordination than it saves,
+# and on a busy 2-core machine it can make a step many times slower.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,38 @@
+"""Fine-tuning for classification: choose what trains, and pick the checkpoint to report.
+
+Three small pieces of the fine-tuning chapter, written by you.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from peft import LoraConfig
+from torch import nn
+
+
+def freeze_all_but(model: nn.Module, trainable: Sequence[str]) -> nn.Module:
+    """Set `requires_grad` so that exactly the parameters named in `trainable` train.
+
+    Head-only fine-tuning is `freeze_all_but(model, ["score.weight"])`. A name that is not a
+    parameter of `model` is an error (a typo would otherwise silently train nothing).
+    """
+    raise NotImplementedError(
+        "raise ValueError for names missing from dict(model.named_parameters()); then set "
+        "parameter.requires_grad = name in trainable for every named parameter; return the model"
+    )
+
+
+def lora_classification_config(r: int, alpha: float, targets: Sequence[str]) -> LoraConfig:
+    """A peft `LoraConfig` for sequence classification, so the new head trains too."""
+    raise NotImplementedError(
+        "LoraConfig(task_type=..., r=r, lora_alpha=alpha, target_modules=list(targets)): without "
+        "task_type='SEQ_CLS' peft leaves the randomly initialised head frozen"
+    )
+
+
+def best_evaluation(history: Sequence[dict[str, float]]) -> dict[str, float]:
+    """The history entry with the highest `val_accuracy`; on a tie, the earliest one."""
+    raise NotImplementedError(
+        "max() over the entries with a key of (val_accuracy, -step); an empty history is a ValueError"
+    )

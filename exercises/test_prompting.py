@@ -1,0 +1,131 @@
+"""Grades exercises/prompting.py: the few-shot builder, the answer extractor, the verbalizer."""
+
+from __future__ import annotations
+
+import random
+from fractions import Fraction
+
+import pytest
+import torch
+
+from peft_course import prompting as reference
+from peft_course.models import load_model
+from peft_course.synthetic import make_sentence
+from peft_course.word_problems import Problem, generate_problems
+
+
+@pytest.fixture
+def prompting(load):
+    return load("prompting")
+
+
+# --- few_shot_prompt ------------------------------------------------------------------
+
+
+def test_few_shot_prompt_layout(prompting):
+    examples = [Problem("What is 2 + 3?", Fraction(5)), Problem("Half of 9?", Fraction(9, 2))]
+    expected = ("Answer each question with a number.\n\n"
+                "Q: What is 2 + 3?\nA: The answer is 5.\n\n"
+                "Q: Half of 9?\nA: The answer is 4.5.\n\n"
+                "Q: What is 1 + 1?\nA:")
+    got = prompting.few_shot_prompt("What is 1 + 1?", examples, 2)
+    assert got == expected, f"expected\n{expected!r}\ngot\n{got!r}"
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_few_shot_prompt_matches_the_course_harness(prompting, seed):
+    rng = random.Random(seed)
+    examples = generate_problems(6, seed=seed)
+    question = generate_problems(1, seed=100 + seed)[0].question
+    k = rng.randint(1, 6)
+    expected = reference.few_shot_prompt(question, examples, k)
+    got = prompting.few_shot_prompt(question, examples, k)
+    assert got == expected, f"k={k}: expected\n{expected!r}\ngot\n{got!r}"
+
+
+@pytest.mark.parametrize("k", [0, 3])
+def test_few_shot_prompt_rejects_a_bad_k(prompting, k):
+    with pytest.raises(ValueError):
+        prompting.few_shot_prompt("Q?", [Problem("What is 1?", Fraction(1))] * 2, k)
+
+
+# --- extract_answer -------------------------------------------------------------------
+
+PHRASINGS = [
+    ("The answer is 4.", Fraction(4)),
+    ("Answer: 7", Fraction(7)),
+    ("The final answer is $4.50.", Fraction(9, 2)),
+    ("He needs 4 kg of flour.", Fraction(4)),
+    ("about 3/4 of the tank", Fraction(3, 4)),
+    ("The house costs 1,234,567 dollars", Fraction(1234567)),
+    ("In total 1,234.5 litres", Fraction(2469, 2)),
+    ("The temperature fell to -5 degrees", Fraction(-5)),
+    ("The balance is \u22125", Fraction(-5)),
+    ("She owes -$3.25", Fraction(-13, 4)),
+    ("It takes .5 hours", Fraction(1, 2)),
+    ("15p + 10(p + 0.2) = 102, so 25p = 100 and p = 4", Fraction(4)),
+    ("The answer is 4, not 5.", Fraction(4)),
+    ("I think 6. The answer is 8. Sorry, I mean 9", Fraction(8)),
+    ("He wrote the answer is 3, but the answer is 5", Fraction(5)),
+    ("Natalia sold 48 + 24 = 72 clips.\n#### 72", Fraction(72)),
+    ("so the result is \\boxed{12}", Fraction(12)),
+    ("It was 4.5.", Fraction(9, 2)),
+    ("Works 9-5 each day", Fraction(9)),
+    ("version2 of step3", None),
+    ("", None),
+    ("I don't know.", None),
+    ("The answer is four.", None),
+    ("Let's think step by step.", None),
+]
+
+
+@pytest.mark.parametrize("text,expected", PHRASINGS)
+def test_extract_answer(prompting, text, expected):
+    got = prompting.extract_answer(text)
+    assert got == expected and (got is None) == (expected is None), \
+        f"extract_answer({text!r}): expected {expected!r}, got {got!r}"
+
+
+def test_extract_answer_returns_exact_fractions(prompting):
+    got = prompting.extract_answer("It costs 0.1 dollars")
+    assert isinstance(got, Fraction) and got == Fraction(1, 10), \
+        f"expected Fraction(1, 10) exactly (not a float), got {got!r}"
+
+
+# --- verbalizer_scores ----------------------------------------------------------------
+
+WORDS = [" positive", " negative", " good", " bad", " one", " five", " great", " one star"]
+
+
+@pytest.fixture(scope="module")
+def tiny_lm():
+    return load_model("tiny-gpt2", task="causal-lm")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_verbalizer_scores_match_the_models_probabilities(prompting, tiny_lm, seed):
+    """Compared with the course's batched implementation; float32 rounding allows 1e-4."""
+    model, tokenizer = tiny_lm
+    rng = random.Random(seed)
+    prompts = [f"Review: {make_sentence(rng, rng.randint(0, 1))}\nSentiment:" for _ in range(rng.randint(2, 4))]
+    words = rng.sample(WORDS[:-1], rng.randint(2, 3))
+    expected = reference.verbalizer_scores(model, tokenizer, prompts, words)
+    got = prompting.verbalizer_scores(model, tokenizer, prompts, words)
+    assert tuple(got.shape) == (len(prompts), len(words)), \
+        f"expected shape {(len(prompts), len(words))}, got {tuple(got.shape)}"
+    assert torch.allclose(got.float(), expected, atol=1e-4), \
+        f"label words {words}: expected log-probabilities\n{expected}\ngot\n{got}"
+
+
+def test_verbalizer_uses_the_first_token_of_a_long_word(prompting, tiny_lm):
+    model, tokenizer = tiny_lm
+    got = prompting.verbalizer_scores(model, tokenizer, ["the film was"], [" one star", " five"])
+    expected = reference.verbalizer_scores(model, tokenizer, ["the film was"], [" one", " five"])
+    assert torch.allclose(got.float(), expected, atol=1e-4), \
+        f"' one star' should score as its first token ' one': expected {expected}, got {got}"
+
+
+def test_verbalizer_rejects_words_with_the_same_first_token(prompting, tiny_lm):
+    model, tokenizer = tiny_lm
+    with pytest.raises(ValueError):
+        prompting.verbalizer_scores(model, tokenizer, ["the film was"], [" one star", " one"])

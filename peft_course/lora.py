@@ -1,0 +1,546 @@
+"""LoRA from scratch: a low-rank update beside a frozen layer, proven equal to peft's.
+
+A LoRA layer keeps a pretrained weight `W0` frozen and learns a rank-`r` update beside it:
+
+    h = W0 x + (alpha / r) * B A x,    A: (r, in_features),  B: (out_features, r)
+
+`A` starts random (Kaiming uniform, as `nn.Linear` does) and `B` at zero, so the wrapped model
+computes exactly what the base model did at step 0. The same layer wraps `torch.nn.Linear`
+(weight stored as `(out, in)`) and GPT-2's `Conv1D` (weight stored as `(in, out)`: peft calls
+this `fan_in_fan_out`); only the merge has to care, because the update is added to the stored
+weight.
+
+The module then does what peft's LoRA does for a model: inject layers by module-name patterns,
+freeze everything else (except modules you name, such as the classification head), merge the
+update into the weights for inference, and save or load the adapter alone. The test suite
+copies `A` and `B` into a peft model with the same `LoraConfig` and checks that logits and
+gradients agree.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from peft_course.counting import count_parameters
+
+ADAPTER_WEIGHTS = "adapter.safetensors"
+ADAPTER_CONFIG = "adapter_config.json"
+GPT2_TARGETS = ("c_attn", "attn.c_proj", "c_fc", "mlp.c_proj")
+
+
+class LoRAError(ValueError):
+    """Bad LoRA settings or a bad target: rank, alpha, a pattern that matches nothing, ..."""
+
+
+class UnsupportedLayerError(LoRAError, TypeError):
+    """The module to wrap is neither `nn.Linear` nor GPT-2's `Conv1D`."""
+
+
+# --8<-- [start:config]
+@dataclass
+class LoRAConfig:
+    """What to adapt and how: rank `r`, `alpha`, dropout, target patterns, extra trainable modules.
+
+    `targets` are module-name patterns with peft's meaning: a pattern matches a module whose
+    full name equals it or ends with `"." + pattern`, so `"c_attn"` matches every
+    `transformer.h.N.attn.c_attn` and `"attn.c_proj"` matches the attention output projection
+    but not the MLP's `mlp.c_proj`. `trainable` patterns (the head, `["score"]`) match modules
+    or parameters the same way; what they match trains in full.
+    """
+
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    targets: list[str] = field(default_factory=lambda: ["c_attn"])  # peft's default for GPT-2
+    trainable: list[str] = field(default_factory=list)
+    use_rslora: bool = False
+
+    def __post_init__(self) -> None:
+        check_hyperparameters(self.r, self.alpha, self.dropout)
+        if isinstance(self.targets, str) or isinstance(self.trainable, str):
+            raise LoRAError("targets and trainable are lists of module-name patterns, not one string")
+        self.targets, self.trainable = list(self.targets), list(self.trainable)
+        if not self.targets:
+            raise LoRAError("targets is empty: name at least one module to adapt, e.g. ['c_attn']")
+
+    @property
+    def scaling(self) -> float:
+        return lora_scaling(self.r, self.alpha, self.use_rslora)
+# --8<-- [end:config]
+
+
+def check_hyperparameters(r: int, alpha: float, dropout: float = 0.0) -> None:
+    """Raise `LoRAError` unless `r` is a positive integer, `alpha > 0` and `0 <= dropout < 1`."""
+    if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
+        raise LoRAError(f"the rank r must be a positive integer, got {r!r}")
+    if not alpha > 0:
+        raise LoRAError(f"alpha must be positive, got {alpha!r}")
+    if not 0 <= dropout < 1:
+        raise LoRAError(f"dropout is a probability in [0, 1), got {dropout!r}")
+
+
+def lora_scaling(r: int, alpha: float, use_rslora: bool = False) -> float:
+    """`alpha / r`, or `alpha / sqrt(r)` for rank-stabilised LoRA (rsLoRA).
+
+    With `alpha / r`, raising the rank at a fixed alpha shrinks the scale, and large ranks learn
+    more slowly; rsLoRA divides by `sqrt(r)` instead, which keeps learning stable as r grows.
+    """
+    return alpha / math.sqrt(r) if use_rslora else alpha / r
+
+
+def layer_features(base: nn.Module) -> tuple[int, int]:
+    """`(in_features, out_features)` of a `Linear` or a GPT-2 `Conv1D`, checking the weight's layout."""
+    if isinstance(base, nn.Linear):
+        assert base.weight.shape == (base.out_features, base.in_features)  # Linear stores (out, in)
+        return base.in_features, base.out_features
+    if isinstance(base, Conv1D):
+        assert base.weight.shape == (base.nx, base.nf)  # Conv1D stores (in, out): transposed
+        return base.nx, base.nf
+    raise UnsupportedLayerError(
+        f"LoRA wraps nn.Linear or transformers' Conv1D, not {type(base).__name__}"
+    )
+
+
+# --8<-- [start:layer]
+class LoRALayer(nn.Module):
+    """A frozen `Linear`/`Conv1D` plus a trainable low-rank update: `base(x) + s * x A^T B^T`.
+
+    `s` is `alpha / r` (or `alpha / sqrt(r)` with `use_rslora`). Dropout acts on the input of
+    the LoRA path only, as in the LoRA paper and peft; the base path sees `x` unchanged.
+    """
+
+    def __init__(
+        self, base: nn.Module, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
+        use_rslora: bool = False,
+    ) -> None:
+        super().__init__()
+        check_hyperparameters(r, alpha, dropout)
+        in_features, out_features = layer_features(base)
+        self.base = base.requires_grad_(False)  # W0 (and its bias) stay as pretrained
+        self.r, self.alpha, self.scaling = r, alpha, lora_scaling(r, alpha, use_rslora)
+        self.dropout = nn.Dropout(dropout)
+        weight = base.weight
+        self.lora_A = nn.Parameter(torch.empty(r, in_features, dtype=weight.dtype, device=weight.device))
+        self.lora_B = nn.Parameter(torch.zeros(out_features, r, dtype=weight.dtype, device=weight.device))
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))  # what nn.Linear(in, r) would draw
+        self.merged = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        result = self.base(x)
+        if self.merged:  # the update already sits inside base.weight
+            return result
+        update = self.dropout(x) @ self.lora_A.T @ self.lora_B.T  # (..., in) -> (..., r) -> (..., out)
+        return result + update * self.scaling
+# --8<-- [end:layer]
+
+    # --8<-- [start:merge]
+    def delta_weight(self) -> torch.Tensor:
+        """`s * B A`, laid out like `base.weight`: `(out, in)` for Linear, `(in, out)` for Conv1D."""
+        delta = (self.lora_B @ self.lora_A) * self.scaling  # (out, in)
+        if isinstance(self.base, Conv1D):
+            delta = delta.T
+        assert delta.shape == self.base.weight.shape
+        return delta
+
+    @torch.no_grad()
+    def merge(self) -> None:
+        """Add the update into the base weight: afterwards the layer costs what the base costs."""
+        if self.merged:
+            raise LoRAError("this LoRA layer is already merged")
+        self.base.weight += self.delta_weight().to(self.base.weight.dtype)
+        self.merged = True
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        """Subtract the update again, e.g. to go on training `A` and `B`."""
+        if not self.merged:
+            raise LoRAError("this LoRA layer is not merged")
+        self.base.weight -= self.delta_weight().to(self.base.weight.dtype)
+        self.merged = False
+    # --8<-- [end:merge]
+
+    def extra_repr(self) -> str:
+        return f"r={self.r}, alpha={self.alpha}, scaling={self.scaling:g}, merged={self.merged}"
+
+
+# --8<-- [start:inject]
+def matches(name: str, patterns: Iterable[str]) -> bool:
+    """peft's rule: `name` equals a pattern or ends with `"." + pattern`."""
+    return any(name == p or name.endswith("." + p) for p in patterns)
+
+
+def find_modules(model: nn.Module, patterns: Sequence[str]) -> list[str]:
+    """Names of the modules matched by `patterns`; an error names any pattern that matches none."""
+    names = [n for n, _ in model.named_modules() if n and matches(n, patterns)]
+    for pattern in patterns:
+        if not any(matches(n, [pattern]) for n in names):
+            endings = sorted({n.rsplit(".", 1)[-1] for n, _ in model.named_modules() if n})
+            raise LoRAError(f"target pattern '{pattern}' matches no module of {type(model).__name__} "
+                            f"(its module names end in: {', '.join(endings)})")
+    return names
+
+
+def trainable_parameters(model: nn.Module, patterns: Sequence[str]) -> list[str]:
+    """Names of the parameters `patterns` make trainable: all of a matched module's, or a matched
+    parameter itself (so both `"score"` and `"score.weight"` train GPT-2's head)."""
+    modules = [n for n, _ in model.named_modules() if n]
+    parameters = [n for n, _ in model.named_parameters()]
+    for pattern in patterns:
+        if not any(matches(n, [pattern]) for n in modules + parameters):
+            raise LoRAError(f"trainable pattern '{pattern}' matches no module or parameter of {type(model).__name__}")
+    prefixes = tuple(n + "." for n in modules if matches(n, patterns))
+    return [n for n in parameters if n.startswith(prefixes) or matches(n, patterns)]
+
+
+def inject_lora(model: nn.Module, config: LoRAConfig) -> list[str]:
+    """Wrap every module matched by `config.targets` in a `LoRALayer`, in place.
+
+    Freezes every parameter except `A` and `B` of the new layers and those matched by
+    `config.trainable`. Returns the names of the wrapped modules. Every check runs before the
+    model is touched, so a bad config leaves it as it was.
+    """
+    names = find_modules(model, config.targets)
+    trainable_parameters(model, config.trainable)  # fails early on a pattern that matches nothing
+    for name in names:
+        module = model.get_submodule(name)
+        if isinstance(module, LoRALayer):
+            raise LoRAError(f"'{name}' already has a LoRA layer")
+        if not isinstance(module, (nn.Linear, Conv1D)):
+            raise UnsupportedLayerError(
+                f"target '{name}' is a {type(module).__name__}; LoRA wraps nn.Linear or Conv1D only"
+            )
+    model.requires_grad_(False)
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        setattr(parent, child, LoRALayer(getattr(parent, child), config.r, config.alpha,
+                                         config.dropout, config.use_rslora))
+    parameters = dict(model.named_parameters())
+    for name in trainable_parameters(model, config.trainable):
+        parameters[name].requires_grad_(True)
+    model.lora_config = config  # remembered for save_adapter
+    return names
+# --8<-- [end:inject]
+
+
+# --8<-- [start:prepare]
+def prepare_lora_scratch(
+    model: nn.Module, r: int = 8, alpha: float = 16.0, targets: Sequence[str] = ("c_attn",),
+    trainable: Sequence[str] = ("score",), dropout: float = 0.0, use_rslora: bool = False,
+) -> nn.Module:
+    """Inject LoRA into `model` and train only the adapters and the `trainable` modules.
+
+    The same shape as `prepare_head_only`: it takes the model and returns the model to train.
+    """
+    inject_lora(model, LoRAConfig(r, alpha, dropout, list(targets), list(trainable), use_rslora))
+    return model
+# --8<-- [end:prepare]
+
+
+def lora_layers(model: nn.Module) -> dict[str, LoRALayer]:
+    """Every `LoRALayer` in `model`, by module name."""
+    return {n: m for n, m in model.named_modules() if isinstance(m, LoRALayer)}
+
+
+def _require_lora(model: nn.Module) -> dict[str, LoRALayer]:
+    layers = lora_layers(model)
+    if not layers:
+        raise LoRAError(f"{type(model).__name__} has no LoRA layers (call inject_lora first)")
+    return layers
+
+
+def merge_lora(model: nn.Module) -> nn.Module:
+    """Merge every LoRA layer of `model` (they stay LoRA layers and can be unmerged)."""
+    for layer in _require_lora(model).values():
+        layer.merge()
+    return model
+
+
+def unmerge_lora(model: nn.Module) -> nn.Module:
+    """Undo `merge_lora`."""
+    for layer in _require_lora(model).values():
+        layer.unmerge()
+    return model
+
+
+# --8<-- [start:merge_and_unload]
+def merge_and_unload(model: nn.Module) -> nn.Module:
+    """Merge each LoRA layer and put its base layer back: a plain model that needs no LoRA code.
+
+    The result has the original model's module tree and `state_dict` keys, so it saves and
+    loads like any transformers model and runs exactly as fast as the base model.
+    """
+    for name, layer in _require_lora(model).items():
+        if not layer.merged:
+            layer.merge()
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, layer.base)
+    if hasattr(model, "lora_config"):
+        del model.lora_config
+    return model
+# --8<-- [end:merge_and_unload]
+
+
+# --8<-- [start:save]
+def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The adapter alone: every `A` and `B`, plus the `trainable` parameters (the head)."""
+    keep = set(trainable_parameters(model, _config_of(model).trainable))
+    return {
+        name: parameter.detach().cpu().contiguous()
+        for name, parameter in model.named_parameters()
+        if name.endswith((".lora_A", ".lora_B")) or name in keep
+    }
+
+
+def save_adapter(model: nn.Module, directory: str | Path) -> Path:
+    """Write `adapter.safetensors` (only the adapter's tensors) and `adapter_config.json`."""
+    if any(layer.merged for layer in _require_lora(model).values()):
+        raise LoRAError("unmerge the LoRA layers before saving the adapter")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(adapter_state_dict(model), directory / ADAPTER_WEIGHTS)
+    (directory / ADAPTER_CONFIG).write_text(json.dumps(asdict(_config_of(model)), indent=2) + "\n")
+    return directory
+
+
+def load_adapter(model: nn.Module, directory: str | Path) -> nn.Module:
+    """Inject LoRA into a fresh base `model` as the saved config says, then load the saved tensors."""
+    directory = Path(directory)
+    if not (directory / ADAPTER_CONFIG).is_file() or not (directory / ADAPTER_WEIGHTS).is_file():
+        raise LoRAError(f"'{directory}' holds no adapter ({ADAPTER_CONFIG} and {ADAPTER_WEIGHTS})")
+    config = LoRAConfig(**json.loads((directory / ADAPTER_CONFIG).read_text()))
+    inject_lora(model, config)
+    saved = load_file(directory / ADAPTER_WEIGHTS)
+    expected = adapter_state_dict(model)
+    if saved.keys() != expected.keys():
+        raise LoRAError(
+            f"the adapter in '{directory}' does not fit this model: missing "
+            f"{sorted(expected.keys() - saved.keys())[:5]}, unexpected {sorted(saved.keys() - expected.keys())[:5]}"
+        )
+    parameters = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, tensor in saved.items():
+            if tensor.shape != parameters[name].shape:
+                raise LoRAError(f"'{name}' has shape {tuple(tensor.shape)} in the adapter, "
+                                f"{tuple(parameters[name].shape)} in the model")
+            parameters[name].copy_(tensor)
+    return model
+# --8<-- [end:save]
+
+
+def _config_of(model: nn.Module) -> LoRAConfig:
+    config = getattr(model, "lora_config", None)
+    if not isinstance(config, LoRAConfig):
+        raise LoRAError(f"{type(model).__name__} has no LoRA config (call inject_lora first)")
+    return config
+
+
+# ---------------------------------------------------------------------------------------------
+# The same adapter in peft: the reference the tests compare against.
+# ---------------------------------------------------------------------------------------------
+
+def peft_lora_config(config: LoRAConfig, task_type: str | None = "SEQ_CLS") -> Any:
+    """peft's `LoraConfig` for our `LoRAConfig`.
+
+    `task_type="SEQ_CLS"` makes peft train a *copy* of the head (`modules_to_save`), so then
+    `trainable` must be the head (`["score"]`) for the two to train the same parameters.
+    `fan_in_fan_out=True` is what peft needs for GPT-2's Conv1D (it would force it with a warning).
+    """
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
+        target_modules=list(config.targets), use_rslora=config.use_rslora, bias="none",
+        fan_in_fan_out=True, task_type=task_type,
+        modules_to_save=None if task_type else (list(config.trainable) or None),
+    )
+
+
+@torch.no_grad()
+def copy_adapter_to_peft(model: nn.Module, peft_model: nn.Module) -> None:
+    """Copy every `A`, `B` and trainable parameter of our `model` into the same places of `peft_model`.
+
+    peft keeps `A` and `B` as `nn.Linear(in, r)` and `nn.Linear(r, out)` under the adapter name
+    `default`, so their weights have exactly our shapes. A head in `modules_to_save` is a
+    wrapper whose trained copy is `modules_to_save["default"]`.
+    """
+    inner = peft_model.get_base_model()
+    for name, layer in _require_lora(model).items():
+        target = inner.get_submodule(name)
+        target.lora_A["default"].weight.copy_(layer.lora_A)
+        target.lora_B["default"].weight.copy_(layer.lora_B)
+    parameters = dict(model.named_parameters())
+    for name in trainable_parameters(model, _config_of(model).trainable):
+        module_name, _, attribute = name.rpartition(".")
+        target = inner.get_submodule(module_name)
+        if hasattr(target, "modules_to_save"):  # peft's wrapper: the trained copy is inside
+            target = target.modules_to_save["default"]
+        getattr(target, attribute).copy_(parameters[name])
+
+
+def peft_gradients(peft_model: nn.Module) -> dict[str, torch.Tensor]:
+    """peft's `A`/`B` gradients under our parameter names (`...c_attn.lora_A`)."""
+    grads = {}
+    for name, parameter in peft_model.get_base_model().named_parameters():
+        if parameter.grad is not None and (".lora_A.default." in name or ".lora_B.default." in name):
+            ours = name.replace(".default.weight", "")
+            grads[ours] = parameter.grad
+    return grads
+
+
+def random_gpt2(seed: int = 0, n_embd: int = 32, n_layer: int = 2, n_head: int = 4,
+                vocab_size: int = 101, num_labels: int = 3) -> nn.Module:
+    """A small randomly initialised `GPT2ForSequenceClassification` (no tokenizer needed)."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    config = GPT2Config(vocab_size=vocab_size, n_positions=64, n_embd=n_embd, n_layer=n_layer,
+                        n_head=n_head, num_labels=num_labels, pad_token_id=0,
+                        bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(seed)
+    return GPT2ForSequenceClassification(config).eval()
+
+
+def randomize_b(model: nn.Module, seed: int = 0, std: float = 0.02) -> None:
+    """Give every `B` random values: with `B = 0` LoRA changes nothing and a comparison proves nothing."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for layer in _require_lora(model).values():
+            layer.lora_B.copy_(torch.randn(layer.lora_B.shape, generator=generator) * std)
+
+
+# --8<-- [start:compare]
+def compare_with_peft(
+    base: nn.Module, config: LoRAConfig, input_ids: torch.Tensor, labels: torch.Tensor, seed: int = 0
+) -> dict[str, float]:
+    """Build our LoRA and peft's on copies of `base`, share `A`, `B` and the head, and compare.
+
+    Returns the largest absolute differences of the logits (unmerged and merged) and of the
+    gradients of `A` and `B` after one backward pass, and both trainable-parameter counts.
+    Both models run in eval mode, so dropout (anywhere) cannot make them differ.
+    """
+    from peft import get_peft_model
+
+    ours, theirs = copy.deepcopy(base).eval(), copy.deepcopy(base).eval()
+    inject_lora(ours, config)
+    randomize_b(ours, seed)  # B = 0 would make every comparison trivially pass
+    task_type = "SEQ_CLS" if config.trainable == ["score"] else None
+    theirs = get_peft_model(theirs, peft_lora_config(config, task_type)).eval()
+    copy_adapter_to_peft(ours, theirs)
+    counts = {"trainable (ours)": count_parameters(ours)[0], "trainable (peft)": count_parameters(theirs)[0]}
+
+    out_ours = ours(input_ids=input_ids, labels=labels)
+    out_theirs = theirs(input_ids=input_ids, labels=labels)
+    out_ours.loss.backward()
+    out_theirs.loss.backward()
+    layers, grads = lora_layers(ours), peft_gradients(theirs)
+    with torch.no_grad():
+        merged_ours = merge_and_unload(ours)(input_ids=input_ids).logits
+        merged_theirs = theirs.merge_and_unload()(input_ids=input_ids).logits
+    return {
+        "logits": _max_diff(out_ours.logits, out_theirs.logits),
+        "merged logits": _max_diff(merged_ours, merged_theirs),
+        "grad A": max(_max_diff(layers[n].lora_A.grad, grads[n + ".lora_A"]) for n in layers),
+        "grad B": max(_max_diff(layers[n].lora_B.grad, grads[n + ".lora_B"]) for n in layers),
+        **counts,
+    }
+# --8<-- [end:compare]
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().max().item()
+
+
+# ---------------------------------------------------------------------------------------------
+# Results: the equivalence table and the training table of the docs page.
+# ---------------------------------------------------------------------------------------------
+
+LORA_EPOCHS = 4
+LORA_LEARNING_RATE = 5e-3
+
+
+def equivalence_rows(seed: int = 0) -> list[dict[str, str]]:
+    """Our LoRA against peft's on tiny-gpt2 and on a random GPT-2, several configurations.
+
+    "LoRA effect" is how far the adapted logits move from the base model's: it shows that the
+    `A` and `B` being compared do change the output, so a difference of 0 means something.
+    """
+    from peft_course.models import load_model
+
+    tiny, _ = load_model("tiny-gpt2", "classification", num_labels=2, seed=seed)
+    cases = [
+        ("tiny-gpt2", tiny, LoRAConfig(8, 16, targets=["c_attn"], trainable=["score"])),
+        ("tiny-gpt2", tiny, LoRAConfig(4, 8, targets=list(GPT2_TARGETS), trainable=["score"])),
+        ("random GPT2Config", random_gpt2(seed), LoRAConfig(16, 8, targets=["c_attn", "mlp.c_proj"],
+                                                             use_rslora=True)),
+    ]
+    rows = []
+    generator = torch.Generator().manual_seed(seed)
+    for name, base, config in cases:
+        vocab, labels = base.config.vocab_size, base.config.num_labels
+        input_ids = torch.randint(1, vocab, (4, 16), generator=generator)
+        target = torch.randint(0, labels, (4,), generator=generator)
+        result = compare_with_peft(base, config, input_ids, target, seed)
+        with torch.no_grad():
+            adapted = copy.deepcopy(base)
+            inject_lora(adapted, config)
+            randomize_b(adapted, seed)
+            effect = _max_diff(adapted(input_ids=input_ids).logits, base(input_ids=input_ids).logits)
+        rows.append({
+            "model": name,
+            "config": f"r={config.r}, alpha={config.alpha:g}{', rsLoRA' if config.use_rslora else ''}, "
+                      f"{'+'.join(config.targets)}{' + score' if config.trainable else ''}",
+            "trainable (ours / peft)": f"{result['trainable (ours)']:,} / {result['trainable (peft)']:,}",
+            "LoRA effect": f"{effect:.1e}",
+            "logits": f"{result['logits']:.1e}",
+            "merged logits": f"{result['merged logits']:.1e}",
+            "grad A": f"{result['grad A']:.1e}",
+            "grad B": f"{result['grad B']:.1e}",
+        })
+    return rows
+
+
+def training_rows(
+    data: Any, model_name: str = "tiny-gpt2", seed: int = 0, epochs: int = LORA_EPOCHS,
+    learning_rate: float = LORA_LEARNING_RATE, r: int = 8, alpha: float = 16.0, progress: bool = False,
+) -> list[dict[str, str]]:
+    """Untrained, LoRA from scratch and peft's LoRA with the same settings (best-validation test scores).
+
+    Both rows come from `peft_course.finetune.finetune` (methods `lora-scratch` and `lora`): same
+    model, data, seed, loop and hyper-parameters, LoRA on `c_attn` plus the head. They differ
+    only in who built the LoRA layers, and in the random draw of `A` (same seed, but peft draws
+    it in another order), which is worth a few points of accuracy on 400 test sentences.
+    """
+    from peft_course.demo import DemoSetting, demo_rows
+
+    options = {"r": r, "alpha": alpha}
+    settings = [DemoSetting(method, epochs, learning_rate, options) for method in ("lora-scratch", "lora")]
+    return demo_rows(data, model_name, seed, settings=settings, progress=progress)
+
+
+def report(model_name: str = "tiny-gpt2", seed: int = 0, progress: bool = False) -> str:
+    """Both tables of the docs page as Markdown: equality with peft, then training.
+
+    The training table leaves out the seconds, which depend on the machine and its load.
+    """
+    from peft_course.data import load_classification_data
+    from peft_course.tables import COLUMNS, markdown_table
+
+    data = load_classification_data("synthetic-sentiment", seed=seed)
+    training = training_rows(data, model_name, seed, progress=progress)
+    return (markdown_table(equivalence_rows(seed)) + "\n"
+            + markdown_table(training, tuple(c for c in COLUMNS if c != "seconds")))
+
+
+if __name__ == "__main__":
+    print(report(progress=True))

@@ -1,0 +1,50 @@
+"""Figures the course saves next to its numbers: training curves and confusion matrices.
+
+Matplotlib's non-interactive backend is used, so plotting works on a machine with no screen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+
+def plot_history(history: Sequence[dict[str, float]], path: str | Path, title: str = "") -> Path:
+    """Train and validation loss (left) and validation accuracy (right) against the epoch."""
+    epochs = [h["epoch"] for h in history]
+    figure, (losses, accuracy) = plt.subplots(1, 2, figsize=(9, 3.5))
+    losses.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
+    losses.plot(epochs, [h["val_loss"] for h in history], marker="o", label="validation")
+    losses.set(xlabel="epoch", ylabel="loss")
+    losses.legend()
+    accuracy.plot(epochs, [h["val_accuracy"] for h in history], marker="o", color="tab:green")
+    accuracy.set(xlabel="epoch", ylabel="validation accuracy")
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)
+
+
+def plot_confusion(matrix: Sequence[Sequence[int]], label_names: Sequence[str], path: str | Path,
+                   title: str = "") -> Path:
+    """A confusion matrix as a heat map with counts: rows are true labels, columns predictions."""
+    size = max(4.0, 0.45 * len(label_names) + 2)
+    figure, axes = plt.subplots(figsize=(size, size))
+    axes.imshow(matrix, cmap="Blues")
+    axes.set_xticks(range(len(label_names)), label_names, rotation=90)
+    axes.set_yticks(range(len(label_names)), label_names)
+    axes.set(xlabel="predicted", ylabel="true", title=title)
+    for i, row in enumerate(matrix):
+        for j, count in enumerate(row):
+            if count:
+                axes.text(j, i, str(count), ha="center", va="center", fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)

@@ -1,0 +1,628 @@
+"""In-context learning and chain-of-thought prompting, measured.
+
+No weights change in this chapter: a causal language model is *prompted*. The module has
+four parts, each usable on its own:
+
+* prompt builders for zero-shot, few-shot, one-shot chain-of-thought and zero-shot
+  chain-of-thought prompts, driven by a table of named templates (`STRATEGIES`);
+* `extract_answer`, which reads a number out of free text;
+* `evaluate_prompting`, which runs each strategy over a problem set with any
+  `generate(prompt) -> str` (a Hugging Face model through `hf_generate`, or a plain Python
+  function) and reports accuracy per strategy, saving every prompt and completion;
+* classification by prompting: `verbalizer_scores` turns the model's next-token
+  probabilities of label words (" negative", " positive") into class scores.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from peft_course.word_problems import (
+    PRICE_EXAMPLE,
+    Problem,
+    ProblemError,
+    format_number,
+    generate_problems,
+    load_gsm8k_jsonl,
+)
+
+Generate = Callable[[str], str]
+
+# ---------------------------------------------------------------------------------------
+# Prompt templates and builders
+# ---------------------------------------------------------------------------------------
+
+QUESTION_FORMAT = "Q: {question}\nA:"
+SOLVED_FORMAT = "Q: {question}\nA: {reasoning}The answer is {answer}.\n\n"
+STOP = "\nQ:"  # a model that has answered starts the next question: cut it there
+
+
+# --8<-- [start:templates]
+@dataclass(frozen=True)
+class PromptTemplate:
+    """One prompting strategy, as data: what comes before the question and after it.
+
+    The prompt is `instruction`, then the solved examples (the `fixed_examples`, then `k`
+    drawn from the example pool when `from_pool`), each with its worked reasoning when
+    `worked`, then the question and `cue` (text the model's answer is made to start with).
+    """
+
+    name: str
+    instruction: str = ""
+    from_pool: bool = False
+    worked: bool = False
+    fixed_examples: tuple[Problem, ...] = ()
+    cue: str = ""
+    description: str = ""
+
+
+STRATEGIES: dict[str, PromptTemplate] = {
+    t.name: t
+    for t in [
+        PromptTemplate("zero-shot", "Answer each question with a number.",
+                       description="the question alone"),
+        PromptTemplate("few-shot", "Answer each question with a number.", from_pool=True,
+                       description="k solved examples, answers only"),
+        PromptTemplate("cot", "Solve each problem step by step, then give the answer.",
+                       worked=True, fixed_examples=(PRICE_EXAMPLE,),
+                       description="one example with its worked reasoning"),
+        PromptTemplate("zero-shot-cot", cue=" Let's think step by step.",
+                       description="an instruction to reason step by step, no example"),
+        PromptTemplate("few-shot-cot", "Solve each problem step by step, then give the answer.",
+                       from_pool=True, worked=True,
+                       description="k examples with their worked reasoning"),
+    ]
+}
+DEFAULT_STRATEGIES = ("zero-shot", "few-shot", "cot", "zero-shot-cot")
+# --8<-- [end:templates]
+
+
+def get_strategy(strategy: str | PromptTemplate) -> PromptTemplate:
+    """The template named `strategy` (a template passes through), or an error listing the names."""
+    if isinstance(strategy, PromptTemplate):
+        return strategy
+    try:
+        return STRATEGIES[strategy]
+    except KeyError:
+        raise ValueError(f"unknown strategy '{strategy}'; known: {', '.join(STRATEGIES)}") from None
+
+
+def format_solved(problem: Problem, worked: bool) -> str:
+    """One solved example: the question, the reasoning when `worked`, and the answer."""
+    if worked and not problem.reasoning:
+        raise ValueError(f"a worked example needs reasoning, and this one has none: {problem.question[:60]!r}")
+    reasoning = f"{problem.reasoning} " if worked else ""
+    return SOLVED_FORMAT.format(question=problem.question, reasoning=reasoning,
+                                answer=format_number(problem.answer))
+
+
+# --8<-- [start:build_prompt]
+def build_prompt(
+    strategy: str | PromptTemplate, question: str, examples: Sequence[Problem] = (), k: int = 4,
+) -> str:
+    """The prompt `strategy` makes for `question`; pool strategies use the first `k` `examples`."""
+    template = get_strategy(strategy)
+    shots = list(template.fixed_examples)
+    if template.from_pool:
+        if k < 1 or len(examples) < k:
+            raise ValueError(f"'{template.name}' needs k >= 1 examples; got k={k} and {len(examples)} examples")
+        shots += list(examples[:k])
+    header = f"{template.instruction}\n\n" if template.instruction else ""
+    solved = "".join(format_solved(example, template.worked) for example in shots)
+    return header + solved + QUESTION_FORMAT.format(question=question) + template.cue
+# --8<-- [end:build_prompt]
+
+
+def zero_shot_prompt(question: str) -> str:
+    """The question with an instruction to answer with a number, and nothing else."""
+    return build_prompt("zero-shot", question)
+
+
+def few_shot_prompt(question: str, examples: Sequence[Problem], k: int = 4) -> str:
+    """`k` solved examples (answers only) before the question: in-context learning."""
+    return build_prompt("few-shot", question, examples, k)
+
+
+def chain_of_thought_prompt(question: str, example: Problem = PRICE_EXAMPLE) -> str:
+    """One-shot chain of thought: one example whose answer shows its worked reasoning."""
+    return build_prompt(replace(STRATEGIES["cot"], fixed_examples=(example,)), question)
+
+
+def zero_shot_cot_prompt(question: str) -> str:
+    """Zero-shot chain of thought: the answer is made to start with "Let's think step by step."."""
+    return build_prompt("zero-shot-cot", question)
+
+
+# ---------------------------------------------------------------------------------------
+# Answer extraction
+# ---------------------------------------------------------------------------------------
+
+# --8<-- [start:extract]
+NUMBER = re.compile(
+    r"""(?<![\w.,/-])                   # not the tail of a word, a number or a date
+        (?P<sign>-)?\$?(?P<sign2>-)?    # -4, -$4 and $-4 are all negative
+        (?P<int>\d{1,3}(?:,\d{3})+(?!\d)|\d+|(?=\.\d))   # 1,234 or 1234 (or none: .5)
+        (?P<dec>\.\d+)?                 # 4.50 (a full stop after 4 is not a decimal point)
+        (?:/(?P<den>\d+))?              # 3/4
+    """,
+    re.VERBOSE,
+)
+# "the answer is 4", "Answer: 4", GSM8K's "#### 4" and LaTeX's \boxed{4} announce the answer.
+MARKER = re.compile(r"answer\s*(?:is|=|:)|####|\\boxed\{", re.IGNORECASE)
+
+
+def read_numbers(text: str) -> list[Fraction]:
+    """Every number in `text`, in order, exactly (thousands separators and `$` dropped)."""
+    numbers = []
+    for match in NUMBER.finditer(text.replace("\u2212", "-")):  # U+2212 is the minus sign
+        whole = (match["int"] or "0").replace(",", "")
+        value = Fraction(whole + (match["dec"] or ""))
+        if match["den"] is not None:
+            if int(match["den"]) == 0:
+                continue
+            value /= int(match["den"])
+        numbers.append(-value if match["sign"] or match["sign2"] else value)
+    return numbers
+
+
+def extract_answer(text: str) -> Fraction | None:
+    """The answer a completion gives: the number after the last "answer is", else the last number.
+
+    When an answer marker is present but no number follows it ("the answer is four"),
+    the result is None: the model announced an answer that cannot be read, and guessing
+    a number from its working would score reasoning that it did not commit to.
+    """
+    markers = list(MARKER.finditer(text))
+    if markers:
+        after = read_numbers(text[markers[-1].end():])
+        return after[0] if after else None
+    numbers = read_numbers(text)
+    return numbers[-1] if numbers else None
+# --8<-- [end:extract]
+
+
+def cut_completion(completion: str, stop: str = STOP) -> str:
+    """The completion up to where the model starts a new question of its own."""
+    return completion.split(stop, 1)[0]
+
+
+# ---------------------------------------------------------------------------------------
+# Generating with a Hugging Face model
+# ---------------------------------------------------------------------------------------
+
+
+# --8<-- [start:hf_generate]
+@dataclass
+class HFGenerate:
+    """`generate(prompt) -> str` for a Hugging Face causal LM: greedy, or sampled when `do_sample`.
+
+    Only the new text is returned. Sampling is seeded per prompt (seed + a hash of the
+    prompt), so a prompt gets the same completion whatever order prompts come in. A prompt
+    longer than the context leaves room for `max_new_tokens` by dropping its oldest tokens,
+    the way evaluation harnesses do; `truncated` counts how often that happened.
+    """
+
+    model: Any
+    tokenizer: Any
+    max_new_tokens: int = 96
+    do_sample: bool = False
+    temperature: float = 0.7
+    top_p: float = 0.95
+    seed: int = 0
+    stop: str = STOP
+    truncated: int = field(default=0, init=False)
+    _stopping: Any = field(default=None, init=False, repr=False)
+
+    def __call__(self, prompt: str) -> str:
+        from transformers import StoppingCriteriaList, StopStringCriteria
+
+        if self._stopping is None:  # built once: it pre-computes how every token can end `stop`
+            self._stopping = StoppingCriteriaList([StopStringCriteria(self.tokenizer, [self.stop])])
+        ids = self.tokenizer(prompt, return_tensors="pt", verbose=False)["input_ids"]
+        context = getattr(self.model.config, "n_positions", None) or self.model.config.max_position_embeddings
+        room = context - self.max_new_tokens
+        if room < 1:
+            raise ValueError(f"max_new_tokens={self.max_new_tokens} leaves no room in a context of {context}")
+        if ids.shape[1] > room:
+            ids, self.truncated = ids[:, -room:], self.truncated + 1
+        sampling = {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p} \
+            if self.do_sample else {"do_sample": False}
+        if self.do_sample:
+            torch.manual_seed(self.seed + zlib.crc32(prompt.encode()))
+        self.model.eval()
+        with torch.no_grad():
+            output = self.model.generate(
+                input_ids=ids.to(self.model.device), attention_mask=torch.ones_like(ids).to(self.model.device),
+                max_new_tokens=self.max_new_tokens, stopping_criteria=self._stopping,
+                pad_token_id=self.tokenizer.pad_token_id, **sampling,
+            )
+        return self.tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True)
+# --8<-- [end:hf_generate]
+
+
+def load_generate(model_name: str = "tiny-gpt2", seed: int = 0, **options: Any) -> HFGenerate:
+    """Load `model_name` as a causal LM and wrap it (options: `max_new_tokens`, `do_sample`, ...)."""
+    from peft_course.models import load_model
+
+    model, tokenizer = load_model(model_name, task="causal-lm", seed=seed)
+    return HFGenerate(model, tokenizer, seed=seed, **options)
+
+
+# ---------------------------------------------------------------------------------------
+# The evaluation harness
+# ---------------------------------------------------------------------------------------
+
+
+def answers_match(predicted: Fraction | None, gold: Fraction) -> bool:
+    """Exact comparison: `4.50`, `4.5` and `9/2` all equal 4.5; no answer is never right."""
+    return predicted is not None and predicted == gold
+
+
+@dataclass
+class PromptingResult:
+    """Accuracy per strategy, and every prompt, completion and verdict behind it."""
+
+    records: list[dict[str, Any]]
+    strategies: tuple[str, ...]
+
+    def accuracy(self) -> dict[str, float]:
+        """The share of problems each strategy answered correctly."""
+        return {s: sum(r["correct"] for r in self._of(s)) / max(1, len(self._of(s))) for s in self.strategies}
+
+    def rows(self) -> list[dict[str, str]]:
+        """One table row per strategy."""
+        rows = []
+        for strategy in self.strategies:
+            records = self._of(strategy)
+            correct = sum(r["correct"] for r in records)
+            unanswered = sum(r["predicted"] is None for r in records)
+            rows.append({
+                "strategy": strategy, "correct": f"{correct} / {len(records)}",
+                "accuracy": f"{correct / max(1, len(records)):.3f}",
+                "no number found": str(unanswered),
+                "mean prompt chars": f"{sum(len(r['prompt']) for r in records) / max(1, len(records)):.0f}",
+            })
+        return rows
+
+    def table(self) -> str:
+        """The rows as a Markdown table."""
+        return markdown_table(self.rows())
+
+    def _of(self, strategy: str) -> list[dict[str, Any]]:
+        return [r for r in self.records if r["strategy"] == strategy]
+
+
+def markdown_table(rows: list[dict[str, str]]) -> str:
+    """A GitHub-flavoured Markdown table; every column after the first right-aligned."""
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" + " ---: |" * (len(columns) - 1)]
+    lines += ["| " + " | ".join(row[c] for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+# --8<-- [start:evaluate]
+def evaluate_prompting(
+    generate: Generate,
+    problems: Sequence[Problem],
+    strategies: Sequence[str | PromptTemplate] = DEFAULT_STRATEGIES,
+    examples: Sequence[Problem] = (),
+    k: int = 4,
+    log_path: str | Path | None = None,
+) -> PromptingResult:
+    """Prompt `generate` with every strategy on every problem and score the answers.
+
+    Each completion is cut where the model starts a question of its own, then
+    `extract_answer` reads it and the number is compared exactly with the gold answer. With
+    `log_path`, one JSON line per (strategy, problem) is written as it is produced.
+    """
+    if not problems:
+        raise ValueError("no problems to evaluate")
+    templates = [get_strategy(s) for s in strategies]
+    overlap = {p.question for p in examples[:k]} & {p.question for p in problems}
+    if overlap and any(t.from_pool for t in templates):
+        raise ValueError(f"{len(overlap)} example(s) are also test problems, e.g. {sorted(overlap)[0][:60]!r}")
+    log = None
+    if log_path is not None:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "w", encoding="utf-8")
+    records = []
+    try:
+        for template in templates:
+            for index, problem in enumerate(problems):
+                prompt = build_prompt(template, problem.question, examples, k)
+                start = time.perf_counter()
+                completion = generate(prompt)
+                seconds = time.perf_counter() - start
+                predicted = extract_answer(cut_completion(completion))
+                record = {
+                    "strategy": template.name, "index": index, "kind": problem.kind,
+                    "question": problem.question, "gold": format_number(problem.answer),
+                    "prompt": prompt, "completion": completion,
+                    "predicted": None if predicted is None else format_number(predicted),
+                    "correct": answers_match(predicted, problem.answer), "seconds": round(seconds, 3),
+                }
+                records.append(record)
+                if log is not None:
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+    finally:
+        if log is not None:
+            log.close()
+    return PromptingResult(records, tuple(t.name for t in templates))
+# --8<-- [end:evaluate]
+
+
+def load_problem_set(source: str = "generated", n: int | None = 27, seed: int = 0) -> list[Problem]:
+    """`"generated"` (n problems, seeded) or the path of a GSM8K-format JSONL file (first n rows)."""
+    if source == "generated":
+        return generate_problems(27 if n is None else n, seed)
+    return load_gsm8k_jsonl(source, limit=n)
+
+
+def example_pool(problems: Sequence[Problem], k: int, seed: int = 0) -> list[Problem]:
+    """`k` generated, solved examples that are none of `problems` (a different seed, then filtered)."""
+    taken = {p.question for p in problems}
+    candidates = generate_problems(k + len(problems), seed=seed + 1)
+    pool = [p for p in candidates if p.question not in taken][:k]
+    if len(pool) < k:
+        raise ProblemError(f"could not draw {k} examples distinct from the problems")
+    return pool
+
+
+# ---------------------------------------------------------------------------------------
+# Classification by prompting: the verbalizer
+# ---------------------------------------------------------------------------------------
+
+SENTIMENT_TEMPLATE = "Review: {text}\nSentiment:"
+SENTIMENT_WORDS = (" negative", " positive")  # label 0, label 1; the leading space matters
+Reduction = Literal["first", "sum"]
+
+
+def sentiment_prompt(
+    text: str, template: str = SENTIMENT_TEMPLATE,
+    examples: Sequence[tuple[str, int]] = (), label_words: Sequence[str] = SENTIMENT_WORDS,
+) -> str:
+    """`template` filled with `text`, after `examples` filled the same way and answered."""
+    solved = "".join(template.format(text=t) + label_words[y] + "\n\n" for t, y in examples)
+    return solved + template.format(text=text)
+
+
+def _token_ids(tokenizer: Any, texts: Sequence[str], limit: int, what: str, special: bool) -> list[list[int]]:
+    """Token ids of each text, checked: none empty, none longer than `limit`."""
+    ids = [tokenizer(t, add_special_tokens=special, verbose=False)["input_ids"] for t in texts]
+    for i, row in enumerate(ids):
+        if not row:
+            raise ValueError(f"{what} {i} ({texts[i]!r}) has no tokens")
+        if len(row) > limit:
+            raise ValueError(f"{what} {i} has {len(row)} tokens; at most {limit} fit in the model's context")
+    return ids
+
+
+def _pad_right(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pad on the right, so every real token keeps its position (GPT-2's positions are absolute)."""
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [pad_id] * (width - len(r)) for r in rows])
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
+    return ids, mask
+
+
+# --8<-- [start:logprobs]
+def next_token_logprobs(model: Any, tokenizer: Any, rows: list[list[int]], batch_size: int = 16) -> torch.Tensor:
+    """`[n_rows, vocab]`: log-probabilities of the token that would follow each token-id row.
+
+    Rows are padded on the right, so the prediction is read at each row's own last real
+    position, not at the end of the padded batch.
+    """
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start : start + batch_size]
+            ids, mask = _pad_right(batch, pad_id)
+            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
+            last = torch.tensor([len(r) - 1 for r in batch])
+            out.append(torch.log_softmax(logits[torch.arange(len(batch)), last].float(), dim=-1).cpu())
+    return torch.cat(out)
+
+
+def continuation_logprobs(
+    model: Any, tokenizer: Any, rows: list[list[int]], continuation: list[int], batch_size: int = 16,
+) -> torch.Tensor:
+    """`[n_rows]`: log p(continuation | row), the sum over the continuation's tokens."""
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    model.eval()
+    target = torch.tensor(continuation)
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(rows), batch_size):
+            batch = [r + continuation for r in rows[start : start + batch_size]]
+            ids, mask = _pad_right(batch, pad_id)
+            logp = torch.log_softmax(model(input_ids=ids.to(model.device),
+                                           attention_mask=mask.to(model.device)).logits.float(), dim=-1).cpu()
+            for i, row in enumerate(batch):
+                # positions L-1 .. L+m-2 of a prompt of length L predict the m continuation tokens
+                positions = torch.arange(len(row) - len(continuation) - 1, len(row) - 1)
+                out.append(logp[i, positions, target].sum())
+    return torch.stack(out)
+# --8<-- [end:logprobs]
+
+
+# --8<-- [start:verbalizer]
+def verbalizer_scores(
+    model: Any, tokenizer: Any, prompts: Sequence[str], label_words: Sequence[str],
+    reduction: Reduction = "first", batch_size: int = 16,
+) -> torch.Tensor:
+    """`[n_prompts, n_labels]` log-probabilities of each label word following each prompt.
+
+    `reduction="first"` scores a word by its first token only: one forward pass per
+    prompt, exact for single-token words; two words that share a first token would be
+    indistinguishable, which is an error. `reduction="sum"` scores the whole word, the sum
+    of its tokens' log-probabilities, at one pass per (prompt, word); it favours shorter
+    words, since every extra token adds a negative number.
+    Label words should start with a space (" positive") and prompts should not end in one:
+    that is how GPT-2's tokenizer splits "Sentiment: positive".
+    """
+    if not label_words or not prompts:
+        raise ValueError("verbalizer_scores needs at least one prompt and one label word")
+    if reduction not in ("first", "sum"):
+        raise ValueError(f"unknown reduction '{reduction}': use 'first' or 'sum'")
+    context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+    words = _token_ids(tokenizer, label_words, context, "label word", special=False)
+    rows = _token_ids(tokenizer, prompts, context - max(len(w) for w in words), "prompt", special=True)
+    if reduction == "first":
+        firsts = [w[0] for w in words]
+        if len(set(firsts)) < len(firsts):
+            raise ValueError(f"label words {list(label_words)} share a first token: use reduction='sum'")
+        return next_token_logprobs(model, tokenizer, rows, batch_size)[:, firsts]
+    return torch.stack([continuation_logprobs(model, tokenizer, rows, w, batch_size) for w in words], dim=1)
+# --8<-- [end:verbalizer]
+
+
+def verbalizer_accuracy(scores: torch.Tensor, labels: Sequence[int] | torch.Tensor) -> float:
+    """The share of rows whose highest-scoring label word is the true label."""
+    labels = torch.as_tensor(labels)
+    if scores.ndim != 2 or scores.shape[0] != labels.shape[0]:
+        raise ValueError(f"scores of shape {tuple(scores.shape)} do not match {labels.shape[0]} labels")
+    if len(labels) == 0:
+        raise ValueError("no examples to score")
+    return (scores.argmax(dim=1) == labels).float().mean().item()
+
+
+def balanced_examples(texts: Sequence[str], labels: Sequence[int], k: int, seed: int = 0) -> list[tuple[str, int]]:
+    """`k` (text, label) demonstrations, labels taking turns, order shuffled under `seed`."""
+    import random
+
+    rng = random.Random(seed)
+    by_label: dict[int, list[str]] = {}
+    for text, label in zip(texts, labels):
+        by_label.setdefault(int(label), []).append(text)
+    order = sorted(by_label)
+    if k > len(texts):
+        raise ValueError(f"asked for {k} examples from {len(texts)} texts")
+    picked = [(rng.choice(by_label[order[i % len(order)]]), order[i % len(order)]) for i in range(k)]
+    rng.shuffle(picked)
+    return picked
+
+
+def sentiment_by_prompting(
+    model: Any, tokenizer: Any, texts: Sequence[str], labels: Sequence[int],
+    label_words: Sequence[str] = SENTIMENT_WORDS, template: str = SENTIMENT_TEMPLATE,
+    examples: Sequence[tuple[str, int]] = (), reduction: Reduction = "first",
+) -> dict[str, Any]:
+    """Classify `texts` with no training: the label word the model finds likeliest wins."""
+    prompts = [sentiment_prompt(t, template, examples, label_words) for t in texts]
+    scores = verbalizer_scores(model, tokenizer, prompts, label_words, reduction)
+    predictions = scores.argmax(dim=1)
+    counts = torch.bincount(predictions, minlength=len(label_words))
+    return {"accuracy": verbalizer_accuracy(scores, labels), "predictions": predictions.tolist(),
+            "predicted counts": counts.tolist(), "scores": scores}
+
+
+# ---------------------------------------------------------------------------------------
+# The results page of the docs
+# ---------------------------------------------------------------------------------------
+
+SENTIMENT_SETTINGS: list[tuple[str, tuple[str, ...], Reduction, int]] = [
+    # (template, label words, reduction, shots)
+    (SENTIMENT_TEMPLATE, SENTIMENT_WORDS, "first", 0),
+    (SENTIMENT_TEMPLATE, SENTIMENT_WORDS, "first", 4),
+    ("{text}", (" one", " five"), "first", 0),
+    ("{text}", (" one", " five"), "first", 4),
+    ("{text}", (" one star", " five stars"), "sum", 0),
+]
+
+
+def sentiment_rows(model: Any, tokenizer: Any, seed: int = 0, max_examples: int | None = None) -> list[dict[str, str]]:
+    """Accuracy of each `SENTIMENT_SETTINGS` row on the synthetic-sentiment test split."""
+    from peft_course.data import load_classification_data
+
+    data = load_classification_data("synthetic-sentiment", seed=seed, max_examples=max_examples)
+    train, test = data.splits["train"], data.splits["test"]
+    rows = []
+    for template, words, reduction, shots in SENTIMENT_SETTINGS:
+        examples = balanced_examples(train["text"], train["label"], shots, seed) if shots else []
+        result = sentiment_by_prompting(model, tokenizer, test["text"], test["label"], words, template,
+                                        examples, reduction)
+        rows.append({
+            "template": _code(template),
+            "label words": " / ".join(f'"{w}"' for w in words), "scoring": reduction,
+            "shots": str(shots), "accuracy": f"{result['accuracy']:.3f}",
+            "predicted counts": " / ".join(str(c) for c in result["predicted counts"]),
+        })
+    return rows
+
+
+def _code(text: str) -> str:
+    """`text` as inline code in a table cell: newlines shown as \\n, pipes escaped."""
+    return "`" + json.dumps(text)[1:-1].replace("|", "\\|") + "`"
+
+
+def prompt_gallery(question: str | None = None, k: int = 2, seed: int = 0) -> str:
+    """Markdown showing the prompt each strategy builds for one generated problem."""
+    problems = load_problem_set("generated", 1, seed)
+    question = question or problems[0].question
+    examples = example_pool(problems, k, seed)
+    parts = []
+    for template in STRATEGIES.values():
+        parts.append(f"??? example \"{template.name}: {template.description}\"\n\n    ```text\n")
+        prompt = build_prompt(template, question, examples, k)
+        parts.append("".join(f"    {line}\n" if line else "\n" for line in prompt.split("\n")))
+        parts.append("    ```\n\n")
+    return "".join(parts)
+
+
+def results_page(model_name: str = "tiny-gpt2", n_problems: int = 27, k: int = 2, seed: int = 0,
+                 max_new_tokens: int = 96) -> str:
+    """The Markdown results of `docs/prompting.md`: arithmetic by strategy, then sentiment."""
+    from peft_course.models import load_model
+
+    model, tokenizer = load_model(model_name, task="causal-lm", seed=seed)
+    generate = HFGenerate(model, tokenizer, max_new_tokens=max_new_tokens, seed=seed)
+    problems = load_problem_set("generated", n_problems, seed)
+    result = evaluate_prompting(generate, problems, DEFAULT_STRATEGIES, example_pool(problems, k, seed), k)
+    samples = [{"strategy": r["strategy"], "gold": r["gold"], "predicted": str(r["predicted"]),
+                "completion (first 70 characters)": _code(r["completion"][:70])}
+               for r in result.records if r["index"] == 0]
+    return (
+        f"**Arithmetic** ({n_problems} generated problems, `{model_name}`, greedy, "
+        f"{max_new_tokens} new tokens at most, k={k} examples; {generate.truncated} prompts "
+        f"were cut to fit the context):\n\n{result.table()}\n"
+        f"What the model wrote for the first problem:\n\n{markdown_table(samples)}\n"
+        f"**Sentiment by verbalizer** (`{model_name}`, synthetic-sentiment test split, "
+        f"no training; counts are predictions of label 0 / label 1):\n\n"
+        f"{markdown_table(sentiment_rows(model, tokenizer, seed))}"
+    )
+
+
+def write_results_page(directory: str | Path = "docs/results", **options: Any) -> list[Path]:
+    """Write `prompting.md` (`results_page`) and `prompting-prompts.md` (`prompt_gallery`)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    gallery = directory / "prompting-prompts.md"
+    gallery.write_text(prompt_gallery(k=options.get("k", 2), seed=options.get("seed", 0)))
+    results = directory / "prompting.md"
+    results.write_text(results_page(**options))
+    return [results, gallery]
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Regenerate the prompting chapter's results pages.")
+    parser.add_argument("--output", default="docs/results", help="directory of the two pages")
+    parser.add_argument("--model", default="tiny-gpt2")
+    parser.add_argument("--n-problems", type=int, default=27)
+    arguments = parser.parse_args()
+    for written in write_results_page(arguments.output, model_name=arguments.model, n_problems=arguments.n_problems):
+        print(f"saved {written}")

@@ -1,0 +1,41 @@
+"""Results tables: one row format for every method, written as Markdown and CSV."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+COLUMNS = ("method", "trainable params", "accuracy", "weighted F1", "seconds")
+
+
+def result_row(label: str, trainable: int, scores: dict[str, float], seconds: float) -> dict[str, str]:
+    """One table row: the method's label, what it trains, its test accuracy and weighted F1."""
+    return {
+        "method": label,
+        "trainable params": f"{trainable:,}",
+        "accuracy": f"{scores['accuracy']:.4f}",
+        "weighted F1": f"{scores['f1']:.4f}",
+        "seconds": f"{seconds:.1f}",
+    }
+
+
+def markdown_table(rows: list[dict[str, str]], columns: tuple[str, ...] | None = None) -> str:
+    """A GitHub-flavoured Markdown table, numbers right-aligned."""
+    columns = columns or tuple(rows[0])
+    align = ["---"] + ["---:"] * (len(columns) - 1)
+    lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_table(rows: list[dict[str, str]], directory: str | Path, stem: str = "results") -> Path:
+    """Save the table as `<stem>.md` and `<stem>.csv` in `directory`; returns the Markdown path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    markdown = directory / f"{stem}.md"
+    markdown.write_text(markdown_table(rows))
+    with open(directory / f"{stem}.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return markdown
