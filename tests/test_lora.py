@@ -33,15 +33,6 @@ from peft_course.models import load_model
 TOLERANCE = 1e-5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: on a busy 2-core machine, one thread is many times faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny():
     model, _ = load_model("tiny-gpt2", "classification", num_labels=2, seed=0)

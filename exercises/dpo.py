@@ -1,0 +1,48 @@
+"""DPO exercises: the sequence log-probability, the DPO loss, and one step of the derivation.
+
+Fill in the three functions. `pytest exercises -k dpo` grades them on random inputs against
+the package's own versions and against sympy.
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+import torch
+import torch.nn.functional as F
+
+
+def sequence_logprob(logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+    """Return `log pi(completion | prompt)` for each row of a batch, shape `(batch,)`.
+
+    `logits` is `(batch, length, vocab)`; the logits at position `t` are the model's
+    prediction for the token at `t + 1`. Add up the log-probabilities of the tokens where
+    `completion_mask` is 1 (prompt tokens and padding are 0 and must add nothing).
+    """
+    raise NotImplementedError(
+        "log_softmax the logits of positions 0..L-2, gather the log-probability of the next token "
+        "(input_ids[:, 1:]) with .gather(-1, ...), multiply by completion_mask[:, 1:] and sum over positions"
+    )
+
+
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, reference_chosen: torch.Tensor,
+             reference_rejected: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return `(loss, chosen_rewards, rejected_rewards)` of the sigmoid DPO loss.
+
+    Each argument holds one sequence log-probability per pair. The implicit reward of a
+    completion is `beta * (log pi - log pi_ref)`; the loss is the mean over pairs of
+    `-log sigmoid(chosen_reward - rejected_reward)`.
+    """
+    raise NotImplementedError(
+        "rewards are beta * (policy - reference) for chosen and for rejected; the loss is "
+        "-F.logsigmoid(chosen_rewards - rejected_rewards).mean() (logsigmoid does not underflow)"
+    )
+
+
+def reward_from_policy(pi_star: sp.Expr, pi_ref: sp.Expr, beta: sp.Expr, z: sp.Expr) -> sp.Expr:
+    """Return the reward `r` as a sympy expression, given `pi* = pi_ref exp(r / beta) / Z`.
+
+    Solve that equation for `r`: take logs of both sides.
+    """
+    raise NotImplementedError(
+        "log pi* = log pi_ref + r / beta - log Z; solve for r and write it with sp.log"
+    )

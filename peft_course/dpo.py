@@ -1,0 +1,573 @@
+"""Direct Preference Optimization: the loss by hand, checked against TRL, then training with TRL.
+
+DPO learns from pairs `(prompt, chosen, rejected)`. For each pair it compares how much more
+likely the policy makes each completion than a frozen reference does:
+
+    r(y) = beta * (log pi(y | x) - log pi_ref(y | x))        (the implicit reward)
+    loss = -log sigmoid(r(chosen) - r(rejected))
+
+`peft_course.derivations` shows why this is the right loss. This module writes the pieces a
+trainer hides (sequence log-probabilities of completions, the loss, the implicit rewards),
+shows that they give TRL's numbers, and then trains with `trl.DPOTrainer`, with LoRA (the
+reference is the base model with the adapters switched off) or without (an explicit frozen
+copy as reference). It also generates a preference set about films: the chosen completion
+praises, the rejected one pans.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+
+from peft_course.synthetic import INTENSIFIERS, NEGATIVE_ADJECTIVES, POSITIVE_ADJECTIVES, SUBJECTS
+
+REQUIRED_FIELDS = ("prompt", "chosen", "rejected")
+if TYPE_CHECKING:  # `datasets` is imported where it is used: the loss functions do not need it
+    from datasets import Dataset, DatasetDict
+
+METRIC_KEYS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins")
+
+
+class PreferenceDataError(ValueError):
+    """Preference pairs that DPO cannot use: a missing field, an empty or non-text completion."""
+
+
+# ----------------------------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------------------------
+
+def check_pairs(rows: Iterable[dict[str, Any]], source: str = "the data") -> list[dict[str, str]]:
+    """Return the rows as `{"prompt", "chosen", "rejected"}` dicts, or say what is wrong.
+
+    The prompt may be empty (an unconditional preference); a completion may not, because an
+    empty completion has log-probability 0 under every model and carries no preference.
+    """
+    pairs = []
+    for i, row in enumerate(rows):
+        missing = [name for name in REQUIRED_FIELDS if name not in row]
+        if missing:
+            raise PreferenceDataError(
+                f"{source}: row {i} has no {', '.join(repr(m) for m in missing)} field "
+                f"(a preference pair needs 'prompt', 'chosen' and 'rejected'; it has {sorted(row)})")
+        for name in REQUIRED_FIELDS:
+            if not isinstance(row[name], str):
+                raise PreferenceDataError(
+                    f"{source}: row {i}: '{name}' must be text, got {type(row[name]).__name__} "
+                    f"(conversational pairs are not handled by this chapter)")
+        for name in ("chosen", "rejected"):
+            if not row[name].strip():
+                raise PreferenceDataError(f"{source}: row {i}: the '{name}' completion is empty")
+        pairs.append({name: row[name] for name in REQUIRED_FIELDS})
+    if not pairs:
+        raise PreferenceDataError(f"{source}: no preference pairs")
+    return pairs
+
+
+def load_preference_jsonl(path: str | Path) -> Dataset:
+    """Read standard-format pairs (one JSON object per line with prompt/chosen/rejected)."""
+    from datasets import Dataset
+
+    path = Path(path)
+    if not path.is_file():
+        raise PreferenceDataError(f"no such file: '{path}'")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise PreferenceDataError(f"{path}: line {number} is not JSON ({error})") from error
+    return Dataset.from_list(check_pairs(rows, str(path)))
+
+
+def load_preference_hub(name: str, split: str = "train", limit: int | None = None) -> Dataset:
+    """Standard-format pairs from the hub (e.g. `trl-lib/ultrafeedback_binarized`), checked.
+
+    Only text pairs are accepted; conversational datasets (lists of messages) are refused.
+    """
+    from datasets import Dataset, load_dataset
+
+    dataset = load_dataset(name, split=split)
+    if limit is not None:
+        dataset = dataset.select(range(min(limit, len(dataset))))
+    return Dataset.from_list(check_pairs(dataset, name))
+
+
+FILM_WORDS = ["silent", "last", "red", "hidden", "long", "broken", "northern", "lost"]
+FILM_NOUNS = ["river", "garden", "letter", "station", "summer", "kingdom", "harbour", "mirror"]
+PROMPTS = ["my review of {film} :", "what did you think of {film} ?", "a few words on {film} :",
+           "tell me about {film} ."]
+
+
+# --8<-- [start:film_pairs]
+def film_pair(rng: random.Random, prefer: str = "positive") -> dict[str, str]:
+    """One pair: a prompt about a film, a completion that praises and one that pans.
+
+    Both completions share the subject and the intensifier and differ only in the adjective,
+    so the one thing to learn is the wanted property: the sentiment named by `prefer`.
+    """
+    film = f"the {rng.choice(FILM_WORDS)} {rng.choice(FILM_NOUNS)}"
+    prompt = rng.choice(PROMPTS).format(film=film)
+    subject, intensifier = rng.choice(SUBJECTS), rng.choice(INTENSIFIERS)
+    praise = f" {subject} was {intensifier}{rng.choice(POSITIVE_ADJECTIVES)} ."
+    pan = f" {subject} was {intensifier}{rng.choice(NEGATIVE_ADJECTIVES)} ."
+    chosen, rejected = (praise, pan) if prefer == "positive" else (pan, praise)
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+def film_preferences(n_train: int = 256, n_test: int = 64, seed: int = 0, prefer: str = "positive") -> DatasetDict:
+    """Distinct generated pairs, split into `train` and held-out `test` (same seed, same splits).
+
+    `prefer="negative"` swaps chosen and rejected: a preference the pretrained model does not
+    already share, so that DPO has to reverse its ranking.
+    """
+    from datasets import Dataset, DatasetDict
+
+    if prefer not in ("positive", "negative"):
+        raise ValueError(f"prefer must be 'positive' or 'negative', got {prefer!r}")
+    if n_train < 1 or n_test < 1:
+        raise ValueError(f"n_train and n_test must be at least 1, got {n_train} and {n_test}")
+    rng, seen, pairs = random.Random(seed), set(), []
+    while len(pairs) < n_train + n_test:
+        pair = film_pair(rng, prefer)
+        key = tuple(pair.values())
+        if key not in seen:
+            seen.add(key)
+            pairs.append(pair)
+    return DatasetDict(train=Dataset.from_list(pairs[:n_train]), test=Dataset.from_list(pairs[n_train:]))
+# --8<-- [end:film_pairs]
+
+
+def split_pairs(dataset: Dataset, test_fraction: float = 0.2, seed: int = 0) -> DatasetDict:
+    """Hold out a fraction of a file's pairs as `test`."""
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
+    if len(dataset) < 2:
+        raise PreferenceDataError(f"need at least 2 pairs to hold some out, got {len(dataset)}")
+    return dataset.train_test_split(test_size=test_fraction, seed=seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# The loss by hand
+# ----------------------------------------------------------------------------------------------
+
+def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens `a` and `b` share."""
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+# --8<-- [start:tokenize]
+def tokenize_pair(tokenizer: Any, pair: dict[str, str]) -> dict[str, list[int]]:
+    """Token ids of the prompt and of each completion, the completions ending with eos.
+
+    The prompt and `prompt + completion` are tokenized separately; the completion is whatever
+    follows their common prefix. (A BPE tokenizer may merge across the boundary, so the
+    prompt's tokens are not always a prefix - the same rule TRL uses.)
+    """
+    eos = tokenizer.eos_token
+    prompt_ids = tokenizer(pair["prompt"])["input_ids"]
+    full = {name: tokenizer(pair["prompt"] + pair[name] + eos)["input_ids"] for name in ("chosen", "rejected")}
+    start = min(common_prefix_length(prompt_ids, ids) for ids in full.values())
+    return {"prompt_ids": prompt_ids[:start], "chosen_ids": full["chosen"][start:],
+            "rejected_ids": full["rejected"][start:]}
+
+
+def collate_pairs(examples: Sequence[dict[str, list[int]]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """One batch: the `prompt + chosen` rows first, then the `prompt + rejected` rows.
+
+    Rows are right-padded. `completion_mask` is 1 on completion tokens only - 0 on the prompt
+    (the model is not judged on the prompt, which both completions share) and 0 on padding.
+    """
+    rows, masks = [], []
+    for name in ("chosen_ids", "rejected_ids"):
+        for example in examples:
+            rows.append(example["prompt_ids"] + example[name])
+            masks.append([0] * len(example["prompt_ids"]) + [1] * len(example[name]))
+    width = max(len(row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    completion_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (row, mask) in enumerate(zip(rows, masks)):
+        input_ids[i, : len(row)] = torch.tensor(row)
+        attention_mask[i, : len(row)] = 1
+        completion_mask[i, : len(row)] = torch.tensor(mask)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "completion_mask": completion_mask}
+# --8<-- [end:tokenize]
+
+
+# --8<-- [start:sequence_logprobs]
+def sequence_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+    """`log pi(completion | prompt)` for each row: the sum of the completion tokens' log-probabilities.
+
+    The logits at position `t` predict token `t + 1`, so logits and targets are shifted by one.
+    Prompt tokens and padding have `completion_mask == 0` and add nothing.
+    """
+    log_probs = F.log_softmax(logits[:, :-1].float(), dim=-1)
+    targets = input_ids[:, 1:]
+    token_logps = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return (token_logps * completion_mask[:, 1:]).sum(dim=-1)
+# --8<-- [end:sequence_logprobs]
+
+
+@dataclass
+class DPOLoss:
+    """The mean loss of a batch and each pair's implicit rewards `beta * (logp - logp_ref)`."""
+
+    loss: torch.Tensor
+    chosen_rewards: torch.Tensor
+    rejected_rewards: torch.Tensor
+
+
+# --8<-- [start:dpo_loss]
+def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, reference_chosen: torch.Tensor,
+             reference_rejected: torch.Tensor, beta: float) -> DPOLoss:
+    """The sigmoid DPO loss `-log sigmoid(r_chosen - r_rejected)`, averaged over pairs.
+
+    Each argument holds one sequence log-probability per pair. `logsigmoid` is used rather
+    than `log(sigmoid(...))`, which underflows to `-inf` for large negative margins.
+    """
+    check_beta(beta)
+    chosen_rewards = beta * (policy_chosen - reference_chosen)
+    rejected_rewards = beta * (policy_rejected - reference_rejected)
+    loss = -F.logsigmoid(chosen_rewards - rejected_rewards).mean()
+    return DPOLoss(loss, chosen_rewards.detach(), rejected_rewards.detach())
+# --8<-- [end:dpo_loss]
+
+
+def check_beta(beta: float) -> None:
+    """`beta` scales the KL penalty: it must be a positive, finite number."""
+    if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
+        raise ValueError(f"beta must be a positive number (it weights the KL penalty), got {beta!r}")
+
+
+@torch.no_grad()
+def pair_logprobs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequence log-probabilities of the chosen and of the rejected rows of a `collate_pairs` batch."""
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in batch.items()}
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logps = sequence_logprobs(logits, batch["input_ids"], batch["completion_mask"]).cpu()
+    return logps.chunk(2)
+
+
+def reference_logprobs(policy: torch.nn.Module, reference: torch.nn.Module | None,
+                       batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference's log-probabilities: `reference`, or a peft policy with its adapters disabled."""
+    if reference is not None:
+        return pair_logprobs(reference, batch)
+    if not hasattr(policy, "disable_adapter"):
+        raise ValueError("no reference model given, and the policy has no adapters to switch off")
+    with policy.disable_adapter():
+        return pair_logprobs(policy, batch)
+
+
+def preference_metrics(policy: torch.nn.Module, tokenizer: Any, pairs: Dataset | Sequence[dict[str, str]],
+                       beta: float, reference: torch.nn.Module | None = None,
+                       batch_size: int = 64) -> dict[str, float]:
+    """TRL's logged metrics, computed by hand, plus how the policy itself ranks each pair.
+
+    `rewards/*` and `loss` are what `DPOTrainer` logs (means over pairs). `likelihood_accuracy`
+    is the fraction of pairs where the policy gives the chosen completion the higher
+    log-probability; unlike `rewards/accuracies` it is meaningful before training, when the
+    policy equals the reference and every reward is 0.
+    """
+    check_beta(beta)
+    pairs = check_pairs(pairs)
+    was_training = policy.training
+    policy.eval()
+    totals: dict[str, list[torch.Tensor]] = {k: [] for k in ("pc", "pr", "rc", "rr")}
+    for start in range(0, len(pairs), batch_size):
+        batch = collate_pairs([tokenize_pair(tokenizer, p) for p in pairs[start:start + batch_size]],
+                              tokenizer.pad_token_id)
+        pc, pr = pair_logprobs(policy, batch)
+        rc, rr = reference_logprobs(policy, reference, batch)
+        for key, value in zip(("pc", "pr", "rc", "rr"), (pc, pr, rc, rr)):
+            totals[key].append(value)
+    policy.train(was_training)
+    pc, pr, rc, rr = (torch.cat(totals[k]) for k in ("pc", "pr", "rc", "rr"))
+    result = dpo_loss(pc, pr, rc, rr, beta)
+    margins = result.chosen_rewards - result.rejected_rewards
+    return {
+        "loss": result.loss.item(),
+        "rewards/chosen": result.chosen_rewards.mean().item(),
+        "rewards/rejected": result.rejected_rewards.mean().item(),
+        "rewards/accuracies": (margins > 0).float().mean().item(),
+        "rewards/margins": margins.mean().item(),
+        "logps/chosen": pc.mean().item(),
+        "logps/rejected": pr.mean().item(),
+        "likelihood_accuracy": (pc > pr).float().mean().item(),
+        "likelihood_margin": (pc - pr).mean().item(),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# Training through TRL
+# ----------------------------------------------------------------------------------------------
+
+@dataclass
+class DPORunConfig:
+    """What a DPO run exposes. `lora=False` trains every weight against a frozen copy."""
+
+    beta: float = 0.1
+    learning_rate: float = 1e-2
+    epochs: int = 2
+    batch_size: int = 16
+    lora: bool = True
+    r: int = 8
+    alpha: float = 16.0
+    seed: int = 0
+    logging_steps: int = 2
+    max_length: int = 128
+
+    def __post_init__(self) -> None:
+        check_beta(self.beta)
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be at least 1, got {self.epochs} and {self.batch_size}")
+
+
+# --8<-- [start:dpo_config]
+def make_dpo_config(config: DPORunConfig, output_dir: str | Path, eval_batch_size: int = 64) -> Any:
+    """TRL's `DPOConfig` for a small run on whatever device is here.
+
+    DPOConfig turns on gradient checkpointing and bf16 by default; both are switched off (bf16
+    kept only on a CUDA GPU that has it). Nothing is reported, saved mid-run or pushed.
+    """
+    from trl import DPOConfig
+
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    return DPOConfig(
+        output_dir=str(output_dir), beta=config.beta, learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs, per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=eval_batch_size, max_length=config.max_length,
+        gradient_checkpointing=False, bf16=bf16, logging_steps=config.logging_steps,
+        report_to="none", save_strategy="no", push_to_hub=False, seed=config.seed,
+        disable_tqdm=True, dataloader_num_workers=0, dataloader_pin_memory=False,
+    )
+# --8<-- [end:dpo_config]
+
+
+def frozen_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the weights the reference is made of (a peft model's base, LoRA left out).
+
+    peft renames a wrapped layer's weight `...c_attn.base_layer.weight`; the names are mapped
+    back so that a snapshot before `get_peft_model` compares with one after training.
+    """
+    weights = {}
+    for name, parameter in model.named_parameters():
+        if "lora_" in name:
+            continue
+        name = name.removeprefix("base_model.model.").replace(".base_layer", "")
+        weights[name] = parameter.detach().to("cpu", copy=True)
+    return weights
+
+
+def same_weights(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> bool:
+    """Exactly the same names and values."""
+    return before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
+@dataclass
+class DPORun:
+    """A finished run: held-out metrics before and after, the logged history, the trained policy."""
+
+    before: dict[str, float]
+    after: dict[str, float]
+    history: list[dict[str, float]]
+    reference_unchanged: bool
+    config: DPORunConfig
+    seconds: float
+    model: Any = field(repr=False, default=None)
+    reference: Any = field(repr=False, default=None)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON-friendly part (models left out)."""
+        return {"config": asdict(self.config), "before": self.before, "after": self.after,
+                "history": self.history, "reference_unchanged": self.reference_unchanged,
+                "seconds": round(self.seconds, 2)}
+
+
+# --8<-- [start:train_dpo]
+def train_dpo(pairs: DatasetDict, model_name: str = "tiny-gpt2", config: DPORunConfig | None = None,
+              output_dir: str | Path | None = None) -> DPORun:
+    """Train a causal LM with `trl.DPOTrainer` on `pairs["train"]`; measure on `pairs["test"]`.
+
+    With `config.lora`, TRL wraps the model with LoRA and the reference is the same model with
+    the adapters disabled. Without it, a second copy of the model is loaded and handed over as
+    an explicit `ref_model` (a model object with no saved path would otherwise make TRL try to
+    load a reference from an empty name). Either way the reference's weights are compared
+    before and after training.
+    """
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import PrinterCallback
+    from trl import DPOTrainer
+
+    from peft_course.models import load_model
+
+    config = config or DPORunConfig()
+    train_pairs, test_pairs = (Dataset.from_list(check_pairs(pairs[s], f"the {s} split")) for s in ("train", "test"))
+    policy, tokenizer = load_model(model_name, task="causal-lm", seed=config.seed)
+    reference = None if config.lora else load_model(model_name, task="causal-lm", seed=config.seed)[0]
+    frozen_before = frozen_weights(policy if config.lora else reference)
+    before = preference_metrics(policy, tokenizer, test_pairs, config.beta, reference or policy)
+    peft_config = LoraConfig(r=config.r, lora_alpha=config.alpha, target_modules=["c_attn"], fan_in_fan_out=True,
+                             task_type="CAUSAL_LM") if config.lora else None
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = DPOTrainer(
+            model=policy, ref_model=reference, args=make_dpo_config(config, output_dir or scratch),
+            train_dataset=train_pairs, processing_class=tokenizer, peft_config=peft_config,
+        )
+        trainer.remove_callback(PrinterCallback)  # the before/after summary is printed instead
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start
+    policy = trainer.model
+    after = preference_metrics(policy, tokenizer, test_pairs, config.beta, reference)
+    frozen_after = frozen_weights(policy if config.lora else reference)
+    history = [entry for entry in trainer.state.log_history if "rewards/chosen" in entry]
+    return DPORun(before, after, history, same_weights(frozen_before, frozen_after), config, seconds,
+                  policy, reference)
+# --8<-- [end:train_dpo]
+
+
+# ----------------------------------------------------------------------------------------------
+# The same numbers from TRL
+# ----------------------------------------------------------------------------------------------
+
+def trl_metrics(policy: torch.nn.Module, reference: torch.nn.Module, tokenizer: Any,
+                pairs: Dataset | Sequence[dict[str, str]], beta: float,
+                label_smoothing: float = 0.0) -> dict[str, float]:
+    """What `DPOTrainer.evaluate` logs for `pairs` (one batch), with the `eval_` prefix removed.
+
+    Nothing is trained. Note that TRL patches `policy` and `reference` in place with a fused
+    LM head; their ordinary forward is unchanged.
+    """
+    from datasets import Dataset
+    from transformers import PrinterCallback
+    from trl import DPOTrainer
+
+    pairs = Dataset.from_list(check_pairs(pairs))
+    config = DPORunConfig(beta=beta)
+    with tempfile.TemporaryDirectory() as scratch:
+        args = make_dpo_config(config, scratch, eval_batch_size=len(pairs))
+        args.label_smoothing = label_smoothing
+        trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=pairs,
+                             eval_dataset=pairs, processing_class=tokenizer)
+        trainer.remove_callback(PrinterCallback)
+        logged = trainer.evaluate()
+    return {key.removeprefix("eval_"): value for key, value in logged.items()}
+
+
+def perturbed_copy(model: torch.nn.Module, scale: float = 0.05, seed: int = 0) -> torch.nn.Module:
+    """A copy of `model` with Gaussian noise added to every weight: a policy that differs from it."""
+    import copy
+
+    generator = torch.Generator().manual_seed(seed)
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for parameter in other.parameters():
+            parameter.add_(scale * torch.randn(parameter.shape, generator=generator))
+    return other
+
+
+def compare_with_trl(model_name: str = "tiny-gpt2", n_pairs: int = 8, beta: float = 0.5,
+                     seed: int = 0) -> list[dict[str, Any]]:
+    """Rows `metric | by hand | TRL | difference` for a perturbed policy against its reference."""
+    from peft_course.models import load_model
+
+    reference, tokenizer = load_model(model_name, task="causal-lm", seed=seed)
+    policy = perturbed_copy(reference, seed=seed)
+    pairs = list(film_preferences(n_pairs, 1, seed)["train"])
+    ours = preference_metrics(policy, tokenizer, pairs, beta, reference)
+    theirs = trl_metrics(policy, reference, tokenizer, pairs, beta)
+    keys = ("loss", *METRIC_KEYS, "logps/chosen", "logps/rejected")
+    return [{"metric": k, "by hand": round(ours[k], 6), "TRL": round(theirs[k], 6),
+             "difference": f"{abs(ours[k] - theirs[k]):.1e}"} for k in keys]
+
+
+# ----------------------------------------------------------------------------------------------
+# Saving and plotting
+# ----------------------------------------------------------------------------------------------
+
+def plot_rewards(history: Sequence[dict[str, float]], path: str | Path, title: str = "") -> Path:
+    """Logged rewards (chosen, rejected, margin) and reward accuracy against the training step."""
+    from peft_course.plots import plt
+
+    steps = [h["step"] for h in history]
+    figure, (rewards, accuracy) = plt.subplots(1, 2, figsize=(9, 3.5))
+    for key, label in (("rewards/chosen", "chosen"), ("rewards/rejected", "rejected"),
+                       ("rewards/margins", "margin")):
+        rewards.plot(steps, [h[key] for h in history], marker=".", label=label)
+    rewards.axhline(0, color="grey", linewidth=0.5)
+    rewards.set(xlabel="step", ylabel="implicit reward  beta log(pi / pi_ref)")
+    rewards.legend()
+    accuracy.plot(steps, [h["rewards/accuracies"] for h in history], marker=".", color="tab:green")
+    accuracy.set(xlabel="step", ylabel="reward accuracy (train batch)", ylim=(-0.05, 1.05))
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)
+
+
+def save_run(run: DPORun, output: str | Path, title: str = "") -> tuple[Path, Path]:
+    """Write `metrics.json` (config, before/after, logged history) and `rewards.png`."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    metrics = output / "metrics.json"
+    metrics.write_text(json.dumps(run.as_dict(), indent=1))
+    return metrics, plot_rewards(run.history, output / "rewards.png", title)
+
+
+def before_after_table(run: DPORun) -> str:
+    """Held-out metrics before and after training, as a markdown table."""
+    keys = ("likelihood_accuracy", "likelihood_margin", "rewards/accuracies", "rewards/margins", "loss")
+    lines = ["| held-out metric | step 0 | after DPO |", "|---|---|---|"]
+    lines += [f"| {k} | {run.before[k]:.4f} | {run.after[k]:.4f} |" for k in keys]
+    return "\n".join(lines)
+
+
+FIGURE_RUNS = {  # name: (prefer, lora, learning rate)
+    "lora": ("positive", True, 1e-2),
+    "full": ("positive", False, 1e-3),
+    "lora-negative": ("negative", True, 1e-2),
+}
+
+
+def make_figures(output: str | Path = "docs/images/dpo", seed: int = 0) -> list[Path]:
+    """The docs page's figures and tables (`python -c "from peft_course.dpo import make_figures; make_figures()"`).
+
+    Writes the derivation checks, the by-hand vs TRL comparison, and for each run in
+    `FIGURE_RUNS` the reward curves (`rewards-<name>.png`) and a before/after table.
+    """
+    from peft_course.derivations import checks_table
+    from peft_course.tables import markdown_table
+
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    written = [output / "checks.md", output / "trl-equality.md"]
+    written[0].write_text(checks_table() + "\n")
+    written[1].write_text(markdown_table(compare_with_trl(seed=seed)))
+    for name, (prefer, lora, learning_rate) in FIGURE_RUNS.items():
+        config = DPORunConfig(lora=lora, seed=seed, learning_rate=learning_rate)
+        run = train_dpo(film_preferences(seed=seed, prefer=prefer), config=config)
+        title = f"DPO on film pairs, prefer {prefer}, {'LoRA' if lora else 'full'}"
+        written.append(plot_rewards(run.history, output / f"rewards-{name}.png", title))
+        written.append(output / f"before-after-{name}.md")
+        written[-1].write_text(before_after_table(run) + "\n")
+    return written
