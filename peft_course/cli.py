@@ -69,7 +69,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-length", type=int, default=256, help="truncate texts to this many tokens")
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if present)")
-    lora = parser.add_argument_group("LoRA (methods lora, lora-scratch, merged)")
+    lora = parser.add_argument_group("LoRA (methods lora, lora-scratch, merged, qlora)")
     lora.add_argument("--r", type=int, default=8, help="rank of the update")
     lora.add_argument("--alpha", type=float, default=16.0, help="scale: the update is multiplied by alpha/r")
     lora.add_argument("--dropout", type=float, default=0.0, help="dropout on the LoRA path")
@@ -77,6 +77,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     lora.add_argument("--bias", default="none", choices=["none", "all", "lora_only"], help="peft only")
     lora.add_argument("--modules-to-save", nargs="+", help="peft only: extra modules trained in full")
     lora.add_argument("--rslora", action="store_true", help="scale by alpha/sqrt(r) instead of alpha/r")
+    lora.add_argument("--no-gradient-checkpointing", action="store_true",
+                      help="qlora only: keep activations instead of recomputing them (faster, more memory)")
 
 
 def method_options(args: argparse.Namespace) -> dict:
@@ -87,6 +89,9 @@ def method_options(args: argparse.Namespace) -> dict:
     if args.method == "lora-scratch":
         options = {"r": args.r, "alpha": args.alpha, "dropout": args.dropout, "use_rslora": args.rslora}
         return options | ({"targets": args.targets} if args.targets else {})
+    if args.method == "qlora":
+        return {"r": args.r, "alpha": args.alpha, "dropout": args.dropout, "targets": args.targets,
+                "gradient_checkpointing": not args.no_gradient_checkpointing}
     return {}
 
 
@@ -321,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     finetune = commands.add_parser(
         "finetune", help="fine-tune one method on one dataset and save the run",
         description="Train with one method; write metrics.json, the history, plots and a results row.")
-    finetune.add_argument("--method", required=True, choices=["head", "lora", "lora-scratch", "merged", "full"])
+    finetune.add_argument("--method", required=True, choices=["head", "lora", "lora-scratch", "merged", "full", "qlora"])
     finetune.add_argument("--model", default="tiny-gpt2",
                           help=f"tiny-gpt2, a local checkpoint directory, or a hub id such as {DEFAULT_MODEL}")
     add_data_arguments(finetune, "synthetic-sentiment")

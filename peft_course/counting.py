@@ -32,18 +32,31 @@ class CountingError(ValueError):
     """A width list, rank, convention, model name or target that cannot be counted."""
 
 
+def _four_bit_parameter_type() -> type | tuple:
+    """bitsandbytes' packed 4-bit parameter class, or `()` (matches nothing) without bitsandbytes."""
+    try:
+        from bitsandbytes.nn import Params4bit
+    except Exception:  # not installed, or its native library fails to load
+        return ()
+    return Params4bit
+
+
 # --8<-- [start:count_parameters]
 def count_parameters(module: nn.Module) -> tuple[int, int]:
     """`(trainable, total)` parameter counts of `module`.
 
     Shared tensors (GPT-2 ties its input and output embeddings) are counted once, because
-    `Module.parameters()` yields each tensor once.
+    `Module.parameters()` yields each tensor once. A 4-bit weight (bitsandbytes' `Params4bit`)
+    packs two weights into each uint8 element, so it counts twice its `numel()`; peft's
+    `print_trainable_parameters` corrects it the same way.
     """
+    packed = _four_bit_parameter_type()
     trainable = total = 0
     for parameter in module.parameters():
-        total += parameter.numel()
+        count = parameter.numel() * (2 if isinstance(parameter, packed) else 1)
+        total += count
         if parameter.requires_grad:
-            trainable += parameter.numel()
+            trainable += count
     return trainable, total
 # --8<-- [end:count_parameters]
 

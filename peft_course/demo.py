@@ -31,6 +31,7 @@ DEMO_SETTINGS = [
     DemoSetting("lora", epochs=4, learning_rate=5e-3, options={"r": 8, "alpha": 16}),
     DemoSetting("lora-scratch", epochs=4, learning_rate=5e-3, options={"r": 8, "alpha": 16}),
     DemoSetting("merged", epochs=4, learning_rate=5e-3, options={"r": 8, "alpha": 16}),
+    DemoSetting("qlora", epochs=4, learning_rate=5e-3, options={"r": 8, "alpha": 16}),
     DemoSetting("full", epochs=3, learning_rate=1e-3),
 ]
 

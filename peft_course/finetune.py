@@ -7,7 +7,9 @@ A *method* is a choice of which parameters train, plus an optional step after tr
 * `lora-scratch`: the same idea with the course's own LoRA layer (`peft_course.lora`);
 * `merged`: `lora`, then `merge_and_unload()` - the adapters folded into the weights, so the
   evaluated model has no LoRA code at all and predicts what the unmerged model predicts;
-* `full`: every parameter.
+* `full`: every parameter;
+* `qlora`: `lora` on a model whose projections were quantized to 4-bit NF4 while loading
+  (`peft_course.qlora`).
 
 `finetune` loads the model, applies the method, trains with the shared loop of
 `peft_course.training`, and reports the untrained baseline and the test scores of both the
@@ -28,6 +30,7 @@ from torch import nn
 from peft_course.counting import count_parameters
 from peft_course.data import ClassificationData, tokenize
 from peft_course.models import load_model
+from peft_course.qlora import QLORA_LEARNING_RATE, load_qlora_model, prepare_qlora
 from peft_course.training import TrainConfig, TrainResult, evaluate, load_trainable_state, train
 
 
@@ -107,12 +110,13 @@ def prepare_lora_scratch(model: nn.Module, **options: Any) -> nn.Module:
 
 @dataclass(frozen=True)
 class Method:
-    """How a method sets up the model before training, and what it does after."""
+    """How a method loads and sets up the model before training, and what it does after."""
 
     prepare: Callable[..., nn.Module]
     finish: Callable[[nn.Module], nn.Module] | None = None
     label: str = ""
     learning_rate: float = 5e-4
+    load: Callable[..., tuple[nn.Module, Any]] = load_model  # QLoRA quantizes while loading
 
 
 METHODS: dict[str, Method] = {
@@ -121,6 +125,7 @@ METHODS: dict[str, Method] = {
     "lora-scratch": Method(prepare_lora_scratch, label="LoRA (from scratch)", learning_rate=5e-3),
     "merged": Method(prepare_lora, merge_lora, label="merged LoRA", learning_rate=5e-3),
     "full": Method(prepare_full, label="full fine-tuning", learning_rate=1e-3),
+    "qlora": Method(prepare_qlora, label="QLoRA (NF4)", learning_rate=QLORA_LEARNING_RATE, load=load_qlora_model),
 }
 
 
@@ -184,7 +189,7 @@ def finetune(
     """
     spec = get_method(method)
     config = config or TrainConfig(learning_rate=spec.learning_rate)
-    model, tokenizer = load_model(model_name, "classification", data.num_labels, data.label_names, seed=config.seed)
+    model, tokenizer = spec.load(model_name, "classification", data.num_labels, data.label_names, seed=config.seed)
     check_label_count(model, data)
     tokenized = tokenize(data, tokenizer, max_length)
     untrained = evaluate(model, tokenized["test"], tokenizer, device=config.device)

@@ -30,7 +30,6 @@ from peft_course.data import ClassificationData
 from peft_course.tables import markdown_table, result_row
 from peft_course.finetune import FinetuneResult, get_method
 from peft_course.metrics import confusion
-from peft_course.models import load_model
 from peft_course.plots import plot_confusion, plot_history
 from peft_course.training import load_trainable_state
 
@@ -96,9 +95,9 @@ def load_run(directory: str | Path) -> tuple[nn.Module, Any, RunSpec]:
     if missing:
         raise RunError(f"'{directory}' is not a finished run: missing {missing}")
     spec = RunSpec(**json.loads((directory / RUN_FILE).read_text()))
-    model, tokenizer = load_model(spec.model, "classification", len(spec.label_names), spec.label_names,
-                                  seed=spec.seed)
     method = get_method(spec.method)
+    model, tokenizer = method.load(spec.model, "classification", len(spec.label_names), spec.label_names,
+                                   seed=spec.seed)
     model = method.prepare(model, **spec.method_options)
     weights = load_file(directory / WEIGHTS_FILE)
     expected = {n for n, p in model.named_parameters() if p.requires_grad}

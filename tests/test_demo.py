@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import csv
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from peft_course.cli import main
 
 DOCS_TABLE = Path(__file__).resolve().parents[1] / "docs" / "results" / "demo.md"
 
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
+    """`peft-course demo` exactly as a learner runs it: a fresh process with torch's own threading
+    (the test session pins torch to one thread, which changes float rounding)."""
     output = tmp_path_factory.mktemp("demo")
-    assert main(["demo", "--output", str(output), "--no-progress"]) == 0
+    run = subprocess.run([sys.executable, "-m", "peft_course", "demo", "--output", str(output), "--no-progress"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
     with open(output / "results.csv") as handle:
         return output, {row["method"]: row for row in csv.DictReader(handle)}
 

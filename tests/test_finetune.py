@@ -168,3 +168,17 @@ def test_cli_bad_lora_rank(tmp_path, capsys):
     assert main(["finetune", "--method", "lora", "--r", "0", "--output", str(tmp_path / "x"), "--no-progress",
                  "--max-examples", "50"]) == 2
     assert "rank r must be positive" in capsys.readouterr().err
+
+
+def test_qlora_run_reloads_quantized_and_predicts_the_same(tmp_path):
+    data = load_classification_data("synthetic-sentiment", max_examples=64)
+    result = finetune(data, "qlora", config=TrainConfig(epochs=1, batch_size=16, learning_rate=5e-3, progress=False))
+    save_run(tmp_path, result, RunSpec("tiny-gpt2", "qlora", data.label_names, data.name, {"r": 8, "alpha": 16}), data)
+    model, tokenizer, _ = load_run(tmp_path)
+    assert type(model.get_submodule("base_model.model.transformer.h.0.attn.c_attn").base_layer).__name__ == "Linear4bit"
+    texts = data.splits["test"]["text"][:8]
+    result.model.eval()
+    expected = predict_texts(result.model, result.tokenizer, texts)
+    got = predict_texts(model, tokenizer, texts)
+    for a, b in zip(got, expected):  # re-quantizing the same weights gives the same codes
+        assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-5)

@@ -1,0 +1,70 @@
+"""Exercise: the QLoRA quantization config, and what 4-bit storage really costs.
+
+QLoRA loads a model with its linear weights in 4-bit NormalFloat (NF4). You describe the
+quantization to transformers with a `BitsAndBytesConfig` passed as `quantization_config=` to
+`from_pretrained`. Its defaults are *not* QLoRA's (they are fp4, no double quantization, fp32
+compute), so every field must be set.
+
+How bitsandbytes stores a matrix of n weights in NF4:
+
+* the 4-bit codes, two per byte: ceil(n / 2) bytes, in a `Params4bit` parameter of dtype uint8
+  (so `parameter.numel()` is half the number of weights);
+* one scale ("absmax") per block of `blocksize` = 64 weights: fp32, 4 bytes each;
+* with double quantization those scales are stored as 1 byte each instead, plus one fp32
+  scale per 256 of them.
+
+A quantized parameter's scales live in `parameter.quant_state`: `quant_state.absmax`, and when
+`quant_state.nested` is true, also `quant_state.state2.absmax`.
+"""
+
+from __future__ import annotations
+
+import math  # noqa: F401  (ceil for the byte count)
+
+import bitsandbytes as bnb  # noqa: F401  (bnb.nn.Linear4bit, bnb.nn.Params4bit)
+import torch
+from torch import nn
+from transformers import BitsAndBytesConfig
+
+
+def qlora_config(
+    compute_dtype: torch.dtype = torch.bfloat16, double_quant: bool = True,
+    skip_modules: tuple[str, ...] = ("score", "classifier", "lm_head"),
+) -> BitsAndBytesConfig:
+    """A 4-bit NF4 `BitsAndBytesConfig`: matrix products in `compute_dtype`, double
+    quantization on or off, and the modules named in `skip_modules` left unquantized (the
+    classification and language-model heads)."""
+    raise NotImplementedError(
+        "BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', "
+        "bnb_4bit_use_double_quant=..., bnb_4bit_compute_dtype=..., llm_int8_skip_modules=list(...)); "
+        "the skip list keeps its 8-bit name but is read for 4-bit too"
+    )
+
+
+def quantized_module_names(model: nn.Module) -> list[str]:
+    """Names of the modules whose weights are 4-bit, in `named_modules()` order."""
+    raise NotImplementedError(
+        "walk model.named_modules() and keep the names of modules that are bnb.nn.Linear4bit"
+    )
+
+
+def nf4_storage_bytes(num_weights: int, double_quant: bool = True, blocksize: int = 64) -> int:
+    """Bytes bitsandbytes stores for `num_weights` NF4 weights: packed codes plus scales
+    (the shared code books are not counted)."""
+    raise NotImplementedError(
+        "blocks = ceil(n / blocksize); codes = ceil(n / 2); scales = 4 * blocks, or with double "
+        "quantization blocks + 4 * ceil(blocks / 256)"
+    )
+
+
+def bytes_per_parameter(model: nn.Module) -> float:
+    """Average stored bytes per model parameter, 4-bit weights and their scales included.
+
+    Count every parameter's storage (`numel() * element_size()`) plus, for each
+    `bnb.nn.Params4bit`, its absmax tensors; count its weights as 2 per stored byte.
+    An fp32 model gives 4.0, a bf16 one 2.0.
+    """
+    raise NotImplementedError(
+        "sum stored bytes and weights over model.parameters(); a Params4bit holds 2 * numel() "
+        "weights and adds quant_state.absmax (and quant_state.state2.absmax when nested) bytes"
+    )

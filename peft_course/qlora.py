@@ -1,0 +1,339 @@
+"""QLoRA: LoRA on top of a GPT-2 whose block weights are stored in 4-bit NF4.
+
+QLoRA (Dettmers et al., 2023) keeps LoRA's recipe - a frozen base, small trained adapters -
+and shrinks the frozen base: every linear weight of the transformer blocks is quantized to
+4-bit NormalFloat (NF4) by bitsandbytes when the model is loaded, and dequantized on the fly,
+block by block, for each matrix product. Gradients flow *through* the 4-bit weights into the
+adapters; the 4-bit weights themselves never change.
+
+Two steps, because quantization happens at load time:
+
+* `load_qlora_model` loads the model with `nf4_config()` (NF4, double quantization, bf16
+  compute, the classification head left unquantized). It takes the same arguments as
+  `peft_course.models.load_model`, so it can stand in for it when a run is trained or reloaded.
+* `prepare_qlora` runs peft's `prepare_model_for_kbit_training` (freeze, fp32 norms and
+  embeddings, gradient checkpointing) and puts peft LoRA adapters on top, with a trained copy
+  of the head (`task_type=SEQ_CLS`).
+
+The rest of the module measures what that buys: model bytes for full, LoRA and QLoRA, the
+theoretical weight bytes of GPT-2 small to XL, and accuracy next to LoRA on the same data.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import BitsAndBytesConfig, GPT2Config, GPT2ForSequenceClassification
+from transformers.pytorch_utils import Conv1D
+
+from peft_course.counting import count_parameters
+from peft_course.models import DEFAULT_MODEL, ModelLoadError, Task, load_model
+from peft_course.system import bnb_4bit_support
+
+# Modules that must stay in full precision: the classification heads (GPT-2's `score`,
+# BERT's `classifier`) and the language-model head. Listing them replaces transformers' own
+# guess (tied weights and "the last parameter"), which happens to spare `score` too.
+HEAD_MODULES = ("score", "classifier", "lm_head")
+QLORA_LEARNING_RATE = 5e-3
+NF4_BLOCKSIZE = 64        # weights per absmax scale (bitsandbytes' default for 4-bit)
+DOUBLE_QUANT_BLOCKSIZE = 256  # absmax scales per second-level fp32 scale
+
+
+class QLoRAUnavailableError(ModelLoadError):
+    """bitsandbytes cannot run 4-bit layers here (not installed, or an unsupported device)."""
+
+
+# --8<-- [start:config]
+def default_compute_dtype(device: str | None = None) -> torch.dtype:
+    """bf16 on the CPU and on GPUs that have it; fp32 on older GPUs - never fp16.
+
+    GPT-2's activations overflow fp16's range (max 65,504) and turn into inf/nan; bf16 has
+    fp32's range. A GPU without bf16 (T4, V100) gets fp32: slower, but correct.
+    """
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+        return torch.float32
+    return torch.bfloat16
+
+
+def nf4_config(compute_dtype: torch.dtype = torch.bfloat16, double_quant: bool = True,
+               skip_modules: tuple[str, ...] = HEAD_MODULES) -> BitsAndBytesConfig:
+    """The QLoRA quantization config, every choice spelled out.
+
+    The library defaults are fp4, no double quantization and fp32 compute; QLoRA is NF4
+    (4-bit levels placed at the quantiles of a normal distribution, where pretrained weights
+    lie), double quantization (the per-block scales are themselves quantized to 8 bits) and
+    bf16 matrix products.
+    """
+    if compute_dtype == torch.float16:
+        raise ValueError("fp16 compute overflows GPT-2's activations: use torch.bfloat16 or torch.float32")
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=double_quant,
+        bnb_4bit_compute_dtype=compute_dtype,
+        llm_int8_skip_modules=list(skip_modules),  # despite the name, also read for 4-bit
+    )
+# --8<-- [end:config]
+
+
+# --8<-- [start:load]
+def require_4bit(device: str | None = None) -> None:
+    """Raise `QLoRAUnavailableError`, saying what to install or which device to use, unless
+    bitsandbytes runs a 4-bit NF4 layer on `device` (CUDA if present, else the CPU)."""
+    works, why = bnb_4bit_support(device)
+    if not works:
+        raise QLoRAUnavailableError(
+            f"QLoRA cannot run here: {why}. It needs bitsandbytes 4-bit layers: a CUDA GPU, or an "
+            f"x86-64 CPU with `pip install -U 'bitsandbytes>=0.46'`; or train the same adapters "
+            f"unquantized with --method lora."
+        )
+
+
+def load_qlora_model(
+    name_or_path: str = DEFAULT_MODEL, task: Task = "classification", num_labels: int = 2,
+    label_names: list[str] | None = None, seed: int = 0, compute_dtype: torch.dtype | None = None,
+) -> tuple[nn.Module, Any]:
+    """`load_model` with the block weights quantized to NF4 while they are read.
+
+    Same arguments as `peft_course.models.load_model`, so it replaces it wherever a QLoRA
+    model is built: for training, and again when a saved run is reloaded. bitsandbytes
+    places the model on the first GPU when there is one, else on the CPU.
+    """
+    require_4bit()
+    config = nf4_config(compute_dtype or default_compute_dtype())
+    return load_model(name_or_path, task, num_labels, label_names, seed, quantization_config=config)
+# --8<-- [end:load]
+
+
+def quantized_modules(model: nn.Module) -> list[str]:
+    """Names of the modules that hold 4-bit weights (`bitsandbytes.nn.Linear4bit`)."""
+    import bitsandbytes as bnb
+
+    return [name for name, module in model.named_modules() if isinstance(module, bnb.nn.Linear4bit)]
+
+
+# --8<-- [start:prepare]
+def prepare_qlora(
+    model: nn.Module, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
+    targets: list[str] | None = None, gradient_checkpointing: bool = True,
+) -> nn.Module:
+    """Make a 4-bit model from `load_qlora_model` trainable with LoRA.
+
+    `prepare_model_for_kbit_training` freezes everything, casts the parameters that are not
+    4-bit (embeddings, layer norms, the head) to fp32 for stable updates, and - when asked -
+    turns on gradient checkpointing: activations are recomputed in the backward pass instead
+    of stored. Then the same peft LoRA as method `lora`: adapters on `targets` (peft's
+    default `c_attn` for GPT-2) and a trained copy of the head.
+    """
+    from peft import prepare_model_for_kbit_training  # peft takes seconds to import: only when used
+
+    from peft_course.finetune import prepare_lora  # imported here: finetune registers this method
+
+    if not quantized_modules(model):
+        raise ValueError("the model has no 4-bit layers: load it with peft_course.qlora.load_qlora_model")
+    with warnings.catch_warnings():  # transformers renamed *gradient_checkpointing*; peft uses the old names
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+        if gradient_checkpointing:
+            model.config.use_cache = False  # a cache is useless in training and clashes with recomputation
+        return prepare_lora(model, r=r, alpha=alpha, dropout=dropout, targets=targets)
+# --8<-- [end:prepare]
+
+
+# --8<-- [start:bytes]
+def nf4_bytes(weights: int, double_quant: bool = True, blocksize: int = NF4_BLOCKSIZE) -> int:
+    """Bytes bitsandbytes stores for `weights` numbers in NF4, scales included.
+
+    Two 4-bit codes share a byte; each block of 64 weights has one absmax scale: fp32 (4 bytes),
+    or with double quantization 1 byte plus one fp32 scale per 256 blocks. Per weight that is
+    4.5 bits without and about 4.127 bits with double quantization (the QLoRA paper's numbers).
+    The 16-entry NF4 code book and the 256-entry 8-bit one (shared, a few kB) are left out.
+    """
+    blocks = math.ceil(weights / blocksize)
+    packed = math.ceil(weights / 2)
+    if not double_quant:
+        return packed + 4 * blocks
+    return packed + blocks + 4 * math.ceil(blocks / DOUBLE_QUANT_BLOCKSIZE)
+
+
+def stored_quant_bytes(model: nn.Module) -> int:
+    """The same count read from the model: packed weights plus the absmax tensors of every
+    4-bit layer (`get_memory_footprint` counts only the packed weights)."""
+    import bitsandbytes as bnb
+
+    total = 0
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            weight, state = module.weight, module.weight.quant_state
+            total += weight.numel() * weight.element_size() + state.absmax.numel() * state.absmax.element_size()
+            if state.nested:
+                total += state.state2.absmax.numel() * state.state2.absmax.element_size()
+    return total
+# --8<-- [end:bytes]
+
+
+# ---------------------------------------------------------------------------------------------
+# What it saves: weight bytes by arithmetic (GPT-2 small to XL) and measured (GPT-2 small)
+# ---------------------------------------------------------------------------------------------
+
+GPT2_SIZES = {  # name: (width, blocks, heads)
+    "gpt2": (768, 12, 12), "gpt2-medium": (1024, 24, 16),
+    "gpt2-large": (1280, 36, 20), "gpt2-xl": (1600, 48, 25),
+}
+MB = 1e6
+
+
+def gpt2_config(name: str, num_labels: int = 2) -> GPT2Config:
+    """The architecture of one GPT-2 size (vocabulary 50,257, 1,024 positions)."""
+    if name not in GPT2_SIZES:
+        raise ValueError(f"unknown GPT-2 size '{name}': choose one of {list(GPT2_SIZES)}")
+    width, blocks, heads = GPT2_SIZES[name]
+    return GPT2Config(n_embd=width, n_layer=blocks, n_head=heads, num_labels=num_labels, pad_token_id=50256)
+
+
+def weight_split(config: GPT2Config) -> dict[str, int]:
+    """Parameter counts of a GPT-2 classifier, split into what QLoRA quantizes (the `Conv1D`
+    weights of the blocks) and what it keeps (embeddings, biases, norms, head).
+
+    The model is built on the meta device: shapes only, no memory, so GPT-2 XL costs nothing.
+    """
+    with torch.device("meta"):
+        model = GPT2ForSequenceClassification(config)
+    matrices = [m.weight.numel() for m in model.modules() if isinstance(m, Conv1D)]
+    return {
+        "total": sum(p.numel() for p in model.parameters()),
+        "quantized": sum(matrices),
+        "embeddings": sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Embedding)),
+        "nf4_bytes": sum(nf4_bytes(n) for n in matrices),  # each matrix is quantized on its own
+    }
+
+
+def theoretical_rows() -> list[dict[str, str]]:
+    """Weight megabytes of each GPT-2 size: fp32, bf16, and QLoRA's NF4 blocks (scales
+    included) with the rest in fp32 (as `prepare_model_for_kbit_training` leaves it) or bf16."""
+    rows = []
+    for name in GPT2_SIZES:
+        split = weight_split(gpt2_config(name))
+        rest = split["total"] - split["quantized"]
+        fp32, bf16 = 4 * split["total"], 2 * split["total"]
+        qlora32, qlora16 = split["nf4_bytes"] + 4 * rest, split["nf4_bytes"] + 2 * rest
+        rows.append({
+            "model": name,
+            "parameters": f"{split['total'] / 1e6:,.1f} M",
+            "not quantized (of it, embeddings)": f"{rest / split['total']:.0%} ({split['embeddings'] / 1e6:.1f} M)",
+            "fp32 MB": f"{fp32 / MB:,.0f}",
+            "bf16 MB": f"{bf16 / MB:,.0f}",
+            "QLoRA MB (rest fp32)": f"{qlora32 / MB:,.0f}",
+            "QLoRA MB (rest bf16)": f"{qlora16 / MB:,.0f}",
+            "fp32 / QLoRA": f"{fp32 / qlora32:.1f}x",
+            "bf16 / QLoRA (bf16 rest)": f"{bf16 / qlora16:.1f}x",
+        })
+    return rows
+
+
+def save_random_gpt2(directory: str | Path, name: str = "gpt2", seed: int = 0, num_labels: int = 2) -> Path:
+    """Write a randomly initialised GPT-2 classifier of size `name` to `directory` (safetensors),
+    so that it can be loaded - and quantized - like a downloaded checkpoint."""
+    torch.manual_seed(seed)
+    model = GPT2ForSequenceClassification(gpt2_config(name, num_labels))
+    model.save_pretrained(directory)
+    return Path(directory)
+
+
+def measured_rows(name: str = "gpt2", seed: int = 0) -> list[dict[str, str]]:
+    """`get_memory_footprint()` of GPT-2 `name` (random weights) as full, LoRA and QLoRA models.
+
+    LoRA and QLoRA use r=8 on `c_attn` plus the head copy. The QLoRA row adds the
+    quantization scales, which `get_memory_footprint` does not see, in its own column.
+    """
+    from peft_course.finetune import prepare_full, prepare_lora
+
+    rows = []
+    with tempfile.TemporaryDirectory() as directory:
+        save_random_gpt2(directory, name, seed)
+        for method in ("full", "LoRA", "QLoRA"):
+            if method == "QLoRA":
+                require_4bit("cpu")
+                model = GPT2ForSequenceClassification.from_pretrained(
+                    directory, quantization_config=nf4_config(torch.bfloat16), device_map="cpu")
+                model = prepare_qlora(model, r=8, alpha=16)
+                scales = stored_quant_bytes(model) - sum(
+                    p.numel() for p in model.parameters() if p.dtype == torch.uint8)
+            else:
+                model = GPT2ForSequenceClassification.from_pretrained(directory)
+                model = prepare_full(model) if method == "full" else prepare_lora(model, r=8, alpha=16)
+                scales = 0
+            trainable, total = count_parameters(model)
+            footprint = model.get_memory_footprint()
+            rows.append({
+                "method": method, "trainable": f"{trainable:,}", "parameters": f"{total:,}",
+                "get_memory_footprint MB": f"{footprint / MB:,.1f}",
+                "+ NF4 scales MB": f"{scales / MB:,.1f}",
+                "vs full": f"{footprint / rows[0]['_bytes']:.0%}" if rows else "100%",
+                "_bytes": footprint,
+            })
+            del model
+    for row in rows:
+        row.pop("_bytes")
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Does it still learn? QLoRA next to LoRA with the same data, seed and hyper-parameters
+# ---------------------------------------------------------------------------------------------
+
+def accuracy_rows(data: Any, model_name: str = "tiny-gpt2", seeds: tuple[int, ...] = (0,), epochs: int = 4,
+                  learning_rate: float = QLORA_LEARNING_RATE, r: int = 8, alpha: float = 16.0,
+                  progress: bool = False) -> list[dict[str, str]]:
+    """Test scores (best-validation checkpoint) of peft LoRA and QLoRA, same settings, per seed."""
+    from peft_course.finetune import finetune
+    from peft_course.tables import result_row
+    from peft_course.training import TrainConfig
+
+    rows = []
+    for seed in seeds:
+        config = TrainConfig(epochs=epochs, learning_rate=learning_rate, seed=seed, progress=progress)
+        lora = finetune(data, "lora", model_name, config, r=r, alpha=alpha)
+        qlora = finetune(data, "qlora", model_name, config, r=r, alpha=alpha)
+        for label, result in (("LoRA (peft)", lora), ("QLoRA (NF4)", qlora)):
+            row = result_row(label, result.trainable, result.best, result.training.seconds)
+            rows.append({"seed": str(seed), **row})
+    return rows
+
+
+def write_results(directory: str | Path = "docs/results", seeds: tuple[int, ...] = (0, 1, 2),
+                  progress: bool = False) -> list[Path]:
+    """Write the chapter's tables: `qlora-theory.md`, `qlora-footprint.md` and `qlora-accuracy.md`.
+
+    The accuracy table leaves out the seconds, which depend on the machine and its load.
+    """
+    from peft_course.data import load_classification_data
+    from peft_course.tables import markdown_table
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    data = load_classification_data("synthetic-sentiment")
+    accuracy = [{k: v for k, v in row.items() if k != "seconds"} for row in accuracy_rows(data, seeds=seeds,
+                                                                                            progress=progress)]
+    tables = {"qlora-theory.md": theoretical_rows(), "qlora-footprint.md": measured_rows(),
+              "qlora-accuracy.md": accuracy}
+    paths = []
+    for file, rows in tables.items():
+        (directory / file).write_text(markdown_table(rows))
+        paths.append(directory / file)
+    return paths
+
+
+if __name__ == "__main__":
+    for path in write_results(progress=True):
+        print(f"--- {path}\n{path.read_text()}")
