@@ -28,14 +28,6 @@ def qlora(load):
     return load("qlora")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def load_with(config, num_labels=2):
     model, _ = load_model("tiny-gpt2", "classification", num_labels=num_labels, seed=0, quantization_config=config)
     return model

@@ -127,17 +127,22 @@ def check_widths(widths: Sequence[int]) -> list[int]:
     return widths
 
 
-def evaluate_mlp(expr: sp.Expr, widths: Sequence[int], rank: int | None = None) -> int:
-    """The value of an MLP formula for concrete widths (and rank)."""
-    widths = check_widths(widths)
-    value = expr.subs(L, len(widths) - 1).doit()
-    value = value.subs({d[k]: w for k, w in enumerate(widths)})
+def _to_int(value: sp.Expr, rank: int | None) -> int:
+    """Substitute the rank (if given) and return the count; a symbol left over is an error."""
     if rank is not None:
         _check_rank(rank)
         value = value.subs(r, rank)
     if value.free_symbols:
         raise CountingError(f"the formula still depends on {sorted(map(str, value.free_symbols))}")
     return int(value)
+
+
+def evaluate_mlp(expr: sp.Expr, widths: Sequence[int], rank: int | None = None) -> int:
+    """The value of an MLP formula for concrete widths (and rank)."""
+    widths = check_widths(widths)
+    value = expr.subs(L, len(widths) - 1).doit()
+    value = value.subs({d[k]: w for k, w in enumerate(widths)})
+    return _to_int(value, rank)
 
 
 def build_mlp(widths: Sequence[int], seed: int = 0) -> nn.Sequential:
@@ -357,12 +362,7 @@ def architecture(name: str) -> Architecture:
 def evaluate(expr: sp.Expr, arch: Architecture, labels: int = 2, rank: int | None = None) -> int:
     """The value of a transformer formula for `arch`, `labels` classes and `rank`."""
     value = sp.sympify(expr).subs({**arch.values, num_labels: labels})
-    if rank is not None:
-        _check_rank(rank)
-        value = value.subs(r, rank)
-    if value.free_symbols:
-        raise CountingError(f"the formula still depends on {sorted(map(str, value.free_symbols))}")
-    return int(value)
+    return _to_int(value, rank)
 
 
 def build_classifier(name: str = "gpt2-small", labels: int = 2, device: str = "meta",

@@ -36,15 +36,6 @@ from peft_course.training import TrainConfig, trainable_state
 BLOCK_MATRICES = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """These models are tiny: on a busy 2-core machine, one thread is many times faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def batch(vocab: int, labels: int, seed: int = 0, rows: int = 8, length: int = 16) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     return {"input_ids": torch.randint(1, vocab, (rows, length), generator=generator),
