@@ -29,7 +29,7 @@ EOS_TOKEN = "<|endoftext|>"
 VOCAB_SIZE = 1024
 PRETRAIN_STEPS = 300
 BLOCK_SIZE = 64
-BUILD_VERSION = 2  # bump when the recipe changes so that old caches are not reused
+BUILD_VERSION = 3  # bump when the recipe changes so that old caches are not reused
 
 
 def cache_root() -> Path:
@@ -74,7 +74,11 @@ def pretrain(
     model: GPT2LMHeadModel, tokenizer: GPT2TokenizerFast, texts: list[str],
     steps: int = PRETRAIN_STEPS, batch_size: int = 32, seed: int = 0,
 ) -> list[float]:
-    """Next-token prediction on `texts` cut into blocks of `BLOCK_SIZE` tokens; returns the losses."""
+    """Next-token prediction on `texts` cut into blocks of `BLOCK_SIZE` tokens; returns the losses.
+
+    It runs on one CPU thread: a different thread count sums in a different order, and the
+    rounding differences would make "the same seed" build different weights on different machines.
+    """
     stream: list[int] = []
     for text in texts:
         stream += tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
@@ -84,13 +88,18 @@ def pretrain(
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     model.train()
     losses = []
-    for _ in range(steps):
-        batch = blocks[torch.randint(n_blocks, (batch_size,), generator=generator)]
-        loss = model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for _ in range(steps):
+            batch = blocks[torch.randint(n_blocks, (batch_size,), generator=generator)]
+            loss = model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=batch).loss
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+    finally:
+        torch.set_num_threads(threads)
     model.eval()
     return losses
 
