@@ -14,6 +14,12 @@ from peft_course.data import REGISTRY, DataError, load_classification_data
 from peft_course.models import DEFAULT_MODEL, ModelLoadError
 
 
+def add_model_argument(parser: argparse.ArgumentParser) -> None:
+    """`--model`: the embedded tiny-gpt2 by default, a local directory, or a hub id."""
+    parser.add_argument("--model", default="tiny-gpt2",
+                        help=f"tiny-gpt2 (embedded), a local checkpoint directory, or a hub id such as {DEFAULT_MODEL}")
+
+
 def add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str) -> None:
     """`--dataset` or local files, their column names, and subsampling."""
     group = parser.add_argument_group("data")
@@ -183,8 +189,7 @@ def add_lora_command(commands) -> None:
         "lora", help="LoRA from scratch: check it equals peft, then train both and compare",
         description="Compare the course's LoRA layer with peft's (logits, merged logits, gradients), "
                     "then fine-tune tiny-gpt2 with each on synthetic-sentiment.")
-    lora.add_argument("--model", default="tiny-gpt2",
-                      help=f"model to train: tiny-gpt2 (embedded), a local directory, or a hub id such as {DEFAULT_MODEL}")
+    add_model_argument(lora)
     # the defaults are peft_course.lora.LORA_EPOCHS and LORA_LEARNING_RATE, written out so that
     # `--help` does not import torch
     lora.add_argument("--epochs", type=int, default=4)
@@ -231,8 +236,7 @@ def add_prompt_command(commands) -> None:
     prompt.add_argument("--strategy", nargs="+", metavar="NAME",
                         help="zero-shot, few-shot, cot, zero-shot-cot, few-shot-cot "
                              "(default: zero-shot few-shot cot zero-shot-cot)")
-    prompt.add_argument("--model", default="tiny-gpt2",
-                        help=f"tiny-gpt2 (embedded), a local checkpoint directory, or a hub id such as {DEFAULT_MODEL}")
+    add_model_argument(prompt)
     prompt.add_argument("--problems", default="generated",
                         help="'generated' (word problems solved by sympy) or a GSM8K-format JSONL file")
     prompt.add_argument("--n-problems", type=int, default=27,
@@ -280,8 +284,7 @@ def add_dpo_command(commands) -> None:
         description="Train a causal LM with DPO (trl.DPOTrainer) on generated film pairs or a JSONL file of "
                     "prompt/chosen/rejected pairs; print held-out preference accuracy and margin before and "
                     "after; save the logged rewards (metrics.json) and their plot (rewards.png).")
-    dpo.add_argument("--model", default="tiny-gpt2",
-                     help=f"tiny-gpt2 (embedded), a local checkpoint directory, or a hub id such as {DEFAULT_MODEL}")
+    add_model_argument(dpo)
     dpo.add_argument("--train-file", help="JSONL of {prompt, chosen, rejected} pairs (default: generated film pairs)")
     dpo.add_argument("--test-fraction", type=float, default=0.2, help="pairs of --train-file held out")
     dpo.add_argument("--prefer", default="positive", choices=("positive", "negative"),
@@ -314,8 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="untrained vs fine-tuned: the results table on the embedded default",
         description="Evaluate the untrained model, fine-tune with each method, print a table.")
-    demo.add_argument("--model", default="tiny-gpt2",
-                      help=f"tiny-gpt2 (embedded), a local checkpoint directory, or a hub id such as {DEFAULT_MODEL}")
+    add_model_argument(demo)
     add_data_arguments(demo, "synthetic-sentiment")
     demo.add_argument("--max-length", type=int, default=256, help="truncate texts to this many tokens")
     demo.add_argument("--seed", type=int, default=0)
@@ -327,8 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
         "finetune", help="fine-tune one method on one dataset and save the run",
         description="Train with one method; write metrics.json, the history, plots and a results row.")
     finetune.add_argument("--method", required=True, choices=["head", "lora", "lora-scratch", "merged", "full", "qlora"])
-    finetune.add_argument("--model", default="tiny-gpt2",
-                          help=f"tiny-gpt2, a local checkpoint directory, or a hub id such as {DEFAULT_MODEL}")
+    add_model_argument(finetune)
     add_data_arguments(finetune, "synthetic-sentiment")
     add_training_arguments(finetune)
     finetune.add_argument("--output", type=Path, help="run directory (default: runs/<method>-<dataset>)")
