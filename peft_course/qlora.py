@@ -108,8 +108,24 @@ def load_qlora_model(
     """
     require_4bit()
     config = nf4_config(compute_dtype or default_compute_dtype())
-    return load_model(name_or_path, task, num_labels, label_names, seed, quantization_config=config)
+    model, tokenizer = load_model(name_or_path, task, num_labels, label_names, seed, quantization_config=config)
+    keep_training_layout(model)
+    return model, tokenizer
 # --8<-- [end:load]
+
+
+def keep_training_layout(model: nn.Module) -> None:
+    """Stop bitsandbytes from repacking 4-bit weights into its CPU inference-only layout.
+
+    On a CPU with AVX512-BF16, bitsandbytes 0.50 repacks a `Linear4bit` weight the first time
+    the layer runs in eval mode without gradients, and does not undo it when training resumes:
+    the next training step then fails with "a view of a leaf Variable that requires grad is
+    being used in an in-place operation". Validating between epochs is exactly that pattern,
+    so the repacking (a CPU inference speed-up only) is switched off.
+    """
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
 
 
 def quantized_modules(model: nn.Module) -> list[str]:

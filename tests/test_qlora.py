@@ -193,6 +193,20 @@ def test_saved_trainable_weights_reload_into_a_fresh_quantized_model(prepared, t
     assert got.argmax(-1).tolist() == expected.argmax(-1).tolist()
 
 
+def test_a_training_step_after_evaluation_works(prepared):
+    """Evaluate (eval mode, no gradients), then train: on a CPU with AVX512-BF16, bitsandbytes
+    would repack the 4-bit weights for inference at the evaluation and the step would fail."""
+    model, tokenizer = prepared
+    assert not any(getattr(m, "support_avx512bf16_for_cpu", False) for m in model.modules())
+    batch = tokenizer(["the film was superb", "I hated the plot"], return_tensors="pt", padding=True)
+    model.eval()
+    with torch.no_grad():
+        model(**batch)
+    model.train()
+    model(**batch, labels=torch.tensor([1, 2])).loss.backward()
+    assert model.base_model.model.score.modules_to_save["default"].weight.grad is not None
+
+
 def test_finetune_qlora_runs_the_shared_loop(sentiment):
     small = ClassificationData(sentiment.name, DatasetDict({
         "train": sentiment.splits["train"].select(range(64)),
