@@ -63,6 +63,19 @@ def command_demo(args: argparse.Namespace) -> None:
     print(markdown_table(rows))
     print(f"saved: {path} and {path.with_suffix('.csv')}")
 
+    from argparse import Namespace
+
+    from peft_course.ablation import QUICK, table_rows
+    from peft_course.demo import ablation_results
+
+    quick = data_from_arguments(Namespace(**{**vars(args), "max_examples": QUICK["max_examples"]}))
+    for result in ablation_results(quick, args.model, args.output / "ablation", progress=not args.no_progress):
+        print(f"\nAblation, {result.sweep.name}: {args.model} on {quick.name} ({QUICK['max_examples']} rows a split, "
+              f"{QUICK['epochs']} epochs), classified through the LM head; beside it the seed project's "
+              f"figures (GPT-2 small, Rotten Tomatoes, strict match)\n")
+        print(markdown_table(table_rows(result)))
+    print(f"saved: {args.output / 'ablation'} (rank, alpha and prompt tables, .md/.csv/-val-loss.png)")
+
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """The loop's hyper-parameters and the LoRA options."""
@@ -305,6 +318,112 @@ def add_dpo_command(commands) -> None:
     dpo.set_defaults(handler=command_dpo)
 
 
+SWEEPS = ("rank", "alpha", "prompt", "dropout", "learning-rate", "targets")
+
+
+def numbers(values: list[str], kind: type, option: str) -> list:
+    """`values` read as `kind` (int or float), or an error naming the option."""
+    try:
+        return [kind(v) for v in values]
+    except ValueError:
+        raise ValueError(f"{option} must be {kind.__name__} numbers, got {values}") from None
+
+
+def sweep_from_arguments(args: argparse.Namespace):
+    """The sweep `peft-course ablate NAME` asks for, with `--values` replacing the seed's grid."""
+    from dataclasses import replace
+
+    from peft_course.ablation import CellConfig, alpha_sweep, full_cell, parameter_sweep, prompt_sweep, rank_sweep
+    from peft_course.lm_classification import TEMPLATES
+
+    base = CellConfig(r=args.r, alpha=args.alpha, dropout=args.dropout, learning_rate=args.learning_rate,
+                      targets=tuple(args.targets) if args.targets else None, template=args.template)
+    full = full_cell(base, args.full_learning_rate)
+    values = args.values
+    if args.sweep == "prompt":
+        return prompt_sweep(values or tuple(TEMPLATES), args.r, args.alpha, base)
+    if args.sweep == "rank":
+        sweep = rank_sweep(numbers(values, int, "--values") if values else (16, 128, 196), args.alpha_ratio, base, full)
+    elif args.sweep == "alpha":
+        sweep = alpha_sweep(numbers(values, float, "--values") if values else (64, 256), args.r, base, full)
+    elif not values:
+        raise ValueError(f"sweeping {args.sweep} needs --values")
+    elif args.sweep == "targets":  # each value is one comma-separated list of modules
+        sweep = parameter_sweep("targets", [v.split(",") for v in values], base, full)
+    else:
+        sweep = parameter_sweep(args.sweep.replace("-", "_"), numbers(values, float, "--values"), base, full)
+    return replace(sweep, cells=sweep.cells[:-1]) if args.no_full else sweep
+
+
+def command_ablate(args: argparse.Namespace) -> None:
+    from peft_course.ablation import QUICK, Settings, run_sweep, table_rows, write_sweep
+    from peft_course.tables import markdown_table
+
+    if args.quick:
+        args.max_examples = args.max_examples or QUICK["max_examples"]
+        args.epochs = args.epochs or QUICK["epochs"]
+    sweep = sweep_from_arguments(args)
+    data = data_from_arguments(args)
+    settings = Settings(model=args.model, epochs=args.epochs or 3, batch_size=args.batch_size,
+                        max_length=args.max_length, cue=args.cue.replace("\\n", "\n"),
+                        label_words=tuple(args.label_words) if args.label_words else None,
+                        device=args.device, progress=not args.no_progress)
+    result = run_sweep(sweep, data, settings, args.seeds, args.output, fresh=args.fresh)
+    if result.reused:
+        print(f"reused {len(result.reused)} finished cell(s): {', '.join(result.reused)}")
+    paths = write_sweep(result, args.output, f"{sweep.name} sweep: {args.model} on {data.name}")
+    seeds = f"seeds {' '.join(map(str, args.seeds))} (mean ± sample std)" if len(args.seeds) > 1 else f"seed {args.seeds[0]}"
+    print(f"\n{sweep.name} sweep: {args.model} on {data.name}, {settings.epochs} epochs, {seeds}; test accuracy "
+          f"(verbalizer and strict match; last iteration and best validation). The seed project's figures are "
+          f"GPT-2 small on Rotten Tomatoes, strict match.\n")
+    print(markdown_table(table_rows(result)))
+    print("saved: " + ", ".join(str(p) for p in paths))
+
+
+def add_ablate_command(commands) -> None:
+    """`peft-course ablate`: the rank, alpha and prompt-template tables, or a sweep of any other setting."""
+    ablate = commands.add_parser(
+        "ablate", help="rank / alpha / prompt-template ablation tables (or any other hyper-parameter)",
+        description="Fine-tune through the language-model head (prompt + label word, LM loss on the label "
+                    "word) once per value, score by verbalizer and by strict match of greedy generation, and "
+                    "write the table (Markdown + CSV) and every cell's validation-loss curve (PNG). Finished "
+                    "cells are reused on a rerun.")
+    ablate.add_argument("sweep", choices=SWEEPS, help="the table: rank (alpha = 4r, + full fine-tuning), alpha "
+                        "(r=16, + full), prompt (the five templates at r=128), or dropout/learning-rate/targets")
+    ablate.add_argument("--values", nargs="+", metavar="V",
+                        help="replace the grid: ranks, alphas, template names, dropouts, learning rates, or "
+                             "comma-separated module lists (targets: c_attn c_attn,c_fc)")
+    add_model_argument(ablate)
+    add_data_arguments(ablate, "synthetic-sentiment")
+    ablate.add_argument("--data-seed", dest="seed", type=int, default=0,
+                        help="seed of the data subsample and split; fixed across --seeds")
+    ablate.add_argument("--seeds", nargs="+", type=int, default=[0],
+                        help="training seeds; each cell runs once per seed and reports mean ± std")
+    ablate.add_argument("--quick", action="store_true",
+                        help="200 examples a split and 2 epochs: about a CPU minute a sweep on the embedded default")
+    ablate.add_argument("--output", type=Path, default=Path("runs/ablation"),
+                        help="where the tables, plots and cells/ go (default: %(default)s)")
+    ablate.add_argument("--fresh", action="store_true", help="retrain cells that already finished")
+    ablate.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    group = ablate.add_argument_group("every cell")
+    group.add_argument("--epochs", type=int, help="default 3 (2 with --quick)")
+    group.add_argument("--batch-size", type=int, default=16)
+    group.add_argument("--learning-rate", type=float, default=5e-3, help="LoRA cells (default: %(default)s)")
+    group.add_argument("--full-learning-rate", type=float, default=1e-3, help="the full fine-tuning row")
+    group.add_argument("--no-full", action="store_true", help="leave out the full fine-tuning row")
+    group.add_argument("--r", type=int, default=16, help="rank where the sweep does not set it")
+    group.add_argument("--alpha", type=float, default=64.0, help="alpha where the sweep does not set it")
+    group.add_argument("--alpha-ratio", type=float, default=4.0, help="rank sweep: alpha = ratio * r")
+    group.add_argument("--dropout", type=float, default=0.05, help="LoRA dropout; the model's dropout for full")
+    group.add_argument("--targets", nargs="+", help="LoRA target modules (default: peft's, c_attn for GPT-2)")
+    group.add_argument("--template", default="default", help="prompt template where the sweep does not set it")
+    group.add_argument("--max-length", type=int, default=256, help="prompt + text + label word, in tokens")
+    group.add_argument("--cue", default="\\nSentiment:", help="answer cue after the text (default: %(default)s)")
+    group.add_argument("--label-words", nargs="+", help="one per label (default: ' ' + each label name)")
+    group.add_argument("--device", help="cpu, cuda, ... (default: cuda if present)")
+    ablate.set_defaults(handler=command_ablate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with `--help` on every subcommand."""
     parser = argparse.ArgumentParser(
@@ -348,6 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_lora_command(commands)
     add_prompt_command(commands)
     add_dpo_command(commands)
+    add_ablate_command(commands)
     return parser
 
 

@@ -69,19 +69,24 @@ def prepare_lora(
     model: nn.Module, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
     targets: list[str] | None = None, bias: str = "none",
     modules_to_save: list[str] | None = None, use_rslora: bool = False,
+    task_type: TaskType = TaskType.SEQ_CLS,
 ) -> nn.Module:
     """Wrap `model` with peft LoRA adapters for sequence classification.
 
     `task_type=SEQ_CLS` matters: it makes peft train a copy of the new classification head
     (`score` for GPT-2, `classifier` for BERT). Without it the head stays frozen at its random
     initialisation. `targets=None` takes peft's default for the architecture (`c_attn` for GPT-2).
+    A language model that classifies through its label words has no new head:
+    `task_type=TaskType.CAUSAL_LM` (see `peft_course.lm_classification`).
     """
     if r <= 0:
         raise ValueError(f"LoRA rank r must be positive, got r={r}")
     if alpha <= 0:
         raise ValueError(f"LoRA alpha must be positive, got alpha={alpha}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"LoRA dropout must be in [0, 1), got dropout={dropout}")
     config = LoraConfig(
-        task_type=TaskType.SEQ_CLS, r=r, lora_alpha=alpha, lora_dropout=dropout,
+        task_type=task_type, r=r, lora_alpha=alpha, lora_dropout=dropout,
         target_modules=targets, bias=bias, modules_to_save=modules_to_save, use_rslora=use_rslora,
     )
     try:

@@ -48,3 +48,17 @@ def plot_confusion(matrix: Sequence[Sequence[int]], label_names: Sequence[str], 
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return Path(path)
+
+
+def plot_curves(curves: dict[str, Sequence[tuple[float, float]]], path: str | Path, title: str = "",
+                ylabel: str = "") -> Path:
+    """Several (epoch, value) curves on one axis, one line and legend entry each (e.g. one per sweep cell)."""
+    figure, axes = plt.subplots(figsize=(7, 4))
+    for label, points in curves.items():
+        axes.plot([x for x, _ in points], [y for _, y in points], marker="o", label=label)
+    axes.set(xlabel="epoch", ylabel=ylabel, title=title)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)

@@ -21,7 +21,7 @@ from datasets import Dataset, DatasetDict
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import DataCollatorWithPadding, set_seed
+from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, set_seed
 
 from peft_course.metrics import classification_metrics
 
@@ -82,8 +82,16 @@ def use_bf16(device: torch.device, requested: bool | None) -> bool:
 def make_loader(
     dataset: Dataset, tokenizer: Any, batch_size: int, shuffle: bool, seed: int, device: torch.device
 ) -> DataLoader:
-    """Batches padded to their longest row (to a multiple of 8 on a GPU, where odd shapes are slow)."""
-    collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=8 if device.type == "cuda" else None)
+    """Batches padded to their longest row (to a multiple of 8 on a GPU, where odd shapes are slow).
+
+    A class id per row (`labels` is a number) pads only the inputs; a label per *token*
+    (language-model training, `labels` is a list) is padded with -100, which the loss ignores.
+    """
+    multiple = 8 if device.type == "cuda" else None
+    if isinstance(dataset[0]["labels"], list):
+        collator = DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=multiple, label_pad_token_id=-100)
+    else:
+        collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple)
     columns = [c for c in ("input_ids", "attention_mask", "token_type_ids", "labels") if c in dataset.column_names]
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
@@ -179,12 +187,16 @@ def train(
     model: torch.nn.Module, tokenized: DatasetDict, tokenizer: Any, config: TrainConfig | None = None,
     checkpoint_dir: str | Path | None = None, resume: bool = False,
     on_epoch_end: Callable[[int, TrainResult], None] | None = None,
+    evaluator: Callable[[torch.nn.Module], dict[str, Any]] | None = None,
 ) -> TrainResult:
     """Train the trainable parameters of `model` on `tokenized["train"]` with AdamW.
 
     Validation runs every `eval_every` steps and at the end of every epoch; the result keeps
     the trainable weights of the best validation accuracy. The model is left at the *last*
     iteration's weights; `load_trainable_state(model, result.best_state)` moves it to the best.
+    `evaluator(model)` replaces the validation of a classifier (`evaluate` on
+    `tokenized["validation"]`) when accuracy is read differently, e.g. from label words; it
+    returns at least `loss` and `accuracy`.
 
     With `checkpoint_dir`, a checkpoint is written after every epoch, and `resume=True` continues
     from it. Each epoch's batch order depends only on the seed and the epoch number, and the RNG
@@ -208,7 +220,10 @@ def train(
 
     def validate(epoch: float) -> None:
         nonlocal running, seen
-        scores = evaluate(model, tokenized["validation"], tokenizer, config.batch_size * 2, device, bf16)
+        if evaluator is not None:
+            scores = evaluator(model)
+        else:
+            scores = evaluate(model, tokenized["validation"], tokenizer, config.batch_size * 2, device, bf16)
         result.history.append({
             "step": step, "epoch": round(epoch, 3), "train_loss": running / max(seen, 1),
             "val_loss": scores["loss"], "val_accuracy": scores["accuracy"],

@@ -1,0 +1,315 @@
+"""Ablations: vary one hyper-parameter, train one *cell* per value, and tabulate the cells.
+
+A cell is one training run of prompt-based classification through the language-model head
+(`peft_course.lm_classification`): LoRA or full fine-tuning with the LM loss on the label word,
+scored on the test split by the verbalizer and by strict match of greedy generation, at the
+last iteration and at the best-validation checkpoint.
+
+The seed project published three such tables for GPT-2 small on Rotten Tomatoes (`SEED`);
+`rank_sweep`, `alpha_sweep` and `prompt_sweep` rebuild their grids, and `parameter_sweep`
+varies anything else a cell has (`r`, `alpha`, `dropout`, `learning_rate`, `targets`).
+
+Every cell is saved under `cells/<name>-<hash>/seed<k>/`, the hash covering everything the
+result depends on (model, data, settings, cell, seed). A rerun finds the finished cells and
+skips them, so an interrupted sweep continues where it stopped, and two sweeps that share a
+cell (the rank table's r=16, alpha=64 is the alpha table's alpha=64) train it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+from transformers import set_seed
+
+from peft_course.counting import count_parameters
+from peft_course.data import ClassificationData
+from peft_course.lm_classification import (
+    ANSWER_CUE, TEMPLATES, PromptFormat, encode, evaluate_verbalizer, get_template, label_words_for,
+    prepare_lm_full, prepare_lm_lora, score,
+)
+from peft_course.models import load_model
+from peft_course.plots import plot_curves
+from peft_course.tables import write_table
+from peft_course.training import TrainConfig, load_trainable_state, train
+
+LORA_LEARNING_RATE, FULL_LEARNING_RATE = 5e-3, 1e-3
+FULL = "full fine-tuning"
+
+# --8<-- [start:seed]
+# The seed project's figures: GPT-2 small, Rotten Tomatoes, strict match of greedy generation.
+# "last" is the last iteration, "best" the best-validation checkpoint; the untrained model: 0.105.
+SEED_UNTRAINED = 0.105
+SEED: dict[str, dict[str, dict[str, float]]] = {
+    "rank": {"16": {"best": 0.8424}, "128": {"best": 0.8696}, "196": {"best": 0.8574}, FULL: {"best": 0.8405}},
+    "alpha": {"64": {"last": 0.8574}, "256": {"last": 0.8771}, FULL: {"last": 0.8564}},
+    "prompt": {
+        "default": {"last": 0.8808, "best": 0.8696}, "simple-1": {"last": 0.4446, "best": 0.7270},
+        "simple-2": {"last": 0.8780, "best": 0.8170}, "similar": {"last": 0.8433, "best": 0.8149},
+        "complex": {"last": 0.8836, "best": 0.8742},
+    },
+}
+# --8<-- [end:seed]
+
+
+# --8<-- [start:cells]
+@dataclass(frozen=True)
+class CellConfig:
+    """What one cell trains. `dropout` is LoRA's dropout for `lora` and the model's own for `full`."""
+
+    method: str = "lora"
+    r: int = 16
+    alpha: float = 64.0
+    dropout: float = 0.05
+    targets: tuple[str, ...] | None = None  # None: peft's default (c_attn for GPT-2)
+    learning_rate: float = LORA_LEARNING_RATE
+    template: str = "default"
+
+    def __post_init__(self) -> None:
+        if self.method not in ("lora", "full"):
+            raise ValueError(f"unknown cell method '{self.method}': use 'lora' or 'full'")
+        if self.r <= 0 or self.alpha <= 0:
+            raise ValueError(f"LoRA rank and alpha must be positive, got r={self.r}, alpha={self.alpha:g}")
+        if not 0 <= self.dropout < 1 or self.learning_rate <= 0:
+            raise ValueError(f"need 0 <= dropout < 1 and a positive learning rate, got dropout={self.dropout:g}, "
+                             f"learning_rate={self.learning_rate:g}")
+        get_template(self.template)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One row of a table: its label, what it trains, and the seed project's figures for it."""
+
+    label: str
+    config: CellConfig
+    seed_figures: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A table: its name, the header of its first column, and its cells in order."""
+
+    name: str
+    column: str
+    cells: tuple[Cell, ...]
+
+
+def full_cell(base: CellConfig, learning_rate: float = FULL_LEARNING_RATE, dropout: float = 0.05) -> CellConfig:
+    """The full fine-tuning row: every weight trains, with the model's dropout at `dropout`."""
+    return replace(base, method="full", learning_rate=learning_rate, dropout=dropout)
+
+
+def rank_sweep(values: Sequence[int] = (16, 128, 196), alpha_ratio: float = 4.0, base: CellConfig = CellConfig(),
+               full: CellConfig | None = None) -> Sweep:
+    """The seed's rank table: r in `values` with alpha = `alpha_ratio` * r, then full fine-tuning."""
+    cells = [Cell(str(r), replace(base, r=r, alpha=alpha_ratio * r), SEED["rank"].get(str(r), {})) for r in values]
+    cells.append(Cell(FULL, full or full_cell(base), SEED["rank"][FULL]))
+    return Sweep("rank", f"rank (alpha = {alpha_ratio:g}r)", tuple(cells))
+
+
+def alpha_sweep(values: Sequence[float] = (64, 256), r: int = 16, base: CellConfig = CellConfig(),
+                full: CellConfig | None = None) -> Sweep:
+    """The seed's alpha table: alpha in `values` at rank `r`, then full fine-tuning."""
+    cells = [Cell(f"{a:g}", replace(base, r=r, alpha=float(a)), SEED["alpha"].get(f"{a:g}", {})) for a in values]
+    cells.append(Cell(FULL, full or full_cell(base), SEED["alpha"][FULL]))
+    return Sweep("alpha", f"alpha (r = {r})", tuple(cells))
+
+
+def prompt_sweep(values: Sequence[str] = tuple(TEMPLATES), r: int = 128, alpha: float = 512.0,
+                 base: CellConfig = CellConfig()) -> Sweep:
+    """The seed's prompt table: one cell per named template, LoRA at r=128, alpha=512.
+
+    The seed's default-template cell scores 0.8696 at its best validation, the rank table's
+    r=128 figure: its prompt ablation ran at the rank table's r=128 (alpha = 4r).
+    """
+    cells = [Cell(name, replace(base, r=r, alpha=alpha, template=name), SEED["prompt"].get(name, {}))
+             for name in values]
+    return Sweep("prompt", "template", tuple(cells))
+
+
+SWEEPABLE = ("r", "alpha", "dropout", "learning_rate", "targets", "template")
+
+
+def parameter_sweep(parameter: str, values: Sequence[Any], base: CellConfig = CellConfig(),
+                    full: CellConfig | None = None) -> Sweep:
+    """Any other table: `parameter` (one of `SWEEPABLE`) takes each of `values`; the rest is `base`."""
+    if parameter not in SWEEPABLE:
+        raise ValueError(f"cannot sweep '{parameter}': choose one of {', '.join(SWEEPABLE)}")
+    if not values:
+        raise ValueError(f"no values to sweep '{parameter}' over")
+    cells = [Cell(_label(v), replace(base, **{parameter: tuple(v) if parameter == "targets" else v})) for v in values]
+    if full is not None:
+        cells.append(Cell(FULL, full))
+    return Sweep(parameter, parameter, tuple(cells))
+# --8<-- [end:cells]
+
+
+def _label(value: Any) -> str:
+    return " + ".join(value) if isinstance(value, (list, tuple)) else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every cell of a sweep shares: the model, the loop, the prompt's cue and label words."""
+
+    model: str = "tiny-gpt2"
+    epochs: int = 3
+    batch_size: int = 16
+    max_length: int = 256
+    cue: str = ANSWER_CUE
+    label_words: tuple[str, ...] | None = None  # None: " " + each label name
+    device: str | None = None
+    progress: bool = True
+
+
+QUICK = {"epochs": 2, "max_examples": 200}  # --quick: a CPU minute a sweep on the embedded default
+
+
+# --8<-- [start:run_cell]
+def run_cell(data: ClassificationData, cell: Cell, settings: Settings, seed: int,
+             directory: str | Path | None = None) -> dict[str, Any]:
+    """Train one cell under `seed` and score it on the test split; returns (and saves) its metrics.
+
+    Only the training seed changes between seeds: the model (tiny-gpt2 is built from seed 0)
+    and the data split stay fixed, so the spread across seeds is the training's alone.
+    """
+    config = cell.config
+    model, tokenizer = load_model(settings.model, task="causal-lm", seed=0)
+    prompt_format = PromptFormat(get_template(config.template),
+                                 settings.label_words or label_words_for(data.label_names), settings.cue)
+    encoded = encode(data, tokenizer, prompt_format, settings.max_length)
+    words, test = prompt_format.label_words, encoded["test"]
+    untrained = score(model, test, tokenizer, words, device=settings.device)
+    set_seed(seed)  # LoRA's A matrices are drawn here
+    if config.method == "lora":
+        model = prepare_lm_lora(model, config.r, config.alpha, config.dropout,
+                                list(config.targets) if config.targets else None)
+    else:
+        model = prepare_lm_full(model, config.dropout)
+    trainable, total = count_parameters(model)
+    loop = TrainConfig(epochs=settings.epochs, batch_size=settings.batch_size, learning_rate=config.learning_rate,
+                       seed=seed, device=settings.device, progress=settings.progress)
+    checkpoint = Path(directory) / "checkpoint" if directory is not None else None
+    result = train(model, encoded, tokenizer, loop, checkpoint, resume=True, evaluator=lambda m: evaluate_verbalizer(
+        m, encoded["validation"], tokenizer, words, settings.batch_size * 2, settings.device))
+    last = score(model, test, tokenizer, words, device=settings.device)
+    load_trainable_state(model, result.best_state)
+    best = score(model, test, tokenizer, words, device=settings.device)
+    metrics = {"label": cell.label, "config": asdict(config), "seed": seed, "trainable": trainable, "total": total,
+               "untrained": untrained, "last": last, "best": best, "best_step": result.best_step,
+               "seconds": result.seconds, "history": result.history}
+    if directory is not None:
+        Path(directory, "metrics.json").write_text(json.dumps(metrics, indent=1))
+        shutil.rmtree(checkpoint, ignore_errors=True)  # finished: the optimizer state is not needed
+    return metrics
+# --8<-- [end:run_cell]
+
+
+def cell_directory(output: str | Path, cell: Cell, settings: Settings, data: ClassificationData, seed: int) -> Path:
+    """`output/cells/<method>-<template>[-r<r>-alpha<alpha>]-<hash>/seed<k>`; the hash covers
+    everything the result depends on, so a changed setting never reuses an old cell."""
+    fingerprint = {
+        "config": asdict(cell.config), "seed": seed, "data": data.name, "labels": data.label_names,
+        "texts": {s: hashlib.sha256("\n".join(rows["text"]).encode()).hexdigest() for s, rows in data.splits.items()},
+        "settings": {k: v for k, v in asdict(settings).items() if k not in ("device", "progress")},
+    }
+    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:10]
+    config = cell.config  # named by its config, not its label: tables that share a cell share its directory
+    name = f"{config.method}-{config.template}" + (f"-r{config.r}-alpha{config.alpha:g}" if config.method == "lora" else "")
+    slug = "".join(c if c.isalnum() or c == "." else "-" for c in name)
+    return Path(output) / "cells" / f"{slug}-{digest}" / f"seed{seed}"
+
+
+@dataclass
+class SweepResult:
+    """The metrics of every cell under every seed, and which of them this call trained."""
+
+    sweep: Sweep
+    metrics: dict[str, list[dict[str, Any]]]  # cell label -> one metrics dict per seed
+    trained: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+
+
+def run_sweep(sweep: Sweep, data: ClassificationData, settings: Settings = Settings(), seeds: Sequence[int] = (0,),
+              output: str | Path = "runs/ablation", fresh: bool = False) -> SweepResult:
+    """Run every (cell, seed) not already finished under `output`; `fresh=True` retrains them all."""
+    if not seeds:
+        raise ValueError("give at least one seed")
+    result = SweepResult(sweep, {cell.label: [] for cell in sweep.cells})
+    jobs = [(cell, seed) for cell in sweep.cells for seed in seeds]
+    for cell, seed in tqdm(jobs, desc=f"ablate {sweep.name}", disable=not settings.progress):
+        directory = cell_directory(output, cell, settings, data, seed)
+        saved = directory / "metrics.json"
+        if saved.is_file() and not fresh:
+            result.metrics[cell.label].append(json.loads(saved.read_text()))
+            result.reused.append(f"{cell.label} (seed {seed})")
+            continue
+        directory.mkdir(parents=True, exist_ok=True)
+        result.metrics[cell.label].append(run_cell(data, cell, settings, seed, directory))
+        result.trained.append(f"{cell.label} (seed {seed})")
+    return result
+
+
+# --8<-- [start:summary]
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and *sample* standard deviation (n - 1 in the denominator; 0 for a single value)."""
+    if not values:
+        raise ValueError("no values to average")
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def format_mean_std(values: Sequence[float]) -> str:
+    """`0.8530` for one seed, `0.8530 ± 0.0120` for several."""
+    mean, std = mean_std(values)
+    return f"{mean:.4f}" if len(values) == 1 else f"{mean:.4f} ± {std:.4f}"
+
+
+ACCURACY_COLUMNS = {  # column -> (checkpoint, scoring)
+    "verbalizer, last": ("last", "verbalizer"), "verbalizer, best": ("best", "verbalizer"),
+    "strict, last": ("last", "strict"), "strict, best": ("best", "strict"),
+}
+
+
+def table_rows(result: SweepResult) -> list[dict[str, str]]:
+    """The seed's layout: one row per cell (after the untrained model), last-iteration and
+    best-validation test accuracy by both scorings, and the seed project's figure beside them."""
+    first = next(iter(result.metrics.values()))
+    untrained = {column: format_mean_std([m["untrained"][scoring] for m in first])
+                 for column, (_, scoring) in ACCURACY_COLUMNS.items()}
+    rows = [{result.sweep.column: f"untrained ({first[0]['config']['template']} template)", "trainable params": "0",
+             **untrained, "seed, last": f"{SEED_UNTRAINED:.4f}", "seed, best": f"{SEED_UNTRAINED:.4f}", "seconds": "0.0"}]
+    for cell in result.sweep.cells:
+        runs = result.metrics[cell.label]
+        row = {result.sweep.column: cell.label, "trainable params": f"{runs[0]['trainable']:,}"}
+        for column, (checkpoint, scoring) in ACCURACY_COLUMNS.items():
+            row[column] = format_mean_std([m[checkpoint][scoring] for m in runs])
+        for checkpoint in ("last", "best"):
+            figure = cell.seed_figures.get(checkpoint)
+            row[f"seed, {checkpoint}"] = f"{figure:.4f}" if figure is not None else "-"
+        row["seconds"] = f"{statistics.fmean(m['seconds'] for m in runs):.1f}"
+        rows.append(row)
+    return rows
+# --8<-- [end:summary]
+
+
+def write_sweep(result: SweepResult, output: str | Path, title: str = "") -> list[Path]:
+    """`<name>.md` and `<name>.csv` (the table) and `<name>-val-loss.png` (every cell's curves)."""
+    markdown = write_table(table_rows(result), output, result.sweep.name)
+    curves = {f"{label} (seed {m['seed']})" if len(runs) > 1 else label:
+              [(h["epoch"], h["val_loss"]) for h in m["history"]]
+              for label, runs in result.metrics.items() for m in runs}
+    plot = plot_curves(curves, Path(output) / f"{result.sweep.name}-val-loss.png",
+                       title or f"validation loss, {result.sweep.name} sweep", "validation loss (label word)")
+    return [markdown, markdown.with_suffix(".csv"), plot]
+
+
+def seed_sweeps(base: CellConfig = CellConfig()) -> list[Sweep]:
+    """The seed project's three tables: rank, alpha, prompt template."""
+    return [rank_sweep(base=base), alpha_sweep(base=base), prompt_sweep(base=base)]

@@ -1,0 +1,258 @@
+"""Classification through the language-model head: a prompt, label words and the LM loss.
+
+A causal language model can classify without a new head. Each example becomes a prompt (an
+instruction, the text, an answer cue) followed by a label word:
+
+    Classify the following text as either positive or negative sentiment.
+
+    Text: the plot was not good
+    Sentiment: negative
+
+Training is ordinary next-token prediction with the loss on the label word alone: every prompt
+token's label is -100, which the loss ignores. The answer is read two ways:
+
+* the **verbalizer**: of the label words, the one the model finds likeliest after the cue. It
+  always names a label, so even an untrained model scores about chance;
+* **strict match**: greedy generation must write exactly the label word. An untrained model
+  writes whatever comes next in its kind of text, which is why an untrained GPT-2 scores far
+  *below* chance this way (0.105 on Rotten Tomatoes in the seed project).
+
+For one-token label words a strict-match hit is always a verbalizer hit (the word that wins the
+whole vocabulary also beats the other label words), so strict match never scores higher.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from datasets import Dataset, DatasetDict
+from peft import TaskType
+from torch import nn
+
+from peft_course.data import ClassificationData
+from peft_course.finetune import prepare_full, prepare_lora
+from peft_course.training import make_loader, pick_device, use_bf16
+
+# --8<-- [start:templates]
+TEMPLATES: dict[str, str] = {  # the five instructions of the seed project's prompt ablation
+    "default": (
+        "Please read the following text and classify it as either positive or negative sentiment. "
+        "Remember to consider the overall tone, context, and emotional cues conveyed in the text. "
+        "Positive sentiments generally express happiness, satisfaction, or positivity, while negative "
+        "sentiments convey sadness, anger, or negativity."
+    ),
+    "simple-1": "Classify the following text as either positive or negative sentiment.",
+    "simple-2": (
+        "Read the text below and classify its sentiment as either positive or negative. Positive "
+        "means happiness or satisfaction, while negative means sadness or anger."
+    ),
+    "similar": (
+        "Classify the sentiment of the following text as either positive or negative. A positive "
+        "sentiment conveys happiness, satisfaction, or optimism, while a negative sentiment reflects "
+        "sadness, frustration, or dissatisfaction. Focus on the overall tone and context."
+    ),
+    "complex": (
+        "Analyze the following text and determine whether its sentiment is positive or negative. "
+        "Consider the emotional intent, tone, and wording used. Positive sentiment includes "
+        "expressions of joy, gratitude, enthusiasm, or appreciation, while negative sentiment "
+        "includes frustration, disappointment, criticism, or sadness. Provide the most accurate "
+        "classification based on these cues."
+    ),
+}
+ANSWER_CUE = "\nSentiment:"
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How an example is written: instruction, blank line, `Text: ...`, the cue, a label word.
+
+    Label words start with a space (" positive") and the cue does not end with one: GPT-2's
+    tokenizer attaches a word's leading space to the word, so " positive" is one token.
+    """
+
+    instruction: str
+    label_words: tuple[str, ...] = (" negative", " positive")
+    cue: str = ANSWER_CUE
+
+    def prompt(self, text: str) -> str:
+        """The prompt for `text`, up to the cue; the label word comes next."""
+        return f"{self.instruction}\n\nText: {text}{self.cue}"
+# --8<-- [end:templates]
+
+
+def get_template(name: str) -> str:
+    """The instruction called `name`, or an error listing the names."""
+    try:
+        return TEMPLATES[name]
+    except KeyError:
+        raise ValueError(f"unknown prompt template '{name}'; known: {', '.join(TEMPLATES)}") from None
+
+
+def label_words_for(label_names: Sequence[str]) -> tuple[str, ...]:
+    """One label word per class: the label's name after a space (" negative", " positive")."""
+    return tuple(f" {name}" for name in label_names)
+
+
+def label_word_ids(tokenizer: Any, label_words: Sequence[str]) -> list[list[int]]:
+    """The token ids of each label word, checked: none empty, no two sharing a first token."""
+    ids = [tokenizer(word, add_special_tokens=False)["input_ids"] for word in label_words]
+    for word, row in zip(label_words, ids):
+        if not row:
+            raise ValueError(f"label word {word!r} has no tokens")
+    firsts = [row[0] for row in ids]
+    if len(set(firsts)) < len(firsts):
+        raise ValueError(f"label words {list(label_words)} share a first token: the verbalizer could not tell "
+                         f"them apart; choose words that start differently")
+    return ids
+
+
+# --8<-- [start:encode]
+def encode_examples(
+    texts: Sequence[str], labels: Sequence[int], tokenizer: Any, prompt_format: PromptFormat, max_length: int = 256,
+) -> Dataset:
+    """Token ids of `prompt + label word` per example, with the LM labels on the label word only.
+
+    Only the text is cut to fit `max_length`: the instruction, the cue and the label word always
+    stay whole. The pieces are tokenized apart and joined; they meet at a space or a newline,
+    where GPT-2's tokenizer splits anyway, so the ids equal those of the whole prompt string.
+    """
+    head = tokenizer(f"{prompt_format.instruction}\n\nText:")["input_ids"]
+    cue = tokenizer(prompt_format.cue, add_special_tokens=False)["input_ids"]
+    words = label_word_ids(tokenizer, prompt_format.label_words)
+    room = max_length - len(head) - len(cue) - max(len(w) for w in words)
+    if room < 1:
+        raise ValueError(f"the instruction and cue take {len(head) + len(cue)} tokens, leaving no room for the "
+                         f"text within max_length={max_length}: raise --max-length or shorten the instruction")
+    bodies = tokenizer([f" {text}" for text in texts], add_special_tokens=False)["input_ids"]
+    rows: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": [], "label": []}
+    for body, label in zip(bodies, labels):
+        prompt, answer = head + body[:room] + cue, words[label]
+        rows["input_ids"].append(prompt + answer)
+        rows["attention_mask"].append([1] * (len(prompt) + len(answer)))
+        rows["labels"].append([-100] * len(prompt) + answer)
+        rows["label"].append(int(label))
+    return Dataset.from_dict(rows)
+# --8<-- [end:encode]
+
+
+def encode(data: ClassificationData, tokenizer: Any, prompt_format: PromptFormat, max_length: int = 256) -> DatasetDict:
+    """`encode_examples` on every split of `data`, after checking that the two fit together."""
+    if data.is_pair:
+        raise ValueError(f"'{data.name}' holds text pairs; prompt-based classification here takes single texts")
+    if len(prompt_format.label_words) != data.num_labels:
+        raise ValueError(f"{len(prompt_format.label_words)} label words {list(prompt_format.label_words)} for "
+                         f"{data.num_labels} labels {data.label_names}: give one word per label")
+    return DatasetDict({
+        split: encode_examples(rows["text"], rows["label"], tokenizer, prompt_format, max_length)
+        for split, rows in data.splits.items()
+    })
+
+
+def prompt_ids(example: dict[str, list[int]]) -> list[int]:
+    """The prompt part of an encoded example: every token before the label word."""
+    answer_start = next(i for i, label in enumerate(example["labels"]) if label != -100)
+    return example["input_ids"][:answer_start]
+
+
+# --8<-- [start:verbalizer]
+@torch.no_grad()
+def evaluate_verbalizer(
+    model: nn.Module, encoded: Dataset, tokenizer: Any, label_words: Sequence[str], batch_size: int = 32,
+    device: str | torch.device | None = None, bf16: bool | None = None,
+) -> dict[str, Any]:
+    """The LM loss on the label words and the verbalizer's accuracy, from one forward pass per batch.
+
+    The logits at the token before the label word are the model's next-token distribution
+    after the cue (a causal model cannot see the label word there); the verbalizer's score of
+    a class is the log-probability of its word's first token.
+    """
+    device = pick_device(str(device) if device else None)
+    firsts = [ids[0] for ids in label_word_ids(tokenizer, label_words)]
+    model.to(device).eval()
+    loader = make_loader(encoded, tokenizer, batch_size, shuffle=False, seed=0, device=device)
+    scores, total_loss, answer_tokens = [], 0.0, 0
+    for batch in loader:
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(device, bf16)):
+            output = model(**batch)
+        is_answer = batch["labels"] != -100
+        before_answer = is_answer.int().argmax(dim=1) - 1
+        logits = output.logits[torch.arange(len(before_answer)), before_answer].float()
+        scores.append(torch.log_softmax(logits, dim=-1)[:, firsts].cpu())
+        total_loss += output.loss.item() * is_answer.sum().item()  # the loss is a mean over answer tokens
+        answer_tokens += is_answer.sum().item()
+    scores = torch.cat(scores)
+    predictions = scores.argmax(dim=1)
+    accuracy = (predictions == torch.tensor(encoded["label"])).float().mean().item()
+    return {"loss": total_loss / answer_tokens, "accuracy": accuracy, "scores": scores,
+            "predictions": predictions.tolist()}
+# --8<-- [end:verbalizer]
+
+
+# --8<-- [start:strict]
+def is_strict_match(completion: str, label_word: str) -> bool:
+    """The completion is the label word and nothing else (surrounding whitespace aside)."""
+    return completion.strip() == label_word.strip()
+
+
+@torch.no_grad()
+def evaluate_strict_match(
+    model: nn.Module, encoded: Dataset, tokenizer: Any, label_words: Sequence[str], batch_size: int = 32,
+    max_new_tokens: int | None = None, device: str | torch.device | None = None,
+) -> dict[str, Any]:
+    """Greedy generation after each prompt; right only if it writes exactly the true label word.
+
+    `max_new_tokens` defaults to the longest label word's token count, so a model that has
+    learned the answer has room to write it and nothing after it. Prompts are padded on the
+    left, where generation expects padding; positions are counted from the first real token.
+    """
+    device = pick_device(str(device) if device else None)
+    max_new_tokens = max_new_tokens or max(len(w) for w in label_word_ids(tokenizer, label_words))
+    model.to(device).eval()
+    prompts = [prompt_ids(example) for example in encoded]
+    completions: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        batch = prompts[start : start + batch_size]
+        width = max(len(p) for p in batch)
+        pad = tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in batch], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=device)
+        output = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens,
+                                do_sample=False, pad_token_id=pad)
+        completions += tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
+    hits = [is_strict_match(c, label_words[y]) for c, y in zip(completions, encoded["label"])]
+    return {"accuracy": sum(hits) / len(hits), "completions": completions}
+# --8<-- [end:strict]
+
+
+def score(
+    model: nn.Module, encoded: Dataset, tokenizer: Any, label_words: Sequence[str], batch_size: int = 32,
+    device: str | torch.device | None = None,
+) -> dict[str, float]:
+    """Both accuracies on one split: `verbalizer` and `strict` (strict match of greedy generation)."""
+    verbalizer = evaluate_verbalizer(model, encoded, tokenizer, label_words, batch_size, device)
+    strict = evaluate_strict_match(model, encoded, tokenizer, label_words, batch_size, device=device)
+    return {"verbalizer": verbalizer["accuracy"], "strict": strict["accuracy"]}
+
+
+# --8<-- [start:prepare]
+def prepare_lm_lora(
+    model: nn.Module, r: int = 16, alpha: float = 64.0, dropout: float = 0.0, targets: list[str] | None = None,
+) -> nn.Module:
+    """peft LoRA on a causal LM: adapters only, the LM head stays frozen (it is the tied embedding)."""
+    return prepare_lora(model, r=r, alpha=alpha, dropout=dropout, targets=targets, task_type=TaskType.CAUSAL_LM)
+
+
+def prepare_lm_full(model: nn.Module, dropout: float | None = None) -> nn.Module:
+    """Every parameter trains; `dropout`, when given, replaces the model's own dropout everywhere."""
+    if dropout is not None:
+        if not 0 <= dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        for module in model.modules():
+            if isinstance(module, nn.Dropout):
+                module.p = dropout  # GPT-2's attention reads its dropout rate from this module too
+    return prepare_full(model)
+# --8<-- [end:prepare]

@@ -1,0 +1,197 @@
+"""Ablation chapter: LM-head classification is scored right, sweeps tabulate, resume and average."""
+
+from __future__ import annotations
+
+import csv
+import statistics
+
+import pandas as pd
+import pytest
+import torch
+
+from peft_course.ablation import (
+    Cell, CellConfig, Settings, alpha_sweep, cell_directory, format_mean_std, mean_std, parameter_sweep,
+    rank_sweep, run_cell, run_sweep, table_rows, write_sweep,
+)
+from peft_course.cli import main
+from peft_course.data import load_classification_data
+from peft_course.lm_classification import (
+    TEMPLATES, PromptFormat, encode, encode_examples, evaluate_strict_match, evaluate_verbalizer, prompt_ids,
+)
+from peft_course.models import load_model
+from peft_course.prompting import verbalizer_scores
+
+WORDS = (" negative", " positive")
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return load_model("tiny-gpt2", task="causal-lm")
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    return load_classification_data("synthetic-sentiment", max_examples=40)
+
+
+@pytest.fixture(scope="module")
+def encoded(lm, tiny_data):
+    return encode(tiny_data, lm[1], PromptFormat(TEMPLATES["simple-1"], WORDS))
+
+
+def test_encoding_is_the_prompt_string_then_the_label_word(lm, tiny_data, encoded):
+    _, tokenizer = lm
+    prompt_format = PromptFormat(TEMPLATES["simple-1"], WORDS)
+    for text, example in zip(tiny_data.splits["test"]["text"], encoded["test"]):
+        assert prompt_ids(example) == tokenizer(prompt_format.prompt(text))["input_ids"]
+        answer = tokenizer(WORDS[example["label"]], add_special_tokens=False)["input_ids"]
+        assert example["input_ids"][-len(answer):] == answer
+        assert example["labels"] == [-100] * len(prompt_ids(example)) + answer, "the loss is on the label word only"
+
+
+def test_only_the_text_is_cut_to_fit(lm):
+    _, tokenizer = lm
+    prompt_format = PromptFormat(TEMPLATES["simple-1"], WORDS)
+    long = encode_examples(["the film was good " * 40], [1], tokenizer, prompt_format, max_length=64)[0]
+    assert len(long["input_ids"]) == 64
+    decoded = tokenizer.decode(long["input_ids"])
+    assert decoded.startswith(TEMPLATES["simple-1"]) and decoded.endswith("\nSentiment: positive")
+    with pytest.raises(ValueError, match="leaving no room for the text within max_length=20"):
+        encode_examples(["a"], [0], tokenizer, prompt_format, max_length=20)
+
+
+def test_verbalizer_scores_equal_a_hand_computation(lm, tiny_data, encoded):
+    """Batched (right-padded) scores against one prompt at a time, read off the last position.
+
+    Padding changes the shapes the matrix products run on, and with them the order of float
+    sums: 1e-5 covers that; a wrong position or token would be off by whole units.
+    """
+    model, tokenizer = lm
+    scores = evaluate_verbalizer(model, encoded["test"], tokenizer, WORDS, batch_size=8)["scores"]
+    ids = [tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in WORDS]
+    with torch.no_grad():
+        for row, example in zip(scores, encoded["test"]):
+            logits = model(input_ids=torch.tensor([prompt_ids(example)])).logits[0, -1]
+            assert torch.allclose(row, torch.log_softmax(logits, -1)[ids], atol=1e-5)
+    prompts = [PromptFormat(TEMPLATES["simple-1"]).prompt(t) for t in tiny_data.splits["test"]["text"]]
+    assert torch.allclose(scores, verbalizer_scores(model, tokenizer, prompts, WORDS), atol=1e-5)
+
+
+def test_strict_match_of_an_untrained_model_is_below_the_verbalizer(lm, encoded):
+    model, tokenizer = lm
+    verbalizer = evaluate_verbalizer(model, encoded["test"], tokenizer, WORDS)
+    strict = evaluate_strict_match(model, encoded["test"], tokenizer, WORDS)
+    assert strict["accuracy"] < verbalizer["accuracy"]
+    labels = encoded["test"]["label"]
+    for completion, predicted, label in zip(strict["completions"], verbalizer["predictions"], labels):
+        if completion.strip() == WORDS[label].strip():  # a strict hit is always a verbalizer hit
+            assert predicted == label
+
+
+def test_strict_match_generation_does_not_depend_on_the_batch(lm, encoded):
+    """Prompts are left-padded for generation: one at a time and eight at a time agree."""
+    model, tokenizer = lm
+    one = evaluate_strict_match(model, encoded["test"], tokenizer, WORDS, batch_size=1, max_new_tokens=3)
+    eight = evaluate_strict_match(model, encoded["test"], tokenizer, WORDS, batch_size=8, max_new_tokens=3)
+    assert one["completions"] == eight["completions"]
+
+
+def test_bad_prompt_settings_are_refused(lm, tiny_data, tmp_path):
+    _, tokenizer = lm
+    with pytest.raises(ValueError, match="3 label words"):
+        encode(tiny_data, tokenizer, PromptFormat("x", (" bad", " good", " fine")))
+    with pytest.raises(ValueError, match="share a first token"):
+        encode(tiny_data, tokenizer, PromptFormat("x", (" positive", " positive!")))
+    pd.DataFrame({"sentence1": ["a", "b"] * 10, "sentence2": ["c", "d"] * 10, "label": [0, 1] * 10}).to_csv(
+        tmp_path / "pairs.tsv", sep="\t", index=False)
+    pairs = load_classification_data("rte", train_file=str(tmp_path / "pairs.tsv"))
+    with pytest.raises(ValueError, match="holds text pairs"):
+        encode(pairs, tokenizer, PromptFormat("x", (" yes", " no")))
+    with pytest.raises(ValueError, match="unknown prompt template 'nope'"):
+        CellConfig(template="nope")
+    with pytest.raises(ValueError, match="rank and alpha must be positive"):
+        CellConfig(r=0)
+    with pytest.raises(ValueError, match="cannot sweep 'momentum'"):
+        parameter_sweep("momentum", [0.9])
+
+
+def test_full_fine_tuning_through_the_lm_head_learns():
+    """The whole path on learnable data: the validation loss falls and the test accuracy leaves chance."""
+    data = load_classification_data("synthetic-sentiment", max_examples=1000)
+    cell = Cell("full", CellConfig(method="full", learning_rate=1e-3, template="simple-1"))
+    metrics = run_cell(data, cell, Settings(epochs=4, progress=False), seed=0)
+    history = metrics["history"]
+    assert history[-1]["val_loss"] < history[0]["val_loss"]
+    assert metrics["best"]["verbalizer"] > 0.65 and metrics["untrained"]["verbalizer"] == pytest.approx(0.5, abs=0.05)
+
+
+def test_seed_grids_and_shared_cells():
+    rank, alpha = rank_sweep(), alpha_sweep()
+    assert [(c.label, c.config.r, c.config.alpha) for c in rank.cells[:3]] == [
+        ("16", 16, 64), ("128", 128, 512), ("196", 196, 784)]
+    assert rank.cells[-1].config.method == "full" and rank.cells[-1].seed_figures == {"best": 0.8405}
+    assert alpha.cells[0].seed_figures == {"last": 0.8574}
+    data = load_classification_data("synthetic-sentiment", max_examples=10)
+    settings = Settings()
+    # the rank table's r=16 (alpha=64) is the alpha table's alpha=64: one directory, trained once
+    assert cell_directory("o", rank.cells[0], settings, data, 0) == cell_directory("o", alpha.cells[0], settings, data, 0)
+    assert cell_directory("o", rank.cells[0], settings, data, 0) != cell_directory("o", rank.cells[0], settings, data, 1)
+    other = Settings(epochs=2)
+    assert cell_directory("o", rank.cells[0], settings, data, 0) != cell_directory("o", rank.cells[0], other, data, 0)
+
+
+QUICK_SETTINGS = Settings(epochs=1, batch_size=8, progress=False)
+
+
+def test_two_cell_sweep_writes_table_and_plot_then_a_rerun_skips_them(tmp_path, tiny_data):
+    sweep = parameter_sweep("r", [2, 4], CellConfig(template="simple-1"))
+    first = run_sweep(sweep, tiny_data, QUICK_SETTINGS, output=tmp_path)
+    assert first.trained == ["2 (seed 0)", "4 (seed 0)"] and not first.reused
+    markdown, table, plot = write_sweep(first, tmp_path)
+    with open(table) as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == ["r", "trainable params", "verbalizer, last", "verbalizer, best", "strict, last",
+                             "strict, best", "seed, last", "seed, best", "seconds"]
+    assert [r["r"] for r in rows] == ["untrained (simple-1 template)", "2", "4"]
+    assert [r["trainable params"] for r in rows] == ["0", "1,024", "2,048"]  # r * (64 + 192) * 2 blocks
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and markdown.read_text().startswith("| r |")
+    saved = sorted(tmp_path.glob("cells/*/seed0/metrics.json"))
+    assert len(saved) == 2 and not list(tmp_path.glob("cells/*/seed0/checkpoint"))
+    stamps = [p.stat().st_mtime_ns for p in saved]
+    again = run_sweep(sweep, tiny_data, QUICK_SETTINGS, output=tmp_path)
+    assert again.trained == [] and again.reused == ["2 (seed 0)", "4 (seed 0)"]
+    assert [p.stat().st_mtime_ns for p in saved] == stamps
+    assert table_rows(again) == table_rows(first)
+
+
+def test_mean_and_sample_std_across_seeds(tmp_path, tiny_data):
+    assert mean_std([0.8, 0.9, 1.0]) == pytest.approx((0.9, 0.1))  # sample std: sqrt(0.02 / 2)
+    assert mean_std([0.5]) == (0.5, 0.0) and format_mean_std([0.5]) == "0.5000"
+    assert format_mean_std([0.8, 0.9, 1.0]) == "0.9000 ± 0.1000"
+    with pytest.raises(ValueError):
+        mean_std([])
+    sweep = parameter_sweep("r", [2], CellConfig(template="simple-1"))
+    result = run_sweep(sweep, tiny_data, QUICK_SETTINGS, seeds=(0, 1), output=tmp_path)
+    runs = result.metrics["2"]
+    assert [m["seed"] for m in runs] == [0, 1]
+    values = [m["best"]["verbalizer"] for m in runs]
+    expected = f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
+    assert table_rows(result)[1]["verbalizer, best"] == expected
+
+
+def test_cli_ablate_and_its_errors(tmp_path, capsys):
+    args = ["ablate", "rank", "--values", "2", "--no-full", "--template", "simple-1", "--max-examples", "24",
+            "--epochs", "1", "--output", str(tmp_path), "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "| rank (alpha = 4r) |" in out and (tmp_path / "rank.csv").is_file()
+    assert (tmp_path / "rank-val-loss.png").is_file()
+    assert main(args) == 0 and "reused 1 finished cell(s)" in capsys.readouterr().out
+    assert main(["ablate", "dropout", "--output", str(tmp_path)]) == 2
+    assert "sweeping dropout needs --values" in capsys.readouterr().err
+    assert main(["ablate", "prompt", "--values", "nope", "--output", str(tmp_path)]) == 2
+    assert "unknown prompt template 'nope'" in capsys.readouterr().err
+    assert main(["ablate", "rank", "--values", "0", "--output", str(tmp_path)]) == 2
+    assert "rank and alpha must be positive" in capsys.readouterr().err
+    assert main(["ablate", "rank", "--dataset", "nope", "--output", str(tmp_path)]) == 2
+    assert "unknown dataset 'nope'" in capsys.readouterr().err
