@@ -152,7 +152,10 @@ def parameter_sweep(parameter: str, values: Sequence[Any], base: CellConfig = Ce
 
 
 def _label(value: Any) -> str:
-    return " + ".join(value) if isinstance(value, (list, tuple)) else f"{value:g}" if isinstance(value, float) else str(value)
+    """A swept value as a table label: `16`, `0.05`, `c_attn + c_fc`."""
+    if isinstance(value, (list, tuple)):
+        return " + ".join(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 @dataclass(frozen=True)
