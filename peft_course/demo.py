@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from peft_course.ablation import QUICK, Settings, SweepResult, run_sweep, seed_sweeps, write_sweep
 from peft_course.data import ClassificationData
 from peft_course.finetune import get_method, finetune
 from peft_course.tables import result_row
@@ -59,15 +60,13 @@ def demo_rows(
 def ablation_results(
     data: ClassificationData, model_name: str = "tiny-gpt2", output: str | Path = "runs/demo/ablation",
     progress: bool = True,
-) -> list[Any]:
+) -> list[SweepResult]:
     """The seed project's rank, alpha and prompt tables at `--quick` size, trained afresh.
 
     `data` should already be the quick subsample (`QUICK["max_examples"]` rows a split). Cells
     left by an earlier demo are removed first, so the tables always come from this code; within
     the call the three sweeps share their common cells. Each table is written to `output`.
     """
-    from peft_course.ablation import QUICK, Settings, run_sweep, seed_sweeps, write_sweep
-
     shutil.rmtree(Path(output) / "cells", ignore_errors=True)
     settings = Settings(model=model_name, epochs=QUICK["epochs"], progress=progress)
     results = []
