@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import statistics
 from collections.abc import Sequence
@@ -205,7 +206,8 @@ def run_cell(data: ClassificationData, cell: Cell, settings: Settings, seed: int
     last = score(model, test, tokenizer, words, device=settings.device)
     load_trainable_state(model, result.best_state)
     best = score(model, test, tokenizer, words, device=settings.device)
-    metrics = {"label": cell.label, "config": asdict(config), "seed": seed, "trainable": trainable, "total": total,
+    metrics = {"label": cell.label, "config": asdict(config), "seed": seed, "label_words": list(words),
+               "trainable": trainable, "total": total,
                "untrained": untrained, "last": last, "best": best, "best_step": result.best_step,
                "seconds": result.seconds, "history": result.history}
     if directory is not None:
@@ -308,8 +310,10 @@ def write_sweep(result: SweepResult, output: str | Path, title: str = "") -> lis
     curves = {f"{label} (seed {m['seed']})" if len(runs) > 1 else label:
               [(h["epoch"], h["val_loss"]) for h in m["history"]]
               for label, runs in result.metrics.items() for m in runs}
+    k = len(next(iter(result.metrics.values()))[0]["label_words"])
     plot = plot_curves(curves, Path(output) / f"{result.sweep.name}-val-loss.png",
-                       title or f"validation loss, {result.sweep.name} sweep", "validation loss (label word)")
+                       title or f"validation loss, {result.sweep.name} sweep", "validation loss (label word)",
+                       reference=(math.log(k), f"ln {k}: even odds on the {k} label words"))
     return [markdown, markdown.with_suffix(".csv"), plot]
 
 

@@ -51,11 +51,14 @@ def plot_confusion(matrix: Sequence[Sequence[int]], label_names: Sequence[str], 
 
 
 def plot_curves(curves: dict[str, Sequence[tuple[float, float]]], path: str | Path, title: str = "",
-                ylabel: str = "") -> Path:
-    """Several (epoch, value) curves on one axis, one line and legend entry each (e.g. one per sweep cell)."""
+                ylabel: str = "", reference: tuple[float, str] | None = None) -> Path:
+    """Several (epoch, value) curves on one axis, one line and legend entry each (e.g. one per sweep
+    cell); `reference=(value, label)` adds a dashed horizontal line, such as chance level."""
     figure, axes = plt.subplots(figsize=(7, 4))
     for label, points in curves.items():
         axes.plot([x for x, _ in points], [y for _, y in points], marker="o", label=label)
+    if reference is not None:
+        axes.axhline(reference[0], color="grey", linestyle="--", label=reference[1])
     axes.set(xlabel="epoch", ylabel=ylabel, title=title)
     axes.legend(fontsize=8)
     figure.tight_layout()
