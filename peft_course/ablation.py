@@ -82,6 +82,8 @@ class CellConfig:
             raise ValueError(f"need 0 <= dropout < 1 and a positive learning rate, got dropout={self.dropout:g}, "
                              f"learning_rate={self.learning_rate:g}")
         get_template(self.template)
+        object.__setattr__(self, "alpha", float(self.alpha))  # alpha=64 and 64.0 are one cell
+        object.__setattr__(self, "learning_rate", float(self.learning_rate))
 
 
 @dataclass(frozen=True)
@@ -218,11 +220,15 @@ def run_cell(data: ClassificationData, cell: Cell, settings: Settings, seed: int
 
 
 def cell_directory(output: str | Path, cell: Cell, settings: Settings, data: ClassificationData, seed: int) -> Path:
-    """`output/cells/<method>-<template>[-r<r>-alpha<alpha>]-<hash>/seed<k>`; the hash covers
-    everything the result depends on, so a changed setting never reuses an old cell."""
+    """`output/cells/<method>-<template>[-r<r>-alpha<alpha>]-<hash>/seed<k>`; the hash covers every
+    input of the result (model, data with its labels, settings, the cell with its instruction's
+    text, the seed), so a changed setting never reuses an old cell. The code itself is not in
+    the hash: after changing it, rerun with `fresh=True` (`--fresh`)."""
     fingerprint = {
-        "config": asdict(cell.config), "seed": seed, "data": data.name, "labels": data.label_names,
-        "texts": {s: hashlib.sha256("\n".join(rows["text"]).encode()).hexdigest() for s, rows in data.splits.items()},
+        "config": asdict(cell.config), "instruction": get_template(cell.config.template), "seed": seed,
+        "data": data.name, "label_names": data.label_names,
+        "rows": {s: hashlib.sha256(json.dumps([list(rows["text"]), list(rows["label"])]).encode()).hexdigest()
+                 for s, rows in data.splits.items()},
         "settings": {k: v for k, v in asdict(settings).items() if k not in ("device", "progress")},
     }
     digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:10]
@@ -244,9 +250,11 @@ class SweepResult:
 
 def run_sweep(sweep: Sweep, data: ClassificationData, settings: Settings = Settings(), seeds: Sequence[int] = (0,),
               output: str | Path = "runs/ablation", fresh: bool = False) -> SweepResult:
-    """Run every (cell, seed) not already finished under `output`; `fresh=True` retrains them all."""
-    if not seeds:
-        raise ValueError("give at least one seed")
+    """Run every (cell, seed) not already finished under `output`; `fresh=True` retrains them all.
+
+    A cell that was interrupted continues from its last finished epoch (its checkpoint)."""
+    if not seeds or len(set(seeds)) < len(seeds):
+        raise ValueError(f"give one or more distinct seeds, got {list(seeds)}")
     result = SweepResult(sweep, {cell.label: [] for cell in sweep.cells})
     jobs = [(cell, seed) for cell in sweep.cells for seed in seeds]
     for cell, seed in tqdm(jobs, desc=f"ablate {sweep.name}", disable=not settings.progress):
@@ -256,6 +264,8 @@ def run_sweep(sweep: Sweep, data: ClassificationData, settings: Settings = Setti
             result.metrics[cell.label].append(json.loads(saved.read_text()))
             result.reused.append(f"{cell.label} (seed {seed})")
             continue
+        if fresh:  # also drop a half-trained cell's checkpoint, which run_cell would resume
+            shutil.rmtree(directory, ignore_errors=True)
         directory.mkdir(parents=True, exist_ok=True)
         result.metrics[cell.label].append(run_cell(data, cell, settings, seed, directory))
         result.trained.append(f"{cell.label} (seed {seed})")

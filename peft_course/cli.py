@@ -68,9 +68,19 @@ def command_demo(args: argparse.Namespace) -> None:
     from peft_course.ablation import QUICK, table_rows
     from peft_course.demo import ablation_results
 
-    quick = data_from_arguments(Namespace(**{**vars(args), "max_examples": QUICK["max_examples"]}))
-    for result in ablation_results(quick, args.model, args.output / "ablation", progress=not args.no_progress):
-        print(f"\nAblation, {result.sweep.name}: {args.model} on {quick.name} ({QUICK['max_examples']} rows a split, "
+    if args.model != "tiny-gpt2":
+        print("\nThe ablation tables run on the embedded model only; for another model use `peft-course ablate` "
+              "with that model's learning rates (see docs/ablation.md).")
+        return
+    size = min(args.max_examples or QUICK["max_examples"], QUICK["max_examples"])
+    quick = data_from_arguments(Namespace(**{**vars(args), "max_examples": size}))
+    try:
+        results = ablation_results(quick, args.model, args.output / "ablation", progress=not args.no_progress)
+    except ValueError as error:  # pairs, or label words the tokenizer can't tell apart
+        print(f"\nThe ablation tables were skipped for {quick.name}: {error}")
+        return
+    for result in results:
+        print(f"\nAblation, {result.sweep.name}: {args.model} on {quick.name} ({size} rows a split, "
               f"{QUICK['epochs']} epochs), classified through the LM head; beside it the seed project's "
               f"figures (GPT-2 small, Rotten Tomatoes, strict match)\n")
         print(markdown_table(table_rows(result)))
@@ -336,16 +346,20 @@ def sweep_from_arguments(args: argparse.Namespace):
     from peft_course.ablation import CellConfig, alpha_sweep, full_cell, parameter_sweep, prompt_sweep, rank_sweep
     from peft_course.lm_classification import TEMPLATES
 
-    base = CellConfig(r=args.r, alpha=args.alpha, dropout=args.dropout, learning_rate=args.learning_rate,
+    r = args.r or (128 if args.sweep == "prompt" else 16)  # the seed ran its prompt table at r=128
+    alpha = args.alpha or 4.0 * r
+    base = CellConfig(r=r, alpha=alpha, dropout=args.dropout, learning_rate=args.learning_rate,
                       targets=tuple(args.targets) if args.targets else None, template=args.template)
-    full = full_cell(base, args.full_learning_rate)
+    full = full_cell(base, args.full_learning_rate, args.dropout)
     values = args.values
+    if values and len(set(values)) < len(values):
+        raise ValueError(f"--values repeats a value: {values}")
     if args.sweep == "prompt":
-        return prompt_sweep(values or tuple(TEMPLATES), args.r, args.alpha, base)
+        return prompt_sweep(values or tuple(TEMPLATES), r, alpha, base)
     if args.sweep == "rank":
         sweep = rank_sweep(numbers(values, int, "--values") if values else (16, 128, 196), args.alpha_ratio, base, full)
     elif args.sweep == "alpha":
-        sweep = alpha_sweep(numbers(values, float, "--values") if values else (64, 256), args.r, base, full)
+        sweep = alpha_sweep(numbers(values, float, "--values") if values else (64, 256), r, base, full)
     elif not values:
         raise ValueError(f"sweeping {args.sweep} needs --values")
     elif args.sweep == "targets":  # each value is one comma-separated list of modules
@@ -361,10 +375,10 @@ def command_ablate(args: argparse.Namespace) -> None:
 
     if args.quick:
         args.max_examples = args.max_examples or QUICK["max_examples"]
-        args.epochs = args.epochs or QUICK["epochs"]
+        args.epochs = QUICK["epochs"] if args.epochs is None else args.epochs
     sweep = sweep_from_arguments(args)
     data = data_from_arguments(args)
-    settings = Settings(model=args.model, epochs=args.epochs or 3, batch_size=args.batch_size,
+    settings = Settings(model=args.model, epochs=3 if args.epochs is None else args.epochs, batch_size=args.batch_size,
                         max_length=args.max_length, cue=args.cue.replace("\\n", "\n"),
                         label_words=tuple(args.label_words) if args.label_words else None,
                         device=args.device, progress=not args.no_progress)
@@ -411,8 +425,8 @@ def add_ablate_command(commands) -> None:
     group.add_argument("--learning-rate", type=float, default=5e-3, help="LoRA cells (default: %(default)s)")
     group.add_argument("--full-learning-rate", type=float, default=1e-3, help="the full fine-tuning row")
     group.add_argument("--no-full", action="store_true", help="leave out the full fine-tuning row")
-    group.add_argument("--r", type=int, default=16, help="rank where the sweep does not set it")
-    group.add_argument("--alpha", type=float, default=64.0, help="alpha where the sweep does not set it")
+    group.add_argument("--r", type=int, help="rank where the sweep does not set it (default 16; 128 for prompt)")
+    group.add_argument("--alpha", type=float, help="alpha where the sweep does not set it (default 4r)")
     group.add_argument("--alpha-ratio", type=float, default=4.0, help="rank sweep: alpha = ratio * r")
     group.add_argument("--dropout", type=float, default=0.05, help="LoRA dropout; the model's dropout for full")
     group.add_argument("--targets", nargs="+", help="LoRA target modules (default: peft's, c_attn for GPT-2)")

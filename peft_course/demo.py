@@ -7,7 +7,7 @@ only in the method, and the same command prints the same table.
 
 from __future__ import annotations
 
-import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,15 +63,16 @@ def ablation_results(
 ) -> list[SweepResult]:
     """The seed project's rank, alpha and prompt tables at `--quick` size, trained afresh.
 
-    `data` should already be the quick subsample (`QUICK["max_examples"]` rows a split). Cells
-    left by an earlier demo are removed first, so the tables always come from this code; within
-    the call the three sweeps share their common cells. Each table is written to `output`.
+    `data` should already be the quick subsample (`QUICK["max_examples"]` rows a split). The
+    cells live in a temporary directory, so the tables always come from this code and no cell
+    of `peft-course ablate` is reused or touched; within the call the three sweeps share their
+    common cells. Each table is written to `output`.
     """
-    shutil.rmtree(Path(output) / "cells", ignore_errors=True)
     settings = Settings(model=model_name, epochs=QUICK["epochs"], progress=progress)
     results = []
-    for sweep in seed_sweeps():
-        result = run_sweep(sweep, data, settings, (0,), output)
-        write_sweep(result, output, f"{sweep.name} sweep: {model_name} on {data.name} (quick)")
-        results.append(result)
+    with tempfile.TemporaryDirectory(prefix="demo-cells-") as cells:
+        for sweep in seed_sweeps():
+            result = run_sweep(sweep, data, settings, (0,), cells)
+            write_sweep(result, output, f"{sweep.name} sweep: {model_name} on {data.name} (quick)")
+            results.append(result)
     return results

@@ -88,7 +88,8 @@ def make_loader(
     (language-model training, `labels` is a list) is padded with -100, which the loss ignores.
     """
     multiple = 8 if device.type == "cuda" else None
-    if isinstance(dataset[0]["labels"], list):
+    per_token = "labels" in dataset.column_names and len(dataset) > 0 and isinstance(dataset[0]["labels"], list)
+    if per_token:
         collator = DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=multiple, label_pad_token_id=-100)
     else:
         collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple)

@@ -82,10 +82,19 @@ def test_strict_match_of_an_untrained_model_is_below_the_verbalizer(lm, encoded)
     verbalizer = evaluate_verbalizer(model, encoded["test"], tokenizer, WORDS)
     strict = evaluate_strict_match(model, encoded["test"], tokenizer, WORDS)
     assert strict["accuracy"] < verbalizer["accuracy"]
-    labels = encoded["test"]["label"]
-    for completion, predicted, label in zip(strict["completions"], verbalizer["predictions"], labels):
-        if completion.strip() == WORDS[label].strip():  # a strict hit is always a verbalizer hit
-            assert predicted == label
+
+
+def test_every_strict_hit_is_a_verbalizer_hit(lm, tiny_data):
+    """With the cue of tiny-gpt2's pretraining ("Sentiment : positive"), the untrained model does
+    write label words, so there are strict hits to check, one by one."""
+    model, tokenizer = lm
+    encoded = encode(tiny_data, tokenizer, PromptFormat(TEMPLATES["simple-1"], WORDS, cue=" Sentiment :"))["test"]
+    verbalizer = evaluate_verbalizer(model, encoded, tokenizer, WORDS)
+    strict = evaluate_strict_match(model, encoded, tokenizer, WORDS)
+    hits = [i for i, (c, y) in enumerate(zip(strict["completions"], encoded["label"])) if c == WORDS[y]]
+    assert len(hits) >= 5, f"expected the untrained model to write label words here, got {strict['completions'][:5]}"
+    assert all(verbalizer["predictions"][i] == encoded["label"][i] for i in hits)
+    assert strict["accuracy"] <= verbalizer["accuracy"]
 
 
 def test_strict_match_generation_does_not_depend_on_the_batch(lm, encoded):
@@ -164,12 +173,39 @@ def test_two_cell_sweep_writes_table_and_plot_then_a_rerun_skips_them(tmp_path, 
     assert table_rows(again) == table_rows(first)
 
 
+def test_an_interrupted_cell_resumes_to_the_same_result(tmp_path, tiny_data, monkeypatch):
+    import peft_course.ablation as ablation
+
+    cell = Cell("2", CellConfig(r=2, alpha=8, template="simple-1"))
+    settings = Settings(epochs=2, batch_size=8, progress=False)
+    uninterrupted = run_cell(tiny_data, cell, settings, 0, tmp_path / "whole")
+    original = ablation.train
+
+    def stop_after_one_epoch(*args, **kwargs):
+        def interrupt(epoch, _):
+            raise KeyboardInterrupt
+        return original(*args, on_epoch_end=interrupt, **kwargs)
+
+    monkeypatch.setattr(ablation, "train", stop_after_one_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        run_cell(tiny_data, cell, settings, 0, tmp_path / "cut")
+    assert (tmp_path / "cut" / "checkpoint" / "state.json").is_file()
+    monkeypatch.setattr(ablation, "train", original)
+    resumed = run_cell(tiny_data, cell, settings, 0, tmp_path / "cut")
+    assert resumed["history"][:1] == uninterrupted["history"][:1] and len(resumed["history"]) == 2
+    assert [h["val_loss"] for h in resumed["history"]] == pytest.approx([h["val_loss"] for h in uninterrupted["history"]])
+    assert (resumed["last"], resumed["best"]) == (uninterrupted["last"], uninterrupted["best"])
+    assert not (tmp_path / "cut" / "checkpoint").exists()
+
+
 def test_mean_and_sample_std_across_seeds(tmp_path, tiny_data):
     assert mean_std([0.8, 0.9, 1.0]) == pytest.approx((0.9, 0.1))  # sample std: sqrt(0.02 / 2)
     assert mean_std([0.5]) == (0.5, 0.0) and format_mean_std([0.5]) == "0.5000"
     assert format_mean_std([0.8, 0.9, 1.0]) == "0.9000 ± 0.1000"
     with pytest.raises(ValueError):
         mean_std([])
+    with pytest.raises(ValueError, match="distinct seeds"):
+        run_sweep(parameter_sweep("r", [2]), tiny_data, QUICK_SETTINGS, seeds=(0, 0), output=tmp_path)
     sweep = parameter_sweep("r", [2], CellConfig(template="simple-1"))
     result = run_sweep(sweep, tiny_data, QUICK_SETTINGS, seeds=(0, 1), output=tmp_path)
     runs = result.metrics["2"]
@@ -187,6 +223,9 @@ def test_cli_ablate_and_its_errors(tmp_path, capsys):
     assert "| rank (alpha = 4r) |" in out and (tmp_path / "rank.csv").is_file()
     assert (tmp_path / "rank-val-loss.png").is_file()
     assert main(args) == 0 and "reused 1 finished cell(s)" in capsys.readouterr().out
+    assert main(["ablate", "prompt", "--values", "simple-1", "--max-examples", "24", "--epochs", "1",
+                 "--output", str(tmp_path), "--no-progress"]) == 0
+    assert "| simple-1 | 65,536 |" in capsys.readouterr().out  # the seed's r=128: 128 * (64 + 192) * 2
     assert main(["ablate", "dropout", "--output", str(tmp_path)]) == 2
     assert "sweeping dropout needs --values" in capsys.readouterr().err
     assert main(["ablate", "prompt", "--values", "nope", "--output", str(tmp_path)]) == 2
