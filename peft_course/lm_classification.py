@@ -79,6 +79,12 @@ class PromptFormat:
     label_words: tuple[str, ...] = (" negative", " positive")
     cue: str = ANSWER_CUE
 
+    def __post_init__(self) -> None:
+        if self.cue[-1:].isspace():
+            raise ValueError(f"the cue {self.cue!r} ends in whitespace: the label word brings its own leading space")
+        if not self.label_words:
+            raise ValueError("no label words")
+
     def prompt(self, text: str) -> str:
         """The prompt for `text`, up to the cue; the label word comes next."""
         return f"{self.instruction}\n\nText: {text}{self.cue}"

@@ -109,6 +109,8 @@ def test_bad_prompt_settings_are_refused(lm, tiny_data, tmp_path):
     _, tokenizer = lm
     with pytest.raises(ValueError, match="3 label words"):
         encode(tiny_data, tokenizer, PromptFormat("x", (" bad", " good", " fine")))
+    with pytest.raises(ValueError, match="ends in whitespace"):
+        PromptFormat("x", WORDS, cue="\nSentiment: ")
     with pytest.raises(ValueError, match="share a first token"):
         encode(tiny_data, tokenizer, PromptFormat("x", (" positive", " positive!")))
     pd.DataFrame({"sentence1": ["a", "b"] * 10, "sentence2": ["c", "d"] * 10, "label": [0, 1] * 10}).to_csv(
