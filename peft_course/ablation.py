@@ -42,6 +42,7 @@ from peft_course.tables import write_table
 from peft_course.training import TrainConfig, load_trainable_state, train
 
 LORA_LEARNING_RATE, FULL_LEARNING_RATE = 5e-3, 1e-3
+SEED_RANKS, SEED_ALPHAS = (16, 128, 196), (64.0, 256.0)  # the seed project's grids
 FULL = "full fine-tuning"
 
 # --8<-- [start:seed]
@@ -109,7 +110,7 @@ def full_cell(base: CellConfig, learning_rate: float = FULL_LEARNING_RATE, dropo
     return replace(base, method="full", learning_rate=learning_rate, dropout=dropout)
 
 
-def rank_sweep(values: Sequence[int] = (16, 128, 196), alpha_ratio: float = 4.0, base: CellConfig = CellConfig(),
+def rank_sweep(values: Sequence[int] = SEED_RANKS, alpha_ratio: float = 4.0, base: CellConfig = CellConfig(),
                full: CellConfig | None = None) -> Sweep:
     """The seed's rank table: r in `values` with alpha = `alpha_ratio` * r, then full fine-tuning."""
     cells = [Cell(str(r), replace(base, r=r, alpha=alpha_ratio * r), SEED["rank"].get(str(r), {})) for r in values]
@@ -117,7 +118,7 @@ def rank_sweep(values: Sequence[int] = (16, 128, 196), alpha_ratio: float = 4.0,
     return Sweep("rank", f"rank (alpha = {alpha_ratio:g}r)", tuple(cells))
 
 
-def alpha_sweep(values: Sequence[float] = (64, 256), r: int = 16, base: CellConfig = CellConfig(),
+def alpha_sweep(values: Sequence[float] = SEED_ALPHAS, r: int = 16, base: CellConfig = CellConfig(),
                 full: CellConfig | None = None) -> Sweep:
     """The seed's alpha table: alpha in `values` at rank `r`, then full fine-tuning."""
     cells = [Cell(f"{a:g}", replace(base, r=r, alpha=float(a)), SEED["alpha"].get(f"{a:g}", {})) for a in values]

@@ -343,7 +343,9 @@ def sweep_from_arguments(args: argparse.Namespace):
     """The sweep `peft-course ablate NAME` asks for, with `--values` replacing the seed's grid."""
     from dataclasses import replace
 
-    from peft_course.ablation import CellConfig, alpha_sweep, full_cell, parameter_sweep, prompt_sweep, rank_sweep
+    from peft_course.ablation import (
+        SEED_ALPHAS, SEED_RANKS, CellConfig, alpha_sweep, full_cell, parameter_sweep, prompt_sweep, rank_sweep,
+    )
     from peft_course.lm_classification import TEMPLATES
 
     r = args.r or (128 if args.sweep == "prompt" else 16)  # the seed ran its prompt table at r=128
@@ -357,9 +359,9 @@ def sweep_from_arguments(args: argparse.Namespace):
     if args.sweep == "prompt":
         return prompt_sweep(values or tuple(TEMPLATES), r, alpha, base)
     if args.sweep == "rank":
-        sweep = rank_sweep(numbers(values, int, "--values") if values else (16, 128, 196), args.alpha_ratio, base, full)
+        sweep = rank_sweep(numbers(values, int, "--values") if values else SEED_RANKS, args.alpha_ratio, base, full)
     elif args.sweep == "alpha":
-        sweep = alpha_sweep(numbers(values, float, "--values") if values else (64, 256), r, base, full)
+        sweep = alpha_sweep(numbers(values, float, "--values") if values else SEED_ALPHAS, r, base, full)
     elif not values:
         raise ValueError(f"sweeping {args.sweep} needs --values")
     elif args.sweep == "targets":  # each value is one comma-separated list of modules
@@ -378,7 +380,7 @@ def command_ablate(args: argparse.Namespace) -> None:
         args.epochs = QUICK["epochs"] if args.epochs is None else args.epochs
     sweep = sweep_from_arguments(args)
     data = data_from_arguments(args)
-    settings = Settings(model=args.model, epochs=3 if args.epochs is None else args.epochs, batch_size=args.batch_size,
+    settings = Settings(model=args.model, epochs=Settings.epochs if args.epochs is None else args.epochs, batch_size=args.batch_size,
                         max_length=args.max_length, cue=args.cue.replace("\\n", "\n"),
                         label_words=tuple(args.label_words) if args.label_words else None,
                         device=args.device, progress=not args.no_progress)
