@@ -10,8 +10,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from peft_course.data import REGISTRY, DataError, load_classification_data
-from peft_course.models import DEFAULT_MODEL, ModelLoadError
+from peft_course.data import REGISTRY, load_classification_data
+from peft_course.errors import (
+    CourseError, check_distinct, check_int, check_number, check_positive_int, check_positive_number,
+)
+from peft_course.files import check_output_directory
+from peft_course.models import DEFAULT_MODEL
 
 
 def add_model_argument(parser: argparse.ArgumentParser) -> None:
@@ -26,8 +30,8 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str) ->
     group.add_argument("--dataset", default=default_dataset,
                        help=f"a registered dataset ({', '.join(sorted(REGISTRY))}); default: %(default)s")
     group.add_argument("--train-file", help="local CSV/TSV/JSONL/Parquet training file (instead of the hub)")
-    group.add_argument("--validation-file", help="local validation file (default: 10%% of train)")
-    group.add_argument("--test-file", help="local test file (default: 10%% of train)")
+    group.add_argument("--validation-file", help="local validation file, with --train-file (default: 10%% of train)")
+    group.add_argument("--test-file", help="local test file, with --train-file (default: 10%% of train)")
     group.add_argument("--text-column", help="column holding the text")
     group.add_argument("--text-pair-column", help="column holding the second text of a pair")
     group.add_argument("--label-column", help="column holding the label")
@@ -37,6 +41,10 @@ def add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str) ->
 
 def data_from_arguments(args: argparse.Namespace):
     """Load the classification data the data arguments describe."""
+    for option, value in (("--validation-file", args.validation_file), ("--test-file", args.test_file)):
+        if value is not None and args.train_file is None:
+            raise CourseError(f"{option} needs --train-file: local validation and test files go with a local "
+                              f"training file (without one, {args.dataset} would be used and {option} ignored)")
     return load_classification_data(
         args.dataset, train_file=args.train_file, validation_file=args.validation_file,
         test_file=args.test_file, text_column=args.text_column,
@@ -54,11 +62,12 @@ def command_info(args: argparse.Namespace) -> None:
 
 def command_demo(args: argparse.Namespace) -> None:
     from peft_course.demo import demo_rows
+    from peft_course.system import provenance
     from peft_course.tables import markdown_table, write_table
 
     data = data_from_arguments(args)
     rows = demo_rows(data, args.model, args.seed, args.max_length, progress=not args.no_progress)
-    path = write_table(rows, args.output)
+    path = write_table(rows, args.output, note=provenance("peft-course demo"))
     print(f"\n{data.name} with {args.model} (test split, best-validation checkpoint)\n")
     print(markdown_table(rows))
     print(f"saved: {path} and {path.with_suffix('.csv')}")
@@ -124,27 +133,43 @@ def method_options(args: argparse.Namespace) -> dict:
     return {}
 
 
+def finetune_output(args: argparse.Namespace) -> Path:
+    """`--output`, or `runs/<method>-<dataset>` (the training file's stem in place of the dataset)."""
+    if args.output is not None:
+        return args.output
+    return Path("runs") / f"{args.method}-{Path(args.train_file).stem if args.train_file else args.dataset}"
+
+
 def command_finetune(args: argparse.Namespace) -> None:
     from dataclasses import asdict
 
-    from peft_course.finetune import finetune, get_method
-    from peft_course.runs import RunSpec, check_run_directory, save_run
-    from peft_course.training import TrainConfig
+    from peft_course.finetune import check_method_options, finetune, get_method
+    from peft_course.runs import RunSpec, check_resume, check_run_directory, save_run, start_run
+    from peft_course.training import TrainConfig, check_checkpoint
 
     method = get_method(args.method)
-    output = args.output or Path("runs") / f"{args.method}-{args.dataset if not args.train_file else Path(args.train_file).stem}"
-    output = check_run_directory(output, args.overwrite, args.resume)
+    output = check_run_directory(finetune_output(args), args.overwrite, args.resume)  # nothing written yet
+    options = method_options(args)
+    check_method_options(args.method, options)
+    if args.method == "qlora":
+        from peft_course.qlora import require_4bit
+
+        require_4bit(args.device)  # says what to install before any data or model is loaded
     data = data_from_arguments(args)
     config = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate or method.learning_rate,
+        epochs=args.epochs, batch_size=args.batch_size,
+        learning_rate=method.learning_rate if args.learning_rate is None else args.learning_rate,
         weight_decay=args.weight_decay, eval_every=args.eval_every, seed=args.seed, device=args.device,
         progress=not args.no_progress,
     )
-    options = method_options(args)
-    result = finetune(data, args.method, args.model, config, args.max_length, output / "checkpoint",
-                      args.resume, **options)
     spec = RunSpec(args.model, args.method, data.label_names, data.name, options, args.max_length,
                    args.seed, {k: v for k, v in asdict(config).items() if k != "progress"})
+    if args.resume and (output / "checkpoint" / "state.json").is_file():
+        check_resume(output, spec)
+        check_checkpoint(output / "checkpoint")
+    start_run(output, spec)
+    result = finetune(data, args.method, args.model, config, args.max_length, output / "checkpoint",
+                      args.resume, **options)
     save_run(output, result, spec, data)
     print((output / "results.md").read_text())
     print(f"best validation (step {result.training.best_step}): test accuracy {result.best['accuracy']:.4f}, "
@@ -153,8 +178,9 @@ def command_finetune(args: argparse.Namespace) -> None:
 
 
 def command_predict(args: argparse.Namespace) -> None:
-    from peft_course.runs import load_run, predict_texts
+    from peft_course.runs import check_texts_to_classify, load_run, predict_texts
 
+    check_texts_to_classify(args.texts)  # before the model loads
     model, tokenizer, spec = load_run(args.run)
     for row in predict_texts(model, tokenizer, args.texts, spec.max_length):
         probabilities = ", ".join(f"{k}={v:.3f}" for k, v in row["probabilities"].items())
@@ -227,15 +253,20 @@ def add_lora_command(commands) -> None:
 
 def command_prompt(args: argparse.Namespace) -> None:
     from peft_course.prompting import (
-        DEFAULT_STRATEGIES, evaluate_prompting, example_pool, get_strategy, load_generate,
+        DEFAULT_STRATEGIES, build_prompt, evaluate_prompting, example_pool, get_strategy, load_generate,
         load_problem_set,
     )
+    from peft_course.files import atomic_write_text
     from peft_course.word_problems import load_gsm8k_jsonl
 
+    # every input is read and checked before the model runs; the outputs are replaced only at the end
     strategies = [get_strategy(name).name for name in args.strategy or DEFAULT_STRATEGIES]
+    check_distinct("--strategy", strategies)
     problems = load_problem_set(args.problems, args.n_problems, args.seed)
-    examples = (load_gsm8k_jsonl(args.examples, limit=args.shots) if args.examples
+    examples = (load_gsm8k_jsonl(args.examples, limit=args.shots or None) if args.examples
                 else example_pool(problems, args.shots, args.seed))
+    for name in strategies:  # a prompt each strategy cannot build (--shots 0 with few-shot) fails here
+        build_prompt(name, problems[0].question, examples, args.shots)
     generate = load_generate(args.model, seed=args.seed, max_new_tokens=args.max_new_tokens,
                              do_sample=args.sample, temperature=args.temperature, top_p=args.top_p)
     log_path = args.output / "completions.jsonl"
@@ -246,7 +277,7 @@ def command_prompt(args: argparse.Namespace) -> None:
     print(result.table())
     if generate.truncated:
         print(f"note: {generate.truncated} prompt(s) were longer than the context and lost their first tokens")
-    (args.output / "results.md").write_text(result.table())
+    atomic_write_text(args.output / "results.md", result.table())
     print(f"saved: {log_path} (every prompt and completion) and {args.output / 'results.md'}")
 
 
@@ -336,7 +367,21 @@ def numbers(values: list[str], kind: type, option: str) -> list:
     try:
         return [kind(v) for v in values]
     except ValueError:
-        raise ValueError(f"{option} must be {kind.__name__} numbers, got {values}") from None
+        kinds = {int: "whole numbers", float: "numbers"}
+        raise CourseError(f"{option} must be {kinds.get(kind, kind.__name__)}, got {' '.join(values)}") from None
+
+
+def check_distinct_values(option: str, given: list[str], values: list) -> list:
+    """`values` (what `given` means) unless two of them are one: `64` and `64.0` are one alpha.
+
+    Compared after conversion, so a repeated cell is refused rather than shown as two rows.
+    """
+    for j, value in enumerate(values):
+        if value in values[:j]:
+            i = values.index(value)
+            both = f"{given[i]!r} and {given[j]!r}" if given[i] != given[j] else f"{given[i]!r}, twice"
+            raise CourseError(f"{option} gives the same value twice ({both}): one cell would show as two rows")
+    return values
 
 
 def sweep_from_arguments(args: argparse.Namespace):
@@ -344,30 +389,40 @@ def sweep_from_arguments(args: argparse.Namespace):
     from dataclasses import replace
 
     from peft_course.ablation import (
-        SEED_ALPHAS, SEED_RANKS, CellConfig, alpha_sweep, full_cell, parameter_sweep, prompt_sweep, rank_sweep,
+        FULL_LEARNING_RATE, LORA_LEARNING_RATE, SEED_ALPHAS, SEED_RANKS, CellConfig, alpha_sweep, full_cell,
+        parameter_sweep, prompt_sweep, rank_sweep,
     )
     from peft_course.lm_classification import TEMPLATES
 
-    r = args.r or (128 if args.sweep == "prompt" else 16)  # the seed ran its prompt table at r=128
-    alpha = args.alpha or 4.0 * r
-    base = CellConfig(r=r, alpha=alpha, dropout=args.dropout, learning_rate=args.learning_rate,
-                      targets=tuple(args.targets) if args.targets else None, template=args.template)
-    full = full_cell(base, args.full_learning_rate, args.dropout)
-    values = args.values
-    if values and len(set(values)) < len(values):
-        raise ValueError(f"--values repeats a value: {values}")
-    if args.sweep == "prompt":
-        return prompt_sweep(values or tuple(TEMPLATES), r, alpha, base)
-    if args.sweep == "rank":
-        sweep = rank_sweep(numbers(values, int, "--values") if values else SEED_RANKS, args.alpha_ratio, base, full)
-    elif args.sweep == "alpha":
-        sweep = alpha_sweep(numbers(values, float, "--values") if values else SEED_ALPHAS, r, base, full)
-    elif not values:
-        raise ValueError(f"sweeping {args.sweep} needs --values")
-    elif args.sweep == "targets":  # each value is one comma-separated list of modules
-        sweep = parameter_sweep("targets", [v.split(",") for v in values], base, full)
+    if args.r is not None:
+        r = args.r
     else:
-        sweep = parameter_sweep(args.sweep.replace("-", "_"), numbers(values, float, "--values"), base, full)
+        r = 128 if args.sweep == "prompt" else 16  # the seed ran its prompt table at r=128
+    alpha = 4.0 * r if args.alpha is None else args.alpha
+    learning_rate = LORA_LEARNING_RATE if args.learning_rate is None else args.learning_rate
+    full_learning_rate = FULL_LEARNING_RATE if args.full_learning_rate is None else args.full_learning_rate
+    base = CellConfig(r=r, alpha=alpha, dropout=args.dropout, learning_rate=learning_rate,
+                      targets=tuple(args.targets) if args.targets else None, template=args.template)
+    full = full_cell(base, full_learning_rate, args.dropout)
+    values = args.values
+    if args.sweep == "prompt":
+        return prompt_sweep(check_distinct_values("--values", values, values) if values else tuple(TEMPLATES),
+                            r, alpha, base)
+    if args.sweep == "rank":
+        ranks = check_distinct_values("--values", values, numbers(values, int, "--values")) if values else None
+        sweep = rank_sweep(ranks or SEED_RANKS, args.alpha_ratio, base, full)
+    elif args.sweep == "alpha":
+        alphas = check_distinct_values("--values", values, numbers(values, float, "--values")) if values else None
+        sweep = alpha_sweep(alphas or SEED_ALPHAS, r, base, full)
+    elif not values:
+        raise CourseError(f"sweeping {args.sweep} needs --values")
+    elif args.sweep == "targets":  # each value is one comma-separated list of modules; order does not matter
+        lists = [[m.strip() for m in v.split(",") if m.strip()] for v in values]
+        check_distinct_values("--values", values, [sorted(modules) for modules in lists])
+        sweep = parameter_sweep("targets", lists, base, full)
+    else:
+        grid = check_distinct_values("--values", values, numbers(values, float, "--values"))
+        sweep = parameter_sweep(args.sweep.replace("-", "_"), grid, base, full)
     return replace(sweep, cells=sweep.cells[:-1]) if args.no_full else sweep
 
 
@@ -416,7 +471,7 @@ def add_ablate_command(commands) -> None:
     ablate.add_argument("--seeds", nargs="+", type=int, default=[0],
                         help="training seeds; each cell runs once per seed and reports mean ± std")
     ablate.add_argument("--quick", action="store_true",
-                        help="200 examples a split and 2 epochs: about a CPU minute a sweep on the embedded default")
+                        help="400 examples a split and 3 epochs: about a CPU minute a sweep on the embedded default")
     ablate.add_argument("--output", type=Path, default=Path("runs/ablation"),
                         help="where the tables, plots and cells/ go (default: %(default)s)")
     ablate.add_argument("--fresh", action="store_true", help="retrain cells that already finished")
@@ -424,8 +479,10 @@ def add_ablate_command(commands) -> None:
     group = ablate.add_argument_group("every cell")
     group.add_argument("--epochs", type=int, help="default 3 (2 with --quick)")
     group.add_argument("--batch-size", type=int, default=16)
-    group.add_argument("--learning-rate", type=float, default=5e-3, help="LoRA cells (default: %(default)s)")
-    group.add_argument("--full-learning-rate", type=float, default=1e-3, help="the full fine-tuning row")
+    group.add_argument("--learning-rate", type=float,
+                       help="LoRA cells (default: peft_course.ablation.LORA_LEARNING_RATE, 2e-3 for tiny-gpt2)")
+    group.add_argument("--full-learning-rate", type=float,
+                       help="the full fine-tuning row (default: peft_course.ablation.FULL_LEARNING_RATE, 1e-3)")
     group.add_argument("--no-full", action="store_true", help="leave out the full fine-tuning row")
     group.add_argument("--r", type=int, help="rank where the sweep does not set it (default 16; 128 for prompt)")
     group.add_argument("--alpha", type=float, help="alpha where the sweep does not set it (default 4r)")
@@ -487,14 +544,111 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What `check_arguments` checks, by argparse `dest`, wherever a command has the option.
+POSITIVE_INTEGERS = ("epochs", "batch_size", "max_examples", "eval_every", "r", "n_problems", "max_new_tokens",
+                     "n_train", "n_test", "labels")
+NON_NEGATIVE_INTEGERS = ("seed", "shots")
+POSITIVE_NUMBERS = ("learning_rate", "full_learning_rate", "alpha", "alpha_ratio", "beta", "temperature")
+INTERVALS = {  # dest: (low, high, low_open, high_open)
+    "weight_decay": (0, None, False, False), "dropout": (0, 1, False, True),
+    "test_fraction": (0, 1, True, True), "top_p": (0, 1, True, False),
+}
+
+
+def option_names(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
+    """argparse `dest` -> the option a user types (`max_examples` -> `--max-examples`), for `command`."""
+    subparser = parser._subparsers._group_actions[0].choices[command]
+    return {action.dest: max(action.option_strings, key=len) for action in subparser._actions if action.option_strings}
+
+
+def check_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Check every option's range before a command does any work, naming the option as typed.
+
+    argparse checks types (`--epochs abc`); the ranges are checked here, once for all commands:
+    counts are positive, rates positive, probabilities in range, the device exists, `--output`
+    can be written and `--max-length` fits the model. A command then fails in its first second,
+    before it loads a model or writes a file, instead of after minutes of work or with a
+    traceback from deep inside a library.
+    """
+    names = option_names(parser, args.command)
+    given = {dest: value for dest, value in vars(args).items() if dest in names and value is not None}
+    for dest, value in given.items():
+        option = names[dest]
+        if dest in POSITIVE_INTEGERS:
+            check_positive_int(option, value)
+        elif dest in NON_NEGATIVE_INTEGERS:
+            check_int(option, value, minimum=0)
+        elif dest in POSITIVE_NUMBERS:
+            check_positive_number(option, value)
+        elif dest in INTERVALS:
+            check_number(option, value, *INTERVALS[dest])
+    for seed in given.get("seeds", []):
+        check_int("--seeds", seed, minimum=0)
+    check_distinct("--seeds", given.get("seeds", []))
+    if "label_names" in given:
+        from peft_course.data import check_label_names
+
+        check_label_names(given["label_names"], "--label-names")
+    if "device" in given:
+        from peft_course.training import check_device
+
+        check_device(given["device"])
+    if "output" in given and args.command != "finetune":  # finetune checks its run directory itself
+        check_output_directory(given["output"], "--output")
+    if "model" in given and args.command != "count":  # count's --model names an architecture, not a checkpoint
+        from peft_course.models import model_config
+
+        model_config(given["model"])  # a missing directory or an unreachable hub id fails here, not after work
+    if "max_length" in given and "model" in given:
+        from peft_course.models import check_max_length
+
+        check_max_length(given["max_length"], given["model"], "--max-length")
+    if "max_new_tokens" in given and "model" in given:
+        from peft_course.models import context_length
+
+        limit = context_length(given["model"])
+        if limit is not None and given["max_new_tokens"] >= limit:
+            raise CourseError(f"--max-new-tokens {given['max_new_tokens']} leaves no room for the prompt: the model "
+                              f"'{given['model']}' has {limit} positions; use fewer than {limit}")
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (a library's message inside it may span several)."""
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+
+
+def interrupted_message(args: argparse.Namespace) -> str:
+    """What Ctrl-C left behind, and how to continue: finetune resumes, ablate keeps finished cells."""
+    if args.command == "finetune":
+        checkpoint = finetune_output(args) / "checkpoint"
+        if (checkpoint / "state.json").is_file():
+            return (f"interrupted; the last finished epoch is saved in {checkpoint}: rerun the same command with "
+                    f"--resume to continue from it")
+        return ("interrupted before its first epoch finished, so there is no checkpoint yet: rerun the same "
+                "command (--resume continues a run once an epoch has finished)")
+    if args.command == "ablate":
+        return (f"interrupted; finished cells are kept in {args.output / 'cells'}: rerun the same command to "
+                f"continue (they are reused, and the interrupted cell resumes from its last finished epoch)")
+    return "interrupted"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run the subcommand; known input errors print one line, not a traceback."""
-    args = build_parser().parse_args(argv)
+    """Entry point: run the subcommand; a user's mistake prints one line and returns 2.
+
+    Only `CourseError` is a user's mistake; any other exception is a bug and keeps its
+    traceback. Ctrl-C prints one line saying how to continue and returns 130, as shells do.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
+        check_arguments(args, parser)
         args.handler(args)
-    except (DataError, ModelLoadError, ValueError) as error:
-        print(f"peft-course {args.command}: error: {error}", file=sys.stderr)
+    except CourseError as error:
+        print(f"peft-course {args.command}: error: {one_line(error)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"peft-course {args.command}: {interrupted_message(args)}", file=sys.stderr)
+        return 130
     return 0
 
 

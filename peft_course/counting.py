@@ -27,8 +27,10 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from peft_course.errors import CourseError, check_string_list
 
-class CountingError(ValueError):
+
+class CountingError(CourseError):
     """A width list, rank, convention, model name or target that cannot be counted."""
 
 
@@ -701,6 +703,11 @@ def count_method(method: Method, model: str = "gpt2-small", rank: int = 8,
     _check_choice("method", method, METHODS)
     _check_choice("model", model, MODELS)
     _check_rank(rank)
+    if targets is not None:
+        try:
+            targets = check_string_list("targets", targets, allow_empty=True)
+        except CourseError as error:
+            raise CountingError(str(error)) from None
     if method == "bitfit" and targets:
         raise CountingError("bitfit trains every bias: it takes no targets")
     if model == "mlp":

@@ -10,19 +10,25 @@ Parquet files go through the same checks, so a learner's own data behaves like t
 from __future__ import annotations
 
 import csv
+import json
+import math
+import numbers
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from datasets import Dataset, DatasetDict
 
+from peft_course.errors import CourseError, check_int, check_positive_int, check_string_list, describe
 from peft_course.synthetic import SENTIMENT_LABELS, synthetic_sentiment
 
 SPLITS = ("train", "validation", "test")
 
 
-class DataError(ValueError):
+class DataError(CourseError):
     """Bad data: unknown dataset, missing column, label out of range, empty split, bad file."""
 
 
@@ -119,32 +125,123 @@ def get_spec(name: str) -> DatasetSpec:
     """The registry entry for `name`, or an error listing the known names."""
     try:
         return REGISTRY[name]
-    except KeyError:
+    except (KeyError, TypeError):
         known = ", ".join(sorted(REGISTRY))
         raise DataError(
-            f"unknown dataset '{name}'. Known datasets: {known}; or pass local files with "
+            f"unknown dataset {name!r}. Known datasets: {known}; or pass local files with "
             f"--train-file/--validation-file/--test-file"
         ) from None
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV, TSV, JSON Lines, JSON or Parquet file into a DataFrame, by its extension."""
+# --- reading a local file ---------------------------------------------------------------------
+# Every frame this module checks is indexed by where its rows are in the source, counted from 1:
+# the line of a CSV/TSV (the header is line 1) or JSON Lines file, the row of a Parquet file or
+# of a hub split. Messages quote that number, so a user can open the file at the bad row.
+
+SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".pq")
+
+
+def row_unit(path: str | Path) -> str:
+    """What a row number of this file counts: `line` (CSV, TSV, JSONL), `record` (JSON), `row` (Parquet)."""
+    suffix = Path(path).suffix.lower()
+    return {".parquet": "row", ".pq": "row", ".json": "record"}.get(suffix, "line")
+
+
+def read_table(path: str | Path, text_columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Read a CSV, TSV, JSON Lines, JSON or Parquet file into a DataFrame, by its extension.
+
+    The index holds each row's place in the file (see `row_unit`), counted from 1. In a CSV/TSV
+    only an empty cell is missing (the text "NA" stays text), and `text_columns` are read as
+    strings, so a review that is a number ("10") is not turned into one.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"cannot read '{path}': it is a directory, not a file")
     if not path.is_file():
         raise DataError(f"cannot read '{path}': no such file")
     suffix = path.suffix.lower()
+    if suffix not in SUFFIXES:
+        raise DataError(f"cannot read '{path}': unknown extension '{suffix}' (use .csv, .tsv, .jsonl, .json or .parquet)")
+    if suffix not in (".parquet", ".pq") and _is_blank(path):
+        raise DataError(f"cannot read '{path}': the file is empty")
+    if suffix == ".jsonl":
+        try:
+            return _read_jsonl(path)
+        except UnicodeDecodeError as error:
+            raise DataError(f"cannot read '{path}': not UTF-8 text ({error.reason} at byte {error.start})") from None
     try:
-        if suffix == ".csv":
-            return pd.read_csv(path)
-        if suffix == ".tsv":  # GLUE's TSVs contain bare quotes: split on tabs only
-            return pd.read_csv(path, sep="\t", quoting=csv.QUOTE_NONE)
-        if suffix in (".jsonl", ".json"):
-            return pd.read_json(path, lines=suffix == ".jsonl")
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path)
-    except Exception as error:  # pandas raises many types; the message says which file
-        raise DataError(f"cannot read '{path}': {type(error).__name__}: {error}") from error
-    raise DataError(f"cannot read '{path}': unknown extension '{suffix}' (use .csv, .tsv, .jsonl, .json or .parquet)")
+        if suffix in (".csv", ".tsv"):
+            return _read_delimited(path, text_columns)
+        if suffix == ".json":
+            frame = pd.read_json(path)
+        else:
+            frame = pd.read_parquet(path)
+    except Exception as error:  # pandas and pyarrow raise many types; the message says which file
+        raise DataError(f"cannot read '{path}': {type(error).__name__}: {_first_line(error)}") from error
+    frame.index = range(1, len(frame) + 1)
+    return frame
+
+
+def _is_blank(path: Path, probe: int = 1 << 16) -> bool:
+    """True if the file holds nothing but whitespace (only its first `probe` bytes are read)."""
+    with open(path, "rb") as handle:
+        start = handle.read(probe)
+    return len(start) < probe and not start.strip()
+
+
+def _first_line(error: Exception) -> str:
+    """The first line of an exception's message (library messages can run over many lines)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _read_delimited(path: Path, text_columns: tuple[str, ...]) -> pd.DataFrame:
+    """A CSV or TSV file, indexed by the line each record starts on (quoted fields may span lines)."""
+    tsv = path.suffix.lower() == ".tsv"
+    options = {"sep": "\t", "quoting": csv.QUOTE_NONE} if tsv else {}  # GLUE's TSVs hold bare quotes
+    frame = pd.read_csv(path, dtype={c: str for c in text_columns}, keep_default_na=False, na_values=[""], **options)
+    lines = _record_lines(path, "\t" if tsv else ",", csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
+    frame.index = lines if len(lines) == len(frame) else range(2, len(frame) + 2)
+    return frame
+
+
+def _record_lines(path: Path, delimiter: str, quoting: int) -> list[int]:
+    """The line on which each data record of a CSV/TSV starts, skipping blank lines as pandas does."""
+    lines: list[int] = []
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
+            start = 1
+            for record in reader:
+                if record and not (len(record) == 1 and not record[0].strip()):
+                    lines.append(start)
+                start = reader.line_num + 1
+    except (csv.Error, UnicodeDecodeError):
+        return []
+    return lines[1:]  # the first record is the header
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    """A JSON Lines file read line by line, so that a bad line is named by its number."""
+    rows, lines = [], []
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(f"{path}, line {number}: not valid JSON ({error.msg} at column {error.colno})"
+                                ) from None
+            if isinstance(row, list):
+                raise DataError(f"{path}, line {number}: a JSON array, not an object; a .jsonl file holds one "
+                                f"JSON object per line (an array of objects belongs in a .json file)")
+            if not isinstance(row, dict):
+                raise DataError(f"{path}, line {number}: {describe(row)} is not a JSON object "
+                                f"(a .jsonl file holds one object per line)")
+            rows.append(row)
+            lines.append(number)
+    return pd.DataFrame(rows, index=lines)
 
 
 def _rename_columns(frame: pd.DataFrame, columns: dict[str, str], where: str) -> pd.DataFrame:
@@ -155,35 +252,122 @@ def _rename_columns(frame: pd.DataFrame, columns: dict[str, str], where: str) ->
             f"{where}: missing column(s) {missing}; the columns are {list(frame.columns)}. "
             f"Name the right ones with --text-column/--label-column"
         )
-    return pd.DataFrame({role: frame[source] for role, source in columns.items()})
+    return pd.DataFrame({role: frame[source] for role, source in columns.items()}, index=frame.index)
 
 
-def encode_labels(frame: pd.DataFrame, label_names: list[str], where: str) -> pd.DataFrame:
-    """Turn labels into integers in `0..len(label_names)-1`, or say which row is wrong.
+# --- checking every row -----------------------------------------------------------------------
 
-    String labels are looked up in `label_names`; integer labels are checked against its
-    length. A label outside the range is an error rather than a silent extra class.
+def _is_missing(value: Any) -> bool:
+    """None, a float NaN (pandas' marker for an empty cell) or `pd.NA` (a nullable column's)."""
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def _show(value: Any) -> str:
+    """A cell as a message quotes it: numbers bare (no `np.int64(...)`), anything else as `describe` does."""
+    if isinstance(value, (numbers.Number, np.generic)) and not isinstance(value, (bool, np.bool_)):
+        return str(value)
+    return describe(value).removeprefix("the string ")
+
+
+def check_texts(frame: pd.DataFrame, columns: dict[str, str], where: str, unit: str = "row") -> None:
+    """Every `text` (and `text_pair`) cell must be a non-blank string; else name the first bad row.
+
+    `columns` maps the course's roles to the source's column names, which the message uses.
     """
+    for role in ("text", "text_pair"):
+        if role not in frame.columns:
+            continue
+        name = columns.get(role, role)
+        for index, value in frame[role].items():
+            if _is_missing(value):
+                problem = f"no {name!r}"
+            elif not isinstance(value, str):
+                problem = f"{name!r} holds {_show(value)}, not text"
+            elif not value.strip():
+                problem = f"{name!r} is blank"
+            else:
+                continue
+            raise DataError(f"{where}, {unit} {index}: {problem}")
+
+
+def whole_number(value: Any) -> int | None:
+    """`value` as an int if it is a whole number: 3, 3.0, "3" (a number stored as text); else None."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+        return int(value)
+    return None
+
+
+def label_id(value: Any, label_names: list[str]) -> int:
+    """The label id in `0..len(label_names)-1` that a cell stands for, or a `DataError` saying why none.
+
+    A string is first looked up among the label names; a whole number (also one stored as
+    text, as Parquet and JSON files sometimes do) is the id itself. A fraction such as 0.5 is
+    refused rather than truncated, and so is a bool.
+    """
+    count = len(label_names)
+    if _is_missing(value):
+        raise DataError("no label")
+    if isinstance(value, str) and value.strip() in label_names:
+        return label_names.index(value.strip())
+    number = whole_number(value)
+    if number is not None:
+        if 0 <= number < count:
+            return number
+        raise DataError(f"label {_show(value)} is outside 0..{count - 1} ({count} labels: {label_names})")
+    if isinstance(value, str):
+        raise DataError(f"label {value!r} is not one of the label names {label_names}")
+    if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
+        raise DataError(f"label {_show(value)} is not a whole number (labels are 0..{count - 1} or the names "
+                        f"{label_names})")
+    raise DataError(f"label {describe(value)} is not a label id or name")
+
+
+def encode_labels(frame: pd.DataFrame, label_names: list[str], where: str, unit: str = "row") -> pd.DataFrame:
+    """Turn every label into an integer in `0..len(label_names)-1`, or name the first bad row.
+
+    The index of `frame` is the rows' place in the source (`where`), so the message points at
+    the file's line. A label outside the range is an error rather than a silent extra class.
+    """
+    ids = []
+    for index, value in frame["label"].items():
+        try:
+            ids.append(label_id(value, label_names))
+        except DataError as error:
+            raise DataError(f"{where}, {unit} {index}: {error}") from None
     frame = frame.copy()
-    labels = frame["label"]
-    if labels.isna().any():
-        raise DataError(f"{where}: row {int(labels.isna().to_numpy().argmax())} has no label")
-    if labels.map(lambda v: isinstance(v, str)).any():
-        index = {name: i for i, name in enumerate(label_names)}
-        unknown = sorted({v for v in labels if v not in index}, key=str)
-        if unknown:
-            raise DataError(f"{where}: label(s) {unknown[:5]} are not among the label names {label_names}")
-        frame["label"] = labels.map(index)
-    frame["label"] = frame["label"].astype("int64")
-    bad = frame.index[(frame["label"] < 0) | (frame["label"] >= len(label_names))]
-    if len(bad):
-        row = int(bad[0])
-        raise DataError(
-            f"{where}: label {int(frame['label'][row])} in row {row} is outside 0..{len(label_names) - 1} "
-            f"({len(label_names)} labels: {label_names})"
-        )
+    frame["label"] = np.array(ids, dtype="int64")
     return frame
 
+
+def infer_label_names(labels: pd.Series) -> list[str]:
+    """Label names for data that names none: "0".."max" for whole numbers, else the sorted strings."""
+    values = [v for v in labels if not _is_missing(v)]
+    numbers_ = [whole_number(v) for v in values]
+    if values and all(n is not None for n in numbers_):
+        return [str(i) for i in range(max(max(numbers_), 0) + 1)]
+    return sorted({v.strip() for v in values if isinstance(v, str) and whole_number(v) is None})
+
+
+def check_label_names(label_names: Any, what: str = "label_names") -> list[str]:
+    """A list of distinct, non-blank strings (two equal names would make two classes one)."""
+    names = check_string_list(what, label_names)
+    blank = [i for i, name in enumerate(names, start=1) if not name.strip()]
+    if blank:
+        raise DataError(f"{what}: label name {blank[0]} is blank: {names}")
+    stripped = [name.strip() for name in names]
+    for i, name in enumerate(stripped):
+        if name in stripped[:i]:
+            raise DataError(f"{what} repeats {name!r}: {names}; each class needs its own name")
+    return stripped
+
+
+# --- splitting --------------------------------------------------------------------------------
 
 def _check_not_empty(splits: dict[str, pd.DataFrame], source: str) -> None:
     for split, frame in splits.items():
@@ -192,27 +376,44 @@ def _check_not_empty(splits: dict[str, pd.DataFrame], source: str) -> None:
 
 
 def _carve_missing_splits(
-    frames: dict[str, pd.DataFrame], fraction: float, seed: int
+    frames: dict[str, pd.DataFrame], fraction: float, seed: int, source: str = "train"
 ) -> dict[str, pd.DataFrame]:
-    """Fill a missing validation or test split with a seeded slice of train."""
+    """Fill a missing validation or test split with a seeded slice of train (`source` names it)."""
     frames = dict(frames)
+    rows = len(frames["train"])
     for split in ("validation", "test"):
         if split not in frames:
             train = frames["train"].sample(frac=1.0, random_state=seed).reset_index(drop=True)
             n = max(1, int(round(len(train) * fraction)))
             if n >= len(train):
-                raise DataError(f"train has {len(train)} rows: too few to carve a {split} split from")
+                raise DataError(
+                    f"{source} has {rows} row(s): too few to carve a {split} split ({fraction:.0%}, at least "
+                    f"one row) from it and keep rows to train on; add rows or give a {split} file")
             frames[split], frames["train"] = train.iloc[:n], train.iloc[n:]
     return {split: frames[split].reset_index(drop=True) for split in SPLITS}
 
 
 def _finish(
     name: str, frames: dict[str, pd.DataFrame], label_names: list[str], seed: int,
-    max_examples: int | None,
+    max_examples: int | None, sources: dict[str, tuple[str, str]],
 ) -> ClassificationData:
-    frames = _carve_missing_splits(frames, fraction=0.1, seed=seed)
+    """Check every row of every given split, then carve, subsample and convert to `datasets`.
+
+    `sources` maps each split to `(where, unit)` for messages: the file and what its row
+    numbers count. Rows are checked before the split is carved, so a message names the
+    file's own line, not a row of a shuffled slice.
+    """
+    checked = {}
+    for split, frame in frames.items():
+        where, unit = sources[split]
+        if len(frame) == 0:
+            raise DataError(f"{where} holds no rows: the {split} split would be empty")
+        checked[split] = encode_labels(frame, label_names, where, unit)
+    if len(label_names) < 2:
+        raise DataError(f"{sources['train'][0]}: the labels name only {len(label_names)} class {label_names}: "
+                        f"a classifier needs at least two; name every class with --label-names")
+    frames = _carve_missing_splits(checked, fraction=0.1, seed=seed, source=sources["train"][0])
     _check_not_empty(frames, name)
-    frames = {s: encode_labels(f, label_names, f"{name} [{s}]") for s, f in frames.items()}
     if max_examples is not None:  # a seeded subsample, for quick runs on a CPU
         frames = {
             s: f.sample(n=min(max_examples, len(f)), random_state=seed).reset_index(drop=True)
@@ -231,10 +432,17 @@ def _hub_frames(spec: DatasetSpec) -> dict[str, pd.DataFrame]:
     except Exception as error:  # connection, offline mode, missing repo: all mean "not available"
         raise DataError(
             f"could not load '{spec.name}' from the hub ({spec.hub_id}): {type(error).__name__}: "
-            f"{str(error).splitlines()[0] if str(error) else ''}. Offline, pass local files "
+            f"{_first_line(error)}. Offline, pass local files "
             f"(--train-file/--validation-file/--test-file) or use --dataset synthetic-sentiment"
         ) from error
     return {ours: remote[theirs].to_pandas() for ours, theirs in spec.hub_splits.items()}
+
+
+def _numbered(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with its rows numbered from 1, as messages count them."""
+    frame = frame.reset_index(drop=True)
+    frame.index = range(1, len(frame) + 1)
+    return frame
 
 
 def load_classification_data(
@@ -254,9 +462,25 @@ def load_classification_data(
 
     With `train_file`, the files are read instead of the hub; `name` then only supplies the
     default column names and label names (so `name="rte", train_file=...` reads a local RTE
-    copy). A missing validation or test file is carved from train (10%, seeded). Labels may be
-    integers or the strings in `label_names`; without label names, string labels are sorted.
+    copy), and the data is named after the training file. A missing validation or test file is
+    carved from train (10%, seeded). Every row of every file is checked first: the text must be
+    a non-blank string, the label a label name or a whole number in range (a number stored as
+    text, "1", counts as the number; 0.5 is refused). Without label names, string labels are
+    sorted and whole-number labels are named "0".."max".
     """
+    if not isinstance(name, str):
+        raise DataError(f"the dataset name must be a string, got {describe(name)}")
+    if train_file is None and (validation_file is not None or test_file is not None):
+        given = "validation_file" if validation_file is not None else "test_file"
+        raise DataError(f"{given} is given without train_file: local validation and test files go with a "
+                        f"local training file (--train-file), and would otherwise be ignored")
+    if max_examples is not None:
+        check_positive_int("max_examples", max_examples)
+    check_int("seed", seed, minimum=0)
+    for option, value in (("text_column", text_column), ("text_pair_column", text_pair_column),
+                          ("label_column", label_column)):
+        if value is not None and not isinstance(value, str):
+            raise DataError(f"{option} must be a column name (a string), got {describe(value)}")
     spec = get_spec(name) if name in REGISTRY or train_file is None else None
     if spec is not None and spec.task != "classification":
         raise DataError(f"'{name}' is a {spec.task} dataset, not a classification one")
@@ -267,31 +491,34 @@ def load_classification_data(
         columns["label"] = label_column
     if text_pair_column:
         columns["text_pair"] = text_pair_column
-    names = list(label_names) if label_names else list(spec.label_names) if spec else None
+    names = (check_label_names(label_names) if label_names is not None
+             else list(spec.label_names) if spec and spec.label_names else None)
 
     if train_file is not None:
         files = {"train": train_file, "validation": validation_file, "test": test_file}
-        frames = {s: _rename_columns(read_table(p), columns, str(p)) for s, p in files.items() if p}
-        source = Path(train_file).stem if spec is None else name
+        text_columns = tuple(columns[r] for r in ("text", "text_pair") if r in columns)
+        frames, sources = {}, {}
+        for split, path in files.items():
+            if path is None:
+                continue
+            frame = _rename_columns(read_table(path, text_columns), columns, str(path))
+            check_texts(frame, columns, str(path), row_unit(path))
+            frames[split], sources[split] = frame, (str(path), row_unit(path))
+        source = Path(train_file).name
     elif spec.hub_id is None:  # synthetic-sentiment
         generated = synthetic_sentiment(seed=seed)
-        frames = {s: pd.DataFrame([e.__dict__ for e in rows]) for s, rows in generated.items()}
+        frames = {s: _numbered(pd.DataFrame([e.__dict__ for e in rows])) for s, rows in generated.items()}
+        sources = {s: (f"{name} [{s}]", "row") for s in frames}
         source = name
     else:
-        frames = {s: _rename_columns(f, columns, f"{name} [{s}]") for s, f in _hub_frames(spec).items()}
+        frames = {s: _numbered(_rename_columns(f, columns, f"{name} [{s}]")) for s, f in _hub_frames(spec).items()}
+        sources = {s: (f"{name} [{s}]", "row") for s in frames}
+        for split, frame in frames.items():
+            check_texts(frame, columns, *sources[split])
         source = name
     if names is None:
-        names = _infer_label_names(frames["train"]["label"])
-    return _finish(source, frames, names, seed, max_examples)
-
-
-def _infer_label_names(labels: pd.Series) -> list[str]:
-    """Label names for a local file that names none: sorted strings, or "0".."max"."""
-    if labels.map(lambda v: isinstance(v, str)).any():
-        return sorted(set(labels.astype(str)))
-    if len(labels) == 0:
-        return []
-    return [str(i) for i in range(int(labels.max()) + 1)]
+        names = infer_label_names(frames["train"]["label"])
+    return _finish(source, frames, names, seed, max_examples, sources)
 
 
 def tokenize(
@@ -304,8 +531,7 @@ def tokenize(
     attended token, not padding; when the pair is too long the first text is cut, so the
     second (the hypothesis, the question) stays whole.
     """
-    if max_length < 2:
-        raise ValueError(f"max_length must be at least 2, got {max_length}")
+    check_int("max_length", max_length, minimum=2)
 
     def encode(batch: dict[str, list]) -> dict[str, list]:
         if "text_pair" not in batch:

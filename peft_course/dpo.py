@@ -29,6 +29,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from peft_course.errors import (
+    CourseError, check_int, check_number, check_positive_int, check_positive_number, describe,
+)
+from peft_course.files import atomic_write_text, replacing
 from peft_course.synthetic import INTENSIFIERS, NEGATIVE_ADJECTIVES, POSITIVE_ADJECTIVES, SUBJECTS
 
 REQUIRED_FIELDS = ("prompt", "chosen", "rejected")
@@ -38,7 +42,7 @@ if TYPE_CHECKING:  # `datasets` is imported where it is used: the loss functions
 METRIC_KEYS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins")
 
 
-class PreferenceDataError(ValueError):
+class PreferenceDataError(CourseError):
     """Preference pairs that DPO cannot use: a missing field, an empty or non-text completion."""
 
 
@@ -50,27 +54,35 @@ def check_pairs(rows: Iterable[dict[str, Any]], source: str = "the data") -> lis
     """Return the rows as `{"prompt", "chosen", "rejected"}` dicts, or say what is wrong.
 
     The prompt may be empty (an unconditional preference); a completion may not, because an
-    empty completion has log-probability 0 under every model and carries no preference.
+    empty completion has log-probability 0 under every model and carries no preference. Rows
+    are counted from 1 in messages.
     """
-    pairs = []
-    for i, row in enumerate(rows):
-        missing = [name for name in REQUIRED_FIELDS if name not in row]
-        if missing:
-            raise PreferenceDataError(
-                f"{source}: row {i} has no {', '.join(repr(m) for m in missing)} field "
-                f"(a preference pair needs 'prompt', 'chosen' and 'rejected'; it has {sorted(row)})")
-        for name in REQUIRED_FIELDS:
-            if not isinstance(row[name], str):
-                raise PreferenceDataError(
-                    f"{source}: row {i}: '{name}' must be text, got {type(row[name]).__name__} "
-                    f"(conversational pairs are not handled by this chapter)")
-        for name in ("chosen", "rejected"):
-            if not row[name].strip():
-                raise PreferenceDataError(f"{source}: row {i}: the '{name}' completion is empty")
-        pairs.append({name: row[name] for name in REQUIRED_FIELDS})
+    if isinstance(rows, (str, bytes)):
+        raise PreferenceDataError(f"{source}: expected preference pairs (dicts), got {describe(rows)}")
+    pairs = [check_pair(row, f"{source}: row {i}") for i, row in enumerate(rows, start=1)]
     if not pairs:
         raise PreferenceDataError(f"{source}: no preference pairs")
     return pairs
+
+
+def check_pair(row: Any, where: str) -> dict[str, str]:
+    """One row as `{"prompt", "chosen", "rejected"}`, or a `PreferenceDataError` naming `where` it is."""
+    if not isinstance(row, dict):
+        raise PreferenceDataError(f"{where} is {describe(row)}, not an object with 'prompt', 'chosen' and 'rejected'")
+    missing = [name for name in REQUIRED_FIELDS if name not in row]
+    if missing:
+        raise PreferenceDataError(
+            f"{where} has no {', '.join(repr(m) for m in missing)} field "
+            f"(a preference pair needs 'prompt', 'chosen' and 'rejected'; it has {sorted(row)})")
+    for name in REQUIRED_FIELDS:
+        if not isinstance(row[name], str):
+            raise PreferenceDataError(
+                f"{where}: '{name}' must be text, got {type(row[name]).__name__} "
+                f"(conversational pairs are not handled by this chapter)")
+    for name in ("chosen", "rejected"):
+        if not row[name].strip():
+            raise PreferenceDataError(f"{where}: the '{name}' completion is empty")
+    return {name: row[name] for name in REQUIRED_FIELDS}
 
 
 def load_preference_jsonl(path: str | Path) -> Dataset:
@@ -78,16 +90,25 @@ def load_preference_jsonl(path: str | Path) -> Dataset:
     from datasets import Dataset
 
     path = Path(path)
+    if path.is_dir():
+        raise PreferenceDataError(f"cannot read '{path}': it is a directory, not a file")
     if not path.is_file():
-        raise PreferenceDataError(f"no such file: '{path}'")
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        raise PreferenceDataError(f"cannot read '{path}': no such file")
+    pairs = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise PreferenceDataError(f"cannot read '{path}': not UTF-8 text ({error.reason})") from None
+    for number, line in enumerate(lines, start=1):
         if line.strip():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as error:
-                raise PreferenceDataError(f"{path}: line {number} is not JSON ({error})") from error
-    return Dataset.from_list(check_pairs(rows, str(path)))
+                raise PreferenceDataError(f"{path}: line {number} is not JSON ({error})") from None
+            pairs.append(check_pair(row, f"{path}: line {number}"))
+    if not pairs:
+        raise PreferenceDataError(f"{path}: no preference pairs (the file is empty)")
+    return Dataset.from_list(pairs)
 
 
 def load_preference_hub(name: str, split: str = "train", limit: int | None = None) -> Dataset:
@@ -134,9 +155,10 @@ def film_preferences(n_train: int = 256, n_test: int = 64, seed: int = 0, prefer
     from datasets import Dataset, DatasetDict
 
     if prefer not in ("positive", "negative"):
-        raise ValueError(f"prefer must be 'positive' or 'negative', got {prefer!r}")
-    if n_train < 1 or n_test < 1:
-        raise ValueError(f"n_train and n_test must be at least 1, got {n_train} and {n_test}")
+        raise CourseError(f"prefer must be 'positive' or 'negative', got {prefer!r}")
+    check_positive_int("n_train", n_train)
+    check_positive_int("n_test", n_test)
+    check_int("seed", seed, minimum=0)
     rng, seen, pairs = random.Random(seed), set(), []
     while len(pairs) < n_train + n_test:
         pair = film_pair(rng, prefer)
@@ -150,10 +172,13 @@ def film_preferences(n_train: int = 256, n_test: int = 64, seed: int = 0, prefer
 
 def split_pairs(dataset: Dataset, test_fraction: float = 0.2, seed: int = 0) -> DatasetDict:
     """Hold out a fraction of a file's pairs as `test`."""
-    if not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
+    check_number("test_fraction", test_fraction, 0, 1, low_open=True, high_open=True)
     if len(dataset) < 2:
         raise PreferenceDataError(f"need at least 2 pairs to hold some out, got {len(dataset)}")
+    held_out = math.ceil(test_fraction * len(dataset))  # how `train_test_split` rounds
+    if held_out >= len(dataset):
+        raise PreferenceDataError(f"test_fraction {test_fraction:g} of {len(dataset)} pairs holds out "
+                                  f"{held_out}, leaving none to train on")
     return dataset.train_test_split(test_size=test_fraction, seed=seed)
 
 
@@ -249,8 +274,8 @@ def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, referen
 
 def check_beta(beta: float) -> None:
     """`beta` scales the KL penalty: it must be a positive, finite number."""
-    if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
-        raise ValueError(f"beta must be a positive number (it weights the KL penalty), got {beta!r}")
+    if isinstance(beta, bool) or not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
+        raise CourseError(f"beta must be a positive number (it weights the KL penalty), got {beta!r}")
 
 
 @torch.no_grad()
@@ -269,7 +294,7 @@ def reference_logprobs(policy: torch.nn.Module, reference: torch.nn.Module | Non
     if reference is not None:
         return pair_logprobs(reference, batch)
     if not hasattr(policy, "disable_adapter"):
-        raise ValueError("no reference model given, and the policy has no adapters to switch off")
+        raise CourseError("no reference model given, and the policy has no adapters to switch off")
     with policy.disable_adapter():
         return pair_logprobs(policy, batch)
 
@@ -333,11 +358,18 @@ class DPORunConfig:
     max_length: int = 128
 
     def __post_init__(self) -> None:
+        """Check every field's type and range, so a bad value fails before a model is loaded."""
         check_beta(self.beta)
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be at least 1, got {self.epochs} and {self.batch_size}")
+        check_positive_number("learning_rate", self.learning_rate)
+        check_positive_int("epochs", self.epochs)
+        check_positive_int("batch_size", self.batch_size)
+        if not isinstance(self.lora, bool):
+            raise CourseError(f"lora must be True or False, got {describe(self.lora)}")
+        check_positive_int("the LoRA rank r", self.r)
+        check_positive_number("alpha", self.alpha)
+        check_int("seed", self.seed, minimum=0)
+        check_positive_int("logging_steps", self.logging_steps)
+        check_int("max_length", self.max_length, minimum=2)
 
 
 # --8<-- [start:dpo_config]
@@ -528,10 +560,10 @@ def plot_rewards(history: Sequence[dict[str, float]], path: str | Path, title: s
 def save_run(run: DPORun, output: str | Path, title: str = "") -> tuple[Path, Path]:
     """Write `metrics.json` (config, before/after, logged history) and `rewards.png`."""
     output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    metrics = output / "metrics.json"
-    metrics.write_text(json.dumps(run.as_dict(), indent=1))
-    return metrics, plot_rewards(run.history, output / "rewards.png", title)
+    metrics = atomic_write_text(output / "metrics.json", json.dumps(run.as_dict(), indent=1))
+    with replacing(output / "rewards.png") as temporary:  # never a half-written plot beside the metrics
+        plot_rewards(run.history, temporary, title)
+    return metrics, output / "rewards.png"
 
 
 def before_after_table(run: DPORun) -> str:

@@ -29,7 +29,10 @@ from torch import nn
 
 from peft_course.counting import count_parameters
 from peft_course.data import ClassificationData, tokenize
-from peft_course.models import load_model
+from peft_course.errors import (
+    CourseError, check_int, check_number, check_positive_int, check_positive_number, check_string_list, describe,
+)
+from peft_course.models import check_max_length, load_model
 from peft_course.qlora import QLORA_LEARNING_RATE, load_qlora_model, prepare_qlora
 from peft_course.training import TrainConfig, TrainResult, evaluate, load_trainable_state, train
 
@@ -44,7 +47,7 @@ def head_parameter_names(model: nn.Module) -> list[str]:
     prefix = getattr(model, "base_model_prefix", "") + "."
     names = [n for n, _ in model.named_parameters() if not n.startswith(prefix)]
     if not names:
-        raise ValueError(f"{type(model).__name__} has no parameters outside its backbone: no head to train")
+        raise CourseError(f"{type(model).__name__} has no parameters outside its backbone: no head to train")
     return names
 
 
@@ -79,22 +82,43 @@ def prepare_lora(
     A language model that classifies through its label words has no new head:
     `task_type=TaskType.CAUSAL_LM` (see `peft_course.lm_classification`).
     """
-    if r <= 0:
-        raise ValueError(f"LoRA rank r must be positive, got r={r}")
-    if alpha <= 0:
-        raise ValueError(f"LoRA alpha must be positive, got alpha={alpha}")
-    if not 0 <= dropout < 1:
-        raise ValueError(f"LoRA dropout must be in [0, 1), got dropout={dropout}")
+    check_lora_options(r=r, alpha=alpha, dropout=dropout, targets=targets, bias=bias,
+                       modules_to_save=modules_to_save, use_rslora=use_rslora)
     config = LoraConfig(
         task_type=task_type, r=r, lora_alpha=alpha, lora_dropout=dropout,
-        target_modules=targets, bias=bias, modules_to_save=modules_to_save, use_rslora=use_rslora,
+        target_modules=list(targets) if targets is not None else None, bias=bias,
+        modules_to_save=list(modules_to_save) if modules_to_save is not None else None, use_rslora=use_rslora,
     )
     try:
         with warnings.catch_warnings():  # peft sets fan_in_fan_out=True for GPT-2's Conv1D itself
             warnings.filterwarnings("ignore", message="fan_in_fan_out is set to False")
             return get_peft_model(model, config)
     except ValueError as error:  # e.g. "Target modules {...} not found in the base model"
-        raise ValueError(f"cannot apply LoRA with targets={targets}: {error}") from error
+        raise CourseError(f"cannot apply LoRA with targets={targets}: {str(error).splitlines()[0]}") from error
+
+
+def check_lora_options(
+    r: Any = 8, alpha: Any = 16.0, dropout: Any = 0.0, targets: Any = None, bias: Any = "none",
+    modules_to_save: Any = None, use_rslora: Any = False, trainable: Any = None,
+    gradient_checkpointing: Any = True,
+) -> None:
+    """Refuse LoRA settings of the wrong type or range, naming the one that is wrong.
+
+    The rank is a whole number (8.5 and True are refused), alpha is positive, dropout is a
+    probability below 1, and the module lists are lists, since a single string such as
+    `targets="c_attn"` would otherwise be read letter by letter.
+    """
+    check_positive_int("the LoRA rank r", r)
+    check_positive_number("alpha", alpha)
+    check_number("dropout", dropout, 0, 1, high_open=True)
+    for name, value in (("targets", targets), ("modules_to_save", modules_to_save), ("trainable", trainable)):
+        if value is not None:
+            check_string_list(name, value)
+    if bias not in ("none", "all", "lora_only"):
+        raise CourseError(f"bias must be 'none', 'all' or 'lora_only', got {describe(bias)}")
+    for name, value in (("use_rslora", use_rslora), ("gradient_checkpointing", gradient_checkpointing)):
+        if not isinstance(value, bool):
+            raise CourseError(f"{name} must be True or False, got {describe(value)}")
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
@@ -122,15 +146,19 @@ class Method:
     label: str = ""
     learning_rate: float = 5e-4
     load: Callable[..., tuple[nn.Module, Any]] = load_model  # QLoRA quantizes while loading
+    options: tuple[str, ...] = ()  # the keyword options `prepare` takes
 
 
+PEFT_OPTIONS = ("r", "alpha", "dropout", "targets", "bias", "modules_to_save", "use_rslora")
 METHODS: dict[str, Method] = {
     "head": Method(prepare_head_only, label="head only", learning_rate=2e-2),
-    "lora": Method(prepare_lora, label="LoRA (peft)", learning_rate=5e-3),
-    "lora-scratch": Method(prepare_lora_scratch, label="LoRA (from scratch)", learning_rate=5e-3),
-    "merged": Method(prepare_lora, merge_lora, label="merged LoRA", learning_rate=5e-3),
+    "lora": Method(prepare_lora, label="LoRA (peft)", learning_rate=5e-3, options=PEFT_OPTIONS),
+    "lora-scratch": Method(prepare_lora_scratch, label="LoRA (from scratch)", learning_rate=5e-3,
+                           options=("r", "alpha", "dropout", "targets", "trainable", "use_rslora")),
+    "merged": Method(prepare_lora, merge_lora, label="merged LoRA", learning_rate=5e-3, options=PEFT_OPTIONS),
     "full": Method(prepare_full, label="full fine-tuning", learning_rate=1e-3),
-    "qlora": Method(prepare_qlora, label="QLoRA (NF4)", learning_rate=QLORA_LEARNING_RATE, load=load_qlora_model),
+    "qlora": Method(prepare_qlora, label="QLoRA (NF4)", learning_rate=QLORA_LEARNING_RATE, load=load_qlora_model,
+                    options=("r", "alpha", "dropout", "targets", "gradient_checkpointing")),
 }
 
 
@@ -138,12 +166,28 @@ def get_method(name: str) -> Method:
     """The method called `name`, or an error listing the known ones."""
     try:
         return METHODS[name]
-    except KeyError:
-        raise ValueError(f"unknown method '{name}': choose one of {sorted(METHODS)}") from None
+    except (KeyError, TypeError):
+        raise CourseError(f"unknown method {name!r}: choose one of {sorted(METHODS)}") from None
+
+
+def check_method_options(method: str, options: dict[str, Any]) -> None:
+    """Refuse options `method` does not take, or values its `prepare` would refuse, before any work.
+
+    Checked up front, a bad `--r` or a misspelt option fails before the model is loaded or
+    anything is written, not after the untrained model has been evaluated.
+    """
+    accepted = get_method(method).options
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        takes = f"it takes {', '.join(accepted)}" if accepted else "it takes none"
+        raise CourseError(f"method {method!r} has no option(s) {', '.join(unknown)}: {takes}")
+    if accepted:
+        check_lora_options(**options)
 
 
 def prepare(model: nn.Module, method: str, **options: Any) -> nn.Module:
     """Apply `method` to `model` (see `METHODS`) and return the model to train."""
+    check_method_options(method, options)
     return get_method(method).prepare(model, **options)
 
 
@@ -151,7 +195,7 @@ def check_label_count(model: nn.Module, data: ClassificationData) -> None:
     """Refuse a model whose head has a different number of labels than the data."""
     num_labels = getattr(model.config, "num_labels", None)
     if num_labels is not None and num_labels != data.num_labels:
-        raise ValueError(
+        raise CourseError(
             f"the model's classification head has {num_labels} labels but '{data.name}' has "
             f"{data.num_labels} ({data.label_names})"
         )
@@ -193,9 +237,17 @@ def finetune(
     counts are taken before any merge, i.e. what the method trains.
     """
     spec = get_method(method)
+    check_method_options(method, method_options)
+    if not isinstance(data, ClassificationData):
+        raise CourseError(f"data must be a ClassificationData (see peft_course.data.load_classification_data), "
+                          f"got {describe(data)}")
     config = config or TrainConfig(learning_rate=spec.learning_rate)
+    if not isinstance(config, TrainConfig):
+        raise CourseError(f"config must be a TrainConfig, got {describe(config)}")
+    check_int("max_length", max_length, minimum=2)
     model, tokenizer = spec.load(model_name, "classification", data.num_labels, data.label_names, seed=config.seed)
     check_label_count(model, data)
+    check_max_length(max_length, model)
     tokenized = tokenize(data, tokenizer, max_length)
     untrained = evaluate(model, tokenized["test"], tokenizer, device=config.device)
     model = spec.prepare(model, **method_options)

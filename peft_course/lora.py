@@ -33,13 +33,16 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from peft_course.counting import count_parameters
+from peft_course.errors import (
+    CourseError, check_number, check_positive_int, check_positive_number, check_string_list, describe,
+)
 
 ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 GPT2_TARGETS = ("c_attn", "attn.c_proj", "c_fc", "mlp.c_proj")
 
 
-class LoRAError(ValueError):
+class LoRAError(CourseError):
     """Bad LoRA settings or a bad target: rank, alpha, a pattern that matches nothing, ..."""
 
 
@@ -69,10 +72,14 @@ class LoRAConfig:
     def __post_init__(self) -> None:
         check_hyperparameters(self.r, self.alpha, self.dropout)
         if isinstance(self.targets, str) or isinstance(self.trainable, str):
-            raise LoRAError("targets and trainable are lists of module-name patterns, not one string")
-        self.targets, self.trainable = list(self.targets), list(self.trainable)
+            raise LoRAError("targets and trainable are lists of module-name patterns, not one string: "
+                            f"got targets={self.targets!r}, trainable={self.trainable!r}")
         if not self.targets:
             raise LoRAError("targets is empty: name at least one module to adapt, e.g. ['c_attn']")
+        self.targets = check_string_list("targets", self.targets)
+        self.trainable = check_string_list("trainable", self.trainable, allow_empty=True)
+        if not isinstance(self.use_rslora, bool):
+            raise LoRAError(f"use_rslora must be True or False, got {describe(self.use_rslora)}")
 
     @property
     def scaling(self) -> float:
@@ -82,12 +89,12 @@ class LoRAConfig:
 
 def check_hyperparameters(r: int, alpha: float, dropout: float = 0.0) -> None:
     """Raise `LoRAError` unless `r` is a positive integer, `alpha > 0` and `0 <= dropout < 1`."""
-    if isinstance(r, bool) or not isinstance(r, int) or r <= 0:
-        raise LoRAError(f"the rank r must be a positive integer, got {r!r}")
-    if not alpha > 0:
-        raise LoRAError(f"alpha must be positive, got {alpha!r}")
-    if not 0 <= dropout < 1:
-        raise LoRAError(f"dropout is a probability in [0, 1), got {dropout!r}")
+    try:
+        check_positive_int("the rank r", r)
+        check_positive_number("alpha", alpha)
+        check_number("dropout (a probability)", dropout, 0, 1, high_open=True)
+    except CourseError as error:
+        raise LoRAError(str(error)) from None
 
 
 def lora_scaling(r: int, alpha: float, use_rslora: bool = False) -> float:
@@ -243,6 +250,7 @@ def prepare_lora_scratch(
 
     The same shape as `prepare_head_only`: it takes the model and returns the model to train.
     """
+    targets, trainable = check_string_list("targets", targets), check_string_list("trainable", trainable, True)
     inject_lora(model, LoRAConfig(r, alpha, dropout, list(targets), list(trainable), use_rslora))
     return model
 # --8<-- [end:prepare]

@@ -11,13 +11,15 @@ from collections.abc import Sequence
 
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
+from peft_course.errors import CourseError, check_positive_int
+
 
 def classification_metrics(labels: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
     """Accuracy and weighted precision, recall and F1 (a class never predicted scores 0)."""
     if len(labels) != len(predictions):
-        raise ValueError(f"{len(labels)} labels but {len(predictions)} predictions")
+        raise CourseError(f"{len(labels)} labels but {len(predictions)} predictions")
     if len(labels) == 0:
-        raise ValueError("no examples to score")
+        raise CourseError("no examples to score")
     precision, recall, f1, _ = precision_recall_fscore_support(
         labels, predictions, average="weighted", zero_division=0
     )
@@ -31,4 +33,5 @@ def classification_metrics(labels: Sequence[int], predictions: Sequence[int]) ->
 
 def confusion(labels: Sequence[int], predictions: Sequence[int], num_labels: int) -> list[list[int]]:
     """The confusion matrix (rows: true label, columns: predicted), every label included."""
+    check_positive_int("num_labels", num_labels)
     return confusion_matrix(labels, predictions, labels=list(range(num_labels))).tolist()

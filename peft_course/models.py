@@ -22,21 +22,113 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
+from peft_course.errors import CourseError, check_int, check_positive_int, check_string_list, describe
 from peft_course.tiny_gpt2 import TINY_GPT2, tiny_gpt2_path
 
 DEFAULT_MODEL = "openai-community/gpt2"
 Task = Literal["classification", "causal-lm"]
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(CourseError):
     """A model or tokenizer could not be loaded (unreachable hub, bad directory, ...)."""
+
+
+# What a local checkpoint directory needs: any one file of each group.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model", "spiece.model",
+                   "sentencepiece.bpe.model")
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 
 
 def resolve_model_path(name_or_path: str, seed: int = 0) -> str:
     """Map `tiny-gpt2` to its cached directory; return any other name unchanged."""
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
+        raise ModelLoadError(f"the model must be a name or a directory, got {describe(name_or_path)}")
     if name_or_path == TINY_GPT2:
         return str(tiny_gpt2_path(seed))
     return name_or_path
+
+
+def looks_like_a_path(name: str) -> bool:
+    """True for what can only be a local path: it exists, or it is not shaped like `org/name`."""
+    return (Path(name).exists() or name.startswith(("/", ".", "~")) or name.count("/") > 1
+            or name.endswith("/") or "\\" in name)
+
+
+def check_model_directory(path: str, tokenizer: bool = True, weights: bool = True) -> None:
+    """Refuse a local path that is not a loadable checkpoint, saying everything it lacks.
+
+    Without this check transformers answers an empty directory with "you need sentencepiece or
+    tiktoken", and one holding only `pytorch_model.bin` with a message about safetensors that
+    does not say the file is refused on purpose (unpickling a `.bin` can run code).
+    """
+    directory = Path(path).expanduser()
+    if not directory.exists():
+        raise ModelLoadError(f"cannot load the model '{path}': no such directory")
+    if not directory.is_dir():
+        raise ModelLoadError(f"cannot load the model '{path}': it is a file, not a checkpoint directory")
+    missing = []
+    if not (directory / "config.json").is_file():
+        missing.append("config.json")
+    if tokenizer and not any((directory / f).is_file() for f in TOKENIZER_FILES):
+        missing.append("tokenizer files (tokenizer.json, or vocab.json and merges.txt, or vocab.txt)")
+    if weights and not (any((directory / f).is_file() for f in WEIGHT_FILES) or any(directory.glob("*.safetensors"))):
+        pickled = [f.name for f in directory.glob("*.bin")] + [f.name for f in directory.glob("*.pt")]
+        why = (f" (it holds {', '.join(sorted(pickled))}: pickled weights, not loaded because unpickling "
+               f"can run code; convert them with save_pretrained(..., safe_serialization=True))") if pickled else ""
+        missing.append(f"safetensors weights (model.safetensors){why}")
+    if missing:
+        raise ModelLoadError(f"'{path}' is not a usable model directory: it has no {', no '.join(missing)}")
+
+
+def model_config(name_or_path: str, seed: int = 0) -> Any:
+    """The model's config, read without loading its weights: a cheap check that the model is there.
+
+    A local directory must hold everything `load_model` needs (`check_model_directory`); a hub
+    id must be reachable or cached. Either failure is a `ModelLoadError` saying what to do.
+    """
+    path = resolve_model_path(name_or_path, seed)
+    if looks_like_a_path(path):
+        check_model_directory(path)
+    try:
+        return AutoConfig.from_pretrained(path, trust_remote_code=False)
+    except (OSError, ValueError) as error:
+        if Path(path).is_dir():
+            raise ModelLoadError(f"cannot read the config of '{path}': {str(error).strip().splitlines()[0]}") from error
+        raise _hub_error(name_or_path, error) from error
+
+
+def context_length(model_or_name: Any, seed: int = 0) -> int | None:
+    """How many positions the model has (`n_positions` or `max_position_embeddings`), if known.
+
+    Takes a model, a config, or a name/path (whose config is read without loading weights);
+    None when the config cannot be read here (an unreachable hub id) or names no limit.
+    """
+    config = getattr(model_or_name, "config", model_or_name)
+    if isinstance(model_or_name, str):
+        try:
+            config = model_config(model_or_name, seed)
+        except ModelLoadError:
+            return None
+    for key in ("n_positions", "max_position_embeddings"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def check_max_length(max_length: Any, model_or_name: Any, name: str = "max_length") -> int:
+    """`max_length` if it is at least 2 and fits the model's positions, else a `CourseError`.
+
+    A row longer than the position table does not fail cleanly: GPT-2 indexes past its
+    learned positions and stops with an `IndexError` deep in the forward pass.
+    """
+    max_length = check_int(name, max_length, minimum=2)
+    limit = context_length(model_or_name)
+    if limit is not None and max_length > limit:
+        model = model_or_name if isinstance(model_or_name, str) else type(model_or_name).__name__
+        raise CourseError(f"{name} {max_length} is longer than the model '{model}' can read: it has {limit} "
+                          f"positions; use {name} {limit} or less")
+    return max_length
 
 
 # --8<-- [start:ensure_pad]
@@ -72,7 +164,10 @@ def check_head_size(path: str, num_labels: int) -> None:
     config_file = Path(path) / "config.json"
     if not config_file.is_file():
         return
-    config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    except (OSError, ValueError) as error:
+        raise ModelLoadError(f"cannot read '{config_file}': {str(error).strip().splitlines()[0]}") from error
     is_classifier = any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
     if is_classifier and config.num_labels != num_labels:
         raise ModelLoadError(
@@ -85,6 +180,8 @@ def check_head_size(path: str, num_labels: int) -> None:
 def load_tokenizer(name_or_path: str = DEFAULT_MODEL, seed: int = 0) -> PreTrainedTokenizerBase:
     """Load only the tokenizer (pad token set), from the same sources as `load_model`."""
     path = resolve_model_path(name_or_path, seed)
+    if looks_like_a_path(path):
+        check_model_directory(path, tokenizer=True, weights=False)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError) as error:
@@ -110,12 +207,15 @@ def load_model(
     go to `from_pretrained`.
     """
     if task not in ("classification", "causal-lm"):
-        raise ValueError(f"unknown task '{task}': use 'classification' or 'causal-lm'")
-    if num_labels < 1:
-        raise ValueError(f"num_labels must be at least 1, got {num_labels}")
-    if label_names is not None and len(label_names) != num_labels:
-        raise ValueError(f"{len(label_names)} label names given for num_labels={num_labels}")
+        raise CourseError(f"unknown task {task!r}: use 'classification' or 'causal-lm'")
+    num_labels = check_positive_int("num_labels", num_labels)
+    if label_names is not None:
+        label_names = check_string_list("label_names", label_names)
+        if len(label_names) != num_labels:
+            raise CourseError(f"{len(label_names)} label names given for num_labels={num_labels}: {label_names}")
     path = resolve_model_path(name_or_path, seed)
+    if looks_like_a_path(path):
+        check_model_directory(path, tokenizer=True, weights=True)
     tokenizer = load_tokenizer(name_or_path, seed)
     kwargs: dict[str, Any] = {"trust_remote_code": False, "use_safetensors": True}
     kwargs.update(from_pretrained_kwargs)

@@ -20,6 +20,7 @@ import re
 import time
 import zlib
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -27,6 +28,10 @@ from typing import Any, Literal
 
 import torch
 
+from peft_course.errors import (
+    CourseError, check_int, check_number, check_positive_int, check_positive_number, check_string_list, describe,
+)
+from peft_course.files import atomic_write_text, replacing
 from peft_course.word_problems import (
     PRICE_EXAMPLE,
     Problem,
@@ -93,14 +98,14 @@ def get_strategy(strategy: str | PromptTemplate) -> PromptTemplate:
         return strategy
     try:
         return STRATEGIES[strategy]
-    except KeyError:
-        raise ValueError(f"unknown strategy '{strategy}'; known: {', '.join(STRATEGIES)}") from None
+    except (KeyError, TypeError):
+        raise CourseError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}") from None
 
 
 def format_solved(problem: Problem, worked: bool) -> str:
     """One solved example: the question, the reasoning when `worked`, and the answer."""
     if worked and not problem.reasoning:
-        raise ValueError(f"a worked example needs reasoning, and this one has none: {problem.question[:60]!r}")
+        raise CourseError(f"a worked example needs reasoning, and this one has none: {problem.question[:60]!r}")
     reasoning = f"{problem.reasoning} " if worked else ""
     return SOLVED_FORMAT.format(question=problem.question, reasoning=reasoning,
                                 answer=format_number(problem.answer))
@@ -114,8 +119,9 @@ def build_prompt(
     template = get_strategy(strategy)
     shots = list(template.fixed_examples)
     if template.from_pool:
+        check_int("k (the number of examples)", k, minimum=0)
         if k < 1 or len(examples) < k:
-            raise ValueError(f"'{template.name}' needs k >= 1 examples; got k={k} and {len(examples)} examples")
+            raise CourseError(f"'{template.name}' needs k >= 1 examples; got k={k} and {len(examples)} examples")
         shots += list(examples[:k])
     header = f"{template.instruction}\n\n" if template.instruction else ""
     solved = "".join(format_solved(example, template.worked) for example in shots)
@@ -223,6 +229,19 @@ class HFGenerate:
     truncated: int = field(default=0, init=False)
     _stopping: Any = field(default=None, init=False, repr=False)
 
+    def __post_init__(self) -> None:
+        """Check the decoding options, and that `max_new_tokens` leaves room in the model's context."""
+        check_positive_int("max_new_tokens", self.max_new_tokens)
+        if not isinstance(self.do_sample, bool):
+            raise CourseError(f"do_sample must be True or False, got {describe(self.do_sample)}")
+        check_positive_number("temperature", self.temperature)
+        check_number("top_p", self.top_p, 0, 1, low_open=True)
+        check_int("seed", self.seed, minimum=0)
+        context = getattr(self.model.config, "n_positions", None) or self.model.config.max_position_embeddings
+        if self.max_new_tokens >= context:
+            raise CourseError(f"max_new_tokens={self.max_new_tokens} leaves no room for the prompt in the "
+                              f"model's context of {context} tokens; use fewer than {context}")
+
     def __call__(self, prompt: str) -> str:
         from transformers import StoppingCriteriaList, StopStringCriteria
 
@@ -232,7 +251,7 @@ class HFGenerate:
         context = getattr(self.model.config, "n_positions", None) or self.model.config.max_position_embeddings
         room = context - self.max_new_tokens
         if room < 1:
-            raise ValueError(f"max_new_tokens={self.max_new_tokens} leaves no room in a context of {context}")
+            raise CourseError(f"max_new_tokens={self.max_new_tokens} leaves no room in a context of {context}")
         if ids.shape[1] > room:
             ids, self.truncated = ids[:, -room:], self.truncated + 1
         sampling = {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p} \
@@ -323,47 +342,59 @@ def evaluate_prompting(
 
     Each completion is cut where the model starts a question of its own, then
     `extract_answer` reads it and the number is compared exactly with the gold answer. With
-    `log_path`, one JSON line per (strategy, problem) is written as it is produced.
+    `log_path`, one JSON line per (strategy, problem) is written as it is produced, to a
+    temporary file beside `log_path` that replaces it only when every prompt has run: a failed
+    or interrupted run leaves an earlier log as it was. Every prompt is built (and so checked)
+    before the first is sent.
     """
+    problems = _check_sequence("problems", problems)
     if not problems:
-        raise ValueError("no problems to evaluate")
-    templates = [get_strategy(s) for s in strategies]
+        raise CourseError("no problems to evaluate")
+    templates = [get_strategy(s) for s in _check_sequence("strategies", strategies)]
+    examples = _check_sequence("examples", examples)
     overlap = {p.question for p in examples[:k]} & {p.question for p in problems}
     if overlap and any(t.from_pool for t in templates):
-        raise ValueError(f"{len(overlap)} example(s) are also test problems, e.g. {sorted(overlap)[0][:60]!r}")
-    log = None
-    if log_path is not None:
-        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-        log = open(log_path, "w", encoding="utf-8")
+        raise CourseError(f"{len(overlap)} example(s) are also test problems, e.g. {sorted(overlap)[0][:60]!r}")
+    jobs = [(template, index, problem, build_prompt(template, problem.question, examples, k))
+            for template in templates for index, problem in enumerate(problems)]
     records = []
-    try:
-        for template in templates:
-            for index, problem in enumerate(problems):
-                prompt = build_prompt(template, problem.question, examples, k)
-                start = time.perf_counter()
-                completion = generate(prompt)
-                seconds = time.perf_counter() - start
-                predicted = extract_answer(cut_completion(completion))
-                record = {
-                    "strategy": template.name, "index": index, "kind": problem.kind,
-                    "question": problem.question, "gold": format_number(problem.answer),
-                    "prompt": prompt, "completion": completion,
-                    "predicted": None if predicted is None else format_number(predicted),
-                    "correct": answers_match(predicted, problem.answer), "seconds": round(seconds, 3),
-                }
-                records.append(record)
-                if log is not None:
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-    finally:
-        if log is not None:
-            log.close()
+    with ExitStack() as stack:
+        log = None
+        if log_path is not None:
+            log = stack.enter_context(open(stack.enter_context(replacing(log_path)), "w", encoding="utf-8"))
+        for template, index, problem, prompt in jobs:
+            start = time.perf_counter()
+            completion = generate(prompt)
+            seconds = time.perf_counter() - start
+            predicted = extract_answer(cut_completion(completion))
+            record = {
+                "strategy": template.name, "index": index, "kind": problem.kind,
+                "question": problem.question, "gold": format_number(problem.answer),
+                "prompt": prompt, "completion": completion,
+                "predicted": None if predicted is None else format_number(predicted),
+                "correct": answers_match(predicted, problem.answer), "seconds": round(seconds, 3),
+            }
+            records.append(record)
+            if log is not None:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
     return PromptingResult(records, tuple(t.name for t in templates))
+
+
+def _check_sequence(name: str, value: Any) -> list[Any]:
+    """`value` as a list if it is a list or tuple; a single string (read letter by letter) is refused."""
+    if isinstance(value, str):
+        raise CourseError(f"{name} must be a list, got the string {value!r} (write [{value!r}] for a list of one)")
+    if not isinstance(value, Sequence):
+        raise CourseError(f"{name} must be a list, got {describe(value)}")
+    return list(value)
 # --8<-- [end:evaluate]
 
 
 def load_problem_set(source: str = "generated", n: int | None = 27, seed: int = 0) -> list[Problem]:
     """`"generated"` (n problems, seeded) or the path of a GSM8K-format JSONL file (first n rows)."""
+    if n is not None:
+        check_positive_int("the number of problems", n)
     if source == "generated":
         return generate_problems(27 if n is None else n, seed)
     return load_gsm8k_jsonl(source, limit=n)
@@ -371,6 +402,7 @@ def load_problem_set(source: str = "generated", n: int | None = 27, seed: int = 
 
 def example_pool(problems: Sequence[Problem], k: int, seed: int = 0) -> list[Problem]:
     """`k` generated, solved examples that are none of `problems` (a different seed, then filtered)."""
+    check_int("k (the number of examples)", k, minimum=0)
     taken = {p.question for p in problems}
     candidates = generate_problems(k + len(problems), seed=seed + 1)
     pool = [p for p in candidates if p.question not in taken][:k]
@@ -398,13 +430,14 @@ def sentiment_prompt(
 
 
 def _token_ids(tokenizer: Any, texts: Sequence[str], limit: int, what: str, special: bool) -> list[list[int]]:
-    """Token ids of each text, checked: none empty, none longer than `limit`."""
+    """Token ids of each text, checked: each a string, none empty, none longer than `limit`."""
+    texts = check_string_list(f"the {what}s", texts)
     ids = [tokenizer(t, add_special_tokens=special, verbose=False)["input_ids"] for t in texts]
     for i, row in enumerate(ids):
         if not row:
-            raise ValueError(f"{what} {i} ({texts[i]!r}) has no tokens")
+            raise CourseError(f"{what} {i} ({texts[i]!r}) has no tokens")
         if len(row) > limit:
-            raise ValueError(f"{what} {i} has {len(row)} tokens; at most {limit} fit in the model's context")
+            raise CourseError(f"{what} {i} has {len(row)} tokens; at most {limit} fit in the model's context")
     return ids
 
 
@@ -473,17 +506,19 @@ def verbalizer_scores(
     Label words should start with a space (" positive") and prompts should not end in one:
     that is how GPT-2's tokenizer splits "Sentiment: positive".
     """
+    label_words = check_string_list("label_words", label_words, allow_empty=True)
+    prompts = check_string_list("prompts", prompts, allow_empty=True)
     if not label_words or not prompts:
-        raise ValueError("verbalizer_scores needs at least one prompt and one label word")
+        raise CourseError("verbalizer_scores needs at least one prompt and one label word")
     if reduction not in ("first", "sum"):
-        raise ValueError(f"unknown reduction '{reduction}': use 'first' or 'sum'")
+        raise CourseError(f"unknown reduction '{reduction}': use 'first' or 'sum'")
     context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
     words = _token_ids(tokenizer, label_words, context, "label word", special=False)
     rows = _token_ids(tokenizer, prompts, context - max(len(w) for w in words), "prompt", special=True)
     if reduction == "first":
         firsts = [w[0] for w in words]
         if len(set(firsts)) < len(firsts):
-            raise ValueError(f"label words {list(label_words)} share a first token: use reduction='sum'")
+            raise CourseError(f"label words {list(label_words)} share a first token: use reduction='sum'")
         return next_token_logprobs(model, tokenizer, rows, batch_size)[:, firsts]
     return torch.stack([continuation_logprobs(model, tokenizer, rows, w, batch_size) for w in words], dim=1)
 # --8<-- [end:verbalizer]
@@ -493,9 +528,9 @@ def verbalizer_accuracy(scores: torch.Tensor, labels: Sequence[int] | torch.Tens
     """The share of rows whose highest-scoring label word is the true label."""
     labels = torch.as_tensor(labels)
     if scores.ndim != 2 or scores.shape[0] != labels.shape[0]:
-        raise ValueError(f"scores of shape {tuple(scores.shape)} do not match {labels.shape[0]} labels")
+        raise CourseError(f"scores of shape {tuple(scores.shape)} do not match {labels.shape[0]} labels")
     if len(labels) == 0:
-        raise ValueError("no examples to score")
+        raise CourseError("no examples to score")
     return (scores.argmax(dim=1) == labels).float().mean().item()
 
 
@@ -503,13 +538,15 @@ def balanced_examples(texts: Sequence[str], labels: Sequence[int], k: int, seed:
     """`k` (text, label) demonstrations, labels taking turns, order shuffled under `seed`."""
     import random
 
+    texts = check_string_list("texts", texts, allow_empty=True)
+    check_int("k (the number of examples)", k, minimum=0)
     rng = random.Random(seed)
     by_label: dict[int, list[str]] = {}
     for text, label in zip(texts, labels):
         by_label.setdefault(int(label), []).append(text)
     order = sorted(by_label)
     if k > len(texts):
-        raise ValueError(f"asked for {k} examples from {len(texts)} texts")
+        raise CourseError(f"asked for {k} examples from {len(texts)} texts")
     picked = [(rng.choice(by_label[order[i % len(order)]]), order[i % len(order)]) for i in range(k)]
     rng.shuffle(picked)
     return picked
@@ -521,6 +558,8 @@ def sentiment_by_prompting(
     examples: Sequence[tuple[str, int]] = (), reduction: Reduction = "first",
 ) -> dict[str, Any]:
     """Classify `texts` with no training: the label word the model finds likeliest wins."""
+    texts = check_string_list("texts", texts)
+    label_words = check_string_list("label_words", label_words)
     prompts = [sentiment_prompt(t, template, examples, label_words) for t in texts]
     scores = verbalizer_scores(model, tokenizer, prompts, label_words, reduction)
     predictions = scores.argmax(dim=1)
@@ -610,9 +649,9 @@ def write_results_page(directory: str | Path = "docs/results", **options: Any) -
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     gallery = directory / "prompting-prompts.md"
-    gallery.write_text(prompt_gallery(k=options.get("k", 2), seed=options.get("seed", 0)))
+    atomic_write_text(gallery, prompt_gallery(k=options.get("k", 2), seed=options.get("seed", 0)))
     results = directory / "prompting.md"
-    results.write_text(results_page(**options))
+    atomic_write_text(results, results_page(**options))
     return [results, gallery]
 
 

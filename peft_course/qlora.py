@@ -33,6 +33,7 @@ from transformers import BitsAndBytesConfig, GPT2Config, GPT2ForSequenceClassifi
 from transformers.pytorch_utils import Conv1D
 
 from peft_course.counting import count_parameters
+from peft_course.errors import CourseError
 from peft_course.models import DEFAULT_MODEL, ModelLoadError, Task, load_model
 from peft_course.system import bnb_4bit_support
 
@@ -72,7 +73,7 @@ def nf4_config(compute_dtype: torch.dtype = torch.bfloat16, double_quant: bool =
     bf16 matrix products.
     """
     if compute_dtype == torch.float16:
-        raise ValueError("fp16 compute overflows GPT-2's activations: use torch.bfloat16 or torch.float32")
+        raise CourseError("fp16 compute overflows GPT-2's activations: use torch.bfloat16 or torch.float32")
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
@@ -150,10 +151,12 @@ def prepare_qlora(
     """
     from peft import prepare_model_for_kbit_training  # peft takes seconds to import: only when used
 
-    from peft_course.finetune import prepare_lora  # imported here: finetune registers this method
+    from peft_course.finetune import check_lora_options, prepare_lora  # here: finetune registers this method
 
+    check_lora_options(r=r, alpha=alpha, dropout=dropout, targets=targets,
+                       gradient_checkpointing=gradient_checkpointing)
     if not quantized_modules(model):
-        raise ValueError("the model has no 4-bit layers: load it with peft_course.qlora.load_qlora_model")
+        raise CourseError("the model has no 4-bit layers: load it with peft_course.qlora.load_qlora_model")
     with warnings.catch_warnings():  # transformers renamed *gradient_checkpointing*; peft uses the old names
         warnings.filterwarnings("ignore", category=FutureWarning)
         model = prepare_model_for_kbit_training(
@@ -212,7 +215,7 @@ MB = 1e6
 def gpt2_config(name: str, num_labels: int = 2) -> GPT2Config:
     """The architecture of one GPT-2 size (vocabulary 50,257, 1,024 positions)."""
     if name not in GPT2_SIZES:
-        raise ValueError(f"unknown GPT-2 size '{name}': choose one of {list(GPT2_SIZES)}")
+        raise CourseError(f"unknown GPT-2 size '{name}': choose one of {list(GPT2_SIZES)}")
     width, blocks, heads = GPT2_SIZES[name]
     return GPT2Config(n_embd=width, n_layer=blocks, n_head=heads, num_labels=num_labels, pad_token_id=50256)
 

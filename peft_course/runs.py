@@ -8,7 +8,7 @@ run/
   history.json         loss and validation accuracy per evaluation; history.png plots it
   confusion.png        for more than two labels
   results.md           the run's row of a results table
-  checkpoint/          the latest epoch, for --resume
+  checkpoint/          the latest epoch, for --resume, and the run.json it was started with
 ```
 
 Only the trained parameters are saved: a LoRA run of GPT-2 small is a few megabytes, and the
@@ -27,8 +27,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from peft_course.data import ClassificationData
-from peft_course.tables import markdown_table, result_row
+from peft_course.errors import CourseError, check_string_list, describe
+from peft_course.files import atomic_write_text, check_output_directory, replacing
 from peft_course.finetune import FinetuneResult, get_method
+from peft_course.models import check_max_length
+from peft_course.tables import markdown_table, result_row
 from peft_course.metrics import confusion
 from peft_course.plots import plot_confusion, plot_history
 from peft_course.training import load_trainable_state
@@ -36,8 +39,8 @@ from peft_course.training import load_trainable_state
 RUN_FILE, WEIGHTS_FILE, METRICS_FILE = "run.json", "weights.safetensors", "metrics.json"
 
 
-class RunError(ValueError):
-    """A run directory that can't be written (finished run) or read (missing files)."""
+class RunError(CourseError):
+    """A run directory that can't be written (finished run) or read (missing or damaged files)."""
 
 
 @dataclass
@@ -54,67 +57,177 @@ class RunSpec:
     train_config: dict[str, Any] = field(default_factory=dict)
 
 
+CHECKPOINT = "checkpoint"  # the subdirectory `--resume` continues from
+# Settings a resumed run may change: where it runs, and whether it shows progress bars.
+RESUMABLE_CHANGES = ("device", "progress")
+
+
 def check_run_directory(directory: str | Path, overwrite: bool = False, resume: bool = False) -> Path:
-    """Refuse to write over a finished run unless `overwrite` (or `resume`, which continues it)."""
-    directory = Path(directory)
+    """Check that a run may be written to `directory`, without writing anything yet.
+
+    Refused: a path that is a file or cannot be written; a finished run unless `overwrite` (or
+    `resume`, which continues it); an interrupted run's checkpoint unless `resume` continues it
+    or `overwrite` starts afresh, since starting over would discard the epochs it holds.
+    """
+    directory = check_output_directory(directory)
+    if overwrite and resume:
+        raise RunError("--overwrite starts afresh and --resume continues: pass one of them")
     if (directory / METRICS_FILE).is_file() and not (overwrite or resume):
         raise RunError(f"'{directory}' already holds a finished run; pass --overwrite to replace it")
-    directory.mkdir(parents=True, exist_ok=True)
+    if resume and (directory / METRICS_FILE).is_file() and not (directory / CHECKPOINT / "state.json").is_file():
+        raise RunError(f"'{directory}' holds a finished run but no checkpoint to resume from; pass --overwrite "
+                       f"to train it again")
+    if (directory / CHECKPOINT / "state.json").is_file() and not (overwrite or resume):
+        raise RunError(f"'{directory}' holds an interrupted run; pass --resume to continue it or --overwrite "
+                       f"to start afresh")
     return directory
 
 
+def _plain(value: Any) -> Any:
+    """`value` as it reads back from JSON (tuples become lists), so saved and new specs compare."""
+    return json.loads(json.dumps(value))
+
+
+def check_resume(directory: str | Path, spec: RunSpec) -> None:
+    """Refuse to resume a checkpoint that was started with another model, method, options or data.
+
+    The checkpoint's `run.json` (written by `start_run`) is compared with `spec`; the first
+    difference is named, with both values. Without that file there is nothing to compare
+    (no checkpoint yet, or one from an older version), and `load_checkpoint` still checks
+    that the saved weights fit the model.
+    """
+    saved_file = Path(directory) / CHECKPOINT / RUN_FILE
+    if not saved_file.is_file() or not (Path(directory) / CHECKPOINT / "state.json").is_file():
+        return
+    saved = _read_json(saved_file)
+    new = _plain(asdict(spec))
+    for key, value in new.items():
+        old = saved.get(key)
+        if key == "train_config":
+            changed = [k for k in value if k not in RESUMABLE_CHANGES and (old or {}).get(k) != value[k]]
+            if changed:
+                name = changed[0]
+                raise RunError(f"cannot resume '{directory}': its checkpoint was started with {name} "
+                               f"{(old or {}).get(name)!r}, not {value[name]!r}; resume with the same options, or "
+                               f"start afresh with --overwrite")
+        elif old != value:
+            raise RunError(f"cannot resume '{directory}': its checkpoint was started with {key} {old!r}, not "
+                           f"{value!r}; resume with the same options, or start afresh with --overwrite")
+
+
+def start_run(directory: str | Path, spec: RunSpec) -> Path:
+    """Record `spec` beside the checkpoint, so that `--resume` can check it continues the same run."""
+    return atomic_write_text(Path(directory) / CHECKPOINT / RUN_FILE, json.dumps(asdict(spec), indent=2))
+
+
 def save_run(directory: str | Path, result: FinetuneResult, spec: RunSpec, data: ClassificationData) -> Path:
-    """Write the run's spec, trained weights, metrics, history, plots and results row."""
+    """Write the run's spec, trained weights, metrics, history, plots and results row.
+
+    Each file is written to a temporary name and moved into place, and `metrics.json`, which
+    marks a run as finished, comes last: an interruption never leaves a half-written file or a
+    run that looks finished but is not.
+    """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / RUN_FILE).write_text(json.dumps(asdict(spec), indent=2))
-    save_file(result.training.best_state, directory / WEIGHTS_FILE)
+    with replacing(directory / WEIGHTS_FILE) as temporary:
+        save_file(result.training.best_state, temporary)
+    atomic_write_text(directory / RUN_FILE, json.dumps(asdict(spec), indent=2))
+    atomic_write_text(directory / "history.json", json.dumps(result.training.history, indent=1))
+    with replacing(directory / "history.png") as temporary:
+        plot_history(result.training.history, temporary, f"{spec.method} on {spec.dataset}")
+    if data.num_labels > 2:
+        matrix = confusion(data.splits["test"]["label"], result.predictions, data.num_labels)
+        with replacing(directory / "confusion.png") as temporary:
+            plot_confusion(matrix, data.label_names, temporary, f"{spec.method} on {spec.dataset}")
+    label = get_method(spec.method).label or spec.method
+    rows = [result_row("untrained", 0, result.untrained, 0.0),
+            result_row(label, result.trainable, result.best, result.training.seconds)]
+    atomic_write_text(directory / "results.md", markdown_table(rows))
     metrics = {
         "method": spec.method, "model": spec.model, "dataset": spec.dataset,
         "trainable_params": result.trainable, "total_params": result.total,
         "untrained": result.untrained, "best_validation": result.best, "last_iteration": result.last,
         "best_step": result.training.best_step, "seconds": result.training.seconds,
     }
-    (directory / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
-    (directory / "history.json").write_text(json.dumps(result.training.history, indent=1))
-    plot_history(result.training.history, directory / "history.png", f"{spec.method} on {spec.dataset}")
-    if data.num_labels > 2:
-        matrix = confusion(data.splits["test"]["label"], result.predictions, data.num_labels)
-        plot_confusion(matrix, data.label_names, directory / "confusion.png", f"{spec.method} on {spec.dataset}")
-    label = get_method(spec.method).label or spec.method
-    rows = [result_row("untrained", 0, result.untrained, 0.0),
-            result_row(label, result.trainable, result.best, result.training.seconds)]
-    (directory / "results.md").write_text(markdown_table(rows))
+    atomic_write_text(directory / METRICS_FILE, json.dumps(metrics, indent=2))
     return directory
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`, or a `RunError` saying the file is damaged."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise RunError(f"'{path}' is damaged (not valid JSON: {error}); rerun the run that wrote it") from None
+    if not isinstance(value, dict):
+        raise RunError(f"'{path}' is damaged: it holds {describe(value)}, not a JSON object")
+    return value
+
+
+def read_spec(directory: str | Path) -> RunSpec:
+    """The `RunSpec` saved in a run directory's `run.json`, checked."""
+    path = Path(directory) / RUN_FILE
+    saved = _read_json(path)
+    try:
+        spec = RunSpec(**saved)
+    except TypeError as error:
+        raise RunError(f"'{path}' does not describe a run ({error}); it was not written by "
+                       f"`peft-course finetune`") from None
+    if not isinstance(spec.label_names, list) or not spec.label_names:
+        raise RunError(f"'{path}' is damaged: it names no labels")
+    return spec
 
 
 def load_run(directory: str | Path) -> tuple[nn.Module, Any, RunSpec]:
     """Rebuild a saved run's model (best-validation weights) and tokenizer, ready to predict."""
     directory = Path(directory)
+    if not directory.exists():
+        raise RunError(f"cannot load the run '{directory}': no such directory")
+    if not directory.is_dir():
+        raise RunError(f"cannot load the run '{directory}': it is a file, not a run directory")
     missing = [f for f in (RUN_FILE, WEIGHTS_FILE) if not (directory / f).is_file()]
     if missing:
-        raise RunError(f"'{directory}' is not a finished run: missing {missing}")
-    spec = RunSpec(**json.loads((directory / RUN_FILE).read_text()))
+        interrupted = ""
+        if (directory / CHECKPOINT).is_dir():
+            interrupted = " (an interrupted run: finish it with finetune --resume)"
+        raise RunError(f"'{directory}' is not a finished run: missing {', '.join(missing)}{interrupted}")
+    spec = read_spec(directory)
+    try:
+        weights = load_file(directory / WEIGHTS_FILE)
+    except Exception as error:  # safetensors raises its own error type for a truncated file
+        raise RunError(f"'{directory / WEIGHTS_FILE}' is damaged or truncated ({type(error).__name__}: "
+                       f"{str(error).splitlines()[0] if str(error) else ''}); rerun the fine-tuning") from None
     method = get_method(spec.method)
     model, tokenizer = method.load(spec.model, "classification", len(spec.label_names), spec.label_names,
                                    seed=spec.seed)
     model = method.prepare(model, **spec.method_options)
-    weights = load_file(directory / WEIGHTS_FILE)
-    expected = {n for n, p in model.named_parameters() if p.requires_grad}
-    if set(weights) != expected:
+    expected = {n: tuple(p.shape) for n, p in model.named_parameters() if p.requires_grad}
+    found = {n: tuple(t.shape) for n, t in weights.items()}
+    if found != expected:
         raise RunError(f"'{directory}' weights do not fit {spec.method} on {spec.model}: "
-                       f"{sorted(set(weights) ^ expected)[:4]} ...")
+                       f"{sorted(set(found) ^ set(expected))[:4] or 'other shapes'} ...")
     load_trainable_state(model, weights)
     if method.finish is not None:
         model = method.finish(model)
     return model.eval(), tokenizer, spec
 
 
+def check_texts_to_classify(texts: Any) -> list[str]:
+    """`texts` as a list, if it is a non-empty list of non-blank strings (one string is refused)."""
+    texts = check_string_list("texts", texts, allow_empty=True)
+    if not texts:
+        raise CourseError("no text to classify")
+    for position, text in enumerate(texts, start=1):
+        if not text.strip():
+            raise CourseError(f"text {position} of {len(texts)} is {'empty' if not text else 'blank'} "
+                              f"({text!r}): give the text to classify")
+    return texts
+
+
 @torch.no_grad()
 def predict_texts(model: nn.Module, tokenizer: Any, texts: list[str], max_length: int = 256) -> list[dict[str, Any]]:
     """The predicted label and the probability of every label, for each text."""
-    if not texts:
-        raise ValueError("no text to classify")
+    texts = check_texts_to_classify(texts)
+    max_length = check_max_length(max_length, model)
     device = next(model.parameters()).device
     batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device)
     probabilities = model(**batch).logits.float().softmax(-1).cpu()

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,10 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, set_seed
 
+from peft_course.errors import (
+    CourseError, check_int, check_number, check_positive_int, check_positive_number, describe,
+)
+from peft_course.files import replacing
 from peft_course.metrics import classification_metrics
 
 
@@ -42,12 +48,21 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+        """Check every field's type and range here, so a bad value fails before any work starts."""
+        check_positive_int("epochs", self.epochs)
+        check_positive_int("batch_size", self.batch_size)
+        check_positive_number("learning_rate", self.learning_rate)
+        check_number("weight_decay", self.weight_decay, 0)
+        check_positive_number("max_grad_norm", self.max_grad_norm)
+        if self.eval_every is not None:
+            check_positive_int("eval_every", self.eval_every)
+        check_int("seed", self.seed, minimum=0)
+        if self.device is not None:
+            check_device(self.device)
+        if self.bf16 is not None and not isinstance(self.bf16, bool):
+            raise CourseError(f"bf16 must be True, False or None (automatic), got {describe(self.bf16)}")
+        if not isinstance(self.progress, bool):
+            raise CourseError(f"progress must be True or False, got {describe(self.progress)}")
 
 
 @dataclass
@@ -65,10 +80,39 @@ class TrainResult:
         return {k: v for k, v in asdict(self).items() if k != "best_state"}
 
 
-def pick_device(requested: str | None = None) -> torch.device:
-    """`requested`, else CUDA when present, else the CPU."""
+def check_device(requested: str | torch.device) -> torch.device:
+    """The device `requested` names, if this machine has it; else a `CourseError` saying what it has.
+
+    `torch.device` accepts `cuda:99` on a machine with one GPU, and `cuda` on one with none; the
+    mistake would surface later as an internal CUDA error. Here it is one line, up front.
+    """
+    if not isinstance(requested, (str, torch.device)):
+        raise CourseError(f"device must be a name such as 'cpu' or 'cuda:0', got {describe(requested)}")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise CourseError(f"unknown device {str(requested)!r}: use cpu, cuda or cuda:N (N counts from 0)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build of torch" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise CourseError(f"device {str(requested)!r} asked for, but CUDA is not available here ({build}); "
+                              f"use cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise CourseError(f"device {str(requested)!r} does not exist: this machine has {count} CUDA "
+                              f"device(s), cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise CourseError(f"device {str(requested)!r} asked for, but Apple's MPS is not available here; use cpu")
+    elif device.type != "cpu":
+        raise CourseError(f"device {str(requested)!r} is not one the course runs on: use cpu, cuda or cuda:N")
+    return device
+
+
+def pick_device(requested: str | torch.device | None = None) -> torch.device:
+    """`requested` (checked: see `check_device`), else CUDA when present, else the CPU."""
     if requested:
-        return torch.device(requested)
+        return check_device(requested)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -157,31 +201,95 @@ def save_checkpoint(
 
     Weights are safetensors; the optimizer state and RNG state are plain tensors and numbers,
     saved with `torch.save` and read back with `weights_only=True` (no arbitrary pickle).
+    Each file is written to a temporary name first and all four are then moved into place, so
+    an interrupt while saving leaves the previous epoch's checkpoint, not a mix of two.
     """
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file(trainable_state(model), directory / "trainable.safetensors")
-    save_file(result.best_state, directory / "best.safetensors")
-    torch.save({"optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()}, directory / "optimizer.pt")
     state = {"epochs_done": epochs_done, "step": step, **result.as_dict()}
-    (directory / "state.json").write_text(json.dumps(state, indent=1))
+    with ExitStack() as stack:
+        # entered in reverse, so that the stack moves state.json into place last
+        paths = {name: stack.enter_context(replacing(directory / name)) for name in reversed(CHECKPOINT_FILES)}
+        save_file(trainable_state(model), paths["trainable.safetensors"])
+        save_file(result.best_state, paths["best.safetensors"])
+        torch.save({"optimizer": optimizer.state_dict(), "rng": torch.get_rng_state()}, paths["optimizer.pt"])
+        paths["state.json"].write_text(json.dumps(state, indent=1))
 
 
 def load_checkpoint(
     directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, result: TrainResult
 ) -> tuple[int, int]:
-    """Restore a `save_checkpoint` into `model`, `optimizer` and `result`; returns (epochs_done, step)."""
+    """Restore a `save_checkpoint` into `model`, `optimizer` and `result`; returns (epochs_done, step).
+
+    Every file is read and checked against `model` before anything is restored, so a damaged
+    checkpoint or one saved for other trainable parameters (another method, another rank) is a
+    `CourseError` naming the file, not a `KeyError` halfway through.
+    """
     missing = [f for f in CHECKPOINT_FILES if not (directory / f).is_file()]
     if missing:
-        raise ValueError(f"cannot resume from '{directory}': missing {missing}")
-    load_trainable_state(model, load_file(directory / "trainable.safetensors"))
-    saved = torch.load(directory / "optimizer.pt", weights_only=True)
-    optimizer.load_state_dict(saved["optimizer"])
-    torch.set_rng_state(saved["rng"])
-    state = json.loads((directory / "state.json").read_text())
-    result.history, result.best_step = state["history"], state["best_step"]
-    result.best_val_accuracy, result.seconds = state["best_val_accuracy"], state["seconds"]
-    result.best_state = load_file(directory / "best.safetensors")
-    return state["epochs_done"], state["step"]
+        raise CourseError(f"cannot resume from '{directory}': missing {missing}; start afresh instead")
+    trainable = _read_checkpoint_file(directory / "trainable.safetensors", load_file)
+    best = _read_checkpoint_file(directory / "best.safetensors", load_file)
+    saved = _read_checkpoint_file(directory / "optimizer.pt", lambda p: torch.load(p, weights_only=True))
+    state = _read_checkpoint_file(directory / "state.json", lambda p: json.loads(p.read_text()))
+    expected = {n: tuple(p.shape) for n, p in model.named_parameters() if p.requires_grad}
+    for name, weights in (("trainable.safetensors", trainable), ("best.safetensors", best)):
+        found = {n: tuple(t.shape) for n, t in weights.items()}
+        if found != expected:
+            differing = sorted(set(found.items()) ^ set(expected.items()))[:2]
+            raise CourseError(
+                f"cannot resume from '{directory}': {name} holds other trainable weights than this model has "
+                f"({', '.join(f'{n} {list(s)}' for n, s in differing)} ...): it was saved with another method or "
+                f"other options; resume with those, or start afresh")
+    try:
+        optimizer.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["rng"])
+        history, best_step = state["history"], state["best_step"]
+        best_val_accuracy, seconds = state["best_val_accuracy"], state["seconds"]
+        epochs_done, step = state["epochs_done"], state["step"]
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise CourseError(f"cannot resume from '{directory}': the optimizer or training state does not fit this "
+                          f"run ({type(error).__name__}: {error}); start afresh") from error
+    load_trainable_state(model, trainable)
+    result.history, result.best_step = history, best_step
+    result.best_val_accuracy, result.seconds = best_val_accuracy, seconds
+    result.best_state = best
+    return epochs_done, step
+
+
+def check_checkpoint(directory: str | Path) -> None:
+    """Check, without loading any tensor, that a checkpoint's files are whole; a `CourseError` if not.
+
+    A truncated file is found from its own layout: a safetensors file must be as long as its
+    header says, `optimizer.pt` (a zip archive) must end with its directory of members, and
+    `state.json` must parse. So `--resume` fails in its first second, not after the model loads.
+    """
+    directory = Path(directory)
+    missing = [f for f in CHECKPOINT_FILES if not (directory / f).is_file()]
+    if missing:
+        raise CourseError(f"cannot resume from '{directory}': missing {missing}; start afresh instead")
+    for name in ("trainable.safetensors", "best.safetensors"):
+        _read_checkpoint_file(directory / name, _check_safetensors_length)
+    _read_checkpoint_file(directory / "optimizer.pt", lambda p: zipfile.ZipFile(p).close())
+    _read_checkpoint_file(directory / "state.json", lambda p: json.loads(p.read_text()))
+
+
+def _check_safetensors_length(path: Path) -> None:
+    """Raise unless `path` is as long as its safetensors header says (8-byte length, JSON, data)."""
+    with open(path, "rb") as handle:
+        header_length = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(header_length))
+    end = max((entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"), default=0)
+    if path.stat().st_size < 8 + header_length + end:
+        raise EOFError(f"{path.stat().st_size} bytes, the header describes {8 + header_length + end}")
+
+
+def _read_checkpoint_file(path: Path, read: Callable[[Path], Any]) -> Any:
+    """`read(path)`, with any failure (a truncated or damaged file fails in many ways) as one `CourseError`."""
+    try:
+        return read(path)
+    except Exception as error:  # safetensors, torch.load and json each raise their own types
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise CourseError(f"cannot resume from '{path.parent}': {path.name} is damaged or truncated "
+                          f"({type(error).__name__}: {message}); start afresh instead") from error
 
 
 def train(
@@ -210,7 +318,7 @@ def train(
     model.to(device)
     parameters = [p for p in model.parameters() if p.requires_grad]
     if not parameters:
-        raise ValueError("the model has no trainable parameters: nothing to train")
+        raise CourseError("the model has no trainable parameters: nothing to train")
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
     loader = make_loader(tokenized["train"], tokenizer, config.batch_size, True, config.seed, device)
     result = TrainResult()

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import sympy
 
+from peft_course.errors import CourseError, check_int
 
 
-class ProblemError(ValueError):
+class ProblemError(CourseError):
     """A malformed problem: a bad equation, a template bug, or a bad row in a JSONL file."""
 
 
@@ -326,12 +327,16 @@ PRICE_EXAMPLE = TEMPLATES["price"].make(
 # --8<-- [start:generate]
 def generate_problems(n: int, seed: int = 0, kinds: Iterable[str] | None = None) -> list[Problem]:
     """`n` distinct problems, cycling through `kinds` (default: every template), seeded."""
+    if isinstance(kinds, str):
+        raise ProblemError(f"kinds must be a list of problem kinds, got the string {kinds!r}")
     kinds = list(TEMPLATES if kinds is None else kinds)
     unknown = [k for k in kinds if k not in TEMPLATES]
     if unknown or not kinds:
         raise ProblemError(f"unknown problem kind(s) {unknown}; known: {sorted(TEMPLATES)}")
-    if n < 0:
-        raise ProblemError(f"cannot generate {n} problems")
+    try:
+        check_int("the number of problems", n, minimum=0)
+    except CourseError as error:
+        raise ProblemError(str(error)) from None
     rng = random.Random(seed)
     problems: list[Problem] = []
     seen: set[str] = set()
@@ -382,21 +387,31 @@ def gsm8k_problem(row: object, where: str = "row") -> Problem:
 def load_gsm8k_jsonl(path: str | Path, limit: int | None = None) -> list[Problem]:
     """Read a GSM8K-format JSON Lines file; a malformed line is an error naming its number."""
     path = Path(path)
+    if path.is_dir():
+        raise ProblemError(f"cannot read '{path}': it is a directory, not a file")
     if not path.is_file():
         raise ProblemError(f"cannot read '{path}': no such file")
+    if limit is not None:
+        try:
+            check_int("the number of problems to read", limit, minimum=1)
+        except CourseError as error:
+            raise ProblemError(str(error)) from None
     problems: list[Problem] = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if limit is not None and len(problems) >= limit:
-                break
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ProblemError(f"{where}: not valid JSON ({error.msg})") from None
-            problems.append(gsm8k_problem(row, where))
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as error:
+        raise ProblemError(f"cannot read '{path}': not UTF-8 text ({error.reason} at byte {error.start})") from None
+    for number, line in enumerate(lines, start=1):
+        if limit is not None and len(problems) >= limit:
+            break
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ProblemError(f"{where}: not valid JSON ({error.msg})") from None
+        problems.append(gsm8k_problem(row, where))
     if not problems:
         raise ProblemError(f"'{path}' holds no problems")
     return problems

@@ -30,3 +30,35 @@ def test_unknown_dataset_is_one_line_not_a_traceback(capsys):
     assert main(["demo", "--dataset", "imbd", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "error: unknown dataset 'imbd'" in err and "Traceback" not in err
+
+
+def test_only_user_errors_become_one_line(monkeypatch, capsys):
+    """`CourseError` is the user's mistake (one line, code 2); anything else is a bug and keeps its traceback."""
+    import peft_course.cli as cli
+    from peft_course.errors import CourseError
+
+    def raising(error):
+        def handler(args):
+            raise error
+        return handler
+
+    monkeypatch.setattr(cli, "command_info", raising(CourseError("first line\n  second line")))
+    assert main(["info"]) == 2
+    assert capsys.readouterr().err == "peft-course info: error: first line second line\n"
+    for bug in (ValueError("a bug"), KeyError("score.weight"), TypeError("a bug")):
+        monkeypatch.setattr(cli, "command_info", raising(bug))
+        with pytest.raises(type(bug)):
+            main(["info"])
+
+
+def test_ctrl_c_during_ablate_says_that_rerunning_continues(monkeypatch, tmp_path, capsys):
+    import peft_course.ablation as ablation
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ablation, "run_cell", interrupted)
+    assert main(["ablate", "rank", "--values", "2", "--no-full", "--max-examples", "24", "--epochs", "1",
+                 "--output", str(tmp_path), "--no-progress"]) == 130
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("peft-course ablate: interrupted; finished cells are kept in") and "rerun the same" in last

@@ -122,7 +122,7 @@ def test_missing_column_lists_the_columns(tmp_path):
 def test_label_out_of_range_names_the_row(tmp_path):
     train = write(reviews(40, label=lambda i: 2 if i == 7 else i % 2), tmp_path / "train.csv")
     test = write(reviews(10), tmp_path / "test.csv")
-    with pytest.raises(DataError, match=r"label 2 in row \d+ is outside 0..1"):
+    with pytest.raises(DataError, match=r"train.csv, line 9: label 2 is outside 0..1"):  # row 8 of the data
         load_classification_data(train_file=train, test_file=test, validation_file=test,
                                  text_column="review", label_column="stars", label_names=["bad", "good"])
 
@@ -136,7 +136,7 @@ def test_negative_label_is_out_of_range(tmp_path):
 
 def test_unknown_string_label(tmp_path):
     frame = pd.DataFrame({"text": ["x"] * 20, "label": ["pos"] * 19 + ["meh"]})
-    with pytest.raises(DataError, match=r"\['meh'\] are not among the label names"):
+    with pytest.raises(DataError, match=r"t.csv, line 21: label 'meh' is not one of the label names \['neg', 'pos'\]"):
         load_classification_data(train_file=write(frame, tmp_path / "t.csv"), label_names=["neg", "pos"])
 
 
@@ -144,7 +144,7 @@ def test_empty_split(tmp_path):
     train = write(reviews(40), tmp_path / "train.csv")
     empty = tmp_path / "test.csv"
     empty.write_text("review,stars\n")
-    with pytest.raises(DataError, match="the test split is empty"):
+    with pytest.raises(DataError, match="test.csv holds no rows: the test split would be empty"):
         load_classification_data(train_file=train, test_file=str(empty), text_column="review", label_column="stars")
 
 
@@ -158,7 +158,7 @@ def test_unreadable_files(tmp_path):
     with pytest.raises(DataError, match="cannot read .*broken.parquet"):
         read_table(tmp_path / "broken.parquet")
     (tmp_path / "broken.jsonl").write_text('{"text": "a", "label": 0}\n{oops\n')
-    with pytest.raises(DataError, match="cannot read .*broken.jsonl"):
+    with pytest.raises(DataError, match="broken.jsonl, line 2: not valid JSON"):
         read_table(tmp_path / "broken.jsonl")
 
 

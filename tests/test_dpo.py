@@ -180,13 +180,21 @@ def test_bad_pairs_are_refused(row, message):
 def test_bad_files_are_refused(tmp_path):
     with pytest.raises(PreferenceDataError, match="no such file"):
         load_preference_jsonl(tmp_path / "missing.jsonl")
+    with pytest.raises(PreferenceDataError, match="is a directory, not a file"):
+        load_preference_jsonl(tmp_path)
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(PreferenceDataError, match="no preference pairs"):
+        load_preference_jsonl(tmp_path / "empty.jsonl")
+    (tmp_path / "array.jsonl").write_text('[{"prompt": "a", "chosen": " b", "rejected": " c"}]\n')
+    with pytest.raises(PreferenceDataError, match="array.jsonl: line 1 is .* not an object"):
+        load_preference_jsonl(tmp_path / "array.jsonl")
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"prompt": "a", "chosen": " b", "rejected": " c"}\nnot json\n')
     with pytest.raises(PreferenceDataError, match="line 2 is not JSON"):
         load_preference_jsonl(broken)
     missing = tmp_path / "missing_field.jsonl"
     missing.write_text('{"prompt": "a", "chosen": " b"}\n')
-    with pytest.raises(PreferenceDataError, match="row 0 has no 'rejected'"):
+    with pytest.raises(PreferenceDataError, match="missing_field.jsonl: line 1 has no 'rejected'"):
         load_preference_jsonl(missing)
 
 

@@ -87,3 +87,27 @@ def test_unreachable_hub_names_the_alternatives(monkeypatch):
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         load_model("tiny-gpt2", **kwargs)
+
+
+def test_a_directory_that_is_not_a_checkpoint_says_what_it_lacks(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="no config.json, no tokenizer files .* no safetensors weights"):
+        load_model(str(tmp_path / "empty"))
+    with pytest.raises(ModelLoadError, match="no tokenizer files"):
+        load_tokenizer(str(tmp_path / "empty"))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ModelLoadError, match="it is a file, not a checkpoint directory"):
+        load_model(str(tmp_path / "file"))
+    with pytest.raises(ModelLoadError, match="no such directory"):
+        load_model(str(tmp_path / "missing" / "model"))
+
+
+def test_max_length_is_checked_against_the_model_positions():
+    from peft_course.errors import CourseError
+    from peft_course.models import check_max_length, context_length
+
+    model, _ = load_model("tiny-gpt2")
+    assert context_length(model) == context_length("tiny-gpt2") == model.config.n_positions
+    assert check_max_length(model.config.n_positions, model) == model.config.n_positions
+    with pytest.raises(CourseError, match=f"it has {model.config.n_positions} positions"):
+        check_max_length(model.config.n_positions + 1, "tiny-gpt2")

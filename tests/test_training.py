@@ -82,3 +82,34 @@ def test_predict_works_on_rows_without_labels(tiny_classifier):
     rows = Dataset.from_dict(dict(tokenizer(["the film was good", "I hated it"])))
     logits, loss = predict(model, rows, tokenizer)
     assert logits.shape == (2, 2) and loss != loss  # nan: nothing to compare with
+
+
+def test_devices_are_checked_up_front():
+    from peft_course.errors import CourseError
+    from peft_course.training import check_device
+
+    assert check_device("cpu") == torch.device("cpu")
+    with pytest.raises(CourseError, match="unknown device 'gpu'"):
+        check_device("gpu")
+    with pytest.raises(CourseError, match="'cuda:99'"):
+        check_device("cuda:99")
+    with pytest.raises(CourseError, match="must be a name"):
+        check_device(0)
+
+
+def test_a_truncated_checkpoint_is_named_before_anything_loads(tmp_path, tiny_classifier, small_sentiment):
+    from peft_course.errors import CourseError
+    from peft_course.training import check_checkpoint
+
+    model, tokenizer = tiny_classifier
+    prepare_head_only(model)
+    train(model, tokenize(small_sentiment, tokenizer), tokenizer, TrainConfig(epochs=1, progress=False), tmp_path)
+    check_checkpoint(tmp_path)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left behind
+    weights = tmp_path / "best.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    with pytest.raises(CourseError, match="best.safetensors is damaged or truncated"):
+        check_checkpoint(tmp_path)
+    with pytest.raises(CourseError, match="best.safetensors is damaged or truncated"):
+        train(model, tokenize(small_sentiment, tokenizer), tokenizer, TrainConfig(epochs=2, progress=False),
+              tmp_path, resume=True)
