@@ -32,6 +32,7 @@ from transformers import set_seed
 
 from peft_course.counting import count_parameters
 from peft_course.data import ClassificationData
+from peft_course.errors import CourseError
 from peft_course.lm_classification import (
     ANSWER_CUE, TEMPLATES, PromptFormat, encode, evaluate_verbalizer, get_template, label_words_for,
     prepare_lm_full, prepare_lm_lora, score,
@@ -41,7 +42,7 @@ from peft_course.plots import plot_curves
 from peft_course.tables import write_table
 from peft_course.training import TrainConfig, load_trainable_state, train
 
-LORA_LEARNING_RATE, FULL_LEARNING_RATE = 5e-3, 1e-3
+LORA_LEARNING_RATE, FULL_LEARNING_RATE = 2e-3, 1e-3  # measured on tiny-gpt2 (docs/ablation.md)
 SEED_RANKS, SEED_ALPHAS = (16, 128, 196), (64.0, 256.0)  # the seed project's grids
 FULL = "full fine-tuning"
 
@@ -76,11 +77,11 @@ class CellConfig:
 
     def __post_init__(self) -> None:
         if self.method not in ("lora", "full"):
-            raise ValueError(f"unknown cell method '{self.method}': use 'lora' or 'full'")
+            raise CourseError(f"unknown cell method '{self.method}': use 'lora' or 'full'")
         if self.r <= 0 or self.alpha <= 0:
-            raise ValueError(f"LoRA rank and alpha must be positive, got r={self.r}, alpha={self.alpha:g}")
+            raise CourseError(f"LoRA rank and alpha must be positive, got r={self.r}, alpha={self.alpha:g}")
         if not 0 <= self.dropout < 1 or self.learning_rate <= 0:
-            raise ValueError(f"need 0 <= dropout < 1 and a positive learning rate, got dropout={self.dropout:g}, "
+            raise CourseError(f"need 0 <= dropout < 1 and a positive learning rate, got dropout={self.dropout:g}, "
                              f"learning_rate={self.learning_rate:g}")
         get_template(self.template)
         object.__setattr__(self, "alpha", float(self.alpha))  # alpha=64 and 64.0 are one cell
@@ -145,9 +146,9 @@ def parameter_sweep(parameter: str, values: Sequence[Any], base: CellConfig = Ce
                     full: CellConfig | None = None) -> Sweep:
     """Any other table: `parameter` (one of `SWEEPABLE`) takes each of `values`; the rest is `base`."""
     if parameter not in SWEEPABLE:
-        raise ValueError(f"cannot sweep '{parameter}': choose one of {', '.join(SWEEPABLE)}")
+        raise CourseError(f"cannot sweep '{parameter}': choose one of {', '.join(SWEEPABLE)}")
     if not values:
-        raise ValueError(f"no values to sweep '{parameter}' over")
+        raise CourseError(f"no values to sweep '{parameter}' over")
     cells = [Cell(_label(v), replace(base, **{parameter: tuple(v) if parameter == "targets" else v})) for v in values]
     if full is not None:
         cells.append(Cell(FULL, full))
@@ -176,7 +177,7 @@ class Settings:
     progress: bool = True
 
 
-QUICK = {"epochs": 2, "max_examples": 200}  # --quick: a CPU minute a sweep on the embedded default
+QUICK = {"epochs": 3, "max_examples": 400}  # --quick: about a CPU minute a sweep on the embedded default
 
 
 # --8<-- [start:run_cell]
@@ -255,7 +256,7 @@ def run_sweep(sweep: Sweep, data: ClassificationData, settings: Settings = Setti
 
     A cell that was interrupted continues from its last finished epoch (its checkpoint)."""
     if not seeds or len(set(seeds)) < len(seeds):
-        raise ValueError(f"give one or more distinct seeds, got {list(seeds)}")
+        raise CourseError(f"give one or more distinct seeds, got {list(seeds)}")
     result = SweepResult(sweep, {cell.label: [] for cell in sweep.cells})
     jobs = [(cell, seed) for cell in sweep.cells for seed in seeds]
     for cell, seed in tqdm(jobs, desc=f"ablate {sweep.name}", disable=not settings.progress):
@@ -277,7 +278,7 @@ def run_sweep(sweep: Sweep, data: ClassificationData, settings: Settings = Setti
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and *sample* standard deviation (n - 1 in the denominator; 0 for a single value)."""
     if not values:
-        raise ValueError("no values to average")
+        raise CourseError("no values to average")
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
@@ -315,9 +316,11 @@ def table_rows(result: SweepResult) -> list[dict[str, str]]:
 # --8<-- [end:summary]
 
 
-def write_sweep(result: SweepResult, output: str | Path, title: str = "") -> list[Path]:
-    """`<name>.md` and `<name>.csv` (the table) and `<name>-val-loss.png` (every cell's curves)."""
-    markdown = write_table(table_rows(result), output, result.sweep.name)
+def write_sweep(result: SweepResult, output: str | Path, title: str = "", note: str = "") -> list[Path]:
+    """`<name>.md` and `<name>.csv` (the table) and `<name>-val-loss.png` (every cell's curves).
+
+    `note` follows the Markdown table (what produced it, `peft_course.system.provenance`)."""
+    markdown = write_table(table_rows(result), output, result.sweep.name, note)
     curves = {f"{label} (seed {m['seed']})" if len(runs) > 1 else label:
               [(h["epoch"], h["val_loss"]) for h in m["history"]]
               for label, runs in result.metrics.items() for m in runs}

@@ -15,6 +15,7 @@ from typing import Any
 from peft_course.ablation import QUICK, Settings, SweepResult, run_sweep, seed_sweeps, write_sweep
 from peft_course.data import ClassificationData
 from peft_course.finetune import get_method, finetune
+from peft_course.system import provenance
 from peft_course.tables import result_row
 from peft_course.training import TrainConfig
 
@@ -73,6 +74,7 @@ def ablation_results(
     with tempfile.TemporaryDirectory(prefix="demo-cells-") as cells:
         for sweep in seed_sweeps():
             result = run_sweep(sweep, data, settings, (0,), cells)
-            write_sweep(result, output, f"{sweep.name} sweep: {model_name} on {data.name} (quick)")
+            write_sweep(result, output, f"{sweep.name} sweep: {model_name} on {data.name} (quick)",
+                        provenance("peft-course demo"))
             results.append(result)
     return results

@@ -35,6 +35,7 @@ from peft import TaskType
 from torch import nn
 
 from peft_course.data import ClassificationData
+from peft_course.errors import CourseError
 from peft_course.finetune import prepare_full, prepare_lora
 from peft_course.training import make_loader, pick_device, use_bf16
 
@@ -81,9 +82,9 @@ class PromptFormat:
 
     def __post_init__(self) -> None:
         if self.cue[-1:].isspace():
-            raise ValueError(f"the cue {self.cue!r} ends in whitespace: the label word brings its own leading space")
+            raise CourseError(f"the cue {self.cue!r} ends in whitespace: the label word brings its own leading space")
         if not self.label_words:
-            raise ValueError("no label words")
+            raise CourseError("no label words")
 
     def prompt(self, text: str) -> str:
         """The prompt for `text`, up to the cue; the label word comes next."""
@@ -96,7 +97,7 @@ def get_template(name: str) -> str:
     try:
         return TEMPLATES[name]
     except KeyError:
-        raise ValueError(f"unknown prompt template '{name}'; known: {', '.join(TEMPLATES)}") from None
+        raise CourseError(f"unknown prompt template '{name}'; known: {', '.join(TEMPLATES)}") from None
 
 
 def label_words_for(label_names: Sequence[str]) -> tuple[str, ...]:
@@ -109,10 +110,10 @@ def label_word_ids(tokenizer: Any, label_words: Sequence[str]) -> list[list[int]
     ids = [tokenizer(word, add_special_tokens=False)["input_ids"] for word in label_words]
     for word, row in zip(label_words, ids):
         if not row:
-            raise ValueError(f"label word {word!r} has no tokens")
+            raise CourseError(f"label word {word!r} has no tokens")
     firsts = [row[0] for row in ids]
     if len(set(firsts)) < len(firsts):
-        raise ValueError(f"label words {list(label_words)} share a first token: the verbalizer could not tell "
+        raise CourseError(f"label words {list(label_words)} share a first token: the verbalizer could not tell "
                          f"them apart; choose words that start differently")
     return ids
 
@@ -132,7 +133,7 @@ def encode_examples(
     words = label_word_ids(tokenizer, prompt_format.label_words)
     room = max_length - len(head) - len(cue) - max(len(w) for w in words)
     if room < 1:
-        raise ValueError(f"the instruction and cue take {len(head) + len(cue)} tokens, leaving no room for the "
+        raise CourseError(f"the instruction and cue take {len(head) + len(cue)} tokens, leaving no room for the "
                          f"text within max_length={max_length}: raise --max-length or shorten the instruction")
     bodies = tokenizer([f" {text}" for text in texts], add_special_tokens=False)["input_ids"]
     rows: dict[str, list] = {"input_ids": [], "attention_mask": [], "labels": [], "label": []}
@@ -149,9 +150,9 @@ def encode_examples(
 def encode(data: ClassificationData, tokenizer: Any, prompt_format: PromptFormat, max_length: int = 256) -> DatasetDict:
     """`encode_examples` on every split of `data`, after checking that the two fit together."""
     if data.is_pair:
-        raise ValueError(f"'{data.name}' holds text pairs; prompt-based classification here takes single texts")
+        raise CourseError(f"'{data.name}' holds text pairs; prompt-based classification here takes single texts")
     if len(prompt_format.label_words) != data.num_labels:
-        raise ValueError(f"{len(prompt_format.label_words)} label words {list(prompt_format.label_words)} for "
+        raise CourseError(f"{len(prompt_format.label_words)} label words {list(prompt_format.label_words)} for "
                          f"{data.num_labels} labels {data.label_names}: give one word per label")
     return DatasetDict({
         split: encode_examples(rows["text"], rows["label"], tokenizer, prompt_format, max_length)
@@ -258,7 +259,7 @@ def prepare_lm_full(model: nn.Module, dropout: float | None = None) -> nn.Module
     """Every parameter trains; `dropout`, when given, replaces the model's own dropout everywhere."""
     if dropout is not None:
         if not 0 <= dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+            raise CourseError(f"dropout must be in [0, 1), got {dropout}")
         for module in model.modules():
             if isinstance(module, nn.Dropout):
                 module.p = dropout  # GPT-2's attention reads its dropout rate from this module too

@@ -20,6 +20,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from peft_course.errors import CourseError
+
 POSITIVE_ADJECTIVES = [
     "good", "great", "superb", "moving", "delightful", "brilliant", "charming", "gripping",
     "wonderful", "clever", "beautiful", "funny", "touching", "fresh", "memorable", "warm",
@@ -88,7 +90,7 @@ def synthetic_sentiment(
     """
     sizes = {"train": n_train, "validation": n_validation, "test": n_test}
     if any(n < 2 or n % 2 for n in sizes.values()):
-        raise ValueError(f"split sizes must be even and at least 2 (half of each label), got {sizes}")
+        raise CourseError(f"split sizes must be even and at least 2 (half of each label), got {sizes}")
     total = sum(sizes.values())
     rng = random.Random(seed)
     seen: set[str] = set()
@@ -97,7 +99,7 @@ def synthetic_sentiment(
     while len(by_label[0]) + len(by_label[1]) < total:
         attempts += 1
         if attempts > 50 * total:
-            raise ValueError(f"cannot generate {total} distinct sentences; ask for fewer")
+            raise CourseError(f"cannot generate {total} distinct sentences; ask for fewer")
         label = 0 if len(by_label[0]) < total // 2 else 1
         text = make_sentence(rng, label)
         if text not in seen:
@@ -130,3 +132,87 @@ def review_corpus(seed: int = 0, n_reviews: int = 3000) -> list[str]:
     reviews += [f"The answer is {n} ." for n in range(200)]
     reviews += [f"Sentiment : {word}" for word in SENTIMENT_LABELS] * 50
     return reviews
+
+
+# Instruction-style documents, as web text has them: an instruction written one of many ways,
+# `Text: ...`, an answer cue, then the answer. The pieces cover the words of the seed project's
+# five prompt templates without reproducing any of them.
+TASK_VERBS = ["Classify", "Read", "Analyze", "Label", "Decide on", "Judge", "Rate"]
+TASK_OBJECTS = ["the following text", "the text below", "this review", "the following review", "the sentence below"]
+TASK_ASKS = [
+    "as either positive or negative sentiment", "and classify it as either positive or negative",
+    "and determine whether its sentiment is positive or negative", "as positive or negative",
+    "and classify its sentiment as either positive or negative",
+]
+GOOD_FEELINGS = ["happiness", "satisfaction", "positivity", "joy", "gratitude", "enthusiasm", "appreciation",
+                 "optimism"]
+BAD_FEELINGS = ["sadness", "anger", "negativity", "frustration", "disappointment", "criticism", "dissatisfaction"]
+ADVICE = [
+    "Remember to consider the overall tone, context, and emotional cues conveyed in the text.",
+    "Focus on the overall tone and context.", "Consider the emotional intent, tone, and wording used.",
+    "Provide the most accurate classification based on these cues.", "Please answer with one word.",
+]
+CUES = ["Sentiment:", "Sentiment:", "Sentiment:", "Answer:", "Label:"]
+ANSWER_ASIDES = [" this review is", " this review is", " this text is", " clearly"]
+ASIDE_SHARE = 0.3  # answers that go on in other words before the label word
+
+
+def make_instruction(rng: random.Random) -> str:
+    """One instruction: a task sentence, perhaps a definition of the classes, perhaps advice."""
+    verb = rng.choice(TASK_VERBS)
+    verb = f"Please {verb.lower()}" if rng.random() < 0.3 else verb
+    sentences = [f"{verb} {rng.choice(TASK_OBJECTS)} {rng.choice(TASK_ASKS)}."]
+    if rng.random() < 0.6:
+        good = ", ".join(rng.sample(GOOD_FEELINGS, rng.randint(1, 3)))
+        bad = ", ".join(rng.sample(BAD_FEELINGS, rng.randint(1, 3)))
+        sentences.append(f"{rng.choice(['Positive', 'A positive sentiment'])} "
+                         f"{rng.choice(['means', 'conveys', 'expresses', 'includes'])} {good}, while "
+                         f"{rng.choice(['negative', 'a negative sentiment'])} "
+                         f"{rng.choice(['means', 'conveys', 'reflects', 'includes'])} {bad}.")
+    if rng.random() < 0.5:
+        sentences.append(rng.choice(ADVICE))
+    return " ".join(sentences)
+
+
+def instruction_corpus(seed: int = 0, n_documents: int = 3000) -> list[str]:
+    """Instruction-style documents: instruction, blank line, `Text: <sentence>`, a cue, an answer.
+
+    Most answers are the sentence's sentiment word after the cue, as an annotated review on the
+    web would have it; some go on in other words (" this review is positive"), so a model
+    pretrained on this writes the bare label word only when it is fairly sure. That is why an
+    untrained model scores lower by strict match than by the verbalizer.
+    """
+    rng = random.Random(seed + 2)
+    documents = []
+    for _ in range(n_documents):
+        label = rng.randint(0, 1)
+        answer = f" {SENTIMENT_LABELS[label]}"
+        if rng.random() < ASIDE_SHARE:
+            answer = f"{rng.choice(ANSWER_ASIDES)}{answer}"
+        documents.append(f"{make_instruction(rng)}\n\nText: {make_sentence(rng, label)}\n{rng.choice(CUES)}{answer}")
+    return documents
+
+
+def labelled_phrases(seed: int = 0, n_documents: int = 3000) -> list[str]:
+    """The shortest annotated texts: `Text: dull` or `Text: the plot was dull`, a cue, the label.
+
+    With one polarity word a few tokens before the cue, a model at initialisation (which
+    attends about evenly to everything before it) already sees the word's signal strongly at
+    the cue. These make the attention that carries sentiment to the cue appear after a few
+    hundred pretraining steps instead of thousands, and it then serves the longer documents.
+    """
+    rng = random.Random(seed + 3)
+    documents = []
+    for _ in range(n_documents):
+        label = rng.randint(0, 1)
+        adjective = rng.choice(POSITIVE_ADJECTIVES if label else NEGATIVE_ADJECTIVES)
+        text = adjective if rng.random() < 0.5 else f"{rng.choice(SUBJECTS)} was {adjective}"
+        documents.append(f"Text: {text}\nSentiment: {SENTIMENT_LABELS[label]}")
+    return documents
+
+
+def pretraining_corpus(seed: int = 0) -> list[str]:
+    """The embedded model's pretraining text: reviews, instruction-style documents, short annotations."""
+    documents = review_corpus(seed) + instruction_corpus(seed) + labelled_phrases(seed)
+    random.Random(seed + 4).shuffle(documents)
+    return documents

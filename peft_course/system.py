@@ -49,6 +49,18 @@ def bnb_4bit_support(device: str | None = None) -> tuple[bool, str]:
     return True, f"bitsandbytes {bnb.__version__}: 4-bit NF4 runs on '{device}'"
 
 
+def provenance(command: str) -> str:
+    """One Markdown line saying what produced a results page: the command, the CPU's kernel set, torch.
+
+    PyTorch picks its CPU kernels by instruction set (`default`, `avx2`, `avx512`, ...), and
+    sums round differently in each, so a figure is only reproduced exactly on the same capability
+    (`ATEN_CPU_CAPABILITY` forces one, to imitate another machine).
+    """
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
+    return (f"*Made by `{command}` on {device} (CPU capability {torch.backends.cpu.get_cpu_capability()}), "
+            f"torch {torch.__version__}, transformers {library_versions()['transformers']}.*")
+
+
 def system_info() -> dict[str, Any]:
     """Python, library versions, CUDA devices and 4-bit support, as one dictionary."""
     cuda = torch.cuda.is_available()
@@ -57,6 +69,7 @@ def system_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         **library_versions(),
+        "cpu capability": torch.backends.cpu.get_cpu_capability(),
         "cuda": torch.cuda.get_device_name(0) if cuda else "not available",
         "bf16 on GPU": bool(cuda and torch.cuda.is_bf16_supported()),
         "4-bit (bitsandbytes)": why if works else f"no: {why}",

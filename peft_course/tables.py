@@ -28,12 +28,22 @@ def markdown_table(rows: list[dict[str, str]], columns: tuple[str, ...] | None =
     return "\n".join(lines) + "\n"
 
 
-def write_table(rows: list[dict[str, str]], directory: str | Path, stem: str = "results") -> Path:
-    """Save the table as `<stem>.md` and `<stem>.csv` in `directory`; returns the Markdown path."""
+def read_markdown_table(text: str) -> list[dict[str, str]]:
+    """The rows of the first Markdown table in `text` (the inverse of `markdown_table`)."""
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    cells = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines]
+    return [dict(zip(cells[0], row)) for row in cells[2:]]
+
+
+def write_table(rows: list[dict[str, str]], directory: str | Path, stem: str = "results", note: str = "") -> Path:
+    """Save the table as `<stem>.md` and `<stem>.csv` in `directory`; returns the Markdown path.
+
+    `note`, when given, follows the Markdown table as its own paragraph (what produced it).
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     markdown = directory / f"{stem}.md"
-    markdown.write_text(markdown_table(rows))
+    markdown.write_text(markdown_table(rows) + (f"\n{note}\n" if note else ""))
     with open(directory / f"{stem}.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -5,10 +5,16 @@ corpus and the weights are drawn from GPT-2's own initialisation under a fixed s
 exactly GPT-2's architecture (Conv1D projections, learned positions, tied embeddings), only
 smaller, so every line of code that runs on it runs unchanged on `openai-community/gpt2`.
 
-Its "pretraining" is a few seconds of next-token prediction on generated reviews whose
-sentences share one sentiment, so its features carry sentiment the way real GPT-2's do, in
-miniature. Numbers measured on it show that the code learns, not what GPT-2 small would
-score. The directory is built once per seed and cached.
+Its "pretraining" is half a minute of next-token prediction on generated text
+(`peft_course.synthetic.pretraining_corpus`): reviews closed by a verdict, instruction-style
+documents (an instruction, `Text: ...`, a cue such as `Sentiment:`, an answer) and short
+annotated phrases. Like web text for real GPT-2, it gives the model features that carry
+sentiment to the end of a text, the words of a classification instruction, and the habit of
+answering after a cue - sometimes with the bare label word, sometimes in other words. Each
+document is one training row starting at position 0, as a prompt does later, and rows are as
+long as the longest prompt the course writes, so every position a prompt uses was trained.
+Numbers measured on it show that the code learns, not what GPT-2 small would score. The
+directory is built once per seed and cached.
 """
 
 from __future__ import annotations
@@ -22,14 +28,14 @@ import torch
 from tokenizers import ByteLevelBPETokenizer
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
 
-from peft_course.synthetic import review_corpus
+from peft_course.synthetic import pretraining_corpus
 
 TINY_GPT2 = "tiny-gpt2"
 EOS_TOKEN = "<|endoftext|>"
 VOCAB_SIZE = 1024
-PRETRAIN_STEPS = 300
-BLOCK_SIZE = 64
-BUILD_VERSION = 3  # bump when the recipe changes so that old caches are not reused
+PRETRAIN_STEPS = 450
+MAX_TOKENS = 128  # longest training row: the longest template prompt with a review is about 100
+BUILD_VERSION = 4  # bump when the recipe changes so that old caches are not reused
 
 
 def cache_root() -> Path:
@@ -55,7 +61,7 @@ def train_tokenizer(seed: int = 0, vocab_size: int = VOCAB_SIZE) -> GPT2Tokenize
     """Train GPT-2's kind of tokenizer (byte-level BPE) on the generated corpus."""
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(
-        review_corpus(seed),
+        pretraining_corpus(seed),
         vocab_size=vocab_size,
         min_frequency=2,
         special_tokens=[EOS_TOKEN],
@@ -70,30 +76,50 @@ def train_tokenizer(seed: int = 0, vocab_size: int = VOCAB_SIZE) -> GPT2Tokenize
     )
 
 
+def length_grouped_batches(lengths: list[int], batch_size: int, generator: torch.Generator) -> list[list[int]]:
+    """Row indices in batches of similar length, in random order (one pass over the rows).
+
+    Rows are shuffled, cut into groups of 50 batches, sorted by length within a group and dealt
+    into batches, so a batch pads little; the batches are then shuffled again.
+    """
+    order = torch.randperm(len(lengths), generator=generator).tolist()
+    group = 50 * batch_size
+    batches = []
+    for start in range(0, len(order), group):
+        chunk = sorted(order[start : start + group], key=lambda i: lengths[i])
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
 def pretrain(
     model: GPT2LMHeadModel, tokenizer: GPT2TokenizerFast, texts: list[str],
     steps: int = PRETRAIN_STEPS, batch_size: int = 32, seed: int = 0,
 ) -> list[float]:
-    """Next-token prediction on `texts` cut into blocks of `BLOCK_SIZE` tokens; returns the losses.
+    """Next-token prediction on `texts`, one document a row (cut to `MAX_TOKENS`); returns the losses.
 
-    It runs on one CPU thread: a different thread count sums in a different order, and the
-    rounding differences would make "the same seed" build different weights on different machines.
+    Rows are padded to the longest in their batch and the padding is masked out of attention
+    and loss. It runs on one CPU thread: a different thread count sums in a different order,
+    and the rounding differences would make "the same seed" build different weights on
+    different machines.
     """
-    stream: list[int] = []
-    for text in texts:
-        stream += tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]
-    n_blocks = len(stream) // BLOCK_SIZE
-    blocks = torch.tensor(stream[: n_blocks * BLOCK_SIZE]).view(n_blocks, BLOCK_SIZE)
+    eos = tokenizer.eos_token_id
+    rows = [ids[: MAX_TOKENS - 1] + [eos] for ids in tokenizer(texts)["input_ids"]]
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     model.train()
-    losses = []
+    losses: list[float] = []
+    batches: list[list[int]] = []
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         for _ in range(steps):
-            batch = blocks[torch.randint(n_blocks, (batch_size,), generator=generator)]
-            loss = model(input_ids=batch, attention_mask=torch.ones_like(batch), labels=batch).loss
+            if not batches:
+                batches = length_grouped_batches([len(r) for r in rows], batch_size, generator)
+            batch = [rows[i] for i in batches.pop()]
+            width = max(len(r) for r in batch)
+            ids = torch.tensor([r + [eos] * (width - len(r)) for r in batch])
+            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in batch])
+            loss = model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -111,7 +137,7 @@ def build_tiny_gpt2(directory: str | Path, seed: int = 0, pretrain_steps: int = 
     torch.manual_seed(seed)
     config = tiny_gpt2_config(len(tokenizer), tokenizer.eos_token_id)
     model = GPT2LMHeadModel(config)
-    pretrain(model, tokenizer, review_corpus(seed), steps=pretrain_steps, seed=seed)
+    pretrain(model, tokenizer, pretraining_corpus(seed), steps=pretrain_steps, seed=seed)
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     return directory

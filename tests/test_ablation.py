@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from peft_course.ablation import (
-    Cell, CellConfig, Settings, alpha_sweep, cell_directory, format_mean_std, mean_std, parameter_sweep,
+    QUICK, Cell, CellConfig, Settings, alpha_sweep, cell_directory, format_mean_std, mean_std, parameter_sweep,
     rank_sweep, run_cell, run_sweep, table_rows, write_sweep,
 )
 from peft_course.cli import main
@@ -56,8 +56,8 @@ def test_only_the_text_is_cut_to_fit(lm):
     assert len(long["input_ids"]) == 64
     decoded = tokenizer.decode(long["input_ids"])
     assert decoded.startswith(TEMPLATES["simple-1"]) and decoded.endswith("\nSentiment: positive")
-    with pytest.raises(ValueError, match="leaving no room for the text within max_length=20"):
-        encode_examples(["a"], [0], tokenizer, prompt_format, max_length=20)
+    with pytest.raises(ValueError, match="leaving no room for the text within max_length=10"):
+        encode_examples(["a"], [0], tokenizer, prompt_format, max_length=10)
 
 
 def test_verbalizer_scores_equal_a_hand_computation(lm, tiny_data, encoded):
@@ -77,16 +77,21 @@ def test_verbalizer_scores_equal_a_hand_computation(lm, tiny_data, encoded):
     assert torch.allclose(scores, verbalizer_scores(model, tokenizer, prompts, WORDS), atol=1e-5)
 
 
-def test_strict_match_of_an_untrained_model_is_below_the_verbalizer(lm, encoded):
+def test_strict_match_needs_the_label_word_itself(lm, tiny_data):
+    """Label words the untrained model never writes after the cue (it answers " positive"):
+    the verbalizer still names a class for every prompt, strict match scores nothing."""
     model, tokenizer = lm
-    verbalizer = evaluate_verbalizer(model, encoded["test"], tokenizer, WORDS)
-    strict = evaluate_strict_match(model, encoded["test"], tokenizer, WORDS)
-    assert strict["accuracy"] < verbalizer["accuracy"]
+    words = (" bad", " good")
+    encoded = encode(tiny_data, tokenizer, PromptFormat(TEMPLATES["simple-1"], words))["test"]
+    verbalizer = evaluate_verbalizer(model, encoded, tokenizer, words)
+    strict = evaluate_strict_match(model, encoded, tokenizer, words)
+    assert verbalizer["accuracy"] >= 0.3 and len(verbalizer["predictions"]) == len(encoded)
+    assert strict["accuracy"] == 0.0, strict["completions"][:5]
 
 
 def test_every_strict_hit_is_a_verbalizer_hit(lm, tiny_data):
-    """With the cue of tiny-gpt2's pretraining ("Sentiment : positive"), the untrained model does
-    write label words, so there are strict hits to check, one by one."""
+    """With a cue like those of tiny-gpt2's pretraining, the untrained model does write label
+    words, so there are strict hits to check, one by one."""
     model, tokenizer = lm
     encoded = encode(tiny_data, tokenizer, PromptFormat(TEMPLATES["simple-1"], WORDS, cue=" Sentiment :"))["test"]
     verbalizer = evaluate_verbalizer(model, encoded, tokenizer, WORDS)
@@ -126,14 +131,17 @@ def test_bad_prompt_settings_are_refused(lm, tiny_data, tmp_path):
         parameter_sweep("momentum", [0.9])
 
 
-def test_full_fine_tuning_through_the_lm_head_learns():
-    """The whole path on learnable data: the validation loss falls and the test accuracy leaves chance."""
-    data = load_classification_data("synthetic-sentiment", max_examples=1000)
-    cell = Cell("full", CellConfig(method="full", learning_rate=1e-3, template="simple-1"))
-    metrics = run_cell(data, cell, Settings(epochs=4, progress=False), seed=0)
+def test_lora_through_the_lm_head_learns_at_the_quick_setting():
+    """The chapter's claim on the embedded default: a LoRA cell (r=16, alpha=64, the default
+    template) leaves chance at `--quick` size. Measured 0.750 +- 0.015 over seeds 0-2 and kernel
+    sets (docs/results/cpu-spread.md); 0.65 leaves room for that spread on any CPU."""
+    data = load_classification_data("synthetic-sentiment", max_examples=QUICK["max_examples"])
+    metrics = run_cell(data, Cell("16", CellConfig()), Settings(epochs=QUICK["epochs"], progress=False), seed=0)
     history = metrics["history"]
     assert history[-1]["val_loss"] < history[0]["val_loss"]
-    assert metrics["best"]["verbalizer"] > 0.65 and metrics["untrained"]["verbalizer"] == pytest.approx(0.5, abs=0.05)
+    assert metrics["untrained"]["verbalizer"] == pytest.approx(0.5, abs=0.05)
+    assert metrics["best"]["verbalizer"] >= 0.65, "LoRA through the LM head should learn the task"
+    assert metrics["best"]["strict"] >= 0.65, "after training the model answers with the label word"
 
 
 def test_seed_grids_and_shared_cells():

@@ -1,4 +1,12 @@
-"""The main job: the demo table shows learning, is saved, and matches the docs' copy."""
+"""The main job: the demo table shows each method's effect, is saved, and matches the docs' copy.
+
+The margins below come from `benchmarks/cpu_spread.py` (`docs/results/cpu-spread.md`): the demo
+run under three kernel sets (this CPU's own, AVX2 only, no vector extensions: PyTorch's
+`ATEN_CPU_CAPABILITY` with MKL's and oneDNN's matching switches) and training seeds 0, 1 and 2.
+A CPU with other kernels sums in another order, and a few epochs on a few hundred examples turn
+that rounding into points of accuracy, so a figure is reproduced exactly only on the machine
+that printed it. The tests therefore assert what the docs claim, with room for that spread.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +17,20 @@ from pathlib import Path
 
 import pytest
 
+from peft_course.tables import read_markdown_table
 
-DOCS_TABLE = Path(__file__).resolve().parents[1] / "docs" / "results" / "demo.md"
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+
+# Largest change of one demo accuracy between kernel sets at one seed, measured: 0.0000 for most
+# rows, CPU_SPREAD for the worst (see cpu-spread.md); the tolerance doubles it, since this run and
+# the docs' may sit at opposite ends.
+CPU_SPREAD = 0.04
+# Largest difference between LoRA (peft) and the LoRA-like rows (from scratch, QLoRA) at one seed
+# and kernel set, and between LoRA and full fine-tuning when full came out lower.
+LORA_SPREAD = 0.05
+# The ablation cells, between kernel sets at one seed.
+ABLATION_CPU_SPREAD = 0.05
 
 
 @pytest.fixture(scope="module")
@@ -25,9 +45,22 @@ def demo_run(tmp_path_factory):
         return output, {row["method"]: row for row in csv.DictReader(handle)}
 
 
-def test_head_only_beats_the_untrained_model(demo_run):
+def accuracy(rows: dict[str, dict[str, str]], method: str) -> float:
+    return float(rows[method]["accuracy"])
+
+
+def test_each_method_shows_its_effect(demo_run):
+    """The ordering the fine-tuning chapter teaches: untrained < head < LoRA, merging changes
+    nothing, LoRA-like methods agree within the seed spread, full fine-tuning is not worse."""
     _, rows = demo_run
-    assert float(rows["head only"]["accuracy"]) > float(rows["untrained"]["accuracy"]) + 0.1
+    untrained, head, lora = (accuracy(rows, m) for m in ("untrained", "head only", "LoRA (peft)"))
+    assert head >= untrained + 0.10, "a trained head must beat the untrained model clearly"
+    assert lora >= head + 0.10, "LoRA changes the layers below the head: it must beat head-only clearly"
+    # merging folds B A into W; logits move by ~1e-6, which can flip at most a near-tie (1 of 400)
+    assert abs(accuracy(rows, "merged LoRA") - lora) <= 1 / 400
+    for method in ("LoRA (from scratch)", "QLoRA (NF4)"):
+        assert abs(accuracy(rows, method) - lora) <= LORA_SPREAD, method
+    assert accuracy(rows, "full fine-tuning") >= lora - LORA_SPREAD
     assert rows["head only"]["trainable params"] == "128"  # 64 x 2 score weights, no bias
 
 
@@ -35,23 +68,18 @@ def test_table_is_saved_as_markdown_and_csv(demo_run):
     output, rows = demo_run
     markdown = (output / "results.md").read_text()
     assert markdown.startswith("| method | trainable params | accuracy | weighted F1 | seconds |")
-    assert list(rows) == [line.split("|")[1].strip() for line in markdown.splitlines()[2:]]
+    assert list(rows) == [row["method"] for row in read_markdown_table(markdown)]
+    assert "*Made by `peft-course demo`" in markdown, "the table says what produced it"
 
 
 def test_docs_table_is_reproduced(demo_run):
-    """The table in the docs comes from this command: a fresh run must give the same accuracies.
-
-    Seconds differ between runs; accuracies are compared to 0.01 to allow for floating-point
-    differences between CPUs (the same machine reproduces them exactly).
-    """
+    """The docs' table comes from this command: a fresh run on any CPU lands within the measured
+    cross-CPU spread of it (twice the spread: the two runs may sit at opposite ends)."""
     _, rows = demo_run
-    documented = {}
-    for line in DOCS_TABLE.read_text().splitlines()[2:]:
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        documented[cells[0]] = float(cells[2])
+    documented = {row["method"]: float(row["accuracy"]) for row in read_markdown_table((RESULTS / "demo.md").read_text())}
     assert documented.keys() == rows.keys()
-    for method, accuracy in documented.items():
-        assert abs(float(rows[method]["accuracy"]) - accuracy) <= 0.01, method
+    for method, figure in documented.items():
+        assert abs(accuracy(rows, method) - figure) <= 2 * CPU_SPREAD, method
 
 
 ABLATION_COLUMNS = ("verbalizer, last", "verbalizer, best", "strict, last", "strict, best")
@@ -59,17 +87,31 @@ ABLATION_COLUMNS = ("verbalizer, last", "verbalizer, best", "strict, last", "str
 
 @pytest.mark.parametrize("sweep", ["rank", "alpha", "prompt"])
 def test_docs_ablation_tables_are_reproduced(demo_run, sweep):
-    """The ablation tables in the docs come from the demo too: the same cells, the same accuracies
-    (to 0.01, as above), the seed project's figures beside them, and every cell's loss curve."""
+    """The ablation tables in the docs come from the demo too: the same cells, the seed project's
+    figures beside them, accuracies within the cross-CPU spread, and every cell's loss curve."""
     output, _ = demo_run
     with open(output / "ablation" / f"{sweep}.csv") as handle:
         fresh = list(csv.DictReader(handle))
-    lines = (DOCS_TABLE.parent / f"ablation-{sweep}.md").read_text().splitlines()
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
-    documented = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
-    assert [row[header[0]] for row in documented] == [row[header[0]] for row in fresh]
+    documented = read_markdown_table((RESULTS / f"ablation-{sweep}.md").read_text())
+    first = next(iter(documented[0]))
+    assert [row[first] for row in documented] == [row[first] for row in fresh]
     for old, new in zip(documented, fresh):
         assert (old["seed, last"], old["seed, best"]) == (new["seed, last"], new["seed, best"])
         for column in ABLATION_COLUMNS:
-            assert abs(float(old[column]) - float(new[column])) <= 0.01, (sweep, old[header[0]], column)
+            assert abs(float(old[column]) - float(new[column])) <= 2 * ABLATION_CPU_SPREAD, (sweep, old[first], column)
     assert (output / "ablation" / f"{sweep}-val-loss.png").stat().st_size > 0
+
+
+def test_readme_quotes_the_docs_tables():
+    """One source for each published number: the README's copies are the docs' results pages."""
+    readme = (ROOT / "README.md").read_text()
+    for page in ("demo.md", "ablation-rank.md"):
+        table = "\n".join(line for line in (RESULTS / page).read_text().splitlines() if line.startswith("|"))
+        assert table in readme, f"README's copy of docs/results/{page} differs: run `make results` and copy it"
+
+
+def test_every_results_page_says_what_produced_it():
+    pages = sorted(RESULTS.glob("*.md")) + sorted((ROOT / "docs" / "images" / "dpo").glob("*.md"))
+    assert pages
+    for page in pages:
+        assert "*Made by `" in page.read_text(), f"{page.name} does not say which command produced it"

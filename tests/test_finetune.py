@@ -93,7 +93,7 @@ def topic_file(path, n: int = 400, num_labels: int = 20) -> str:
 def test_twenty_class_path_end_to_end(tmp_path):
     data = load_classification_data("twitter-financial-news-topic", train_file=topic_file(tmp_path / "topics.csv"))
     assert data.num_labels == 20
-    result = finetune(data, "head", config=TrainConfig(epochs=4, learning_rate=5e-2, progress=False))
+    result = finetune(data, "lora", config=TrainConfig(epochs=4, learning_rate=1e-2, progress=False), r=8, alpha=16)
     assert result.best["accuracy"] > 0.3  # chance is 0.05
     save_run(tmp_path / "run", result, RunSpec("tiny-gpt2", "full", data.label_names, data.name), data)
     assert (tmp_path / "run" / "confusion.png").stat().st_size > 0
@@ -167,7 +167,7 @@ def test_cli_finetune_then_predict(tmp_path, capsys):
 def test_cli_bad_lora_rank(tmp_path, capsys):
     assert main(["finetune", "--method", "lora", "--r", "0", "--output", str(tmp_path / "x"), "--no-progress",
                  "--max-examples", "50"]) == 2
-    assert "rank r must be positive" in capsys.readouterr().err
+    assert "--r must be a positive integer, got 0" in capsys.readouterr().err
 
 
 def test_qlora_run_reloads_quantized_and_predicts_the_same(tmp_path):

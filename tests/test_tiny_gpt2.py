@@ -10,7 +10,7 @@ from transformers.pytorch_utils import Conv1D
 
 from peft_course.models import load_model
 from peft_course.tiny_gpt2 import build_tiny_gpt2, pretrain, tiny_gpt2_path, train_tokenizer
-from peft_course.synthetic import review_corpus
+from peft_course.synthetic import pretraining_corpus
 
 
 def digests(directory: Path) -> dict[str, str]:
@@ -60,5 +60,5 @@ def test_pretraining_lowers_the_language_model_loss():
 
     torch.manual_seed(0)
     model = GPT2LMHeadModel(tiny_gpt2_config(len(tokenizer), tokenizer.eos_token_id))
-    losses = pretrain(model, tokenizer, review_corpus(0)[:500], steps=40, seed=0)
+    losses = pretrain(model, tokenizer, pretraining_corpus(0)[:500], steps=40, seed=0)
     assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
