@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test test-tests test-exercises docs serve clean
+.PHONY: demo test test-tests test-exercises docs serve clean results
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: $(VENV)/.installed
 	$(BIN)/python -m pytest tests -q
 	$(BIN)/python -m pytest exercises --solutions -q
 	$(BIN)/mkdocs build --strict --quiet
+
+# Every results page under docs/ from the code as it is (about 10 CPU minutes); each page ends
+# with the command, CPU capability and versions that made it.
+results: $(VENV)/.installed
+	$(BIN)/python -m peft_course.reports
 
 docs: $(VENV)/.installed
 	$(BIN)/mkdocs build --strict

@@ -8,7 +8,8 @@ force each library's choice, so one machine can imitate the others:
     python benchmarks/cpu_spread.py                      # 3 kernel sets x seeds 0 1 2, about 30 min
     python benchmarks/cpu_spread.py --seeds 0 --write docs/results
 
-Each setting runs `peft-course demo` in a fresh process. The report gives, for every figure of
+Each setting runs `peft-course demo` in a fresh process. Each kernel set builds its own tiny-gpt2 (the build is deterministic for a kernel set, not
+across them). The report gives, for every figure of
 the demo table and the three ablation tables, its value under each setting and seed, the
 largest difference between kernel sets at one seed (the cross-machine spread: what a docs
 table may differ by on another CPU) and between seeds (what a conclusion must survive).
@@ -39,7 +40,10 @@ def run_demo(kernel_set: str, seed: int, output: Path, threads: int) -> Path:
     """`peft-course demo --seed SEED` under one kernel set, unless its results are already there."""
     directory = output / f"{kernel_set}-seed{seed}"
     if not (directory / "ablation" / "prompt.csv").is_file():
-        env = {**os.environ, **KERNEL_SETS[kernel_set], "OMP_NUM_THREADS": str(threads)}
+        # each kernel set builds its own tiny-gpt2: the build is the same on any thread count but
+        # not under other kernels, so a machine with other instructions starts from other weights
+        env = {**os.environ, **KERNEL_SETS[kernel_set], "OMP_NUM_THREADS": str(threads),
+               "PEFT_COURSE_CACHE": str(output / f"cache-{kernel_set}")}
         subprocess.run([sys.executable, "-m", "peft_course", "demo", "--seed", str(seed), "--output",
                         str(directory), "--no-progress"], env=env, check=True, capture_output=True)
     return directory

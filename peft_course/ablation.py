@@ -33,6 +33,7 @@ from transformers import set_seed
 from peft_course.counting import count_parameters
 from peft_course.data import ClassificationData
 from peft_course.errors import CourseError
+from peft_course.files import atomic_write_text
 from peft_course.lm_classification import (
     ANSWER_CUE, TEMPLATES, PromptFormat, encode, evaluate_verbalizer, get_template, label_words_for,
     prepare_lm_full, prepare_lm_lora, score,
@@ -215,7 +216,7 @@ def run_cell(data: ClassificationData, cell: Cell, settings: Settings, seed: int
                "untrained": untrained, "last": last, "best": best, "best_step": result.best_step,
                "seconds": result.seconds, "history": result.history}
     if directory is not None:
-        Path(directory, "metrics.json").write_text(json.dumps(metrics, indent=1))
+        atomic_write_text(Path(directory, "metrics.json"), json.dumps(metrics, indent=1))
         shutil.rmtree(checkpoint, ignore_errors=True)  # finished: the optimizer state is not needed
     return metrics
 # --8<-- [end:run_cell]

@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from peft_course.ablation import QUICK, CellConfig, Settings, alpha_sweep, rank_sweep, run_sweep, write_sweep
+from peft_course.ablation import QUICK, Settings, prompt_sweep, rank_sweep, run_sweep, write_sweep
 from peft_course.data import load_classification_data
 from peft_course.demo import ablation_results, demo_rows
 from peft_course.system import provenance
@@ -54,21 +54,21 @@ def demo_pages(results: Path = RESULTS, images: Path = IMAGES) -> list[Path]:
 
 
 def ablation_pages(results: Path = RESULTS) -> list[Path]:
-    """`ablation-longer.md` (more data and epochs) and `ablation-seeds.md` (alpha, seeds 0 1 2)."""
+    """`ablation-seeds-rank.md` and `ablation-seeds-prompt.md`: the quick tables over seeds 0, 1, 2.
+
+    The spread across seeds says which differences between cells are effects: a gap between
+    two cells larger than both cells' standard deviations.
+    """
     scratch = results / ".cells"
-    longer_data = load_classification_data("synthetic-sentiment", max_examples=1000)
-    longer = run_sweep(rank_sweep((16,), base=CellConfig(template="simple-1")), longer_data,
-                       Settings(epochs=4, progress=False), (0,), scratch)
     quick = load_classification_data("synthetic-sentiment", max_examples=QUICK["max_examples"])
-    seeds = run_sweep(alpha_sweep(), quick, Settings(epochs=QUICK["epochs"], progress=False), (0, 1, 2), scratch)
+    settings = Settings(epochs=QUICK["epochs"], progress=False)
     pages = []
-    for result, stem, command in (
-        (longer, "ablation-longer", "peft-course ablate rank --values 16 --template simple-1 --max-examples 1000 --epochs 4"),
-        (seeds, "ablation-seeds", "peft-course ablate alpha --quick --seeds 0 1 2"),
-    ):
+    for sweep in (rank_sweep(), prompt_sweep()):
+        result = run_sweep(sweep, quick, settings, (0, 1, 2), scratch)
+        stem = f"ablation-seeds-{sweep.name}"
         written = write_sweep(result, scratch, stem)
         shutil.move(written[0], results / f"{stem}.md")
-        pages.append(stamp(results / f"{stem}.md", command))
+        pages.append(stamp(results / f"{stem}.md", f"peft-course ablate {sweep.name} --quick --seeds 0 1 2"))
     shutil.rmtree(scratch, ignore_errors=True)
     return pages
 

@@ -57,8 +57,9 @@ def provenance(command: str) -> str:
     (`ATEN_CPU_CAPABILITY` forces one, to imitate another machine).
     """
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
-    return (f"*Made by `{command}` on {device} (CPU capability {torch.backends.cpu.get_cpu_capability()}), "
-            f"torch {torch.__version__}, transformers {library_versions()['transformers']}.*")
+    return (f"*Made by `{command}` on {device} (CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+            f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}), torch {torch.__version__}, "
+            f"transformers {library_versions()['transformers']}.*")
 
 
 def system_info() -> dict[str, Any]:

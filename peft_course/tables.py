@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from peft_course.files import atomic_write_text, replacing
+
 COLUMNS = ("method", "trainable params", "accuracy", "weighted F1", "seconds")
 
 
@@ -43,8 +45,8 @@ def write_table(rows: list[dict[str, str]], directory: str | Path, stem: str = "
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     markdown = directory / f"{stem}.md"
-    markdown.write_text(markdown_table(rows) + (f"\n{note}\n" if note else ""))
-    with open(directory / f"{stem}.csv", "w", newline="") as handle:
+    atomic_write_text(markdown, markdown_table(rows) + (f"\n{note}\n" if note else ""))
+    with replacing(directory / f"{stem}.csv") as temporary, open(temporary, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)

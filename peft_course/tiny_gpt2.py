@@ -98,9 +98,11 @@ def pretrain(
     """Next-token prediction on `texts`, one document a row (cut to `MAX_TOKENS`); returns the losses.
 
     Rows are padded to the longest in their batch and the padding is masked out of attention
-    and loss. It runs on one CPU thread: a different thread count sums in a different order,
-    and the rounding differences would make "the same seed" build different weights on
-    different machines.
+    and loss. It runs on one CPU thread, so that the thread count (which changes the order of
+    sums) does not change the weights: a machine builds the same model whatever its core count.
+    A CPU with other vector instructions (AVX2 against AVX-512) still rounds differently and
+    builds slightly different weights; `benchmarks/cpu_spread.py` measures what that does to
+    the course's figures.
     """
     eos = tokenizer.eos_token_id
     rows = [ids[: MAX_TOKENS - 1] + [eos] for ids in tokenizer(texts)["input_ids"]]

@@ -322,7 +322,8 @@ def test_harness_refuses_examples_that_are_test_problems():
 
 def test_committed_prompt_gallery_is_current():
     """The prompts shown in the docs are what the builders produce today."""
-    assert (DOCS_RESULTS / "prompting-prompts.md").read_text() == prompt_gallery()
+    page = (DOCS_RESULTS / "prompting-prompts.md").read_text()
+    assert page.split("\n*Made by `")[0].rstrip("\n") == prompt_gallery().rstrip("\n")
 
 
 # --- a real model: generation and the verbalizer --------------------------------------
