@@ -22,15 +22,14 @@ from peft_course.tables import read_markdown_table
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results"
 
-# Largest change of one demo accuracy between kernel sets at one seed, measured: 0.0000 for most
-# rows, CPU_SPREAD for the worst (see cpu-spread.md); the tolerance doubles it, since this run and
-# the docs' may sit at opposite ends.
-CPU_SPREAD = 0.04
-# Largest difference between LoRA (peft) and the LoRA-like rows (from scratch, QLoRA) at one seed
-# and kernel set, and between LoRA and full fine-tuning when full came out lower.
-LORA_SPREAD = 0.05
-# The ablation cells, between kernel sets at one seed.
-ABLATION_CPU_SPREAD = 0.05
+# Measured by benchmarks/cpu_spread.py (docs/results/cpu-spread.md): 3 kernel sets x seeds 0-2, each
+# kernel set building its own tiny-gpt2, plus the docs' own 2-thread run. The tolerances are twice
+# the largest measured range, since a fresh run and the docs' may sit at opposite ends of it and a
+# CPU not measured may land a little outside.
+CPU_SPREAD = 0.025  # largest range of one demo accuracy across kernel sets at one seed (QLoRA, from scratch)
+LORA_SPREAD = 0.025  # largest |LoRA-like row - LoRA (peft)| in one run (from scratch; QLoRA 0.020)
+ABLATION_BEST_SPREAD = 0.0525  # best-validation cells across kernel sets (r=128)
+ABLATION_LAST_SPREAD = 0.135  # last-iteration cells: r=128 at 2e-3 ends its third epoch on a swing
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +58,8 @@ def test_each_method_shows_its_effect(demo_run):
     # merging folds B A into W; logits move by ~1e-6, which can flip at most a near-tie (1 of 400)
     assert abs(accuracy(rows, "merged LoRA") - lora) <= 1 / 400
     for method in ("LoRA (from scratch)", "QLoRA (NF4)"):
-        assert abs(accuracy(rows, method) - lora) <= LORA_SPREAD, method
-    assert accuracy(rows, "full fine-tuning") >= lora - LORA_SPREAD
+        assert abs(accuracy(rows, method) - lora) <= 2 * LORA_SPREAD, method
+    assert accuracy(rows, "full fine-tuning") >= lora - 2 * LORA_SPREAD
     assert rows["head only"]["trainable params"] == "128"  # 64 x 2 score weights, no bias
 
 
@@ -98,8 +97,23 @@ def test_docs_ablation_tables_are_reproduced(demo_run, sweep):
     for old, new in zip(documented, fresh):
         assert (old["seed, last"], old["seed, best"]) == (new["seed, last"], new["seed, best"])
         for column in ABLATION_COLUMNS:
-            assert abs(float(old[column]) - float(new[column])) <= 2 * ABLATION_CPU_SPREAD, (sweep, old[first], column)
+            spread = ABLATION_BEST_SPREAD if column.endswith("best") else ABLATION_LAST_SPREAD
+            assert abs(float(old[column]) - float(new[column])) <= 2 * spread, (sweep, old[first], column)
     assert (output / "ablation" / f"{sweep}-val-loss.png").stat().st_size > 0
+
+
+def test_every_lora_cell_learns_through_the_lm_head(demo_run):
+    """The ablation chapter's first claim, on any CPU: from 0.5 untrained to at least 0.70 by both
+    scorings at the best validation (measured 0.7475-0.86 across kernel sets and seeds)."""
+    output, _ = demo_run
+    for sweep in ("rank", "alpha", "prompt"):
+        with open(output / "ablation" / f"{sweep}.csv") as handle:
+            rows = list(csv.DictReader(handle))
+        untrained, cells = rows[0], [r for r in rows[1:] if next(iter(r.values())) != "full fine-tuning"]
+        assert float(untrained["verbalizer, best"]) <= 0.55
+        for row in cells:
+            for column in ("verbalizer, best", "strict, best"):
+                assert float(row[column]) >= 0.70, (sweep, next(iter(row.values())), column)
 
 
 def test_readme_quotes_the_docs_tables():
