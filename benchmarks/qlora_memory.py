@@ -34,11 +34,12 @@ from torch import nn
 from transformers import GPT2ForSequenceClassification
 
 from peft_course.counting import count_parameters
-from peft_course.finetune import prepare_full, prepare_lora
+from peft_course.methods import prepare_full, prepare_lora
 from peft_course.qlora import (
-    measured_rows, nf4_config, prepare_qlora, require_4bit, save_random_gpt2,
+    nf4_config, prepare_qlora, require_4bit, save_random_gpt2,
     theoretical_rows,
 )
+from peft_course.reports import qlora_footprint_rows
 from peft_course.tables import markdown_table
 
 SETTINGS = (  # (method, gradient checkpointing)
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--write", type=Path, help="directory to save the tables in as qlora-*.md")
     args = parser.parse_args(argv)
 
-    tables = {"qlora-theory.md": theoretical_rows(), "qlora-footprint.md": measured_rows()}
+    tables = {"qlora-theory.md": theoretical_rows(), "qlora-footprint.md": qlora_footprint_rows()}
     device = args.device or ("cuda" if torch.cuda.is_available() else None)
     if device is None:
         print("CUDA is not available: skipping peak GPU memory and training speed (use --device cpu to time it)")

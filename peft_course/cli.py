@@ -215,14 +215,15 @@ def add_count_command(commands) -> None:
 
 def command_lora(args: argparse.Namespace) -> None:
     from peft_course.data import load_classification_data
-    from peft_course.lora import equivalence_rows, training_rows
+    from peft_course.lora import equivalence_rows
+    from peft_course.reports import lora_training_rows
     from peft_course.tables import markdown_table, write_table
 
     equivalence = equivalence_rows(args.seed)
     print("\nLoRA from scratch vs peft: largest absolute differences (same A, B and head)\n")
     print(markdown_table(equivalence))
     data = load_classification_data("synthetic-sentiment", seed=args.seed)
-    training = training_rows(data, args.model, args.seed, args.epochs, args.learning_rate,
+    training = lora_training_rows(data, args.model, args.seed, args.epochs, args.learning_rate,
                              args.r, args.alpha, progress=not args.no_progress)
     print(f"\n{data.name} with {args.model}, {args.epochs} epochs at lr {args.learning_rate:g} "
           f"(test split, best-validation checkpoint)\n")
@@ -239,7 +240,7 @@ def add_lora_command(commands) -> None:
         description="Compare the course's LoRA layer with peft's (logits, merged logits, gradients), "
                     "then fine-tune tiny-gpt2 with each on synthetic-sentiment.")
     add_model_argument(lora)
-    # the defaults are peft_course.lora.LORA_EPOCHS and LORA_LEARNING_RATE, written out so that
+    # the defaults are peft_course.reports.LORA_EPOCHS and LORA_LEARNING_RATE, written out so that
     # `--help` does not import torch
     lora.add_argument("--epochs", type=int, default=4)
     lora.add_argument("--learning-rate", type=float, default=5e-3)
@@ -590,7 +591,7 @@ def check_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) -
 
         check_label_names(given["label_names"], "--label-names")
     if "device" in given:
-        from peft_course.training import check_device
+        from peft_course.system import check_device
 
         check_device(given["device"])
     if "output" in given and args.command != "finetune":  # finetune checks its run directory itself

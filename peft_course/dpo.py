@@ -29,11 +29,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from peft_course.derivations import checks_table
 from peft_course.errors import (
     CourseError, check_int, check_number, check_positive_int, check_positive_number, describe,
 )
 from peft_course.files import atomic_write_text, replacing
+from peft_course.models import load_model
+from peft_course.plots import plt
 from peft_course.synthetic import INTENSIFIERS, NEGATIVE_ADJECTIVES, POSITIVE_ADJECTIVES, SUBJECTS
+from peft_course.tables import markdown_table
 
 REQUIRED_FIELDS = ("prompt", "chosen", "rejected")
 if TYPE_CHECKING:  # `datasets` is imported where it is used: the loss functions do not need it
@@ -449,7 +453,6 @@ def train_dpo(pairs: DatasetDict, model_name: str = "tiny-gpt2", config: DPORunC
     from transformers import PrinterCallback
     from trl import DPOTrainer
 
-    from peft_course.models import load_model
 
     config = config or DPORunConfig()
     train_pairs, test_pairs = (Dataset.from_list(check_pairs(pairs[s], f"the {s} split")) for s in ("train", "test"))
@@ -520,7 +523,6 @@ def perturbed_copy(model: torch.nn.Module, scale: float = 0.05, seed: int = 0) -
 def compare_with_trl(model_name: str = "tiny-gpt2", n_pairs: int = 8, beta: float = 0.5,
                      seed: int = 0) -> list[dict[str, Any]]:
     """Rows `metric | by hand | TRL | difference` for a perturbed policy against its reference."""
-    from peft_course.models import load_model
 
     reference, tokenizer = load_model(model_name, task="causal-lm", seed=seed)
     policy = perturbed_copy(reference, seed=seed)
@@ -538,7 +540,6 @@ def compare_with_trl(model_name: str = "tiny-gpt2", n_pairs: int = 8, beta: floa
 
 def plot_rewards(history: Sequence[dict[str, float]], path: str | Path, title: str = "") -> Path:
     """Logged rewards (chosen, rejected, margin) and reward accuracy against the training step."""
-    from peft_course.plots import plt
 
     steps = [h["step"] for h in history]
     figure, (rewards, accuracy) = plt.subplots(1, 2, figsize=(9, 3.5))
@@ -587,8 +588,6 @@ def make_figures(output: str | Path = "docs/images/dpo", seed: int = 0) -> list[
     Writes the derivation checks, the by-hand vs TRL comparison, and for each run in
     `FIGURE_RUNS` the reward curves (`rewards-<name>.png`) and a before/after table.
     """
-    from peft_course.derivations import checks_table
-    from peft_course.tables import markdown_table
 
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)

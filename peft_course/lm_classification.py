@@ -36,8 +36,9 @@ from torch import nn
 
 from peft_course.data import ClassificationData
 from peft_course.errors import CourseError
-from peft_course.finetune import prepare_full, prepare_lora
-from peft_course.training import make_loader, pick_device, use_bf16
+from peft_course.methods import prepare_full, prepare_lora
+from peft_course.models import make_loader
+from peft_course.system import pick_device, use_bf16
 
 # --8<-- [start:templates]
 TEMPLATES: dict[str, str] = {  # the five instructions of the seed project's prompt ablation

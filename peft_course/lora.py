@@ -36,6 +36,7 @@ from peft_course.counting import count_parameters
 from peft_course.errors import (
     CourseError, check_number, check_positive_int, check_positive_number, check_string_list, describe,
 )
+from peft_course.models import load_model
 
 ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -473,18 +474,12 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 # Results: the equivalence table and the training table of the docs page.
 # ---------------------------------------------------------------------------------------------
 
-LORA_EPOCHS = 4
-LORA_LEARNING_RATE = 5e-3
-
-
 def equivalence_rows(seed: int = 0) -> list[dict[str, str]]:
     """Our LoRA against peft's on tiny-gpt2 and on a random GPT-2, several configurations.
 
     "LoRA effect" is how far the adapted logits move from the base model's: it shows that the
     `A` and `B` being compared do change the output, so a difference of 0 means something.
     """
-    from peft_course.models import load_model
-
     tiny, _ = load_model("tiny-gpt2", "classification", num_labels=2, seed=seed)
     cases = [
         ("tiny-gpt2", tiny, LoRAConfig(8, 16, targets=["c_attn"], trainable=["score"])),
@@ -516,39 +511,3 @@ def equivalence_rows(seed: int = 0) -> list[dict[str, str]]:
             "grad B": f"{result['grad B']:.1e}",
         })
     return rows
-
-
-def training_rows(
-    data: Any, model_name: str = "tiny-gpt2", seed: int = 0, epochs: int = LORA_EPOCHS,
-    learning_rate: float = LORA_LEARNING_RATE, r: int = 8, alpha: float = 16.0, progress: bool = False,
-) -> list[dict[str, str]]:
-    """Untrained, LoRA from scratch and peft's LoRA with the same settings (best-validation test scores).
-
-    Both rows come from `peft_course.finetune.finetune` (methods `lora-scratch` and `lora`): same
-    model, data, seed, loop and hyper-parameters, LoRA on `c_attn` plus the head. They differ
-    only in who built the LoRA layers, and in the random draw of `A` (same seed, but peft draws
-    it in another order), which is worth a few points of accuracy on 400 test sentences.
-    """
-    from peft_course.demo import DemoSetting, demo_rows
-
-    options = {"r": r, "alpha": alpha}
-    settings = [DemoSetting(method, epochs, learning_rate, options) for method in ("lora-scratch", "lora")]
-    return demo_rows(data, model_name, seed, settings=settings, progress=progress)
-
-
-def report(model_name: str = "tiny-gpt2", seed: int = 0, progress: bool = False) -> str:
-    """Both tables of the docs page as Markdown: equality with peft, then training.
-
-    The training table leaves out the seconds, which depend on the machine and its load.
-    """
-    from peft_course.data import load_classification_data
-    from peft_course.tables import COLUMNS, markdown_table
-
-    data = load_classification_data("synthetic-sentiment", seed=seed)
-    training = training_rows(data, model_name, seed, progress=progress)
-    return (markdown_table(equivalence_rows(seed)) + "\n"
-            + markdown_table(training, tuple(c for c in COLUMNS if c != "seconds")))
-
-
-if __name__ == "__main__":
-    print(report(progress=True))

@@ -28,10 +28,12 @@ from typing import Any, Literal
 
 import torch
 
+from peft_course.data import load_classification_data
 from peft_course.errors import (
     CourseError, check_int, check_number, check_positive_int, check_positive_number, check_string_list, describe,
 )
 from peft_course.files import atomic_write_text, replacing
+from peft_course.models import load_model
 from peft_course.word_problems import (
     PRICE_EXAMPLE,
     Problem,
@@ -271,7 +273,6 @@ class HFGenerate:
 
 def load_generate(model_name: str = "tiny-gpt2", seed: int = 0, **options: Any) -> HFGenerate:
     """Load `model_name` as a causal LM and wrap it (options: `max_new_tokens`, `do_sample`, ...)."""
-    from peft_course.models import load_model
 
     model, tokenizer = load_model(model_name, task="causal-lm", seed=seed)
     return HFGenerate(model, tokenizer, seed=seed, **options)
@@ -584,7 +585,6 @@ SENTIMENT_SETTINGS: list[tuple[str, tuple[str, ...], Reduction, int]] = [
 
 def sentiment_rows(model: Any, tokenizer: Any, seed: int = 0, max_examples: int | None = None) -> list[dict[str, str]]:
     """Accuracy of each `SENTIMENT_SETTINGS` row on the synthetic-sentiment test split."""
-    from peft_course.data import load_classification_data
 
     data = load_classification_data("synthetic-sentiment", seed=seed, max_examples=max_examples)
     train, test = data.splits["train"], data.splits["test"]
@@ -624,7 +624,6 @@ def prompt_gallery(question: str | None = None, k: int = 2, seed: int = 0) -> st
 def results_page(model_name: str = "tiny-gpt2", n_problems: int = 27, k: int = 2, seed: int = 0,
                  max_new_tokens: int = 96) -> str:
     """The Markdown results of `docs/prompting.md`: arithmetic by strategy, then sentiment."""
-    from peft_course.models import load_model
 
     model, tokenizer = load_model(model_name, task="causal-lm", seed=seed)
     generate = HFGenerate(model, tokenizer, max_new_tokens=max_new_tokens, seed=seed)

@@ -22,7 +22,6 @@ theoretical weight bytes of GPT-2 small to XL, and accuracy next to LoRA on the 
 from __future__ import annotations
 
 import math
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -32,8 +31,8 @@ from torch import nn
 from transformers import BitsAndBytesConfig, GPT2Config, GPT2ForSequenceClassification
 from transformers.pytorch_utils import Conv1D
 
-from peft_course.counting import count_parameters
 from peft_course.errors import CourseError
+from peft_course.methods import check_lora_options, prepare_lora
 from peft_course.models import DEFAULT_MODEL, ModelLoadError, Task, load_model
 from peft_course.system import bnb_4bit_support
 
@@ -151,8 +150,6 @@ def prepare_qlora(
     """
     from peft import prepare_model_for_kbit_training  # peft takes seconds to import: only when used
 
-    from peft_course.finetune import check_lora_options, prepare_lora  # here: finetune registers this method
-
     check_lora_options(r=r, alpha=alpha, dropout=dropout, targets=targets,
                        gradient_checkpointing=gradient_checkpointing)
     if not quantized_modules(model):
@@ -267,92 +264,3 @@ def save_random_gpt2(directory: str | Path, name: str = "gpt2", seed: int = 0, n
     model = GPT2ForSequenceClassification(gpt2_config(name, num_labels))
     model.save_pretrained(directory)
     return Path(directory)
-
-
-def measured_rows(name: str = "gpt2", seed: int = 0) -> list[dict[str, str]]:
-    """`get_memory_footprint()` of GPT-2 `name` (random weights) as full, LoRA and QLoRA models.
-
-    LoRA and QLoRA use r=8 on `c_attn` plus the head copy. The QLoRA row adds the
-    quantization scales, which `get_memory_footprint` does not see, in its own column.
-    """
-    from peft_course.finetune import prepare_full, prepare_lora
-
-    rows = []
-    with tempfile.TemporaryDirectory() as directory:
-        save_random_gpt2(directory, name, seed)
-        for method in ("full", "LoRA", "QLoRA"):
-            if method == "QLoRA":
-                require_4bit("cpu")
-                model = GPT2ForSequenceClassification.from_pretrained(
-                    directory, quantization_config=nf4_config(torch.bfloat16), device_map="cpu")
-                model = prepare_qlora(model, r=8, alpha=16)
-                scales = stored_quant_bytes(model) - sum(
-                    p.numel() for p in model.parameters() if p.dtype == torch.uint8)
-            else:
-                model = GPT2ForSequenceClassification.from_pretrained(directory)
-                model = prepare_full(model) if method == "full" else prepare_lora(model, r=8, alpha=16)
-                scales = 0
-            trainable, total = count_parameters(model)
-            footprint = model.get_memory_footprint()
-            rows.append({
-                "method": method, "trainable": f"{trainable:,}", "parameters": f"{total:,}",
-                "get_memory_footprint MB": f"{footprint / MB:,.1f}",
-                "+ NF4 scales MB": f"{scales / MB:,.1f}",
-                "vs full": f"{footprint / rows[0]['_bytes']:.0%}" if rows else "100%",
-                "_bytes": footprint,
-            })
-            del model
-    for row in rows:
-        row.pop("_bytes")
-    return rows
-
-
-# ---------------------------------------------------------------------------------------------
-# Does it still learn? QLoRA next to LoRA with the same data, seed and hyper-parameters
-# ---------------------------------------------------------------------------------------------
-
-def accuracy_rows(data: Any, model_name: str = "tiny-gpt2", seeds: tuple[int, ...] = (0,), epochs: int = 4,
-                  learning_rate: float = QLORA_LEARNING_RATE, r: int = 8, alpha: float = 16.0,
-                  progress: bool = False) -> list[dict[str, str]]:
-    """Test scores (best-validation checkpoint) of peft LoRA and QLoRA, same settings, per seed."""
-    from peft_course.finetune import finetune
-    from peft_course.tables import result_row
-    from peft_course.training import TrainConfig
-
-    rows = []
-    for seed in seeds:
-        config = TrainConfig(epochs=epochs, learning_rate=learning_rate, seed=seed, progress=progress)
-        lora = finetune(data, "lora", model_name, config, r=r, alpha=alpha)
-        qlora = finetune(data, "qlora", model_name, config, r=r, alpha=alpha)
-        for label, result in (("LoRA (peft)", lora), ("QLoRA (NF4)", qlora)):
-            row = result_row(label, result.trainable, result.best, result.training.seconds)
-            rows.append({"seed": str(seed), **row})
-    return rows
-
-
-def write_results(directory: str | Path = "docs/results", seeds: tuple[int, ...] = (0, 1, 2),
-                  progress: bool = False) -> list[Path]:
-    """Write the chapter's tables: `qlora-theory.md`, `qlora-footprint.md` and `qlora-accuracy.md`.
-
-    The accuracy table leaves out the seconds, which depend on the machine and its load.
-    """
-    from peft_course.data import load_classification_data
-    from peft_course.tables import markdown_table
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    data = load_classification_data("synthetic-sentiment")
-    accuracy = [{k: v for k, v in row.items() if k != "seconds"} for row in accuracy_rows(data, seeds=seeds,
-                                                                                            progress=progress)]
-    tables = {"qlora-theory.md": theoretical_rows(), "qlora-footprint.md": measured_rows(),
-              "qlora-accuracy.md": accuracy}
-    paths = []
-    for file, rows in tables.items():
-        (directory / file).write_text(markdown_table(rows))
-        paths.append(directory / file)
-    return paths
-
-
-if __name__ == "__main__":
-    for path in write_results(progress=True):
-        print(f"--- {path}\n{path.read_text()}")

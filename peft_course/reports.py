@@ -14,14 +14,30 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import GPT2ForSequenceClassification
 
 from peft_course.ablation import QUICK, Settings, prompt_sweep, rank_sweep, run_sweep, write_sweep
-from peft_course.data import load_classification_data
-from peft_course.demo import ablation_results, demo_rows
+from peft_course.counting import count_parameters
+from peft_course.data import ClassificationData, load_classification_data
+from peft_course.demo import DemoSetting, ablation_results, demo_rows
+from peft_course.dpo import make_figures
+from peft_course.finetune import finetune
+from peft_course.lora import equivalence_rows
+from peft_course.methods import prepare_full, prepare_lora
+from peft_course.prompting import write_results_page
+from peft_course.qlora import (
+    MB, QLORA_LEARNING_RATE, nf4_config, prepare_qlora, require_4bit, save_random_gpt2, stored_quant_bytes,
+    theoretical_rows,
+)
 from peft_course.system import provenance
-from peft_course.tables import write_table
+from peft_course.tables import COLUMNS, markdown_table, result_row, write_table
+from peft_course.training import TrainConfig
 
 RESULTS, IMAGES = Path("docs/results"), Path("docs/images")
 COMMAND = "python -m peft_course.reports"
@@ -73,28 +89,112 @@ def ablation_pages(results: Path = RESULTS) -> list[Path]:
     return pages
 
 
+LORA_EPOCHS, LORA_LEARNING_RATE = 4, 5e-3  # the demo's LoRA setting
+
+
+def lora_training_rows(
+    data: ClassificationData, model_name: str = "tiny-gpt2", seed: int = 0, epochs: int = LORA_EPOCHS,
+    learning_rate: float = LORA_LEARNING_RATE, r: int = 8, alpha: float = 16.0, progress: bool = False,
+) -> list[dict[str, str]]:
+    """Untrained, LoRA from scratch and peft's LoRA with the same settings (best-validation test scores).
+
+    Both rows come from `peft_course.finetune.finetune` (methods `lora-scratch` and `lora`): same
+    model, data, seed, loop and hyper-parameters, LoRA on `c_attn` plus the head. They differ
+    only in who built the LoRA layers, and in the random draw of `A` (same seed, but peft draws
+    it in another order), which is worth a few points of accuracy on 400 test sentences.
+    """
+    options = {"r": r, "alpha": alpha}
+    settings = [DemoSetting(method, epochs, learning_rate, options) for method in ("lora-scratch", "lora")]
+    return demo_rows(data, model_name, seed, settings=settings, progress=progress)
+
+
 def other_pages(results: Path = RESULTS, images: Path = IMAGES) -> dict[str, Callable[[], list[Path]]]:
     """The chapters that write their own pages: prompting, LoRA, QLoRA, DPO."""
-    from peft_course.dpo import make_figures
-    from peft_course.lora import equivalence_rows, training_rows
-    from peft_course.tables import COLUMNS, markdown_table
-    from peft_course.prompting import write_results_page
-    from peft_course.qlora import write_results
-
     def lora() -> list[Path]:
         """The LoRA chapter's equality-with-peft table and its training table (no seconds)."""
         equivalence, training = results / "lora-equivalence.md", results / "lora-training.md"
         equivalence.write_text(markdown_table(equivalence_rows()))
-        rows = training_rows(load_classification_data("synthetic-sentiment"))
+        rows = lora_training_rows(load_classification_data("synthetic-sentiment"))
         training.write_text(markdown_table(rows, tuple(c for c in COLUMNS if c != "seconds")))
         return [equivalence, training]
 
     return {
         "prompting": lambda: write_results_page(results),
         "lora": lora,
-        "qlora": lambda: write_results(results),
+        "qlora": lambda: qlora_pages(results),
         "dpo": lambda: [p for p in make_figures(images / "dpo") if p.suffix == ".md"],
     }
+
+
+def qlora_footprint_rows(name: str = "gpt2", seed: int = 0) -> list[dict[str, str]]:
+    """`get_memory_footprint()` of GPT-2 `name` (random weights) as full, LoRA and QLoRA models.
+
+    LoRA and QLoRA use r=8 on `c_attn` plus the head copy. The QLoRA row adds the
+    quantization scales, which `get_memory_footprint` does not see, in its own column.
+    """
+    rows = []
+    with tempfile.TemporaryDirectory() as directory:
+        save_random_gpt2(directory, name, seed)
+        for method in ("full", "LoRA", "QLoRA"):
+            if method == "QLoRA":
+                require_4bit("cpu")
+                model = GPT2ForSequenceClassification.from_pretrained(
+                    directory, quantization_config=nf4_config(torch.bfloat16), device_map="cpu")
+                model = prepare_qlora(model, r=8, alpha=16)
+                scales = stored_quant_bytes(model) - sum(
+                    p.numel() for p in model.parameters() if p.dtype == torch.uint8)
+            else:
+                model = GPT2ForSequenceClassification.from_pretrained(directory)
+                model = prepare_full(model) if method == "full" else prepare_lora(model, r=8, alpha=16)
+                scales = 0
+            trainable, total = count_parameters(model)
+            footprint = model.get_memory_footprint()
+            rows.append({
+                "method": method, "trainable": f"{trainable:,}", "parameters": f"{total:,}",
+                "get_memory_footprint MB": f"{footprint / MB:,.1f}",
+                "+ NF4 scales MB": f"{scales / MB:,.1f}",
+                "vs full": f"{footprint / rows[0]['_bytes']:.0%}" if rows else "100%",
+                "_bytes": footprint,
+            })
+            del model
+    for row in rows:
+        row.pop("_bytes")
+    return rows
+
+
+def qlora_accuracy_rows(data: Any, model_name: str = "tiny-gpt2", seeds: tuple[int, ...] = (0,), epochs: int = 4,
+                  learning_rate: float = QLORA_LEARNING_RATE, r: int = 8, alpha: float = 16.0,
+                  progress: bool = False) -> list[dict[str, str]]:
+    """Test scores (best-validation checkpoint) of peft LoRA and QLoRA, same settings, per seed."""
+    rows = []
+    for seed in seeds:
+        config = TrainConfig(epochs=epochs, learning_rate=learning_rate, seed=seed, progress=progress)
+        lora = finetune(data, "lora", model_name, config, r=r, alpha=alpha)
+        qlora = finetune(data, "qlora", model_name, config, r=r, alpha=alpha)
+        for label, result in (("LoRA (peft)", lora), ("QLoRA (NF4)", qlora)):
+            row = result_row(label, result.trainable, result.best, result.training.seconds)
+            rows.append({"seed": str(seed), **row})
+    return rows
+
+
+def qlora_pages(directory: str | Path = RESULTS, seeds: tuple[int, ...] = (0, 1, 2),
+                  progress: bool = False) -> list[Path]:
+    """Write the chapter's tables: `qlora-theory.md`, `qlora-footprint.md` and `qlora-accuracy.md`.
+
+    The accuracy table leaves out the seconds, which depend on the machine and its load.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    data = load_classification_data("synthetic-sentiment")
+    accuracy = [{k: v for k, v in row.items() if k != "seconds"} for row in qlora_accuracy_rows(data, seeds=seeds,
+                                                                                            progress=progress)]
+    tables = {"qlora-theory.md": theoretical_rows(), "qlora-footprint.md": qlora_footprint_rows(),
+              "qlora-accuracy.md": accuracy}
+    paths = []
+    for file, rows in tables.items():
+        (directory / file).write_text(markdown_table(rows))
+        paths.append(directory / file)
+    return paths
 
 
 def regenerate(names: list[str] | None = None) -> list[Path]:

@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 
+from peft_course.errors import CourseError, describe
+
 LIBRARIES = ("torch", "transformers", "peft", "trl", "bitsandbytes", "datasets", "accelerate", "sympy")
 
 
@@ -24,6 +26,49 @@ def library_versions() -> dict[str, str]:
         except importlib.metadata.PackageNotFoundError:
             versions[name] = "missing"
     return versions
+
+
+def check_device(requested: str | torch.device) -> torch.device:
+    """The device `requested` names, if this machine has it; else a `CourseError` saying what it has.
+
+    `torch.device` accepts `cuda:99` on a machine with one GPU, and `cuda` on one with none; the
+    mistake would surface later as an internal CUDA error. Here it is one line, up front.
+    """
+    if not isinstance(requested, (str, torch.device)):
+        raise CourseError(f"device must be a name such as 'cpu' or 'cuda:0', got {describe(requested)}")
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise CourseError(f"unknown device {str(requested)!r}: use cpu, cuda or cuda:N (N counts from 0)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build of torch" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise CourseError(f"device {str(requested)!r} asked for, but CUDA is not available here ({build}); "
+                              f"use cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise CourseError(f"device {str(requested)!r} does not exist: this machine has {count} CUDA "
+                              f"device(s), cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise CourseError(f"device {str(requested)!r} asked for, but Apple's MPS is not available here; use cpu")
+    elif device.type != "cpu":
+        raise CourseError(f"device {str(requested)!r} is not one the course runs on: use cpu, cuda or cuda:N")
+    return device
+
+
+def pick_device(requested: str | torch.device | None = None) -> torch.device:
+    """`requested` (checked: see `check_device`), else CUDA when present, else the CPU."""
+    if requested:
+        return check_device(requested)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def use_bf16(device: torch.device, requested: bool | None) -> bool:
+    """bf16 autocast only on a CUDA device that supports it (never on the CPU by default)."""
+    if requested is not None:
+        return requested
+    return device.type == "cuda" and torch.cuda.is_bf16_supported()
 
 
 def bnb_4bit_support(device: str | None = None) -> tuple[bool, str]:

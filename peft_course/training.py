@@ -21,15 +21,16 @@ from typing import Any
 import torch
 from datasets import Dataset, DatasetDict
 from safetensors.torch import load_file, save_file
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding, set_seed
+from transformers import set_seed
 
 from peft_course.errors import (
     CourseError, check_int, check_number, check_positive_int, check_positive_number, describe,
 )
 from peft_course.files import replacing
 from peft_course.metrics import classification_metrics
+from peft_course.models import make_loader
+from peft_course.system import check_device, pick_device, use_bf16
 
 
 @dataclass
@@ -78,71 +79,6 @@ class TrainResult:
     def as_dict(self) -> dict[str, Any]:
         """The JSON-friendly part (weights left out)."""
         return {k: v for k, v in asdict(self).items() if k != "best_state"}
-
-
-def check_device(requested: str | torch.device) -> torch.device:
-    """The device `requested` names, if this machine has it; else a `CourseError` saying what it has.
-
-    `torch.device` accepts `cuda:99` on a machine with one GPU, and `cuda` on one with none; the
-    mistake would surface later as an internal CUDA error. Here it is one line, up front.
-    """
-    if not isinstance(requested, (str, torch.device)):
-        raise CourseError(f"device must be a name such as 'cpu' or 'cuda:0', got {describe(requested)}")
-    try:
-        device = torch.device(requested)
-    except RuntimeError:
-        raise CourseError(f"unknown device {str(requested)!r}: use cpu, cuda or cuda:N (N counts from 0)") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            build = "a CPU-only build of torch" if torch.version.cuda is None else "no CUDA GPU is visible"
-            raise CourseError(f"device {str(requested)!r} asked for, but CUDA is not available here ({build}); "
-                              f"use cpu")
-        count = torch.cuda.device_count()
-        if device.index is not None and device.index >= count:
-            raise CourseError(f"device {str(requested)!r} does not exist: this machine has {count} CUDA "
-                              f"device(s), cuda:0 to cuda:{count - 1}")
-    elif device.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise CourseError(f"device {str(requested)!r} asked for, but Apple's MPS is not available here; use cpu")
-    elif device.type != "cpu":
-        raise CourseError(f"device {str(requested)!r} is not one the course runs on: use cpu, cuda or cuda:N")
-    return device
-
-
-def pick_device(requested: str | torch.device | None = None) -> torch.device:
-    """`requested` (checked: see `check_device`), else CUDA when present, else the CPU."""
-    if requested:
-        return check_device(requested)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def use_bf16(device: torch.device, requested: bool | None) -> bool:
-    """bf16 autocast only on a CUDA device that supports it (never on the CPU by default)."""
-    if requested is not None:
-        return requested
-    return device.type == "cuda" and torch.cuda.is_bf16_supported()
-
-
-def make_loader(
-    dataset: Dataset, tokenizer: Any, batch_size: int, shuffle: bool, seed: int, device: torch.device
-) -> DataLoader:
-    """Batches padded to their longest row (to a multiple of 8 on a GPU, where odd shapes are slow).
-
-    A class id per row (`labels` is a number) pads only the inputs; a label per *token*
-    (language-model training, `labels` is a list) is padded with -100, which the loss ignores.
-    """
-    multiple = 8 if device.type == "cuda" else None
-    per_token = "labels" in dataset.column_names and len(dataset) > 0 and isinstance(dataset[0]["labels"], list)
-    if per_token:
-        collator = DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=multiple, label_pad_token_id=-100)
-    else:
-        collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple)
-    columns = [c for c in ("input_ids", "attention_mask", "token_type_ids", "labels") if c in dataset.column_names]
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        dataset.with_format(columns=columns), batch_size=batch_size, shuffle=shuffle,
-        collate_fn=collator, generator=generator,
-    )
 
 
 @torch.no_grad()

@@ -368,7 +368,8 @@ def test_a_failing_prompt_rerun_keeps_the_finished_log(tmp_path, capsys, monkeyp
 
 def test_a_string_where_a_list_belongs_is_named():
     from peft_course.data import load_classification_data
-    from peft_course.finetune import prepare_lora, prepare_lora_scratch
+    from peft_course.finetune import prepare_lora_scratch
+    from peft_course.methods import prepare_lora
     from peft_course.models import load_model
     from peft_course.prompting import evaluate_prompting
     from peft_course.qlora import prepare_qlora
@@ -402,7 +403,7 @@ def test_train_config_names_the_field_and_the_type(kwargs, needle):
 
 
 def test_a_fractional_rank_is_refused(tiny_classifier):
-    from peft_course.finetune import prepare_lora
+    from peft_course.methods import prepare_lora
     from peft_course.lora import LoRAConfig
 
     model, _ = tiny_classifier

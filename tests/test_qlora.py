@@ -24,7 +24,8 @@ from transformers.pytorch_utils import Conv1D
 from peft_course import qlora
 from peft_course.counting import count_parameters
 from peft_course.data import ClassificationData
-from peft_course.finetune import finetune, prepare_lora
+from peft_course.finetune import finetune
+from peft_course.methods import prepare_lora
 from peft_course.models import load_model
 from peft_course.qlora import (
     QLoRAUnavailableError, gpt2_config, load_qlora_model, nf4_bytes, nf4_config,

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from peft_course.data import load_classification_data, tokenize
-from peft_course.finetune import finetune, head_parameter_names, prepare, prepare_head_only
+from peft_course.finetune import finetune, prepare
+from peft_course.methods import head_parameter_names, prepare_head_only
 from peft_course.models import load_model
 from peft_course.training import TrainConfig, evaluate, load_trainable_state, train, trainable_state
 
@@ -86,7 +87,7 @@ def test_predict_works_on_rows_without_labels(tiny_classifier):
 
 def test_devices_are_checked_up_front():
     from peft_course.errors import CourseError
-    from peft_course.training import check_device
+    from peft_course.system import check_device
 
     assert check_device("cpu") == torch.device("cpu")
     with pytest.raises(CourseError, match="unknown device 'gpu'"):
