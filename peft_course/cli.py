@@ -85,7 +85,7 @@ def command_demo(args: argparse.Namespace) -> None:
     quick = data_from_arguments(Namespace(**{**vars(args), "max_examples": size}))
     try:
         results = ablation_results(quick, args.model, args.output / "ablation", progress=not args.no_progress)
-    except ValueError as error:  # pairs, or label words the tokenizer can't tell apart
+    except CourseError as error:  # pairs, or label words the tokenizer can't tell apart
         print(f"\nThe ablation tables were skipped for {quick.name}: {error}")
         return
     for result in results:
@@ -478,7 +478,7 @@ def add_ablate_command(commands) -> None:
     ablate.add_argument("--fresh", action="store_true", help="retrain cells that already finished")
     ablate.add_argument("--no-progress", action="store_true", help="hide progress bars")
     group = ablate.add_argument_group("every cell")
-    group.add_argument("--epochs", type=int, help="default 3 (2 with --quick)")
+    group.add_argument("--epochs", type=int, help="default 3 (also with --quick)")
     group.add_argument("--batch-size", type=int, default=16)
     group.add_argument("--learning-rate", type=float,
                        help="LoRA cells (default: peft_course.ablation.LORA_LEARNING_RATE, 2e-3 for tiny-gpt2)")

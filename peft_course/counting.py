@@ -361,7 +361,7 @@ def architecture(name: str) -> Architecture:
     return ARCHITECTURES[name]
 
 
-def evaluate(expr: sp.Expr, arch: Architecture, labels: int = 2, rank: int | None = None) -> int:
+def evaluate_architecture(expr: sp.Expr, arch: Architecture, labels: int = 2, rank: int | None = None) -> int:
     """The value of a transformer formula for `arch`, `labels` classes and `rank`."""
     value = sp.sympify(expr).subs({**arch.values, num_labels: labels})
     return _to_int(value, rank)
@@ -491,8 +491,8 @@ def count_lora_case(case: LoraCase) -> LoraCount:
     model = peft_model(case)
     peft_trainable, peft_total = model.get_nb_trainable_parameters()
     lora = sum(p.numel() for n, p in model.named_parameters() if ".lora_" in n)
-    return LoraCount(case, evaluate(trainable, arch, case.labels, case.r),
-                     evaluate(total, arch, case.labels, case.r), peft_trainable, peft_total, lora)
+    return LoraCount(case, evaluate_architecture(trainable, arch, case.labels, case.r),
+                     evaluate_architecture(total, arch, case.labels, case.r), peft_trainable, peft_total, lora)
 
 
 def lora_target_shapes(model: nn.Module, targets: Sequence[str]) -> list[tuple[int, int]]:
@@ -721,7 +721,7 @@ def count_method(method: Method, model: str = "gpt2-small", rank: int = 8,
         net = build_classifier(model, labels)
         base_total = count_parameters(net)[1]
         net, chosen, formula = _apply_to_transformer(net, method, rank, targets, arch)
-        value = evaluate(formula, arch, labels, rank)
+        value = evaluate_architecture(formula, arch, labels, rank)
     trainable, total = count_parameters(net)
     return MethodCount(method, model, rank, tuple(chosen), breakdown(net), trainable, total, base_total,
                        sp.simplify(formula), value)
@@ -797,7 +797,7 @@ def lora_table(counts: Sequence[LoraCount]) -> str:
 def nf4_table(weight_shape: tuple[int, int] = (2304, 768), seed: int = 0) -> str:
     """Bits per weight of a c_attn-shaped weight: formula against what bitsandbytes stores."""
     weight = torch.randn(weight_shape, generator=torch.Generator().manual_seed(seed))
-    projections = evaluate(GPT2_PROJECTION_WEIGHTS, ARCHITECTURES["gpt2-small"])
+    projections = evaluate_architecture(GPT2_PROJECTION_WEIGHTS, ARCHITECTURES["gpt2-small"])
     rows = []
     for double_quant in (False, True):
         stored = quantize_nf4(weight, double_quant)

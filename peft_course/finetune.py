@@ -34,7 +34,7 @@ from peft_course.methods import (
 )
 from peft_course.models import check_max_length, load_model
 from peft_course.qlora import QLORA_LEARNING_RATE, load_qlora_model, prepare_qlora
-from peft_course.training import TrainConfig, TrainResult, evaluate, load_trainable_state, train
+from peft_course.training import TrainConfig, TrainResult, evaluate_classifier, load_trainable_state, train
 
 
 
@@ -157,15 +157,15 @@ def finetune(
     check_label_count(model, data)
     check_max_length(max_length, model)
     tokenized = tokenize(data, tokenizer, max_length)
-    untrained = evaluate(model, tokenized["test"], tokenizer, device=config.device)
+    untrained = evaluate_classifier(model, tokenized["test"], tokenizer, device=config.device)
     model = spec.prepare(model, **method_options)
     trainable, total = count_parameters(model)
     training = train(model, tokenized, tokenizer, config, checkpoint_dir, resume)
-    last = evaluate(model, tokenized["test"], tokenizer, device=config.device)
+    last = evaluate_classifier(model, tokenized["test"], tokenizer, device=config.device)
     load_trainable_state(model, training.best_state)
     if spec.finish is not None:
         model = spec.finish(model)
-    best = evaluate(model, tokenized["test"], tokenizer, device=config.device)
+    best = evaluate_classifier(model, tokenized["test"], tokenizer, device=config.device)
     return FinetuneResult(
         method, trainable, total, _scores(untrained), _scores(best), _scores(last),
         training, model, tokenizer, best["predictions"],

@@ -34,6 +34,7 @@ from peft_course.errors import (
 )
 from peft_course.files import atomic_write_text, replacing
 from peft_course.models import load_model
+from peft_course.tables import markdown_table
 from peft_course.word_problems import (
     PRICE_EXAMPLE,
     Problem,
@@ -320,14 +321,6 @@ class PromptingResult:
 
     def _of(self, strategy: str) -> list[dict[str, Any]]:
         return [r for r in self.records if r["strategy"] == strategy]
-
-
-def markdown_table(rows: list[dict[str, str]]) -> str:
-    """A GitHub-flavoured Markdown table; every column after the first right-aligned."""
-    columns = list(rows[0])
-    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" + " ---: |" * (len(columns) - 1)]
-    lines += ["| " + " | ".join(row[c] for c in columns) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 # --8<-- [start:evaluate]

@@ -102,7 +102,7 @@ def predict(
     return torch.cat(logits), (total_loss / rows if rows else float("nan"))
 
 
-def evaluate(
+def evaluate_classifier(
     model: torch.nn.Module, dataset: Dataset, tokenizer: Any, batch_size: int = 64,
     device: str | torch.device | None = None, bf16: bool | None = None, progress: bool = False,
 ) -> dict[str, Any]:
@@ -239,7 +239,7 @@ def train(
     Validation runs every `eval_every` steps and at the end of every epoch; the result keeps
     the trainable weights of the best validation accuracy. The model is left at the *last*
     iteration's weights; `load_trainable_state(model, result.best_state)` moves it to the best.
-    `evaluator(model)` replaces the validation of a classifier (`evaluate` on
+    `evaluator(model)` replaces the validation of a classifier (`evaluate_classifier` on
     `tokenized["validation"]`) when accuracy is read differently, e.g. from label words; it
     returns at least `loss` and `accuracy`.
 
@@ -268,7 +268,7 @@ def train(
         if evaluator is not None:
             scores = evaluator(model)
         else:
-            scores = evaluate(model, tokenized["validation"], tokenizer, config.batch_size * 2, device, bf16)
+            scores = evaluate_classifier(model, tokenized["validation"], tokenizer, config.batch_size * 2, device, bf16)
         result.history.append({
             "step": step, "epoch": round(epoch, 3), "train_loss": running / max(seen, 1),
             "val_loss": scores["loss"], "val_accuracy": scores["accuracy"],

@@ -124,11 +124,11 @@ def test_bad_input_is_named(call, message):
 # --- GPT-2 small and LoRA ---------------------------------------------------------------
 
 def test_gpt2_small_base_and_head(gpt2_cpu):
-    assert c.evaluate(c.GPT2_BASE, GPT2_SMALL) == count_all(gpt2_cpu.transformer) == 124_439_808
-    assert c.evaluate(c.HEAD, GPT2_SMALL, labels=2) == count_all(gpt2_cpu.score) == 1_536
+    assert c.evaluate_architecture(c.GPT2_BASE, GPT2_SMALL) == count_all(gpt2_cpu.transformer) == 124_439_808
+    assert c.evaluate_architecture(c.HEAD, GPT2_SMALL, labels=2) == count_all(gpt2_cpu.score) == 1_536
     meta = c.build_classifier("gpt2-small", labels=2)  # what every count below is made on
     assert {n: p.shape for n, p in meta.named_parameters()} == {n: p.shape for n, p in gpt2_cpu.named_parameters()}
-    assert c.evaluate(c.GPT2_BIASES, GPT2_SMALL) == sum(
+    assert c.evaluate_architecture(c.GPT2_BIASES, GPT2_SMALL) == sum(
         p.numel() for n, p in gpt2_cpu.named_parameters() if n.endswith("bias"))
 
 
@@ -193,7 +193,7 @@ def test_general_lora_formula_against_module_tree_and_peft(model, targets, rank)
     peft_trainable, _ = c.apply_lora(base, case.lora_config()).get_nb_trainable_parameters()
     closed_form = c.lora_formulas(arch, targets)[0]
     assert len(shapes) == 12 * (len(targets) + (targets == ("c_proj",)))  # c_proj: attn and mlp
-    assert c.lora_count(rank, shapes) == c.evaluate(closed_form, arch, rank=rank) == peft_trainable
+    assert c.lora_count(rank, shapes) == c.evaluate_architecture(closed_form, arch, rank=rank) == peft_trainable
 
 
 def test_closed_forms_of_the_named_configurations():
@@ -202,7 +202,7 @@ def test_closed_forms_of_the_named_configurations():
     four = c.lora_formulas(GPT2_SMALL, ["c_attn", "attn.c_proj", "c_fc", "mlp.c_proj"])[0]
     assert sp.simplify(four - 16 * c.r * c.d_model * c.n_layer) == 0
     qkv = c.lora_formulas(c.architecture("opt-125m"), ["q_proj", "k_proj", "v_proj"])[0]
-    assert c.evaluate(qkv, c.architecture("opt-125m"), rank=8) == 12 * 3 * 8 * (768 + 768) == 442_368
+    assert c.evaluate_architecture(qkv, c.architecture("opt-125m"), rank=8) == 12 * 3 * 8 * (768 + 768) == 442_368
 
 
 def test_peft_lora_on_the_real_gpt2_starts_as_the_base(gpt2_cpu):

@@ -9,7 +9,7 @@ from peft_course.data import load_classification_data, tokenize
 from peft_course.finetune import finetune, prepare
 from peft_course.methods import head_parameter_names, prepare_head_only
 from peft_course.models import load_model
-from peft_course.training import TrainConfig, evaluate, load_trainable_state, train, trainable_state
+from peft_course.training import TrainConfig, evaluate_classifier, load_trainable_state, train, trainable_state
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_best_state_restores_the_best_validation_weights(tiny_classifier, small_
     result = train(model, tokenized, tokenizer, TrainConfig(epochs=2, learning_rate=2e-2, progress=False))
     assert result.best_val_accuracy == max(h["val_accuracy"] for h in result.history)
     load_trainable_state(model, result.best_state)
-    assert evaluate(model, tokenized["validation"], tokenizer)["accuracy"] == result.best_val_accuracy
+    assert evaluate_classifier(model, tokenized["validation"], tokenizer)["accuracy"] == result.best_val_accuracy
     assert set(trainable_state(model)) == {"score.weight"}
 
 
