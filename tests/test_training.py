@@ -8,7 +8,6 @@ import torch
 from peft_course.data import load_classification_data, tokenize
 from peft_course.finetune import finetune, prepare
 from peft_course.methods import head_parameter_names, prepare_head_only
-from peft_course.models import load_model
 from peft_course.training import TrainConfig, evaluate_classifier, load_trainable_state, train, trainable_state
 
 
