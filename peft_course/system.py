@@ -6,6 +6,7 @@ quantizes anything, so that a missing capability is reported in words, not as a 
 
 from __future__ import annotations
 
+import datetime
 import importlib.metadata
 import platform
 from typing import Any
@@ -102,7 +103,7 @@ def provenance(command: str) -> str:
     (`ATEN_CPU_CAPABILITY` forces one, to imitate another machine).
     """
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "CPU"
-    return (f"*Made by `{command}` on {device} (CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+    return (f"*Made by `{command}` on {datetime.date.today().isoformat()} on {device} (CPU capability {torch.backends.cpu.get_cpu_capability()}, "
             f"{torch.get_num_threads()} thread{'s' if torch.get_num_threads() != 1 else ''}), torch {torch.__version__}, "
             f"transformers {library_versions()['transformers']}.*")
 
