@@ -27,6 +27,7 @@ from peft_course.counting import count_parameters
 from peft_course.data import ClassificationData, load_classification_data
 from peft_course.demo import DemoSetting, ablation_results, demo_rows
 from peft_course.dpo import make_figures
+from peft_course.files import atomic_write_text
 from peft_course.finetune import finetune
 from peft_course.lora import equivalence_rows
 from peft_course.methods import prepare_full, prepare_lora
@@ -48,8 +49,7 @@ def stamp(path: Path, command: str) -> Path:
     lines = [line for line in path.read_text().rstrip("\n").splitlines() if not line.startswith("*Made by `")]
     while lines and not lines[-1].strip():
         lines.pop()
-    path.write_text("\n".join(lines) + "\n\n" + provenance(command) + "\n")
-    return path
+    return atomic_write_text(path, "\n".join(lines) + "\n\n" + provenance(command) + "\n")
 
 
 def demo_pages(results: Path = RESULTS, images: Path = IMAGES) -> list[Path]:

@@ -183,20 +183,13 @@ def test_two_cell_sweep_writes_table_and_plot_then_a_rerun_skips_them(tmp_path, 
     assert table_rows(again) == table_rows(first)
 
 
-def test_an_interrupted_cell_resumes_to_the_same_result(tmp_path, tiny_data, monkeypatch):
+def test_an_interrupted_cell_resumes_to_the_same_result(tmp_path, tiny_data, monkeypatch, stop_training_after_one_epoch):
     import peft_course.ablation as ablation
 
     cell = Cell("2", CellConfig(r=2, alpha=8, template="simple-1"))
     settings = Settings(epochs=2, batch_size=8, progress=False)
     uninterrupted = run_cell(tiny_data, cell, settings, 0, tmp_path / "whole")
-    original = ablation.train
-
-    def stop_after_one_epoch(*args, **kwargs):
-        def interrupt(epoch, _):
-            raise KeyboardInterrupt
-        return original(*args, on_epoch_end=interrupt, **kwargs)
-
-    monkeypatch.setattr(ablation, "train", stop_after_one_epoch)
+    original = stop_training_after_one_epoch(ablation)
     with pytest.raises(KeyboardInterrupt):
         run_cell(tiny_data, cell, settings, 0, tmp_path / "cut")
     assert (tmp_path / "cut" / "checkpoint" / "state.json").is_file()

@@ -252,20 +252,14 @@ def test_predict_with_a_truncated_file(tmp_path, capsys, finished_run, name, nee
     fails(capsys, ["predict", "--run", copy, "the film was good"], name, needle)
 
 
-def test_interrupted_finetune_says_how_to_resume_and_checks_what_it_resumes(tmp_path, capsys, monkeypatch):
+def test_interrupted_finetune_says_how_to_resume_and_checks_what_it_resumes(tmp_path, capsys, monkeypatch,
+                                                                             stop_training_after_one_epoch):
     import peft_course.finetune as finetune_module
 
     output = tmp_path / "run"
     command = ["finetune", "--method", "head", "--output", str(output), "--max-examples", "40", "--epochs", "2",
                "--no-progress"]
-    real_train = finetune_module.train
-
-    def stop_after_one_epoch(*args, **kwargs):
-        def interrupt(epoch, _):
-            raise KeyboardInterrupt
-        return real_train(*args, on_epoch_end=interrupt, **kwargs)
-
-    monkeypatch.setattr(finetune_module, "train", stop_after_one_epoch)
+    real_train = stop_training_after_one_epoch(finetune_module)
     assert main(command) == 130
     last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bars of the work done
     assert last.startswith("peft-course finetune: interrupted;") and "with --resume to continue" in last, last
