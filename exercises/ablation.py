@@ -34,7 +34,7 @@ def is_strict_match(completion: str, label_word: str) -> bool:
     raise NotImplementedError("compare both strings after .strip(): ' positive' matches 'positive', 'positive.' does not")
 
 
-def mean_and_std(values: Sequence[float]) -> tuple[float, float]:
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (divide by n - 1); the std of one value is 0."""
     raise NotImplementedError(
         "mean = sum / n; std = sqrt(sum of squared deviations / (n - 1)); one value has std 0; no values: ValueError"

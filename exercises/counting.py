@@ -41,7 +41,7 @@ def adapter_parameter_count(widths: list[int], rank: int, placement: str = "hidd
     )
 
 
-def lora_parameter_count(rank: int, shapes: list[tuple[int, int]]) -> int:
+def lora_count(rank: int, shapes: list[tuple[int, int]]) -> int:
     """LoRA parameters for layers of the given `(d_in, d_out)` shapes at rank `rank`.
 
     Each targeted layer gets `A` (`rank x d_in`) and `B` (`d_out x rank`).

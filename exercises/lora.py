@@ -48,7 +48,7 @@ def merged_weight(
     )
 
 
-def matches_target(name: str, targets: Sequence[str]) -> bool:
+def matches(name: str, targets: Sequence[str]) -> bool:
     """peft's rule: `name` equals a target or ends with `"." + target`.
 
     `"c_proj"` matches `transformer.h.0.attn.c_proj`, `"attn.c_proj"` matches only the
@@ -69,7 +69,7 @@ def inject_lora(model: nn.Module, targets: Sequence[str], r: int, alpha: float) 
     """
     raise NotImplementedError(
         "collect the names first (list of n for n, _ in model.named_modules() if n and "
-        "matches_target(n, targets)), check every target matched one, call "
+        "matches(n, targets)), check every target matched one, call "
         "model.requires_grad_(False), then for each name: parent_name, _, child = "
         "name.rpartition('.'); setattr(model.get_submodule(parent_name), child, "
         "LoRALayer(old_module, r, alpha)) — LoRALayer's own A and B are created trainable"

@@ -27,7 +27,7 @@ from torch import nn
 from transformers import BitsAndBytesConfig
 
 
-def qlora_config(
+def nf4_config(
     compute_dtype: torch.dtype = torch.bfloat16, double_quant: bool = True,
     skip_modules: tuple[str, ...] = ("score", "classifier", "lm_head"),
 ) -> BitsAndBytesConfig:
@@ -41,15 +41,15 @@ def qlora_config(
     )
 
 
-def quantized_module_names(model: nn.Module) -> list[str]:
+def quantized_modules(model: nn.Module) -> list[str]:
     """Names of the modules whose weights are 4-bit, in `named_modules()` order."""
     raise NotImplementedError(
         "walk model.named_modules() and keep the names of modules that are bnb.nn.Linear4bit"
     )
 
 
-def nf4_storage_bytes(num_weights: int, double_quant: bool = True, blocksize: int = 64) -> int:
-    """Bytes bitsandbytes stores for `num_weights` NF4 weights: packed codes plus scales
+def nf4_bytes(weights: int, double_quant: bool = True, blocksize: int = 64) -> int:
+    """Bytes bitsandbytes stores for `weights` NF4 weights: packed codes plus scales
     (the shared code books are not counted)."""
     raise NotImplementedError(
         "blocks = ceil(n / blocksize); codes = ceil(n / 2); scales = 4 * blocks, or with double "

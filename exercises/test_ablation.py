@@ -44,14 +44,14 @@ def test_is_strict_match(ablation, completion, word, expected):
 
 
 def test_mean_and_std(ablation):
-    mean, std = ablation.mean_and_std([0.8, 0.9, 1.0])
+    mean, std = ablation.mean_std([0.8, 0.9, 1.0])
     assert mean == pytest.approx(0.9) and std == pytest.approx(0.1), (
         f"[0.8, 0.9, 1.0]: expected (0.9, 0.1) with the sample std (n - 1); got ({mean}, {std}). "
         f"Dividing by n gives 0.0816")
-    assert ablation.mean_and_std([0.7]) == (pytest.approx(0.7), 0.0), "one value: its own mean, std 0"
+    assert ablation.mean_std([0.7]) == (pytest.approx(0.7), 0.0), "one value: its own mean, std 0"
     rng = random.Random(0)
     for _ in range(10):
         values = [rng.random() for _ in range(rng.randint(2, 6))]
-        assert ablation.mean_and_std(values) == pytest.approx((statistics.fmean(values), statistics.stdev(values)))
+        assert ablation.mean_std(values) == pytest.approx((statistics.fmean(values), statistics.stdev(values)))
     with pytest.raises(ValueError):
-        ablation.mean_and_std([])
+        ablation.mean_std([])

@@ -80,7 +80,7 @@ def test_lora_parameter_count(counting):
         with torch.device("meta"):  # shapes only: nothing is allocated
             model = Layers(shapes)
         expected = peft_trainable(model, LoraConfig(r=rank, target_modules=list(model.layers)))
-        check(counting.lora_parameter_count(rank, shapes), expected, f"LoRA r={rank} on layers {shapes}")
+        check(counting.lora_count(rank, shapes), expected, f"LoRA r={rank} on layers {shapes}")
 
 
 @pytest.mark.parametrize("targets", [["attn.c_attn"], ["attn.c_proj", "mlp.c_proj"],

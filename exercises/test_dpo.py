@@ -40,7 +40,7 @@ def random_batch(seed: int):
 @pytest.mark.parametrize("seed", SEEDS)
 def test_sequence_logprob(dpo, seed):
     logits, input_ids, completion_mask = random_batch(seed)
-    got = dpo.sequence_logprob(logits, input_ids, completion_mask)
+    got = dpo.sequence_logprobs(logits, input_ids, completion_mask)
     expected = reference.sequence_logprobs(logits, input_ids, completion_mask)
     assert got.shape == expected.shape, (
         f"expected one number per row, shape {tuple(expected.shape)}, got {tuple(got.shape)}")
@@ -52,7 +52,7 @@ def test_sequence_logprob(dpo, seed):
 def test_sequence_logprob_ignores_prompt_and_padding(dpo):
     logits, input_ids, completion_mask = random_batch(7)
     completion_mask[:, :] = 0
-    got = dpo.sequence_logprob(logits, input_ids, completion_mask)
+    got = dpo.sequence_logprobs(logits, input_ids, completion_mask)
     assert torch.allclose(got, torch.zeros_like(got)), (
         f"with no completion tokens expected 0 per row, got {got.tolist()}")
 

@@ -127,8 +127,8 @@ def test_matches_target_like_peft(lora, targets):
     config = LoraConfig(target_modules=targets)
     for name in GPT2_NAMES:
         expected = bool(check_target_module_exists(config, name))
-        got = lora.matches_target(name, targets)
-        assert got == expected, f"matches_target({name!r}, {targets}) should be {expected} (peft's rule), got {got}"
+        got = lora.matches(name, targets)
+        assert got == expected, f"matches({name!r}, {targets}) should be {expected} (peft's rule), got {got}"
 
 
 def random_gpt2(seed: int) -> nn.Module:

@@ -35,7 +35,7 @@ def load_with(config, num_labels=2):
 
 @pytest.mark.parametrize("dtype,double_quant,skip", CONFIGS)
 def test_config_sets_every_field(qlora, dtype, double_quant, skip):
-    config = qlora.qlora_config(dtype, double_quant, skip)
+    config = qlora.nf4_config(dtype, double_quant, skip)
     got = {
         "load_in_4bit": config.load_in_4bit, "bnb_4bit_quant_type": config.bnb_4bit_quant_type,
         "bnb_4bit_use_double_quant": config.bnb_4bit_use_double_quant,
@@ -45,11 +45,11 @@ def test_config_sets_every_field(qlora, dtype, double_quant, skip):
     expected = {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": double_quant,
                 "bnb_4bit_compute_dtype": dtype, "llm_int8_skip_modules": sorted(skip)}
     wrong = {k: (got[k], expected[k]) for k in expected if got[k] != expected[k]}
-    assert not wrong, f"qlora_config{(dtype, double_quant, skip)}: field: (got, expected) {wrong}"
+    assert not wrong, f"nf4_config{(dtype, double_quant, skip)}: field: (got, expected) {wrong}"
 
 
 def test_defaults_are_qlora_not_the_library_defaults(qlora):
-    config = qlora.qlora_config()
+    config = qlora.nf4_config()
     assert (config.bnb_4bit_quant_type, config.bnb_4bit_use_double_quant, config.bnb_4bit_compute_dtype) == (
         "nf4", True, torch.bfloat16), "defaults must be NF4, double quantization and bf16 compute"
     assert "score" in config.llm_int8_skip_modules, "the classification head must stay unquantized"
@@ -57,7 +57,7 @@ def test_defaults_are_qlora_not_the_library_defaults(qlora):
 
 @pytest.mark.parametrize("dtype,double_quant,skip", CONFIGS)
 def test_config_quantizes_the_blocks_and_spares_the_skipped(qlora, dtype, double_quant, skip):
-    model = load_with(qlora.qlora_config(dtype, double_quant, skip))
+    model = load_with(qlora.nf4_config(dtype, double_quant, skip))
     expected = [f"transformer.h.{i}.{m}" for i in range(2) for m in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
                 if not any(f"{i}.{m}".endswith(s) for s in skip)]
     assert quantized_modules(model) == expected, f"skip={skip}: expected 4-bit modules {expected}"
@@ -73,13 +73,13 @@ def test_quantized_module_names(qlora, dtype, double_quant, skip):
 
     model = load_with(nf4_config(dtype, double_quant, skip))
     expected = quantized_modules(model)
-    got = qlora.quantized_module_names(model)
+    got = qlora.quantized_modules(model)
     assert got == expected, f"skip={skip}: expected {expected}, got {got}"
 
 
 def test_an_unquantized_model_has_no_quantized_modules(qlora):
     model, _ = load_model("tiny-gpt2", "classification", num_labels=2)
-    assert qlora.quantized_module_names(model) == []
+    assert qlora.quantized_modules(model) == []
 
 
 @pytest.mark.parametrize("double_quant", [True, False])
@@ -92,7 +92,7 @@ def test_storage_bytes_match_bitsandbytes(qlora, double_quant, seed):
     stored = codes.numel() * codes.element_size() + state.absmax.numel() * state.absmax.element_size()
     if state.nested:
         stored += state.state2.absmax.numel() * state.state2.absmax.element_size()
-    got = qlora.nf4_storage_bytes(n, double_quant)
+    got = qlora.nf4_bytes(n, double_quant)
     assert got == stored, f"{n} weights, double_quant={double_quant}: bitsandbytes stores {stored} bytes, you said {got}"
 
 

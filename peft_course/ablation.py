@@ -32,18 +32,20 @@ from transformers import set_seed
 
 from peft_course.counting import count_parameters
 from peft_course.data import ClassificationData
-from peft_course.errors import CourseError
+from peft_course.errors import CourseError, check_positive_number
 from peft_course.files import atomic_write_text
+from peft_course.lora import check_hyperparameters
 from peft_course.lm_classification import (
     ANSWER_CUE, TEMPLATES, PromptFormat, encode, evaluate_verbalizer, get_template, label_words_for,
     prepare_lm_full, prepare_lm_lora, score,
 )
 from peft_course.models import load_model
 from peft_course.plots import plot_curves
+from peft_course.settings import ABLATION, EMBEDDED_MODEL, TRAINING
 from peft_course.tables import write_table
 from peft_course.training import TrainConfig, load_trainable_state, train
 
-LORA_LEARNING_RATE, FULL_LEARNING_RATE = 2e-3, 1e-3  # measured on tiny-gpt2 (docs/ablation.md)
+LORA_LEARNING_RATE, FULL_LEARNING_RATE = ABLATION.lora_learning_rate, ABLATION.full_learning_rate
 SEED_RANKS, SEED_ALPHAS = (16, 128, 196), (64.0, 256.0)  # the seed project's grids
 FULL = "full fine-tuning"
 
@@ -69,9 +71,9 @@ class CellConfig:
     """What one cell trains. `dropout` is LoRA's dropout for `lora` and the model's own for `full`."""
 
     method: str = "lora"
-    r: int = 16
-    alpha: float = 64.0
-    dropout: float = 0.05
+    r: int = ABLATION.r
+    alpha: float = ABLATION.alpha_ratio * ABLATION.r
+    dropout: float = ABLATION.dropout
     targets: tuple[str, ...] | None = None  # None: peft's default (c_attn for GPT-2)
     learning_rate: float = LORA_LEARNING_RATE
     template: str = "default"
@@ -79,11 +81,8 @@ class CellConfig:
     def __post_init__(self) -> None:
         if self.method not in ("lora", "full"):
             raise CourseError(f"unknown cell method '{self.method}': use 'lora' or 'full'")
-        if self.r <= 0 or self.alpha <= 0:
-            raise CourseError(f"LoRA rank and alpha must be positive, got r={self.r}, alpha={self.alpha:g}")
-        if not 0 <= self.dropout < 1 or self.learning_rate <= 0:
-            raise CourseError(f"need 0 <= dropout < 1 and a positive learning rate, got dropout={self.dropout:g}, "
-                             f"learning_rate={self.learning_rate:g}")
+        check_hyperparameters(self.r, self.alpha, self.dropout)
+        check_positive_number("learning_rate", self.learning_rate)
         get_template(self.template)
         object.__setattr__(self, "alpha", float(self.alpha))  # alpha=64 and 64.0 are one cell
         object.__setattr__(self, "learning_rate", float(self.learning_rate))
@@ -107,7 +106,7 @@ class Sweep:
     cells: tuple[Cell, ...]
 
 
-def full_cell(base: CellConfig, learning_rate: float = FULL_LEARNING_RATE, dropout: float = 0.05) -> CellConfig:
+def full_cell(base: CellConfig, learning_rate: float = FULL_LEARNING_RATE, dropout: float = ABLATION.dropout) -> CellConfig:
     """The full fine-tuning row: every weight trains, with the model's dropout at `dropout`."""
     return replace(base, method="full", learning_rate=learning_rate, dropout=dropout)
 
@@ -168,17 +167,17 @@ def _label(value: Any) -> str:
 class Settings:
     """What every cell of a sweep shares: the model, the loop, the prompt's cue and label words."""
 
-    model: str = "tiny-gpt2"
-    epochs: int = 3
-    batch_size: int = 16
-    max_length: int = 256
+    model: str = EMBEDDED_MODEL
+    epochs: int = ABLATION.epochs
+    batch_size: int = ABLATION.batch_size
+    max_length: int = TRAINING.max_length
     cue: str = ANSWER_CUE
     label_words: tuple[str, ...] | None = None  # None: " " + each label name
     device: str | None = None
     progress: bool = True
 
 
-QUICK = {"epochs": 3, "max_examples": 400}  # --quick: about a CPU minute a sweep on the embedded default
+QUICK = {"epochs": ABLATION.quick_epochs, "max_examples": ABLATION.quick_examples}  # --quick: about a CPU minute a sweep
 
 
 # --8<-- [start:run_cell]

@@ -25,9 +25,10 @@ from typing import Literal
 import sympy as sp
 import torch
 from torch import nn
-from transformers.pytorch_utils import Conv1D
 
 from peft_course.errors import CourseError, check_string_list
+from peft_course.lora import layer_features, matches
+from peft_course.tables import markdown_table
 
 
 class CountingError(CourseError):
@@ -207,20 +208,11 @@ class WithAdapter(nn.Module):
 # --8<-- [end:adapter_module]
 
 
-def layer_shape(layer: nn.Module) -> tuple[int, int]:
-    """`(d_in, d_out)` of an `nn.Linear` or of GPT-2's `Conv1D` (which stores `d_in x d_out`)."""
-    if isinstance(layer, nn.Linear):
-        return layer.in_features, layer.out_features
-    if isinstance(layer, Conv1D):
-        return layer.weight.shape[0], layer.nf
-    raise CountingError(f"cannot read the input and output widths of a {type(layer).__name__}")
-
-
 def match_modules(model: nn.Module, targets: Sequence[str]) -> list[str]:
     """Full names of the modules whose name is a target or ends with `.target` (as peft does)."""
     names = [
         name for name, _ in model.named_modules()
-        if name and any(name == t or name.endswith("." + t) for t in targets)
+        if name and matches(name, targets)
     ]
     if targets and not names:
         raise CountingError(f"no module of {type(model).__name__} matches the targets {list(targets)}")
@@ -233,7 +225,7 @@ def add_adapters(model: nn.Module, targets: Sequence[str], rank: int, bias: Adap
     for name in match_modules(model, targets):
         layer = model.get_submodule(name)
         parent_name, _, child = name.rpartition(".")
-        adapter = Adapter(layer_shape(layer)[1], rank, bias).to(next(layer.parameters()).device)
+        adapter = Adapter(layer_features(layer)[1], rank, bias).to(next(layer.parameters()).device)
         setattr(model.get_submodule(parent_name), child, WithAdapter(layer, adapter))
     return model
 
@@ -388,7 +380,7 @@ def build_classifier(name: str = "gpt2-small", labels: int = 2, device: str = "m
 
 def targeted_layers(arch: Architecture, targets: Sequence[str]) -> list[str]:
     """The per-block projections of `arch` that peft-style suffix targets select."""
-    chosen = [name for name in arch.layers if any(name == t or name.endswith("." + t) for t in targets)]
+    chosen = [name for name in arch.layers if matches(name, targets)]
     if not chosen:
         raise CountingError(f"no layer of {arch.name} matches {list(targets)}; its layers are "
                             f"{', '.join(arch.layers)}")
@@ -497,7 +489,7 @@ def count_lora_case(case: LoraCase) -> LoraCount:
 
 def lora_target_shapes(model: nn.Module, targets: Sequence[str]) -> list[tuple[int, int]]:
     """`(d_in, d_out)` of every module `targets` select, read from the module tree."""
-    return [layer_shape(model.get_submodule(name)) for name in match_modules(model, targets)]
+    return [layer_features(model.get_submodule(name)) for name in match_modules(model, targets)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -750,14 +742,12 @@ def format_method_count(result: MethodCount) -> str:
 # 5. The tables of the docs page
 # ---------------------------------------------------------------------------------------
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A Markdown table; integers get thousands separators."""
+def markdown_rows(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """`tables.markdown_table` of rows given as lists under `header`; integers get thousands separators."""
     def cell(value: object) -> str:
         return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
 
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(value) for value in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown_table([dict(zip(header, map(cell, row))) for row in rows]).rstrip("\n")
 
 
 def mlp_table(widths: Sequence[int] = MLP_WIDTHS) -> str:
@@ -765,7 +755,7 @@ def mlp_table(widths: Sequence[int] = MLP_WIDTHS) -> str:
     model = build_mlp(widths)
     total = count_parameters(model)[1]
     biases = count_parameters(bitfit(model))[0]
-    return markdown_table(
+    return markdown_rows(
         ["parameters", "formula", "counted on the module", "share"],
         [["all parameters", evaluate_mlp(MLP_PARAMETERS, widths), total, "100%"],
          ["BitFit (biases)", evaluate_mlp(MLP_BIASES, widths), biases, f"{100 * biases / total:.3f}%"]])
@@ -779,7 +769,7 @@ def convention_table_markdown(rows: Sequence[ConventionRow], percent: float = 1.
     def verdict(row: ConventionRow) -> str:
         return "rounds to it" if row in rounded else "cut off to it" if row in truncated else ""
 
-    return markdown_table(
+    return markdown_rows(
         ["adapter after", "adapter biases", "% of", "formula", "counted", "share", f"{percent}%?"],
         [[row.placement, row.bias, row.denominator, row.adapter_parameters, row.counted_parameters,
           f"{row.percent:.4f}%", verdict(row)] for row in rows])
@@ -787,7 +777,7 @@ def convention_table_markdown(rows: Sequence[ConventionRow], percent: float = 1.
 
 def lora_table(counts: Sequence[LoraCount]) -> str:
     """Each LoRA case: formula and peft, trainable and all parameters."""
-    return markdown_table(
+    return markdown_rows(
         ["configuration", "LoRA matrices", "trainable (formula)", "trainable (peft)", "all (formula)",
          "all (peft)", "share"],
         [[count.case.name, count.lora_parameters, count.formula_trainable, count.peft_trainable,
@@ -806,7 +796,7 @@ def nf4_table(weight_shape: tuple[int, int] = (2304, 768), seed: int = 0) -> str
             "yes" if double_quant else "no", f"{bits} = {float(bits):.4f}", f"{stored.bits_per_parameter:.4f}",
             f"{float(bits) / 8:.4f}", f"{stored.packed_shape}", stored.absmax_bytes + stored.nested_absmax_bytes,
             stored.table_bytes, f"{projections * float(bits) / 8 / 2**20:.1f} MiB"])
-    return markdown_table(
+    return markdown_rows(
         ["double quant", "bits/weight (formula)", "bits/weight (bnb)", "bytes/weight", "packed shape",
          "scale bytes", "table bytes", "GPT-2 small projections"], rows)
 

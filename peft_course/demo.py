@@ -15,6 +15,7 @@ from typing import Any
 from peft_course.ablation import QUICK, Settings, SweepResult, run_sweep, seed_sweeps, write_sweep
 from peft_course.data import ClassificationData
 from peft_course.finetune import get_method, finetune
+from peft_course.settings import LORA, METHODS
 from peft_course.system import provenance
 from peft_course.tables import result_row
 from peft_course.training import TrainConfig
@@ -30,13 +31,11 @@ class DemoSetting:
     options: dict[str, Any] = field(default_factory=dict)
 
 
-DEMO_SETTINGS = [
-    DemoSetting("head", epochs=8, learning_rate=2e-2),
-    DemoSetting("lora", epochs=4, learning_rate=5e-3, options={"r": 8, "alpha": 16}),
-    DemoSetting("lora-scratch", epochs=4, learning_rate=5e-3, options={"r": 8, "alpha": 16}),
-    DemoSetting("merged", epochs=4, learning_rate=5e-3, options={"r": 8, "alpha": 16}),
-    DemoSetting("qlora", epochs=4, learning_rate=5e-3, options={"r": 8, "alpha": 16}),
-    DemoSetting("full", epochs=3, learning_rate=1e-3),
+LORA_OPTIONS = {"r": LORA.r, "alpha": LORA.alpha}
+DEMO_SETTINGS = [  # one row per method, in the table's order
+    DemoSetting(name, METHODS[name].demo_epochs, METHODS[name].learning_rate,
+                LORA_OPTIONS if name in ("lora", "lora-scratch", "merged", "qlora") else {})
+    for name in ("head", "lora", "lora-scratch", "merged", "qlora", "full")
 ]
 
 

@@ -34,8 +34,10 @@ from peft_course.errors import (
     CourseError, check_int, check_number, check_positive_int, check_positive_number, describe,
 )
 from peft_course.files import atomic_write_text, replacing
+from peft_course.lora import check_hyperparameters
 from peft_course.models import load_model
 from peft_course.plots import plt
+from peft_course.settings import DPO, LORA
 from peft_course.synthetic import INTENSIFIERS, NEGATIVE_ADJECTIVES, POSITIVE_ADJECTIVES, SUBJECTS
 from peft_course.tables import markdown_table
 
@@ -150,7 +152,7 @@ def film_pair(rng: random.Random, prefer: str = "positive") -> dict[str, str]:
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
 
-def film_preferences(n_train: int = 256, n_test: int = 64, seed: int = 0, prefer: str = "positive") -> DatasetDict:
+def film_preferences(n_train: int = DPO.n_train, n_test: int = DPO.n_test, seed: int = 0, prefer: str = "positive") -> DatasetDict:
     """Distinct generated pairs, split into `train` and held-out `test` (same seed, same splits).
 
     `prefer="negative"` swaps chosen and rejected: a preference the pretrained model does not
@@ -174,7 +176,7 @@ def film_preferences(n_train: int = 256, n_test: int = 64, seed: int = 0, prefer
 # --8<-- [end:film_pairs]
 
 
-def split_pairs(dataset: Dataset, test_fraction: float = 0.2, seed: int = 0) -> DatasetDict:
+def split_pairs(dataset: Dataset, test_fraction: float = DPO.test_fraction, seed: int = 0) -> DatasetDict:
     """Hold out a fraction of a file's pairs as `test`."""
     check_number("test_fraction", test_fraction, 0, 1, low_open=True, high_open=True)
     if len(dataset) < 2:
@@ -350,13 +352,13 @@ def preference_metrics(policy: torch.nn.Module, tokenizer: Any, pairs: Dataset |
 class DPORunConfig:
     """What a DPO run exposes. `lora=False` trains every weight against a frozen copy."""
 
-    beta: float = 0.1
-    learning_rate: float = 1e-2
-    epochs: int = 2
-    batch_size: int = 16
+    beta: float = DPO.beta
+    learning_rate: float = DPO.learning_rate
+    epochs: int = DPO.epochs
+    batch_size: int = DPO.batch_size
     lora: bool = True
-    r: int = 8
-    alpha: float = 16.0
+    r: int = LORA.r
+    alpha: float = LORA.alpha
     seed: int = 0
     logging_steps: int = 2
     max_length: int = 128
@@ -369,8 +371,7 @@ class DPORunConfig:
         check_positive_int("batch_size", self.batch_size)
         if not isinstance(self.lora, bool):
             raise CourseError(f"lora must be True or False, got {describe(self.lora)}")
-        check_positive_int("the LoRA rank r", self.r)
-        check_positive_number("alpha", self.alpha)
+        check_hyperparameters(self.r, self.alpha)
         check_int("seed", self.seed, minimum=0)
         check_positive_int("logging_steps", self.logging_steps)
         check_int("max_length", self.max_length, minimum=2)

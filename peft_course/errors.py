@@ -110,3 +110,8 @@ def check_distinct(name: str, values: Sequence[Any]) -> None:
         if value in seen:
             raise CourseError(f"{name} repeats {value!r}: {list(values)}")
         seen.add(value)
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (a library's message inside it may span several)."""
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())

@@ -33,7 +33,9 @@ from peft_course.methods import (
     check_lora_options, head_parameter_names, merge_and_unload_peft, prepare_full, prepare_head_only, prepare_lora,
 )
 from peft_course.models import check_max_length, load_model
-from peft_course.qlora import QLORA_LEARNING_RATE, load_qlora_model, prepare_qlora
+from peft_course.qlora import load_qlora_model, prepare_qlora
+from peft_course.settings import METHOD_OPTIONS
+from peft_course.settings import METHODS as SETTINGS
 from peft_course.training import TrainConfig, TrainResult, evaluate_classifier, load_trainable_state, train
 
 
@@ -57,16 +59,19 @@ class Method:
     options: tuple[str, ...] = ()  # the keyword options `prepare` takes
 
 
-PEFT_OPTIONS = ("r", "alpha", "dropout", "targets", "bias", "modules_to_save", "use_rslora")
+def method(name: str, prepare: Callable[..., nn.Module], label: str, **extra: Any) -> Method:
+    """A method with its learning rate and options from `peft_course.settings`."""
+    return Method(prepare, label=label, learning_rate=SETTINGS[name].learning_rate,
+                  options=METHOD_OPTIONS[name], **extra)
+
+
 METHODS: dict[str, Method] = {
-    "head": Method(prepare_head_only, label="head only", learning_rate=2e-2),
-    "lora": Method(prepare_lora, label="LoRA (peft)", learning_rate=5e-3, options=PEFT_OPTIONS),
-    "lora-scratch": Method(prepare_lora_scratch, label="LoRA (from scratch)", learning_rate=5e-3,
-                           options=("r", "alpha", "dropout", "targets", "trainable", "use_rslora")),
-    "merged": Method(prepare_lora, merge_and_unload_peft, label="merged LoRA", learning_rate=5e-3, options=PEFT_OPTIONS),
-    "full": Method(prepare_full, label="full fine-tuning", learning_rate=1e-3),
-    "qlora": Method(prepare_qlora, label="QLoRA (NF4)", learning_rate=QLORA_LEARNING_RATE, load=load_qlora_model,
-                    options=("r", "alpha", "dropout", "targets", "gradient_checkpointing")),
+    "head": method("head", prepare_head_only, "head only"),
+    "lora": method("lora", prepare_lora, "LoRA (peft)"),
+    "lora-scratch": method("lora-scratch", prepare_lora_scratch, "LoRA (from scratch)"),
+    "merged": method("merged", prepare_lora, "merged LoRA", finish=merge_and_unload_peft),
+    "full": method("full", prepare_full, "full fine-tuning"),
+    "qlora": method("qlora", prepare_qlora, "QLoRA (NF4)", load=load_qlora_model),
 }
 
 

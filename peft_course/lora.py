@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import GPT2Config, GPT2ForSequenceClassification
 from transformers.pytorch_utils import Conv1D
 
-from peft_course.counting import count_parameters
 from peft_course.errors import (
     CourseError, check_number, check_positive_int, check_positive_number, check_string_list, describe,
 )
@@ -89,9 +90,13 @@ class LoRAConfig:
 
 
 def check_hyperparameters(r: int, alpha: float, dropout: float = 0.0) -> None:
-    """Raise `LoRAError` unless `r` is a positive integer, `alpha > 0` and `0 <= dropout < 1`."""
+    """Raise `LoRAError` unless `r` is a positive integer, `alpha > 0` and `0 <= dropout < 1`.
+
+    The one check of LoRA's numbers: peft's settings (`methods.check_lora_options`), the
+    ablation cells and DPO's LoRA all call it.
+    """
     try:
-        check_positive_int("the rank r", r)
+        check_positive_int("the LoRA rank r", r)
         check_positive_number("alpha", alpha)
         check_number("dropout (a probability)", dropout, 0, 1, high_open=True)
     except CourseError as error:
@@ -108,7 +113,10 @@ def lora_scaling(r: int, alpha: float, use_rslora: bool = False) -> float:
 
 
 def layer_features(base: nn.Module) -> tuple[int, int]:
-    """`(in_features, out_features)` of a `Linear` or a GPT-2 `Conv1D`, checking the weight's layout."""
+    """`(in_features, out_features)` of a `Linear` or a GPT-2 `Conv1D`, checking the weight's layout.
+
+    The one place the course reads a projection's widths (the counting chapter uses it too).
+    """
     if isinstance(base, nn.Linear):
         assert base.weight.shape == (base.out_features, base.in_features)  # Linear stores (out, in)
         return base.in_features, base.out_features
@@ -116,8 +124,13 @@ def layer_features(base: nn.Module) -> tuple[int, int]:
         assert base.weight.shape == (base.nx, base.nf)  # Conv1D stores (in, out): transposed
         return base.nx, base.nf
     raise UnsupportedLayerError(
-        f"LoRA wraps nn.Linear or transformers' Conv1D, not {type(base).__name__}"
+        f"expected an nn.Linear or transformers' Conv1D, got a {type(base).__name__}"
     )
+
+
+def trainable_count(model: nn.Module) -> int:
+    """Parameters that train (`peft_course.counting.count_parameters` explains the counting)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 # --8<-- [start:layer]
@@ -366,8 +379,6 @@ def peft_lora_config(config: LoRAConfig, task_type: str | None = "SEQ_CLS") -> A
     `trainable` must be the head (`["score"]`) for the two to train the same parameters.
     `fan_in_fan_out=True` is what peft needs for GPT-2's Conv1D (it would force it with a warning).
     """
-    from peft import LoraConfig
-
     return LoraConfig(
         r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
         target_modules=list(config.targets), use_rslora=config.use_rslora, bias="none",
@@ -411,8 +422,6 @@ def peft_gradients(peft_model: nn.Module) -> dict[str, torch.Tensor]:
 def random_gpt2(seed: int = 0, n_embd: int = 32, n_layer: int = 2, n_head: int = 4,
                 vocab_size: int = 101, num_labels: int = 3) -> nn.Module:
     """A small randomly initialised `GPT2ForSequenceClassification` (no tokenizer needed)."""
-    from transformers import GPT2Config, GPT2ForSequenceClassification
-
     config = GPT2Config(vocab_size=vocab_size, n_positions=64, n_embd=n_embd, n_layer=n_layer,
                         n_head=n_head, num_labels=num_labels, pad_token_id=0,
                         bos_token_id=0, eos_token_id=0)
@@ -438,15 +447,13 @@ def compare_with_peft(
     gradients of `A` and `B` after one backward pass, and both trainable-parameter counts.
     Both models run in eval mode, so dropout (anywhere) cannot make them differ.
     """
-    from peft import get_peft_model
-
     ours, theirs = copy.deepcopy(base).eval(), copy.deepcopy(base).eval()
     inject_lora(ours, config)
     randomize_b(ours, seed)  # B = 0 would make every comparison trivially pass
     task_type = "SEQ_CLS" if config.trainable == ["score"] else None
     theirs = get_peft_model(theirs, peft_lora_config(config, task_type)).eval()
     copy_adapter_to_peft(ours, theirs)
-    counts = {"trainable (ours)": count_parameters(ours)[0], "trainable (peft)": count_parameters(theirs)[0]}
+    counts = {"trainable (ours)": trainable_count(ours), "trainable (peft)": trainable_count(theirs)}
 
     out_ours = ours(input_ids=input_ids, labels=labels)
     out_theirs = theirs(input_ids=input_ids, labels=labels)

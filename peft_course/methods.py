@@ -15,9 +15,8 @@ from typing import Any
 from peft import LoraConfig, TaskType, get_peft_model
 from torch import nn
 
-from peft_course.errors import (
-    CourseError, check_number, check_positive_int, check_positive_number, check_string_list, describe,
-)
+from peft_course.errors import CourseError, check_string_list, describe
+from peft_course.lora import check_hyperparameters
 
 
 # --8<-- [start:head_only]
@@ -91,9 +90,7 @@ def check_lora_options(
     probability below 1, and the module lists are lists, since a single string such as
     `targets="c_attn"` would otherwise be read letter by letter.
     """
-    check_positive_int("the LoRA rank r", r)
-    check_positive_number("alpha", alpha)
-    check_number("dropout", dropout, 0, 1, high_open=True)
+    check_hyperparameters(r, alpha, dropout)
     for name, value in (("targets", targets), ("modules_to_save", modules_to_save), ("trainable", trainable)):
         if value is not None:
             check_string_list(name, value)

@@ -27,9 +27,10 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from peft_course.errors import CourseError, check_int, check_positive_int, check_string_list, describe
+from peft_course.settings import DEFAULT_MODEL
+from peft_course.smollm2 import SMOLLM2, smollm2_path
 from peft_course.tiny_gpt2 import TINY_GPT2, tiny_gpt2_path
 
-DEFAULT_MODEL = "openai-community/gpt2"
 Task = Literal["classification", "causal-lm"]
 
 
@@ -44,11 +45,17 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 
 
 def resolve_model_path(name_or_path: str, seed: int = 0) -> str:
-    """Map `tiny-gpt2` to its cached directory; return any other name unchanged."""
+    """Map the named models to their cached directories; return any other name unchanged.
+
+    `tiny-gpt2` is built on first use (about 20 s), `smollm2-135m` converted from the installed
+    GGUF file on first use (about 30 s); both are read from the course cache afterwards.
+    """
     if not isinstance(name_or_path, str) or not name_or_path.strip():
         raise ModelLoadError(f"the model must be a name or a directory, got {describe(name_or_path)}")
     if name_or_path == TINY_GPT2:
         return str(tiny_gpt2_path(seed))
+    if name_or_path == SMOLLM2:
+        return str(smollm2_path())
     return name_or_path
 
 

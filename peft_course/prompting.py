@@ -34,6 +34,7 @@ from peft_course.errors import (
 )
 from peft_course.files import atomic_write_text, replacing
 from peft_course.models import load_model
+from peft_course.settings import PROMPTING
 from peft_course.tables import markdown_table
 from peft_course.word_problems import (
     PRICE_EXAMPLE,
@@ -223,10 +224,10 @@ class HFGenerate:
 
     model: Any
     tokenizer: Any
-    max_new_tokens: int = 96
+    max_new_tokens: int = PROMPTING.max_new_tokens
     do_sample: bool = False
-    temperature: float = 0.7
-    top_p: float = 0.95
+    temperature: float = PROMPTING.temperature
+    top_p: float = PROMPTING.top_p
     seed: int = 0
     stop: str = STOP
     truncated: int = field(default=0, init=False)

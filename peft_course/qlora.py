@@ -34,13 +34,14 @@ from transformers.pytorch_utils import Conv1D
 from peft_course.errors import CourseError
 from peft_course.methods import check_lora_options, prepare_lora
 from peft_course.models import DEFAULT_MODEL, ModelLoadError, Task, load_model
+from peft_course.settings import METHODS
 from peft_course.system import bnb_4bit_support
 
 # Modules that must stay in full precision: the classification heads (GPT-2's `score`,
 # BERT's `classifier`) and the language-model head. Listing them replaces transformers' own
 # guess (tied weights and "the last parameter"), which happens to spare `score` too.
 HEAD_MODULES = ("score", "classifier", "lm_head")
-QLORA_LEARNING_RATE = 5e-3
+QLORA_LEARNING_RATE = METHODS["qlora"].learning_rate
 NF4_BLOCKSIZE = 64        # weights per absmax scale (bitsandbytes' default for 4-bit)
 DOUBLE_QUANT_BLOCKSIZE = 256  # absmax scales per second-level fp32 scale
 

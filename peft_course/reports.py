@@ -32,6 +32,7 @@ from peft_course.finetune import finetune
 from peft_course.lora import equivalence_rows
 from peft_course.methods import prepare_full, prepare_lora
 from peft_course.prompting import write_results_page
+from peft_course.settings import LORA, METHODS
 from peft_course.qlora import (
     MB, QLORA_LEARNING_RATE, nf4_config, prepare_qlora, require_4bit, save_random_gpt2, stored_quant_bytes,
     theoretical_rows,
@@ -89,12 +90,12 @@ def ablation_pages(results: Path = RESULTS) -> list[Path]:
     return pages
 
 
-LORA_EPOCHS, LORA_LEARNING_RATE = 4, 5e-3  # the demo's LoRA setting
+LORA_EPOCHS, LORA_LEARNING_RATE = METHODS["lora"].demo_epochs, METHODS["lora"].learning_rate  # the demo's
 
 
 def lora_training_rows(
     data: ClassificationData, model_name: str = "tiny-gpt2", seed: int = 0, epochs: int = LORA_EPOCHS,
-    learning_rate: float = LORA_LEARNING_RATE, r: int = 8, alpha: float = 16.0, progress: bool = False,
+    learning_rate: float = LORA_LEARNING_RATE, r: int = LORA.r, alpha: float = LORA.alpha, progress: bool = False,
 ) -> list[dict[str, str]]:
     """Untrained, LoRA from scratch and peft's LoRA with the same settings (best-validation test scores).
 
@@ -163,7 +164,7 @@ def qlora_footprint_rows(name: str = "gpt2", seed: int = 0) -> list[dict[str, st
 
 
 def qlora_accuracy_rows(data: Any, model_name: str = "tiny-gpt2", seeds: tuple[int, ...] = (0,), epochs: int = 4,
-                  learning_rate: float = QLORA_LEARNING_RATE, r: int = 8, alpha: float = 16.0,
+                  learning_rate: float = QLORA_LEARNING_RATE, r: int = LORA.r, alpha: float = LORA.alpha,
                   progress: bool = False) -> list[dict[str, str]]:
     """Test scores (best-validation checkpoint) of peft LoRA and QLoRA, same settings, per seed."""
     rows = []

@@ -30,6 +30,7 @@ from peft_course.errors import (
 from peft_course.files import replacing
 from peft_course.metrics import classification_metrics
 from peft_course.models import make_loader
+from peft_course.settings import TRAINING
 from peft_course.system import check_device, pick_device, use_bf16
 
 
@@ -37,10 +38,10 @@ from peft_course.system import check_device, pick_device, use_bf16
 class TrainConfig:
     """Hyper-parameters of the loop. `bf16=None` means: use bf16 autocast where the GPU has it."""
 
-    epochs: int = 3
-    batch_size: int = 32
+    epochs: int = TRAINING.epochs
+    batch_size: int = TRAINING.batch_size
     learning_rate: float = 5e-4
-    weight_decay: float = 0.0
+    weight_decay: float = TRAINING.weight_decay
     max_grad_norm: float = 1.0
     eval_every: int | None = None
     seed: int = 0

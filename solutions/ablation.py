@@ -32,7 +32,7 @@ def is_strict_match(completion: str, label_word: str) -> bool:
     return completion.strip() == label_word.strip()
 
 
-def mean_and_std(values: Sequence[float]) -> tuple[float, float]:
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (divide by n - 1); the std of one value is 0."""
     if not values:
         raise ValueError("no values")

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 
-def sequence_logprob(logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+def sequence_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
     """Return `log pi(completion | prompt)` for each row of a batch, shape `(batch,)`.
 
     `logits` is `(batch, length, vocab)`; the logits at position `t` are the model's

@@ -45,7 +45,7 @@ def merged_weight(
     return base.weight.detach() + delta
 
 
-def matches_target(name: str, targets: Sequence[str]) -> bool:
+def matches(name: str, targets: Sequence[str]) -> bool:
     """peft's rule: `name` equals a target or ends with `"." + target`.
 
     `"c_proj"` matches `transformer.h.0.attn.c_proj`, `"attn.c_proj"` matches only the
@@ -61,9 +61,9 @@ def inject_lora(model: nn.Module, targets: Sequence[str], r: int, alpha: float) 
     names in `model.named_modules()` order, and raise `ValueError` naming any target that
     matches no module.
     """
-    names = [name for name, _ in model.named_modules() if name and matches_target(name, targets)]
+    names = [name for name, _ in model.named_modules() if name and matches(name, targets)]
     for target in targets:
-        if not any(matches_target(name, [target]) for name in names):
+        if not any(matches(name, [target]) for name in names):
             raise ValueError(f"target '{target}' matches no module of the model")
     model.requires_grad_(False)
     for name in names:

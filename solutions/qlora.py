@@ -10,7 +10,7 @@ from torch import nn
 from transformers import BitsAndBytesConfig
 
 
-def qlora_config(
+def nf4_config(
     compute_dtype: torch.dtype = torch.bfloat16, double_quant: bool = True,
     skip_modules: tuple[str, ...] = ("score", "classifier", "lm_head"),
 ) -> BitsAndBytesConfig:
@@ -24,15 +24,15 @@ def qlora_config(
     )
 
 
-def quantized_module_names(model: nn.Module) -> list[str]:
+def quantized_modules(model: nn.Module) -> list[str]:
     """Names of the modules whose weights are 4-bit, in `named_modules()` order."""
     return [name for name, module in model.named_modules() if isinstance(module, bnb.nn.Linear4bit)]
 
 
-def nf4_storage_bytes(num_weights: int, double_quant: bool = True, blocksize: int = 64) -> int:
-    """Bytes bitsandbytes stores for `num_weights` NF4 weights: packed codes plus scales."""
-    blocks = math.ceil(num_weights / blocksize)
-    packed = math.ceil(num_weights / 2)
+def nf4_bytes(weights: int, double_quant: bool = True, blocksize: int = 64) -> int:
+    """Bytes bitsandbytes stores for `weights` NF4 weights: packed codes plus scales."""
+    blocks = math.ceil(weights / blocksize)
+    packed = math.ceil(weights / 2)
     if double_quant:
         return packed + blocks + 4 * math.ceil(blocks / 256)
     return packed + 4 * blocks

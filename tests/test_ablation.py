@@ -125,7 +125,7 @@ def test_bad_prompt_settings_are_refused(lm, tiny_data, tmp_path):
         encode(pairs, tokenizer, PromptFormat("x", (" yes", " no")))
     with pytest.raises(ValueError, match="unknown prompt template 'nope'"):
         CellConfig(template="nope")
-    with pytest.raises(ValueError, match="rank and alpha must be positive"):
+    with pytest.raises(ValueError, match="the LoRA rank r must be a positive integer, got 0"):
         CellConfig(r=0)
     with pytest.raises(ValueError, match="cannot sweep 'momentum'"):
         parameter_sweep("momentum", [0.9])
@@ -234,6 +234,6 @@ def test_cli_ablate_and_its_errors(tmp_path, capsys):
     assert main(["ablate", "prompt", "--values", "nope", "--output", str(tmp_path)]) == 2
     assert "unknown prompt template 'nope'" in capsys.readouterr().err
     assert main(["ablate", "rank", "--values", "0", "--output", str(tmp_path)]) == 2
-    assert "rank and alpha must be positive" in capsys.readouterr().err
+    assert "the LoRA rank r must be a positive integer, got 0" in capsys.readouterr().err
     assert main(["ablate", "rank", "--dataset", "nope", "--output", str(tmp_path)]) == 2
     assert "unknown dataset 'nope'" in capsys.readouterr().err

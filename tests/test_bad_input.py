@@ -346,14 +346,14 @@ def test_a_failing_prompt_rerun_keeps_the_finished_log(tmp_path, capsys, monkeyp
     fails(capsys, [*command[:-2], "--max-new-tokens", "600", "--output", output], "--max-new-tokens 600 leaves no room for the prompt")
     fails(capsys, [*command[:-2], "--strategy", "zero-shot", "zero-shot", "--output", output], "--strategy repeats")
     fails(capsys, [*command[:-2], "--top-p", "0", "--output", output], "--top-p must be in (0, 1]")
-    import peft_course.prompting as prompting
+    import peft_course.commands as commands
 
     def interrupted(*args, **kwargs):
         def generate(prompt):
             raise KeyboardInterrupt
         return generate
 
-    monkeypatch.setattr(prompting, "load_generate", interrupted)
+    monkeypatch.setattr(commands, "load_generate", interrupted)
     assert main([str(a) for a in command]) == 130
     assert snapshot(output) == before  # no temporary file left behind either
 
@@ -403,7 +403,7 @@ def test_a_fractional_rank_is_refused(tiny_classifier):
     model, _ = tiny_classifier
     with pytest.raises(CourseError, match=r"the LoRA rank r must be a positive integer, got 8.5"):
         prepare_lora(model, r=8.5)
-    with pytest.raises(CourseError, match=r"the rank r must be a positive integer, got True \(a bool\)"):
+    with pytest.raises(CourseError, match=r"the LoRA rank r must be a positive integer, got True \(a bool\)"):
         LoRAConfig(r=True)
 
 

@@ -34,7 +34,7 @@ def test_unknown_dataset_is_one_line_not_a_traceback(capsys):
 
 def test_only_user_errors_become_one_line(monkeypatch, capsys):
     """`CourseError` is the user's mistake (one line, code 2); anything else is a bug and keeps its traceback."""
-    import peft_course.cli as cli
+    import peft_course.commands as commands
     from peft_course.errors import CourseError
 
     def raising(error):
@@ -42,11 +42,11 @@ def test_only_user_errors_become_one_line(monkeypatch, capsys):
             raise error
         return handler
 
-    monkeypatch.setattr(cli, "command_info", raising(CourseError("first line\n  second line")))
+    monkeypatch.setattr(commands, "command_info", raising(CourseError("first line\n  second line")))
     assert main(["info"]) == 2
     assert capsys.readouterr().err == "peft-course info: error: first line second line\n"
     for bug in (ValueError("a bug"), KeyError("score.weight"), TypeError("a bug")):
-        monkeypatch.setattr(cli, "command_info", raising(bug))
+        monkeypatch.setattr(commands, "command_info", raising(bug))
         with pytest.raises(type(bug)):
             main(["info"])
 

@@ -305,7 +305,7 @@ def test_a_target_that_matches_nothing(tiny):
 
 
 def test_unsupported_module_types(tiny):
-    with pytest.raises(TypeError, match="not Embedding"):
+    with pytest.raises(TypeError, match="got a Embedding"):
         LoRALayer(nn.Embedding(10, 4))
     model = copy.deepcopy(tiny)
     with pytest.raises(UnsupportedLayerError, match="'transformer.h.0.ln_1' is a LayerNorm"):

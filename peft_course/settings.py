@@ -1,0 +1,113 @@
+"""The course's default settings, each written once.
+
+Every default a chapter trains or decodes with lives here and nowhere else: the modules that
+use a setting (their dataclasses' defaults, `finetune.METHODS`, the demo's rows) and the
+`peft-course` command's `--help` both read it from here. The module imports nothing heavy, so
+`peft-course --help` shows the real defaults without importing torch.
+
+The learning rates were measured on the embedded tiny-gpt2 (docs/ablation.md, docs/demo.md);
+another model usually wants others, which is why every command takes `--learning-rate`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_MODEL = "openai-community/gpt2"  # what a real user fine-tunes when no model is named
+EMBEDDED_MODEL = "tiny-gpt2"  # built in-process, no download: the default of every command
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA's hyper-parameters where a chapter does not sweep them (the update is scaled by alpha/r)."""
+
+    r: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """The fine-tuning loop of `peft_course.training` (`peft-course finetune`)."""
+
+    epochs: int = 3
+    batch_size: int = 32
+    weight_decay: float = 0.0
+    max_length: int = 256  # tokens a text keeps
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class MethodSettings:
+    """One fine-tuning method's learning rate and the epochs it trains in the demo."""
+
+    learning_rate: float
+    demo_epochs: int
+
+
+@dataclass(frozen=True)
+class AblationSettings:
+    """The ablation tables (`peft_course.ablation`): LoRA and full fine-tuning through the LM head."""
+
+    lora_learning_rate: float = 2e-3  # 5e-3 collapsed r=128 and r=196 on tiny-gpt2
+    full_learning_rate: float = 1e-3
+    epochs: int = 3
+    batch_size: int = 16
+    r: int = 16  # where a sweep does not set the rank
+    prompt_r: int = 128  # the seed project ran its prompt table at r=128
+    alpha_ratio: float = 4.0  # alpha = 4r unless set
+    dropout: float = 0.05
+    quick_examples: int = 400  # --quick: rows a split
+    quick_epochs: int = 3
+
+
+@dataclass(frozen=True)
+class DPOSettings:
+    """Direct Preference Optimization (`peft_course.dpo`), LoRA on tiny-gpt2 by default."""
+
+    beta: float = 0.1
+    learning_rate: float = 1e-2  # suits LoRA on tiny-gpt2; full fine-tuning wants about 1e-3
+    epochs: int = 2
+    batch_size: int = 16
+    n_train: int = 256
+    n_test: int = 64
+    test_fraction: float = 0.2
+
+
+@dataclass(frozen=True)
+class PromptingSettings:
+    """Decoding for the prompting chapter (`peft_course.prompting`)."""
+
+    n_problems: int = 27
+    shots: int = 2
+    max_new_tokens: int = 96
+    temperature: float = 0.7
+    top_p: float = 0.95
+
+
+LORA = LoraSettings()
+TRAINING = TrainingSettings()
+ABLATION = AblationSettings()
+DPO = DPOSettings()
+PROMPTING = PromptingSettings()
+
+METHODS: dict[str, MethodSettings] = {
+    "head": MethodSettings(learning_rate=2e-2, demo_epochs=8),
+    "lora": MethodSettings(learning_rate=5e-3, demo_epochs=4),
+    "lora-scratch": MethodSettings(learning_rate=5e-3, demo_epochs=4),
+    "merged": MethodSettings(learning_rate=5e-3, demo_epochs=4),
+    "qlora": MethodSettings(learning_rate=5e-3, demo_epochs=4),
+    "full": MethodSettings(learning_rate=1e-3, demo_epochs=3),
+}
+
+# The keyword options each method's `prepare` takes (finetune.METHODS declares them from here,
+# and `peft-course finetune` passes exactly these).
+PEFT_OPTIONS = ("r", "alpha", "dropout", "targets", "bias", "modules_to_save", "use_rslora")
+METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
+    "head": (),
+    "lora": PEFT_OPTIONS,
+    "lora-scratch": ("r", "alpha", "dropout", "targets", "trainable", "use_rslora"),
+    "merged": PEFT_OPTIONS,
+    "qlora": ("r", "alpha", "dropout", "targets", "gradient_checkpointing"),
+    "full": (),
+}
