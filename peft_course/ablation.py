@@ -36,7 +36,7 @@ from peft_course.errors import CourseError, check_positive_number
 from peft_course.files import atomic_write_text
 from peft_course.lora import check_hyperparameters
 from peft_course.lm_classification import (
-    ANSWER_CUE, TEMPLATES, PromptFormat, encode, evaluate_verbalizer, get_template, label_words_for,
+    ANSWER_CUE, answer_loss, TEMPLATES, PromptFormat, encode, evaluate_verbalizer, get_template, label_words_for,
     prepare_lm_full, prepare_lm_lora, score,
 )
 from peft_course.models import load_model
@@ -180,6 +180,21 @@ class Settings:
 QUICK = {"epochs": ABLATION.quick_epochs, "max_examples": ABLATION.quick_examples}  # --quick: about a CPU minute a sweep
 
 
+def untrained_score(model: Any, test: Any, tokenizer: Any, words: Sequence[str], settings: Settings,
+                    directory: str | Path | None) -> dict[str, float]:
+    """`score` of the model before training, kept beside the cells: every cell of a sweep with the
+    same model, prompt and test rows starts from the same weights, so it is computed once."""
+    if directory is None:
+        return score(model, test, tokenizer, words, device=settings.device)
+    key = hashlib.sha256(json.dumps([settings.model, list(words), list(test["input_ids"])]).encode()).hexdigest()[:16]
+    cached = Path(directory).parents[1] / "untrained" / f"{key}.json"
+    if cached.is_file():
+        return json.loads(cached.read_text())
+    scores = score(model, test, tokenizer, words, device=settings.device)
+    atomic_write_text(cached, json.dumps(scores))
+    return scores
+
+
 # --8<-- [start:run_cell]
 def run_cell(data: ClassificationData, cell: Cell, settings: Settings, seed: int,
              directory: str | Path | None = None) -> dict[str, Any]:
@@ -194,7 +209,7 @@ def run_cell(data: ClassificationData, cell: Cell, settings: Settings, seed: int
                                  settings.label_words or label_words_for(data.label_names), settings.cue)
     encoded = encode(data, tokenizer, prompt_format, settings.max_length)
     words, test = prompt_format.label_words, encoded["test"]
-    untrained = score(model, test, tokenizer, words, device=settings.device)
+    untrained = untrained_score(model, test, tokenizer, words, settings, directory)
     set_seed(seed)  # LoRA's A matrices are drawn here
     if config.method == "lora":
         model = prepare_lm_lora(model, config.r, config.alpha, config.dropout,
@@ -206,10 +221,13 @@ def run_cell(data: ClassificationData, cell: Cell, settings: Settings, seed: int
                        seed=seed, device=settings.device, progress=settings.progress)
     checkpoint = Path(directory) / "checkpoint" if directory is not None else None
     result = train(model, encoded, tokenizer, loop, checkpoint, resume=True, evaluator=lambda m: evaluate_verbalizer(
-        m, encoded["validation"], tokenizer, words, settings.batch_size * 2, settings.device))
+        m, encoded["validation"], tokenizer, words, settings.batch_size * 2, settings.device), loss_fn=answer_loss)
     last = score(model, test, tokenizer, words, device=settings.device)
-    load_trainable_state(model, result.best_state)
-    best = score(model, test, tokenizer, words, device=settings.device)
+    if result.best_step == result.history[-1]["step"]:  # the best validation was the last: same weights
+        best = last
+    else:
+        load_trainable_state(model, result.best_state)
+        best = score(model, test, tokenizer, words, device=settings.device)
     metrics = {"label": cell.label, "config": asdict(config), "seed": seed, "label_words": list(words),
                "trainable": trainable, "total": total,
                "untrained": untrained, "last": last, "best": best, "best_step": result.best_step,

@@ -209,14 +209,13 @@ def add_ablate_command(subcommands) -> None:
     group.add_argument("--device", help="cpu, cuda, ... (default: cuda if present)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser, with `--help` on every subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="peft-course", description="Parameter-efficient fine-tuning and alignment on GPT-2.")
-    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def add_info_command(subcommands) -> None:
+    """`peft-course info`: versions, devices, and which models are ready."""
+    subcommands.add_parser("info", help="library versions, CUDA, 4-bit support, and whether smollm2-135m is installed")
 
-    subcommands.add_parser("info", help="library versions, CUDA, and whether 4-bit works here")
 
+def add_demo_command(subcommands) -> None:
+    """`peft-course demo`: the untrained baseline and every method, then the ablation tables."""
     demo = subcommands.add_parser(
         "demo", help="untrained vs fine-tuned: the results table on the embedded default",
         description="Evaluate the untrained model, fine-tune with each method, print a table.")
@@ -224,10 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(demo, "synthetic-sentiment")
     demo.add_argument("--max-length", type=int, default=TRAINING.max_length,
                       help="truncate texts to this many tokens (default: %(default)s)")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=int, default=TRAINING.seed)
     demo.add_argument("--output", type=Path, default=Path("runs/demo"), help="where the table is saved")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
+
+def add_finetune_command(subcommands) -> None:
+    """`peft-course finetune`: one method on one dataset, saved as a run directory."""
     finetune = subcommands.add_parser(
         "finetune", help="fine-tune one method on one dataset and save the run",
         description="Train with one method; write metrics.json, the history, plots and a results row.")
@@ -240,16 +242,26 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
     finetune.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
+
+def add_predict_command(subcommands) -> None:
+    """`peft-course predict`: classify texts with a saved run."""
     predict = subcommands.add_parser("predict", help="classify texts with a saved run",
-                                  description="Reload a run directory and classify each text.")
+                                     description="Reload a run directory and classify each text.")
     predict.add_argument("--run", required=True, type=Path, help="a directory written by `peft-course finetune`")
     predict.add_argument("texts", nargs="+", help="texts to classify")
 
-    add_count_command(subcommands)
-    add_lora_command(subcommands)
-    add_prompt_command(subcommands)
-    add_dpo_command(subcommands)
-    add_ablate_command(subcommands)
+
+SUBCOMMANDS = (add_info_command, add_demo_command, add_finetune_command, add_predict_command, add_count_command,
+               add_lora_command, add_prompt_command, add_dpo_command, add_ablate_command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with `--help` on every subcommand; `peft_course.commands` runs them."""
+    parser = argparse.ArgumentParser(
+        prog="peft-course", description="Parameter-efficient fine-tuning and alignment on GPT-2.")
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(subcommands)
     return parser
 
 

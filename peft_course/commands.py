@@ -19,7 +19,7 @@ from peft_course.ablation import (
 )
 from peft_course.counting import count_method, format_method_count
 from peft_course.data import check_label_names, load_classification_data
-from peft_course.demo import ablation_results, demo_rows
+from peft_course.demo import ablation_results, demo_rows, real_model_rows
 from peft_course.dpo import (
     DPORunConfig, before_after_table, film_preferences, load_preference_jsonl, save_run as save_dpo_run, split_pairs,
     train_dpo,
@@ -108,15 +108,19 @@ def command_info(args: argparse.Namespace) -> None:
 
 
 def command_demo(args: argparse.Namespace) -> None:
-
+    """The results table of every method, the quick ablation tables, and the real-model glimpse."""
     data = data_from_arguments(args)
     rows = demo_rows(data, args.model, args.seed, args.max_length, progress=not args.no_progress)
     path = write_table(rows, args.output, note=provenance("peft-course demo"))
     print(f"\n{data.name} with {args.model} (test split, best-validation checkpoint)\n")
     print(markdown_table(rows))
     print(f"saved: {path} and {path.with_suffix('.csv')}")
+    demo_ablation(args)
+    demo_real_model(args.output)
 
 
+def demo_ablation(args: argparse.Namespace) -> None:
+    """The rank, alpha and prompt tables at `--quick` size, on the embedded model only."""
     if args.model != "tiny-gpt2":
         print("\nThe ablation tables run on the embedded model only; for another model use `peft-course ablate` "
               "with that model's learning rates (see docs/ablation.md).")
@@ -134,6 +138,19 @@ def command_demo(args: argparse.Namespace) -> None:
               f"figures (GPT-2 small, Rotten Tomatoes, strict match)\n")
         print(markdown_table(table_rows(result)))
     print(f"saved: {args.output / 'ablation'} (rank, alpha and prompt tables, .md/.csv/-val-loss.png)")
+
+
+def demo_real_model(output: Path) -> None:
+    """The demo's last table: SmolLM2 classifying generated reviews with no training, if installed."""
+    if not smollm2.is_installed():
+        print(f"\nThe real-model table needs {smollm2.SMOLLM2}: {smollm2.INSTALL}")
+        return
+    rows = real_model_rows()
+    path = write_table(rows, output, "real-model", note=provenance("peft-course demo"))
+    print(f"\nA real pretrained LM, no training: {smollm2.SMOLLM2} prompted on 100 generated test reviews "
+          f"(`Review: <text>\\nSentiment:`, 0 or 4 solved examples before it)\n")
+    print(markdown_table(rows))
+    print(f"saved: {path}")
 
 
 def command_finetune(args: argparse.Namespace) -> None:

@@ -34,7 +34,7 @@ from peft_course.errors import (
     CourseError, check_int, check_number, check_positive_int, check_positive_number, describe,
 )
 from peft_course.files import atomic_write_text, replacing
-from peft_course.lora import check_hyperparameters
+from peft_course.lora import check_hyperparameters, default_targets, stores_transposed
 from peft_course.models import load_model
 from peft_course.plots import plt
 from peft_course.settings import DPO, LORA
@@ -461,8 +461,8 @@ def train_dpo(pairs: DatasetDict, model_name: str = "tiny-gpt2", config: DPORunC
     reference = None if config.lora else load_model(model_name, task="causal-lm", seed=config.seed)[0]
     frozen_before = frozen_weights(policy if config.lora else reference)
     before = preference_metrics(policy, tokenizer, test_pairs, config.beta, reference or policy)
-    peft_config = LoraConfig(r=config.r, lora_alpha=config.alpha, target_modules=["c_attn"], fan_in_fan_out=True,
-                             task_type="CAUSAL_LM") if config.lora else None
+    peft_config = LoraConfig(r=config.r, lora_alpha=config.alpha, target_modules=default_targets(policy),
+                             fan_in_fan_out=stores_transposed(policy), task_type="CAUSAL_LM") if config.lora else None
     with tempfile.TemporaryDirectory() as scratch:
         trainer = DPOTrainer(
             model=policy, ref_model=reference, args=make_dpo_config(config, output_dir or scratch),

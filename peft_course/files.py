@@ -10,8 +10,9 @@ never an empty or truncated one.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -66,3 +67,27 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     with replacing(path) as temporary:
         temporary.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def build_directory_once(target: str | Path, build: Callable[[Path], object], ready: str = "config.json") -> Path:
+    """`target`, built by `build(scratch)` unless `target/ready` already exists.
+
+    The directory is built in a temporary sibling and renamed into place, so a crash or a
+    concurrent build never leaves a half-written model behind; when two processes build at
+    once, the first rename wins and the other keeps its copy.
+    """
+    target = Path(target)
+    if (target / ready).exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
+    try:
+        build(scratch)
+        try:
+            scratch.rename(target)
+        except OSError:  # another process finished first: keep its copy
+            if not (target / ready).exists():
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target

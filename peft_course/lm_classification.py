@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from datasets import Dataset, DatasetDict
 from peft import TaskType
 from torch import nn
@@ -37,7 +38,7 @@ from torch import nn
 from peft_course.data import ClassificationData
 from peft_course.errors import CourseError
 from peft_course.methods import prepare_full, prepare_lora
-from peft_course.models import make_loader
+from peft_course.models import logits_at, make_loader
 from peft_course.system import pick_device, use_bf16
 
 # --8<-- [start:templates]
@@ -168,6 +169,31 @@ def prompt_ids(example: dict[str, list[int]]) -> list[int]:
 
 
 # --8<-- [start:verbalizer]
+def answer_positions(labels: torch.Tensor) -> torch.Tensor:
+    """`True` at each position whose next token is an answer token: where its logits are read.
+
+    A causal model predicts token t+1 at position t, so the label word's logits sit one position
+    before it, at the cue's last token for the word's first token.
+    """
+    keep = torch.zeros_like(labels, dtype=torch.bool)
+    keep[:, :-1] = labels[:, 1:] != -100
+    return keep
+
+
+def answer_logits(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits predicting each answer token `[n_answer_tokens, vocab]`, and those tokens."""
+    keep = answer_positions(batch["labels"])
+    logits = logits_at(model, batch["input_ids"], batch["attention_mask"], keep)
+    return logits, batch["labels"][:, 1:][keep[:, :-1]]
+
+
+def answer_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The LM loss on the label words only, as `model(**batch).loss` computes it (the mean over
+    answer tokens), with the LM head applied at the answer positions alone."""
+    logits, targets = answer_logits(model, batch)
+    return F.cross_entropy(logits.float(), targets)
+
+
 @torch.no_grad()
 def evaluate_verbalizer(
     model: nn.Module, encoded: Dataset, tokenizer: Any, label_words: Sequence[str], batch_size: int = 32,
@@ -183,22 +209,23 @@ def evaluate_verbalizer(
     firsts = [ids[0] for ids in label_word_ids(tokenizer, label_words)]
     model.to(device).eval()
     loader = make_loader(encoded, tokenizer, batch_size, shuffle=False, seed=0, device=device)
-    scores, total_loss, answer_tokens = [], 0.0, 0
+    scores, greedy, total_loss, answer_tokens = [], [], 0.0, 0
     for batch in loader:
         batch = {k: v.to(device) for k, v in batch.items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(device, bf16)):
-            output = model(**batch)
-        is_answer = batch["labels"] != -100
-        before_answer = is_answer.int().argmax(dim=1) - 1
-        logits = output.logits[torch.arange(len(before_answer)), before_answer].float()
-        scores.append(torch.log_softmax(logits, dim=-1)[:, firsts].cpu())
-        total_loss += output.loss.item() * is_answer.sum().item()  # the loss is a mean over answer tokens
-        answer_tokens += is_answer.sum().item()
+            logits, targets = answer_logits(model, batch)
+        logits = logits.float()
+        per_row = answer_positions(batch["labels"]).sum(dim=1)
+        first = torch.cumsum(per_row, dim=0) - per_row  # each row's first kept position: before its label word
+        scores.append(torch.log_softmax(logits[first], dim=-1)[:, firsts].cpu())
+        greedy.append(logits[first].argmax(dim=-1).cpu())
+        total_loss += F.cross_entropy(logits, targets, reduction="sum").item()
+        answer_tokens += len(targets)
     scores = torch.cat(scores)
     predictions = scores.argmax(dim=1)
     accuracy = sum(p == y for p, y in zip(predictions.tolist(), encoded["label"])) / len(predictions)
     return {"loss": total_loss / answer_tokens, "accuracy": accuracy, "scores": scores,
-            "predictions": predictions.tolist()}
+            "predictions": predictions.tolist(), "greedy": torch.cat(greedy).tolist()}
 # --8<-- [end:verbalizer]
 
 
@@ -242,8 +269,17 @@ def score(
     model: nn.Module, encoded: Dataset, tokenizer: Any, label_words: Sequence[str], batch_size: int = 32,
     device: str | torch.device | None = None,
 ) -> dict[str, float]:
-    """Both accuracies on one split: `verbalizer` and `strict` (strict match of greedy generation)."""
+    """Both accuracies on one split: `verbalizer` and `strict` (strict match of greedy generation).
+
+    When every label word is one token, greedy generation writes one token, the argmax of the
+    logits the verbalizer has just read; strict match is then scored from that pass instead of
+    a second one (`evaluate_strict_match` generates, for longer words).
+    """
     verbalizer = evaluate_verbalizer(model, encoded, tokenizer, label_words, batch_size, device)
+    if all(len(ids) == 1 for ids in label_word_ids(tokenizer, label_words)):
+        hits = [is_strict_match(tokenizer.decode([token], skip_special_tokens=True), label_words[y])
+                for token, y in zip(verbalizer["greedy"], encoded["label"])]
+        return {"verbalizer": verbalizer["accuracy"], "strict": sum(hits) / len(hits)}
     strict = evaluate_strict_match(model, encoded, tokenizer, label_words, batch_size, device=device)
     return {"verbalizer": verbalizer["accuracy"], "strict": strict["accuracy"]}
 

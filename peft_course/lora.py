@@ -29,9 +29,10 @@ from typing import Any
 
 import torch
 from peft import LoraConfig, get_peft_model
+from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import GPT2Config, GPT2ForSequenceClassification
+from transformers import GPT2Config, GPT2ForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
 from transformers.pytorch_utils import Conv1D
 
 from peft_course.errors import (
@@ -42,6 +43,7 @@ from peft_course.models import load_model
 ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 GPT2_TARGETS = ("c_attn", "attn.c_proj", "c_fc", "mlp.c_proj")
+LLAMA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 class LoRAError(CourseError):
@@ -255,15 +257,27 @@ def inject_lora(model: nn.Module, config: LoRAConfig) -> list[str]:
 # --8<-- [end:inject]
 
 
+def default_targets(model: nn.Module) -> list[str]:
+    """peft's default LoRA targets for the model's architecture: `c_attn` for GPT-2, `q_proj` and
+    `v_proj` for Llama (SmolLM2), so that both LoRAs adapt the same modules unless told otherwise."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    targets = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model_type)
+    if not targets:
+        raise LoRAError(f"no default LoRA targets for the architecture {model_type!r}: name the modules to adapt")
+    return list(targets)
+
+
 # --8<-- [start:prepare]
 def prepare_lora_scratch(
-    model: nn.Module, r: int = 8, alpha: float = 16.0, targets: Sequence[str] = ("c_attn",),
+    model: nn.Module, r: int = 8, alpha: float = 16.0, targets: Sequence[str] | None = None,
     trainable: Sequence[str] = ("score",), dropout: float = 0.0, use_rslora: bool = False,
 ) -> nn.Module:
     """Inject LoRA into `model` and train only the adapters and the `trainable` modules.
 
     The same shape as `prepare_head_only`: it takes the model and returns the model to train.
+    `targets=None` takes peft's default for the architecture (`default_targets`).
     """
+    targets = default_targets(model) if targets is None else targets
     targets, trainable = check_string_list("targets", targets), check_string_list("trainable", trainable, True)
     inject_lora(model, LoRAConfig(r, alpha, dropout, list(targets), list(trainable), use_rslora))
     return model
@@ -372,17 +386,26 @@ def _config_of(model: nn.Module) -> LoRAConfig:
 # The same adapter in peft: the reference the tests compare against.
 # ---------------------------------------------------------------------------------------------
 
-def peft_lora_config(config: LoRAConfig, task_type: str | None = "SEQ_CLS") -> Any:
+def stores_transposed(model: nn.Module) -> bool:
+    """True for GPT-2-style models, whose projections are `Conv1D` (weight stored `(in, out)`).
+
+    peft calls this layout `fan_in_fan_out`; Llama's `nn.Linear` projections store `(out, in)`.
+    """
+    return any(isinstance(module, Conv1D) for module in model.modules())
+
+
+def peft_lora_config(config: LoRAConfig, task_type: str | None = "SEQ_CLS", fan_in_fan_out: bool = True) -> Any:
     """peft's `LoraConfig` for our `LoRAConfig`.
 
     `task_type="SEQ_CLS"` makes peft train a *copy* of the head (`modules_to_save`), so then
     `trainable` must be the head (`["score"]`) for the two to train the same parameters.
-    `fan_in_fan_out=True` is what peft needs for GPT-2's Conv1D (it would force it with a warning).
+    `fan_in_fan_out=True` is what peft needs for GPT-2's Conv1D (it would force it with a warning);
+    pass `stores_transposed(model)` for a model of another architecture.
     """
     return LoraConfig(
         r=config.r, lora_alpha=config.alpha, lora_dropout=config.dropout,
         target_modules=list(config.targets), use_rslora=config.use_rslora, bias="none",
-        fan_in_fan_out=True, task_type=task_type,
+        fan_in_fan_out=fan_in_fan_out, task_type=task_type,
         modules_to_save=None if task_type else (list(config.trainable) or None),
     )
 
@@ -429,6 +452,21 @@ def random_gpt2(seed: int = 0, n_embd: int = 32, n_layer: int = 2, n_head: int =
     return GPT2ForSequenceClassification(config).eval()
 
 
+def random_llama(seed: int = 0, hidden_size: int = 32, num_hidden_layers: int = 2, num_attention_heads: int = 4,
+                 num_key_value_heads: int = 2, vocab_size: int = 101, num_labels: int = 3) -> nn.Module:
+    """A small randomly initialised `LlamaForSequenceClassification`: SmolLM2's architecture.
+
+    Its projections are `nn.Linear` (q/k/v/o in attention, gate/up/down in the MLP), with
+    grouped-query attention (2 key/value heads for 4 query heads) as in SmolLM2.
+    """
+    config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=2 * hidden_size,
+                         num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
+                         num_key_value_heads=num_key_value_heads, max_position_embeddings=64,
+                         num_labels=num_labels, pad_token_id=0, bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(seed)
+    return LlamaForSequenceClassification(config).eval()
+
+
 def randomize_b(model: nn.Module, seed: int = 0, std: float = 0.02) -> None:
     """Give every `B` random values: with `B = 0` LoRA changes nothing and a comparison proves nothing."""
     generator = torch.Generator().manual_seed(seed)
@@ -451,7 +489,7 @@ def compare_with_peft(
     inject_lora(ours, config)
     randomize_b(ours, seed)  # B = 0 would make every comparison trivially pass
     task_type = "SEQ_CLS" if config.trainable == ["score"] else None
-    theirs = get_peft_model(theirs, peft_lora_config(config, task_type)).eval()
+    theirs = get_peft_model(theirs, peft_lora_config(config, task_type, stores_transposed(base))).eval()
     copy_adapter_to_peft(ours, theirs)
     counts = {"trainable (ours)": trainable_count(ours), "trainable (peft)": trainable_count(theirs)}
 
@@ -493,6 +531,7 @@ def equivalence_rows(seed: int = 0) -> list[dict[str, str]]:
         ("tiny-gpt2", tiny, LoRAConfig(4, 8, targets=list(GPT2_TARGETS), trainable=["score"])),
         ("random GPT2Config", random_gpt2(seed), LoRAConfig(16, 8, targets=["c_attn", "mlp.c_proj"],
                                                              use_rslora=True)),
+        ("random LlamaConfig", random_llama(seed), LoRAConfig(8, 16, targets=list(LLAMA_TARGETS), trainable=["score"])),
     ]
     rows = []
     generator = torch.Generator().manual_seed(seed)

@@ -30,6 +30,7 @@ from peft_course.errors import CourseError, check_int, check_positive_int, check
 from peft_course.settings import DEFAULT_MODEL
 from peft_course.smollm2 import SMOLLM2, smollm2_path
 from peft_course.tiny_gpt2 import TINY_GPT2, tiny_gpt2_path
+from peft_course.tiny_llama import TINY_LLAMA, tiny_llama_path
 
 Task = Literal["classification", "causal-lm"]
 
@@ -47,13 +48,15 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 def resolve_model_path(name_or_path: str, seed: int = 0) -> str:
     """Map the named models to their cached directories; return any other name unchanged.
 
-    `tiny-gpt2` is built on first use (about 20 s), `smollm2-135m` converted from the installed
+    `tiny-gpt2` and `tiny-llama` are built on first use (about 20 s each), `smollm2-135m` converted from the installed
     GGUF file on first use (about 30 s); both are read from the course cache afterwards.
     """
     if not isinstance(name_or_path, str) or not name_or_path.strip():
         raise ModelLoadError(f"the model must be a name or a directory, got {describe(name_or_path)}")
     if name_or_path == TINY_GPT2:
         return str(tiny_gpt2_path(seed))
+    if name_or_path == TINY_LLAMA:
+        return str(tiny_llama_path(seed))
     if name_or_path == SMOLLM2:
         return str(smollm2_path())
     return name_or_path
@@ -253,6 +256,19 @@ def load_model(
         hf_logging.set_verbosity(verbosity)
     ensure_pad_token(model, tokenizer)
     return model, tokenizer
+
+
+def logits_at(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+              positions: torch.Tensor) -> torch.Tensor:
+    """`[n_kept, vocab]`: the next-token logits at the `True` entries of `positions` only, row by row.
+
+    The LM head runs on those positions' hidden states alone (transformers' `logits_to_keep`
+    with a boolean mask). A classifier reads one or two positions a row; a full pass would
+    compute SmolLM2's 49,152 logits at every position of every row, about 0.2 GB a batch.
+    """
+    if positions.shape != input_ids.shape or positions.dtype != torch.bool:
+        raise ValueError(f"positions must be a boolean mask shaped like input_ids {tuple(input_ids.shape)}")
+    return model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=positions).logits
 
 
 def make_loader(

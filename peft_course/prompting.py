@@ -33,7 +33,7 @@ from peft_course.errors import (
     CourseError, check_int, check_number, check_positive_int, check_positive_number, check_string_list, describe,
 )
 from peft_course.files import atomic_write_text, replacing
-from peft_course.models import load_model
+from peft_course.models import load_model, logits_at
 from peft_course.settings import PROMPTING
 from peft_course.tables import markdown_table
 from peft_course.word_problems import (
@@ -424,6 +424,18 @@ def sentiment_prompt(
     return solved + template.format(text=text)
 
 
+def chat_prompt(tokenizer: Any, prompt: str) -> str:
+    """`prompt` as the user's turn of the model's chat template, ending where the assistant answers.
+
+    Instruct models (SmolLM2-Instruct) were tuned on this layout; a base model has no template.
+    The answer then starts a turn, so label words go without their leading space ("positive").
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        raise CourseError("this tokenizer has no chat template: the model is not a chat model; drop the chat option")
+    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
 def _token_ids(tokenizer: Any, texts: Sequence[str], limit: int, what: str, special: bool) -> list[list[int]]:
     """Token ids of each text, checked: each a string, none empty, none longer than `limit`."""
     texts = check_string_list(f"the {what}s", texts)
@@ -449,7 +461,7 @@ def next_token_logprobs(model: Any, tokenizer: Any, rows: list[list[int]], batch
     """`[n_rows, vocab]`: log-probabilities of the token that would follow each token-id row.
 
     Rows are padded on the right, so the prediction is read at each row's own last real
-    position, not at the end of the padded batch.
+    position, not at the end of the padded batch; the LM head runs at that position only.
     """
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model.eval()
@@ -458,9 +470,10 @@ def next_token_logprobs(model: Any, tokenizer: Any, rows: list[list[int]], batch
         for start in range(0, len(rows), batch_size):
             batch = rows[start : start + batch_size]
             ids, mask = _pad_right(batch, pad_id)
-            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits
-            last = torch.tensor([len(r) - 1 for r in batch])
-            out.append(torch.log_softmax(logits[torch.arange(len(batch)), last].float(), dim=-1).cpu())
+            last = torch.zeros_like(ids, dtype=torch.bool)
+            last[torch.arange(len(batch)), torch.tensor([len(r) - 1 for r in batch])] = True
+            logits = logits_at(model, ids.to(model.device), mask.to(model.device), last.to(model.device))
+            out.append(torch.log_softmax(logits.float(), dim=-1).cpu())
     return torch.cat(out)
 
 
@@ -476,12 +489,13 @@ def continuation_logprobs(
         for start in range(0, len(rows), batch_size):
             batch = [r + continuation for r in rows[start : start + batch_size]]
             ids, mask = _pad_right(batch, pad_id)
-            logp = torch.log_softmax(model(input_ids=ids.to(model.device),
-                                           attention_mask=mask.to(model.device)).logits.float(), dim=-1).cpu()
+            keep = torch.zeros_like(ids, dtype=torch.bool)
             for i, row in enumerate(batch):
                 # positions L-1 .. L+m-2 of a prompt of length L predict the m continuation tokens
-                positions = torch.arange(len(row) - len(continuation) - 1, len(row) - 1)
-                out.append(logp[i, positions, target].sum())
+                keep[i, len(row) - len(continuation) - 1 : len(row) - 1] = True
+            logits = logits_at(model, ids.to(model.device), mask.to(model.device), keep.to(model.device))
+            logp = torch.log_softmax(logits.float(), dim=-1).cpu().view(len(batch), len(continuation), -1)
+            out.extend(logp[:, torch.arange(len(continuation)), target].sum(dim=1))
     return torch.stack(out)
 # --8<-- [end:logprobs]
 
@@ -489,8 +503,8 @@ def continuation_logprobs(
 # --8<-- [start:verbalizer]
 def verbalizer_scores(
     model: Any, tokenizer: Any, prompts: Sequence[str], label_words: Sequence[str],
-    reduction: Reduction = "first", batch_size: int = 16,
-) -> torch.Tensor:
+    reduction: Reduction = "first", batch_size: int = 16, return_greedy: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """`[n_prompts, n_labels]` log-probabilities of each label word following each prompt.
 
     `reduction="first"` scores a word by its first token only: one forward pass per
@@ -499,7 +513,8 @@ def verbalizer_scores(
     of its tokens' log-probabilities, at one pass per (prompt, word); it favours shorter
     words, since every extra token adds a negative number.
     Label words should start with a space (" positive") and prompts should not end in one:
-    that is how GPT-2's tokenizer splits "Sentiment: positive".
+    that is how GPT-2's tokenizer splits "Sentiment: positive". With `return_greedy` (first-token
+    scoring only) the model's likeliest next token over the whole vocabulary comes back too.
     """
     label_words = check_string_list("label_words", label_words, allow_empty=True)
     prompts = check_string_list("prompts", prompts, allow_empty=True)
@@ -514,7 +529,10 @@ def verbalizer_scores(
         firsts = [w[0] for w in words]
         if len(set(firsts)) < len(firsts):
             raise CourseError(f"label words {list(label_words)} share a first token: use reduction='sum'")
-        return next_token_logprobs(model, tokenizer, rows, batch_size)[:, firsts]
+        logprobs = next_token_logprobs(model, tokenizer, rows, batch_size)
+        return (logprobs[:, firsts], logprobs.argmax(dim=1)) if return_greedy else logprobs[:, firsts]
+    if return_greedy:
+        raise CourseError("return_greedy needs reduction='first'")
     return torch.stack([continuation_logprobs(model, tokenizer, rows, w, batch_size) for w in words], dim=1)
 # --8<-- [end:verbalizer]
 
@@ -550,16 +568,32 @@ def balanced_examples(texts: Sequence[str], labels: Sequence[int], k: int, seed:
 def sentiment_by_prompting(
     model: Any, tokenizer: Any, texts: Sequence[str], labels: Sequence[int],
     label_words: Sequence[str] = SENTIMENT_WORDS, template: str = SENTIMENT_TEMPLATE,
-    examples: Sequence[tuple[str, int]] = (), reduction: Reduction = "first",
+    examples: Sequence[tuple[str, int]] = (), reduction: Reduction = "first", chat: bool = False,
+    instruction: str = "",
 ) -> dict[str, Any]:
-    """Classify `texts` with no training: the label word the model finds likeliest wins."""
+    """Classify `texts` with no training: the label word the model finds likeliest wins.
+
+    With `reduction="first"` the same pass also gives `strict`: the share of texts whose single
+    likeliest next token, over the whole vocabulary, is the true label word's first token - what
+    greedy decoding would write first, so a model that prefers to answer "The review is..."
+    scores low there however well its verbalizer ranks the two words. `instruction` goes once
+    before the examples; `chat=True` wraps each prompt in the model's chat template (`chat_prompt`).
+    """
     texts = check_string_list("texts", texts)
     label_words = check_string_list("label_words", label_words)
-    prompts = [sentiment_prompt(t, template, examples, label_words) for t in texts]
-    scores = verbalizer_scores(model, tokenizer, prompts, label_words, reduction)
+    prompts = [instruction + sentiment_prompt(t, template, examples, label_words) for t in texts]
+    if chat:
+        prompts = [chat_prompt(tokenizer, prompt) for prompt in prompts]
+    strict = None
+    if reduction == "first":
+        scores, greedy = verbalizer_scores(model, tokenizer, prompts, label_words, reduction, return_greedy=True)
+        firsts = torch.tensor([ids[0] for ids in _token_ids(tokenizer, label_words, 10**9, "label word", False)])
+        strict = (greedy == firsts[torch.as_tensor(labels)]).float().mean().item()
+    else:
+        scores = verbalizer_scores(model, tokenizer, prompts, label_words, reduction)
     predictions = scores.argmax(dim=1)
     counts = torch.bincount(predictions, minlength=len(label_words))
-    return {"accuracy": verbalizer_accuracy(scores, labels), "predictions": predictions.tolist(),
+    return {"accuracy": verbalizer_accuracy(scores, labels), "strict": strict, "predictions": predictions.tolist(),
             "predicted counts": counts.tolist(), "scores": scores}
 
 

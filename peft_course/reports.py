@@ -25,7 +25,7 @@ from transformers import GPT2ForSequenceClassification
 from peft_course.ablation import QUICK, Settings, prompt_sweep, rank_sweep, run_sweep, write_sweep
 from peft_course.counting import count_parameters
 from peft_course.data import ClassificationData, load_classification_data
-from peft_course.demo import DemoSetting, ablation_results, demo_rows
+from peft_course.demo import DemoSetting, ablation_results, demo_rows, real_model_rows
 from peft_course.dpo import make_figures
 from peft_course.files import atomic_write_text
 from peft_course.finetune import finetune
@@ -33,6 +33,7 @@ from peft_course.lora import equivalence_rows
 from peft_course.methods import prepare_full, prepare_lora
 from peft_course.prompting import write_results_page
 from peft_course.settings import LORA, METHODS
+from peft_course.smollm2 import is_installed
 from peft_course.qlora import (
     MB, QLORA_LEARNING_RATE, nf4_config, prepare_qlora, require_4bit, save_random_gpt2, stored_quant_bytes,
     theoretical_rows,
@@ -67,6 +68,8 @@ def demo_pages(results: Path = RESULTS, images: Path = IMAGES) -> list[Path]:
         pages.append(results / f"ablation-{name}.md")
     shutil.rmtree(scratch, ignore_errors=True)
     (results / "demo.csv").unlink(missing_ok=True)
+    if is_installed():
+        pages.append(atomic_write_text(results / "demo-real-model.md", markdown_table(real_model_rows())))
     return [stamp(page, "peft-course demo") for page in pages]
 
 

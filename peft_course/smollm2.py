@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -24,6 +22,7 @@ from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from peft_course.errors import CourseError
+from peft_course.files import build_directory_once
 from peft_course.tiny_gpt2 import cache_root
 
 SMOLLM2 = "smollm2-135m"
@@ -73,6 +72,7 @@ def is_converted() -> bool:
     return (smollm2_directory() / "model.safetensors").is_file()
 
 
+# --8<-- [start:convert]
 def convert(gguf: Path, directory: Path) -> Path:
     """Dequantize `gguf` and write it to `directory` as safetensors + config + tokenizer.
 
@@ -94,27 +94,12 @@ def convert(gguf: Path, directory: Path) -> Path:
     model.generation_config.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+# --8<-- [end:convert]
 
 
 def smollm2_path() -> Path:
-    """The converted checkpoint directory, converting the GGUF file on first use.
-
-    The copy is written in a temporary sibling directory and renamed into place, so a crash or
-    a concurrent conversion never leaves a half-written model behind.
-    """
-    target = smollm2_directory()
+    """The converted checkpoint directory, converting the GGUF file on first use (about 30 s)."""
     if is_converted():
-        return target
+        return smollm2_directory()
     gguf = gguf_path()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".converting-", dir=target.parent))
-    try:
-        convert(gguf, scratch)
-        try:
-            scratch.rename(target)
-        except OSError:  # another process finished first: keep its copy
-            if not is_converted():
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return target
+    return build_directory_once(smollm2_directory(), lambda scratch: convert(gguf, scratch), "model.safetensors")

@@ -234,6 +234,7 @@ def train(
     checkpoint_dir: str | Path | None = None, resume: bool = False,
     on_epoch_end: Callable[[int, TrainResult], None] | None = None,
     evaluator: Callable[[torch.nn.Module], dict[str, Any]] | None = None,
+    loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor] | None = None,
 ) -> TrainResult:
     """Train the trainable parameters of `model` on `tokenized["train"]` with AdamW.
 
@@ -242,7 +243,8 @@ def train(
     iteration's weights; `load_trainable_state(model, result.best_state)` moves it to the best.
     `evaluator(model)` replaces the validation of a classifier (`evaluate_classifier` on
     `tokenized["validation"]`) when accuracy is read differently, e.g. from label words; it
-    returns at least `loss` and `accuracy`.
+    returns at least `loss` and `accuracy`. `loss_fn(model, batch)` replaces `model(**batch).loss`
+    (`lm_classification.answer_loss` computes the same loss from the answer positions alone).
 
     With `checkpoint_dir`, a checkpoint is written after every epoch, and `resume=True` continues
     from it. Each epoch's batch order depends only on the seed and the epoch number, and the RNG
@@ -287,7 +289,7 @@ def train(
         for batch in loader:
             batch = {k: v.to(device) for k, v in batch.items()}
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                loss = model(**batch).loss
+                loss = model(**batch).loss if loss_fn is None else loss_fn(model, batch)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
             optimizer.step()

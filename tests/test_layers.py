@@ -19,11 +19,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "peft_course"
 LAYER_NAMES = ("utilities", "models and data", "techniques", "pipelines", "demo and reports", "commands", "cli")
 LAYERS = {
     **dict.fromkeys(("errors", "files", "settings", "tables", "plots", "metrics", "system"), 0),
-    **dict.fromkeys(("models", "tiny_gpt2", "smollm2", "data", "synthetic", "word_problems"), 1),
+    **dict.fromkeys(("models", "tiny_gpt2", "tiny_llama", "smollm2", "data", "synthetic", "word_problems"), 1),
     **dict.fromkeys(("counting", "lora", "methods", "qlora", "lm_classification", "prompting", "dpo",
                      "derivations"), 2),
     **dict.fromkeys(("training", "finetune", "runs", "ablation"), 3),
-    **dict.fromkeys(("demo", "reports"), 4),
+    **dict.fromkeys(("demo", "reports", "real_model"), 4),
     "commands": 5,
     **dict.fromkeys(("cli", "__main__", "__init__"), 6),
 }
