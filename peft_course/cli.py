@@ -120,6 +120,8 @@ def add_prompt_command(subcommands) -> None:
     prompt.add_argument("--examples", help="GSM8K-format JSONL of solved examples (default: generated ones)")
     prompt.add_argument("--max-new-tokens", type=int, default=PROMPTING.max_new_tokens, help="default: %(default)s")
     prompt.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    prompt.add_argument("--chat", action="store_true",
+                        help="wrap each prompt in the model's chat template (instruct models such as smollm2-135m)")
     prompt.add_argument("--temperature", type=float, default=PROMPTING.temperature, help="default: %(default)s")
     prompt.add_argument("--top-p", type=float, default=PROMPTING.top_p, help="default: %(default)s")
     prompt.add_argument("--seed", type=int, default=0)

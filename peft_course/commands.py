@@ -227,7 +227,7 @@ def command_prompt(args: argparse.Namespace) -> None:
     for name in strategies:  # a prompt each strategy cannot build (--shots 0 with few-shot) fails here
         build_prompt(name, problems[0].question, examples, args.shots)
     generate = load_generate(args.model, seed=args.seed, max_new_tokens=args.max_new_tokens,
-                             do_sample=args.sample, temperature=args.temperature, top_p=args.top_p)
+                             do_sample=args.sample, temperature=args.temperature, top_p=args.top_p, chat=args.chat)
     log_path = args.output / "completions.jsonl"
     result = evaluate_prompting(generate, problems, strategies,
                                 examples, args.shots, log_path=log_path)

@@ -230,6 +230,7 @@ class HFGenerate:
     top_p: float = PROMPTING.top_p
     seed: int = 0
     stop: str = STOP
+    chat: bool = False  # wrap each prompt in the model's chat template (instruct models)
     truncated: int = field(default=0, init=False)
     _stopping: Any = field(default=None, init=False, repr=False)
 
@@ -241,6 +242,8 @@ class HFGenerate:
         check_positive_number("temperature", self.temperature)
         check_number("top_p", self.top_p, 0, 1, low_open=True)
         check_int("seed", self.seed, minimum=0)
+        if self.chat and not getattr(self.tokenizer, "chat_template", None):
+            raise CourseError("the model's tokenizer has no chat template (it is not a chat model): drop --chat")
         context = getattr(self.model.config, "n_positions", None) or self.model.config.max_position_embeddings
         if self.max_new_tokens >= context:
             raise CourseError(f"max_new_tokens={self.max_new_tokens} leaves no room for the prompt in the "
@@ -251,7 +254,8 @@ class HFGenerate:
 
         if self._stopping is None:  # built once: it pre-computes how every token can end `stop`
             self._stopping = StoppingCriteriaList([StopStringCriteria(self.tokenizer, [self.stop])])
-        ids = self.tokenizer(prompt, return_tensors="pt", verbose=False)["input_ids"]
+        text = chat_prompt(self.tokenizer, prompt) if self.chat else prompt
+        ids = self.tokenizer(text, return_tensors="pt", verbose=False)["input_ids"]
         context = getattr(self.model.config, "n_positions", None) or self.model.config.max_position_embeddings
         room = context - self.max_new_tokens
         if room < 1:

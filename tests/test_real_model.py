@@ -1,0 +1,73 @@
+"""The real-model command, run end to end at its smoke size on tiny-gpt2 and generated files.
+
+The pages in docs/results/real-*.md come from SmolLM2 and the real datasets, which tests never
+use; here the same code runs on files in the real datasets' formats, written from the
+package's generated data, so every part is checked in seconds: pages written with their
+provenance, finished work reused on a rerun, and a missing data directory reported in one line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from peft_course.data import load_classification_data
+from peft_course.dpo import film_preferences
+from peft_course.real_model import PARTS, main
+from peft_course.word_problems import generate_problems
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """rotten_tomatoes/, gsm8k/ and hh_rlhf_dpo/ as ../shared/data lays them out, from generated data."""
+    root = tmp_path_factory.mktemp("data")
+    sentiment = load_classification_data("synthetic-sentiment", max_examples=64)
+    for split, rows in sentiment.splits.items():
+        write_jsonl(root / "rotten_tomatoes" / f"{split}.jsonl",
+                    [{"text": t, "label": y} for t, y in zip(rows["text"], rows["label"])])
+    for split, seed in (("train", 1), ("test", 2)):
+        write_jsonl(root / "gsm8k" / f"{split}.jsonl",
+                    [{"question": p.question, "answer": f"So it is {p.answer}.\n#### {p.answer}"}
+                     for p in generate_problems(12, seed=seed)])
+    pairs = film_preferences(24, 12, seed=0)
+    write_jsonl(root / "hh_rlhf_dpo" / "train.jsonl", list(pairs["train"]) + [{"prompt": "x", "chosen": "y", "rejected": ""}])
+    write_jsonl(root / "hh_rlhf_dpo" / "validation.jsonl", list(pairs["test"]))
+    return root
+
+
+def run(data_dir: Path, tmp_path: Path, *parts: str) -> int:
+    return main(["--model", "tiny-gpt2", "--scale", "smoke", "--data-dir", str(data_dir), "--output",
+                 str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--no-progress", "--parts", *parts])
+
+
+def test_every_part_writes_its_page_and_a_rerun_reuses_the_work(data_dir, tmp_path):
+    assert run(data_dir, tmp_path, *PARTS) == 0
+    pages = sorted(p.name for p in (tmp_path / "out").glob("*.md"))
+    assert pages == sorted(f"real-{name}.md" for name in PARTS)
+    for page in (tmp_path / "out").rglob("*.md"):
+        assert "*Made by `python -m peft_course.real_model --parts" in page.read_text(), f"{page} has no provenance"
+    assert (tmp_path / "out" / "real-ablation" / "rank-val-loss.png").is_file()
+    assert (tmp_path / "out" / "real-dpo" / "rewards.png").is_file()
+    assert "1 pairs with an empty answer were left out" in (tmp_path / "out" / "real-dpo.md").read_text()
+    stored = {p.name: p.read_text() for p in (tmp_path / "work").glob("*.json")}
+    assert set(stored) == {"prompting.json", "arithmetic.json", "finetune.json"}
+    first = (tmp_path / "out" / "real-prompting.md").read_text()
+    assert run(data_dir, tmp_path, "prompting", "finetune") == 0  # reused: the same figures
+    assert {p.name: p.read_text() for p in (tmp_path / "work").glob("*.json")} == stored
+    table = lambda text: [line for line in text.splitlines() if line.startswith("|")]  # noqa: E731
+    assert table((tmp_path / "out" / "real-prompting.md").read_text()) == table(first)
+
+
+def test_a_missing_data_directory_is_one_line(tmp_path, capsys):
+    assert main(["--model", "tiny-gpt2", "--scale", "smoke", "--data-dir", str(tmp_path / "nowhere"),
+                 "--output", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--parts", "finetune"]) == 2
+    err = capsys.readouterr().err
+    assert "no Rotten Tomatoes in" in err and "--data-dir" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
