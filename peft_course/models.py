@@ -259,16 +259,17 @@ def load_model(
 
 
 def logits_at(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-              positions: torch.Tensor) -> torch.Tensor:
+              positions: torch.Tensor, **inputs: Any) -> torch.Tensor:
     """`[n_kept, vocab]`: the next-token logits at the `True` entries of `positions` only, row by row.
 
     The LM head runs on those positions' hidden states alone (transformers' `logits_to_keep`
     with a boolean mask). A classifier reads one or two positions a row; a full pass would
     compute SmolLM2's 49,152 logits at every position of every row, about 0.2 GB a batch.
+    Other `inputs` (a key/value `cache`) go to the model unchanged.
     """
     if positions.shape != input_ids.shape or positions.dtype != torch.bool:
         raise ValueError(f"positions must be a boolean mask shaped like input_ids {tuple(input_ids.shape)}")
-    return model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=positions).logits
+    return model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=positions, **inputs).logits
 
 
 def make_loader(

@@ -15,6 +15,7 @@ four parts, each usable on its own:
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import time
@@ -461,22 +462,49 @@ def _pad_right(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.
 
 
 # --8<-- [start:logprobs]
+SHARED_PREFIX_MIN = 32  # tokens; a shorter shared prefix is cheaper to recompute than to copy
+
+
+def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
+    """How many leading tokens every row shares, keeping at least one token of each row's own."""
+    shortest = min(len(row) for row in rows)
+    n = 0
+    while n < shortest - 1 and all(row[n] == rows[0][n] for row in rows):
+        n += 1
+    return n
+
+
 def next_token_logprobs(model: Any, tokenizer: Any, rows: list[list[int]], batch_size: int = 16) -> torch.Tensor:
     """`[n_rows, vocab]`: log-probabilities of the token that would follow each token-id row.
 
     Rows are padded on the right, so the prediction is read at each row's own last real
     position, not at the end of the padded batch; the LM head runs at that position only.
+    A prefix every row shares (the k solved examples of a few-shot prompt) runs once, and its
+    keys and values are reused for every row: the same numbers, computed once instead of 500
+    times.
     """
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model.eval()
+    shared = shared_prefix_length(rows) if len(rows) > 1 else 0
     out = []
     with torch.no_grad():
+        prefix = None
+        if shared >= SHARED_PREFIX_MIN:
+            prefix = model(input_ids=torch.tensor([rows[0][:shared]], device=model.device), use_cache=True).cache
+        else:
+            shared = 0
         for start in range(0, len(rows), batch_size):
-            batch = rows[start : start + batch_size]
+            batch = [row[shared:] for row in rows[start : start + batch_size]]
             ids, mask = _pad_right(batch, pad_id)
             last = torch.zeros_like(ids, dtype=torch.bool)
             last[torch.arange(len(batch)), torch.tensor([len(r) - 1 for r in batch])] = True
-            logits = logits_at(model, ids.to(model.device), mask.to(model.device), last.to(model.device))
+            inputs = {}
+            if prefix is not None:
+                cache = copy.deepcopy(prefix)
+                cache.batch_repeat_interleave(len(batch))
+                mask = torch.cat([torch.ones(len(batch), shared, dtype=mask.dtype), mask], dim=1)
+                inputs["cache"] = cache
+            logits = logits_at(model, ids.to(model.device), mask.to(model.device), last.to(model.device), **inputs)
             out.append(torch.log_softmax(logits.float(), dim=-1).cpu())
     return torch.cat(out)
 

@@ -440,3 +440,25 @@ def test_a_failed_run_leaves_the_previous_log_as_it_was(tmp_path):
     with pytest.raises(CourseError, match="needs k >= 1"):  # found before the first prompt is sent
         evaluate_prompting(breaks_on_the_second_prompt, problems, ["zero-shot", "few-shot"], k=0, log_path=log)
     assert log.read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == ["completions.jsonl"]
+
+
+@pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama"])
+def test_a_shared_prefix_runs_once_and_changes_nothing(name, monkeypatch):
+    """k-shot prompts share their examples: `next_token_logprobs` runs that prefix once and reuses
+    its keys and values. Measured against running every prompt whole: at most 4e-6 apart on the
+    tiny models (2.3e-5 on SmolLM2), the same argmax everywhere; the test allows 1e-4."""
+    import peft_course.prompting as prompting
+    from peft_course.data import load_classification_data
+    from peft_course.models import load_model
+
+    model, tokenizer = load_model(name, "causal-lm")
+    data = load_classification_data("synthetic-sentiment", max_examples=24)
+    examples = prompting.balanced_examples(data.splits["train"]["text"], data.splits["train"]["label"], 4, 0)
+    rows = [tokenizer(prompting.sentiment_prompt(t, examples=examples))["input_ids"] for t in data.splits["test"]["text"]]
+    assert prompting.shared_prefix_length(rows) >= prompting.SHARED_PREFIX_MIN
+    cached = prompting.next_token_logprobs(model, tokenizer, rows, batch_size=5)
+    monkeypatch.setattr(prompting, "SHARED_PREFIX_MIN", 10**9)  # every prompt whole
+    whole = prompting.next_token_logprobs(model, tokenizer, rows, batch_size=5)
+    assert (cached - whole).abs().max() < 1e-4
+    assert torch.equal(cached.argmax(dim=1), whole.argmax(dim=1))
+    assert prompting.shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2, "each row keeps a token of its own"
