@@ -228,6 +228,8 @@ def add_demo_command(subcommands) -> None:
     demo.add_argument("--seed", type=int, default=TRAINING.seed)
     demo.add_argument("--output", type=Path, default=Path("runs/demo"), help="where the table is saved")
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    demo.add_argument("--no-real-model", action="store_true",
+                      help="leave out the last table (smollm2-135m prompted on generated reviews)")
 
 
 def add_finetune_command(subcommands) -> None:

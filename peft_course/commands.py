@@ -116,7 +116,8 @@ def command_demo(args: argparse.Namespace) -> None:
     print(markdown_table(rows))
     print(f"saved: {path} and {path.with_suffix('.csv')}")
     demo_ablation(args)
-    demo_real_model(args.output)
+    if not args.no_real_model:
+        demo_real_model(args.output)
 
 
 def demo_ablation(args: argparse.Namespace) -> None:

@@ -86,6 +86,7 @@ class Context:
     """Where the real data is, where pages and resumable work go, and how to run."""
 
     model: str
+    scale: str
     data_dir: Path
     output: Path
     work: Path
@@ -93,6 +94,10 @@ class Context:
     device: str | None
     progress: bool
     fresh: bool
+
+    def store(self, part: str) -> "Store":
+        """The finished work of `part` for this model and scale (another model never reuses it)."""
+        return Store(self.work / f"{self.model}-{self.scale}" / f"{part}.json", self.fresh)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,7 +142,8 @@ class Store:
 def page(context: Context, name: str, title: str, body: str, part: str, started: float) -> Path:
     """Write `docs/results/<name>.md`: the title, the body, and the line saying what made it."""
     minutes = (time.perf_counter() - started) / 60
-    note = provenance(f"{COMMAND} --parts {part}") + f" Wall time of this run: {minutes:.1f} min (work reused from an earlier run is not counted)."
+    note = (provenance(f"{COMMAND} --parts {part}") +
+            f" Wall time of this run: {minutes:.1f} min (work reused from an earlier run is not counted).")
     return atomic_write_text(context.output / f"{name}.md", f"{title}\n\n{body}\n{note}\n")
 
 
@@ -161,11 +167,12 @@ def part_prompting(context: Context) -> list[Path]:
     data = rotten_tomatoes(context, (None, None, context.sizes.prompt_test))
     train, test = data.splits["train"], data.splits["test"]
     model, tokenizer = load_model(context.model, task="causal-lm")
-    store = Store(context.work / "prompting.json", context.fresh)
+    store = context.store("prompting")
     chats = (False, True) if getattr(tokenizer, "chat_template", None) else (False,)  # a base model has none
     settings = [(0, 0, chat) for chat in chats]
     settings += [(k, draw, False) for k in context.sizes.shots for draw in range(context.sizes.draws)]
-    settings += [(k, draw, True) for k in context.sizes.shots[1:2] for draw in range(context.sizes.draws) if True in chats]
+    if True in chats:  # the chat layout at k = 0 and at the middle k only
+        settings += [(k, draw, True) for k in context.sizes.shots[1:2] for draw in range(context.sizes.draws)]
     for k, draw, chat in tqdm(settings, desc="prompting settings", disable=not context.progress):
         def run(k=k, draw=draw, chat=chat) -> dict[str, Any]:
             examples = balanced_examples(train["text"], train["label"], k, seed=draw) if k else []
@@ -179,7 +186,8 @@ def part_prompting(context: Context) -> list[Path]:
     for chat in chats:
         for k in (0, *context.sizes.shots) if not chat else (0, *context.sizes.shots[1:2]):
             runs = [v for key, v in store.results.items() if key.startswith(f"k={k} ") and key.endswith(f"chat={chat}")]
-            rows.append({"prompt": "chat template + instruction" if chat else "plain", "k": str(k), "draws": str(len(runs)),
+            rows.append({"prompt": "chat template + instruction" if chat else "plain", "k": str(k),
+                         "draws": str(len(runs)),
                          "verbalizer": mean_std([r["verbalizer"] for r in runs]),
                          "strict": mean_std([r["strict"] for r in runs]),
                          "predicted positive": mean_std([r["positive share"] for r in runs])})
@@ -203,7 +211,7 @@ def part_arithmetic(context: Context) -> list[Path]:
     sources = {"generated": (load_problem_set("generated", context.sizes.generated, 0), None),
                "GSM8K test": (load_gsm8k_jsonl(gsm8k / "test.jsonl", limit=context.sizes.gsm8k),
                               load_gsm8k_jsonl(gsm8k / "train.jsonl", limit=8))}
-    store = Store(context.work / "arithmetic.json", context.fresh)
+    store = context.store("arithmetic")
     sections = []
     for name, (problems, pool) in sources.items():
         examples = pool if pool is not None else example_pool(problems, 2, 0)
@@ -282,7 +290,7 @@ def part_finetune(context: Context) -> list[Path]:
     """Untrained, head, LoRA, merged LoRA and QLoRA sequence classifiers on Rotten Tomatoes."""
     started = time.perf_counter()
     data = rotten_tomatoes(context, context.sizes.finetune)
-    store = Store(context.work / "finetune.json", context.fresh)
+    store = context.store("finetune")
     for method, epochs, rate, options in tqdm(FINETUNE_METHODS, desc="finetune methods", disable=not context.progress):
         def run(method=method, epochs=epochs, rate=rate, options=options) -> dict[str, Any]:
             config = TrainConfig(epochs=epochs, batch_size=16, learning_rate=rate, device=context.device,
@@ -373,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh", action="store_true", help="recompute finished work")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    context = Context(args.model, args.data_dir, args.output, args.work, SCALES[args.scale], args.device,
+    context = Context(args.model, args.scale, args.data_dir, args.output, args.work, SCALES[args.scale], args.device,
                       not args.no_progress, args.fresh)
     try:
         for name in args.parts:

@@ -210,3 +210,12 @@ def test_chat_needs_a_chat_model(tmp_path, capsys):
 
     assert main(["prompt", "--model", "tiny-gpt2", "--chat", "--n-problems", "2", "--output", str(tmp_path)]) == 2
     assert "has no chat template" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not is_installed(), reason=f"the real model is not installed ({INSTALL}; make test installs it)")
+def test_the_demos_real_model_table():
+    from peft_course.demo import real_model_rows
+
+    rows = real_model_rows(n=16, shots=(0, 2))
+    assert [row["prompt"] for row in rows] == ["0-shot", "2-shot"]
+    assert all(float(row["verbalizer accuracy"]) > 0.6 for row in rows), rows  # chance is 0.5

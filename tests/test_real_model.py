@@ -56,11 +56,11 @@ def test_every_part_writes_its_page_and_a_rerun_reuses_the_work(data_dir, tmp_pa
     assert (tmp_path / "out" / "real-ablation" / "rank-val-loss.png").is_file()
     assert (tmp_path / "out" / "real-dpo" / "rewards.png").is_file()
     assert "1 pairs with an empty answer were left out" in (tmp_path / "out" / "real-dpo.md").read_text()
-    stored = {p.name: p.read_text() for p in (tmp_path / "work").glob("*.json")}
+    stored = {p.name: p.read_text() for p in (tmp_path / "work" / "tiny-gpt2-smoke").glob("*.json")}
     assert set(stored) == {"prompting.json", "arithmetic.json", "finetune.json"}
     first = (tmp_path / "out" / "real-prompting.md").read_text()
     assert run(data_dir, tmp_path, "prompting", "finetune") == 0  # reused: the same figures
-    assert {p.name: p.read_text() for p in (tmp_path / "work").glob("*.json")} == stored
+    assert {p.name: p.read_text() for p in (tmp_path / "work" / "tiny-gpt2-smoke").glob("*.json")} == stored
     table = lambda text: [line for line in text.splitlines() if line.startswith("|")]  # noqa: E731
     assert table((tmp_path / "out" / "real-prompting.md").read_text()) == table(first)
 
