@@ -140,11 +140,12 @@ class Store:
 
 
 def page(context: Context, name: str, title: str, body: str, part: str, started: float) -> Path:
-    """Write `docs/results/<name>.md`: the title, the body, and the line saying what made it."""
+    """Write `docs/results/<name>.md`: the title (bold: the page is included under a chapter's heading),
+    the body, and the line saying what made it."""
     minutes = (time.perf_counter() - started) / 60
     note = (provenance(f"{COMMAND} --parts {part}") +
             f" Wall time of this run: {minutes:.1f} min (work reused from an earlier run is not counted).")
-    return atomic_write_text(context.output / f"{name}.md", f"{title}\n\n{body}\n{note}\n")
+    return atomic_write_text(context.output / f"{name}.md", f"**{title}**\n\n{body}\n{note}\n")
 
 
 def mean_std(values: list[float]) -> str:
@@ -199,7 +200,7 @@ def part_prompting(context: Context) -> list[Path]:
             f"**verbalizer**: the likelier of the two label words; **strict**: the single likeliest next "
             f"token of all {len(tokenizer):,} is the true label word (what greedy decoding writes first). "
             f"{sum(test['label']) / len(test):.1%} of the reviews are positive.\n\n{markdown_table(rows)}")
-    return [page(context, "real-prompting", "# Prompting SmolLM2-135M-Instruct: sentiment", body, "prompting", started)]
+    return [page(context, "real-prompting", "Prompting SmolLM2-135M-Instruct: sentiment", body, "prompting", started)]
 
 
 def part_arithmetic(context: Context) -> list[Path]:
@@ -225,7 +226,7 @@ def part_arithmetic(context: Context) -> list[Path]:
         sections.append(f"**{name}** ({len(problems)} problems, greedy, at most 128 new tokens, k=2):\n\n"
                         + "\n".join(header + rows) + "\n")
     body = "\n".join(sections)
-    return [page(context, "real-arithmetic", "# Prompting SmolLM2-135M-Instruct: arithmetic", body,
+    return [page(context, "real-arithmetic", "Prompting SmolLM2-135M-Instruct: arithmetic", body,
                  "arithmetic", started)]
 
 
@@ -264,8 +265,8 @@ def part_ablation(context: Context) -> list[Path]:
         result = run_sweep(sweep, data, settings, output=cells)
         written += write_sweep(result, context.output / "real-ablation", f"{sweep.name} sweep: {context.model} on "
                                f"Rotten Tomatoes", provenance(f"{COMMAND} --parts ablation"))
-        tables.append(f"## {sweep.name}\n\n{markdown_table(table_rows(result))}\n"
-                      f"![validation loss of every cell](real-ablation/{sweep.name}-val-loss.png)\n")
+        tables.append(f"### The {sweep.name} table\n\n{markdown_table(table_rows(result))}\n"
+                      f"![validation loss of every cell](results/real-ablation/{sweep.name}-val-loss.png)\n")
     split = ", ".join(f"{len(data.splits[s])} {s}" for s in ("train", "validation", "test"))
     body = (f"`{context.model}` fine-tuned through its LM head (prompt + label word, loss on the label word), "
             f"Rotten Tomatoes ({split}; a seeded sample), 1 epoch, batch 8, seed 0; test accuracy by "
@@ -274,7 +275,7 @@ def part_ablation(context: Context) -> list[Path]:
             f"**Learning rates**, picked by validation accuracy on a smaller sample "
             f"({', '.join(f'{len(search.splits[s])} {s}' for s in ('train', 'validation'))}): LoRA "
             f"{lora_rate:g}, full fine-tuning {full_rate:g}.\n\n{markdown_table(search_rows)}\n" + "\n".join(tables))
-    return [page(context, "real-ablation", "# The ablation tables on SmolLM2-135M-Instruct", body, "ablation",
+    return [page(context, "real-ablation", "The ablation tables on SmolLM2-135M-Instruct", body, "ablation",
                  started), *written]
 
 
@@ -310,7 +311,7 @@ def part_finetune(context: Context) -> list[Path]:
             f"Rotten Tomatoes ({split}; a seeded sample), batch 16, texts cut at 128 tokens; test accuracy "
             f"and weighted F1 at the best-validation checkpoint; seconds of training on this machine.\n\n"
             f"{markdown_table(rows)}")
-    return [page(context, "real-finetune", "# Fine-tuning SmolLM2-135M-Instruct for classification", body,
+    return [page(context, "real-finetune", "Fine-tuning SmolLM2-135M-Instruct for classification", body,
                  "finetune", started)]
 
 
@@ -358,8 +359,8 @@ def part_dpo(context: Context) -> list[Path]:
             f"reference stayed unchanged: {run.reference_unchanged}. Sampled from the pairs whose prompt and "
             f"longer answer fit in {config.max_length} tokens (so nothing is truncated, in training or in "
             f"the measurement); {dropped} pairs with an empty answer were left out.\n\n{before_after_table(run)}\n\n"
-            f"![rewards during training](real-dpo/rewards.png)\n")
-    return [page(context, "real-dpo", "# DPO on SmolLM2-135M-Instruct", body, "dpo", started)]
+            f"![rewards during training](results/real-dpo/rewards.png)\n")
+    return [page(context, "real-dpo", "DPO on SmolLM2-135M-Instruct", body, "dpo", started)]
 
 
 PARTS: dict[str, Callable[[Context], list[Path]]] = {
