@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -35,8 +34,8 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from peft_course.ablation import (
-    SEED_ALPHAS, SEED_RANKS, CellConfig, Settings, alpha_sweep, full_cell, parameter_sweep, prompt_sweep,
-    rank_sweep, run_sweep, table_rows, write_sweep,
+    SEED_ALPHAS, SEED_RANKS, CellConfig, Settings, alpha_sweep, format_mean_std, full_cell, parameter_sweep,
+    prompt_sweep, rank_sweep, run_sweep, table_rows, write_sweep,
 )
 from peft_course.data import ClassificationData, load_classification_data
 from peft_course.dpo import DPORunConfig, before_after_table, check_pair, save_run, tokenize_pair, train_dpo
@@ -148,13 +147,6 @@ def page(context: Context, name: str, title: str, body: str, part: str, started:
     return atomic_write_text(context.output / f"{name}.md", f"**{title}**\n\n{body}\n{note}\n")
 
 
-def mean_std(values: list[float]) -> str:
-    """`0.812 ± 0.013` over draws, or the one value."""
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.fmean(values):.3f} ± {statistics.stdev(values):.3f}"
-
-
 # ---------------------------------------------------------------------------------------------
 # Parts
 # ---------------------------------------------------------------------------------------------
@@ -189,9 +181,9 @@ def part_prompting(context: Context) -> list[Path]:
             runs = [v for key, v in store.results.items() if key.startswith(f"k={k} ") and key.endswith(f"chat={chat}")]
             rows.append({"prompt": "chat template + instruction" if chat else "plain", "k": str(k),
                          "draws": str(len(runs)),
-                         "verbalizer": mean_std([r["verbalizer"] for r in runs]),
-                         "strict": mean_std([r["strict"] for r in runs]),
-                         "predicted positive": mean_std([r["positive share"] for r in runs])})
+                         "verbalizer": format_mean_std([r["verbalizer"] for r in runs]),
+                         "strict": format_mean_std([r["strict"] for r in runs]),
+                         "predicted positive": format_mean_std([r["positive share"] for r in runs])})
     body = (f"`{context.model}` on {len(test)} Rotten Tomatoes test reviews (a seeded sample), no training. "
             f"Prompt: `Review: <text>\\nSentiment:` after k solved examples drawn from the training split "
             f"(labels alternating, order shuffled; mean ± std over {context.sizes.draws} draws). With the chat "
