@@ -20,6 +20,7 @@ directory is built once per seed and cached.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -131,17 +132,24 @@ def pretrain(
     return losses
 
 
-def build_tiny_gpt2(directory: str | Path, seed: int = 0, pretrain_steps: int = PRETRAIN_STEPS) -> Path:
-    """Write the tokenizer and the briefly pretrained weights (safetensors) to `directory`."""
+def build_tiny_model(directory: str | Path, make_model: Callable[[int, int], PreTrainedModel], seed: int = 0,
+                     pretrain_steps: int = PRETRAIN_STEPS) -> Path:
+    """Train the tokenizer, build `make_model(vocab_size, eos_id)` under `seed`, pretrain it, and
+    write both (safetensors) to `directory`: the recipe tiny-gpt2 and tiny-llama share."""
     directory = Path(directory)
     tokenizer = train_tokenizer(seed)
     torch.manual_seed(seed)
-    config = tiny_gpt2_config(len(tokenizer), tokenizer.eos_token_id)
-    model = GPT2LMHeadModel(config)
+    model = make_model(len(tokenizer), tokenizer.eos_token_id)
     pretrain(model, tokenizer, pretraining_corpus(seed), steps=pretrain_steps, seed=seed)
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     return directory
+
+
+def build_tiny_gpt2(directory: str | Path, seed: int = 0, pretrain_steps: int = PRETRAIN_STEPS) -> Path:
+    """Write the tokenizer and the briefly pretrained weights (safetensors) to `directory`."""
+    return build_tiny_model(directory, lambda vocab, eos: GPT2LMHeadModel(tiny_gpt2_config(vocab, eos)),
+                            seed, pretrain_steps)
 
 
 def tiny_gpt2_path(seed: int = 0) -> Path:

@@ -13,12 +13,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from peft_course.files import build_directory_once
-from peft_course.synthetic import pretraining_corpus
-from peft_course.tiny_gpt2 import BUILD_VERSION, cache_root, pretrain, train_tokenizer
+from peft_course.tiny_gpt2 import BUILD_VERSION, build_tiny_model, cache_root
 
 TINY_LLAMA = "tiny-llama"
 
@@ -34,14 +32,7 @@ def tiny_llama_config(vocab_size: int, eos_token_id: int) -> LlamaConfig:
 
 def build_tiny_llama(directory: str | Path, seed: int = 0) -> Path:
     """Write the tokenizer and the briefly pretrained weights (safetensors) to `directory`."""
-    directory = Path(directory)
-    tokenizer = train_tokenizer(seed)
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(tiny_llama_config(len(tokenizer), tokenizer.eos_token_id))
-    pretrain(model, tokenizer, pretraining_corpus(seed), seed=seed)
-    model.save_pretrained(directory, safe_serialization=True)
-    tokenizer.save_pretrained(directory)
-    return directory
+    return build_tiny_model(directory, lambda vocab, eos: LlamaForCausalLM(tiny_llama_config(vocab, eos)), seed)
 
 
 def tiny_llama_path(seed: int = 0) -> Path:
