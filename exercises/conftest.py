@@ -44,12 +44,20 @@ def implementation_dir(config: pytest.Config) -> Path:
     return SOLUTIONS if config.getoption("--solutions") else EXERCISES
 
 
+def module_name_for(directory: Path, name: str) -> str:
+    """`solutions.lora`, `exercises.lora`: the dotted name of the file, as a mutation-testing
+    tool names it; a directory given with `--implementation-dir` gets a name of its own."""
+    if directory in (EXERCISES, SOLUTIONS):
+        return f"{directory.name}.{name}"
+    return f"_graded_{abs(hash(str(directory)))}_{name}"
+
+
 def import_from(directory: Path, name: str) -> ModuleType:
     """Import `directory/name.py` under a name of its own (never a cached sibling)."""
     path = directory / f"{name}.py"
     if not path.is_file():
         raise FileNotFoundError(f"the autograder looked for {path} and found nothing")
-    module_name = f"_graded_{abs(hash(str(directory)))}_{name}"
+    module_name = module_name_for(directory, name)
     spec = importlib.util.spec_from_file_location(module_name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[module_name] = module
@@ -71,6 +79,28 @@ def load(request: pytest.FixtureRequest) -> Callable[[str], ModuleType]:
     directory = implementation_dir(request.config)
     return lambda name: import_from(directory, name)
 # --8<-- [end:load]
+
+
+_EXACT = (int, float, bool, str, list, tuple, dict)  # builtins whose look-alike subclasses don't count
+
+
+def check_returns(value: object, expected: type | tuple[type, ...], what: str) -> None:
+    """Fail, naming `what`, unless `value` is exactly of the promised type.
+
+    `numpy.int64(3) == 3` and `tensor([1, 2]).tolist() == [1, 2]`, so comparing values alone
+    would accept a type the docstring does not promise; `bool` is not accepted for `int`.
+    """
+    kinds = expected if isinstance(expected, tuple) else (expected,)
+    got = type(value)
+    assert got in kinds or any(k not in _EXACT and issubclass(got, k) for k in kinds), (
+        f"{what} must return {' or '.join(k.__name__ for k in kinds)} (its docstring promises it), "
+        f"got {got.__module__}.{got.__qualname__}".replace("builtins.", ""))
+
+
+@pytest.fixture(scope="session", name="returns")
+def returns_fixture() -> Callable[[object, type | tuple[type, ...], str], None]:
+    """`returns(value, int, "lora_count")`: the result has the promised type, not a look-alike."""
+    return check_returns
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -37,7 +37,9 @@ def lora_forward(
 def merged_weight(
     base: nn.Module, lora_A: torch.Tensor, lora_B: torch.Tensor, scaling: float
 ) -> torch.Tensor:
-    """Return `W0 + scaling * B A` laid out like `base.weight` (a new tensor; `base` unchanged).
+    """Return `W0 + scaling * B A` laid out like `base.weight`, as a new tensor.
+
+    `base` is left unchanged, and no gradient flows from the result back into `base.weight`.
 
     `B A` is `(out, in)`, the layout of `nn.Linear.weight`; `Conv1D.weight` is `(in, out)`,
     so there the update must be transposed.

@@ -78,11 +78,12 @@ def verbalizer_scores(
     For each prompt: tokenize it, run the model, take the logits at the prompt's last
     position, turn them into log-probabilities (log-softmax over the vocabulary) and read
     off the entry of each label word's *first* token (tokenize the word with
-    `add_special_tokens=False`). Raise `ValueError` when two label words share their first
-    token, since they could not be told apart.
+    `add_special_tokens=False`). Run the model in eval mode (no dropout) and without
+    gradients. Raise `ValueError` when two label words share their first token, since they
+    could not be told apart.
     """
     raise NotImplementedError(
-        "tokenize each label word (add_special_tokens=False) and keep its first id; for each "
-        "prompt run model(input_ids=...).logits[0, -1], apply torch.log_softmax, index the "
+        "tokenize each label word (add_special_tokens=False) and keep its first id; call "
+        "model.eval() and, under torch.no_grad(), for each prompt run model(input_ids=...).logits[0, -1], apply torch.log_softmax, index the "
         "first ids; torch.stack the rows. Check for repeated first ids first"
     )

@@ -24,33 +24,45 @@ def check(got, expected: int, what: str) -> None:
     assert got == expected, f"{what}: expected {expected:,}, got {got!r}"
 
 
-def test_mlp_parameter_count(counting):
+def test_mlp_parameter_count(counting, returns):
     rng = random.Random(0)
     cases = [[1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1], [3, 1]] + [random_widths(rng) for _ in range(6)]
     for widths in cases:
         model = nn.Sequential(*[nn.Linear(a, b) for a, b in zip(widths, widths[1:])])
-        check(counting.mlp_parameter_count(widths), sum(p.numel() for p in model.parameters()),
-              f"parameters of an MLP with widths {widths}")
+        got = counting.mlp_parameter_count(widths)
+        returns(got, int, "mlp_parameter_count")
+        check(got, sum(p.numel() for p in model.parameters()), f"parameters of an MLP with widths {widths}")
 
 
-def test_bitfit_parameter_count(counting):
+def test_bitfit_parameter_count(counting, returns):
     rng = random.Random(1)
     for widths in [[1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1]] + [random_widths(rng) for _ in range(6)]:
         model = nn.Sequential(*[nn.Linear(a, b) for a, b in zip(widths, widths[1:])])
         biases = sum(p.numel() for name, p in model.named_parameters() if name.endswith("bias"))
-        check(counting.bitfit_parameter_count(widths), biases, f"BitFit parameters for widths {widths}")
+        got = counting.bitfit_parameter_count(widths)
+        returns(got, int, "bitfit_parameter_count")
+        check(got, biases, f"BitFit parameters for widths {widths}")
 
 
 @pytest.mark.parametrize("placement", ["hidden", "hidden+output"])
 @pytest.mark.parametrize("bias", ["both", "down", "up", "none"])
-def test_adapter_parameter_count(counting, placement, bias):
+def test_adapter_parameter_count(counting, returns, placement, bias):
     rng = random.Random(f"{placement}-{bias}")
     for widths in [[1024, 512, 256, 128, 64, 32, 16, 8, 4, 2, 1]] + [random_widths(rng) for _ in range(3)]:
         rank = rng.randint(1, 8)
         model = add_adapters(build_mlp(widths), mlp_adapter_targets(widths, placement), rank, bias)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        check(counting.adapter_parameter_count(widths, rank, placement, bias), trainable,
-              f"rank-{rank} adapters ({placement}, bias={bias}) for widths {widths}")
+        got = counting.adapter_parameter_count(widths, rank, placement, bias)
+        returns(got, int, "adapter_parameter_count")
+        check(got, trainable, f"rank-{rank} adapters ({placement}, bias={bias}) for widths {widths}")
+
+
+def test_adapter_defaults_are_hidden_layers_with_both_biases(counting):
+    for widths in [[10, 20, 30, 2], [4, 7, 1]]:
+        expected = counting.adapter_parameter_count(widths, 3, "hidden", "both")
+        got = counting.adapter_parameter_count(widths, 3)
+        assert got == expected, (
+            f"widths {widths}, rank 3: the defaults are placement='hidden', bias='both' ({expected:,}), got {got:,}")
 
 
 class Layers(nn.Module):
@@ -69,7 +81,7 @@ def peft_trainable(model: nn.Module, config) -> int:
         return get_peft_model(model, config).get_nb_trainable_parameters()[0]
 
 
-def test_lora_parameter_count(counting):
+def test_lora_parameter_count(counting, returns):
     from peft import LoraConfig
 
     rng = random.Random(2)
@@ -80,7 +92,9 @@ def test_lora_parameter_count(counting):
         with torch.device("meta"):  # shapes only: nothing is allocated
             model = Layers(shapes)
         expected = peft_trainable(model, LoraConfig(r=rank, target_modules=list(model.layers)))
-        check(counting.lora_count(rank, shapes), expected, f"LoRA r={rank} on layers {shapes}")
+        got = counting.lora_count(rank, shapes)
+        returns(got, int, "lora_count")
+        check(got, expected, f"LoRA r={rank} on layers {shapes}")
 
 
 @pytest.mark.parametrize("targets", [["attn.c_attn"], ["attn.c_proj", "mlp.c_proj"],
@@ -103,7 +117,7 @@ def test_gpt2_lora_formula(counting, targets):
 
 
 @pytest.mark.parametrize("double_quant", [False, True])
-def test_nf4_bits_per_parameter(counting, double_quant):
+def test_nf4_bits_per_parameter(counting, returns, double_quant):
     """bitsandbytes' own storage is the reference: the packed 4-bit codes, the absmax scales,
     and (double quantization) the scales of the scales. The per-tensor code tables are left
     out: they do not grow with the weight. The tensors hold a whole number of 256-block
@@ -123,5 +137,9 @@ def test_nf4_bits_per_parameter(counting, double_quant):
             stored += state.state2.absmax.numel() * state.state2.absmax.element_size()
         expected = 8 * stored / weight.numel()
         got = counting.nf4_bits_per_parameter(double_quant, blocksize)
+        returns(got, float, "nf4_bits_per_parameter")
+        if blocksize == 64:
+            default = counting.nf4_bits_per_parameter(double_quant)
+            assert default == got, f"the default block size is 64: expected {got} bits, got {default}"
         assert got == pytest.approx(expected, abs=1e-9), (
             f"blocksize {blocksize}, double_quant={double_quant}: expected {expected} bits, got {got}")

@@ -49,6 +49,16 @@ def test_sequence_logprob(dpo, seed):
         f"are prompt and padding masked?)")
 
 
+@pytest.mark.parametrize("dtype", [torch.bool, torch.float32, torch.int32])
+def test_sequence_logprob_takes_any_mask_dtype(dpo, dtype):
+    logits, input_ids, completion_mask = random_batch(5)
+    expected = reference.sequence_logprobs(logits, input_ids, completion_mask)
+    got = dpo.sequence_logprobs(logits, input_ids, completion_mask.to(dtype))
+    assert torch.allclose(got, expected, atol=TOLERANCE), (
+        f"a completion mask of dtype {dtype} should give the same sums as 0/1 integers: "
+        f"expected {expected.tolist()}, got {got.tolist()}")
+
+
 def test_sequence_logprob_ignores_prompt_and_padding(dpo):
     logits, input_ids, completion_mask = random_batch(7)
     completion_mask[:, :] = 0

@@ -22,9 +22,25 @@ def tiny_classifier(seed: int, n_embd: int = 16, n_layer: int = 2, labels: int =
 
 @pytest.mark.parametrize("names", [["score.weight"], ["transformer.h.0.attn.c_attn.bias", "score.weight"], []])
 def test_freeze_all_but(finetune, names):
-    model = finetune.freeze_all_but(tiny_classifier(0), names)
+    model = tiny_classifier(0)
+    returned = finetune.freeze_all_but(model, names)
+    assert returned is model, "freeze_all_but must return the model it was given (changed in place)"
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert sorted(trainable) == sorted(names), f"expected exactly {names} to train, got {trainable}"
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_freeze_all_but_from_a_mixed_state(finetune, seed):
+    """Whatever trained before (a random half here), afterwards exactly `trainable` does."""
+    model = tiny_classifier(seed)
+    rng = random.Random(seed)
+    all_names = [n for n, _ in model.named_parameters()]
+    for parameter in model.parameters():
+        parameter.requires_grad = rng.random() < 0.5
+    names = rng.sample(all_names, 3)
+    finetune.freeze_all_but(model, names)
+    trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    assert trainable == sorted(names), f"expected exactly {sorted(names)} to train, got {trainable}"
 
 
 def test_freeze_all_but_unfreezes_too(finetune):
@@ -46,25 +62,39 @@ def test_lora_config_trains_adapters_and_head(finetune, seed):
     r, n_embd, n_layer, labels = rng.choice([1, 2, 4, 8]), rng.choice([16, 32]), rng.randint(1, 3), rng.randint(2, 5)
     targets = rng.choice([["c_attn"], ["c_attn", "c_fc"], ["attn.c_proj"]])
     widths = {"c_attn": (n_embd, 3 * n_embd), "c_fc": (n_embd, 4 * n_embd), "attn.c_proj": (n_embd, n_embd)}
-    config = finetune.lora_classification_config(r, 2 * r, targets)
+    alpha = rng.choice([1.0, 8.0, 32.0])
+    config = finetune.lora_classification_config(r, alpha, targets)
     model = get_peft_model(tiny_classifier(seed, n_embd, n_layer, labels), config)
     trainable, _ = model.get_nb_trainable_parameters()
     expected = n_layer * sum(r * sum(widths[t]) for t in targets) + n_embd * labels
     assert trainable == expected, (
         f"r={r}, targets={targets}: expected {expected:,} trainable (adapters + the {n_embd}x{labels} head), "
         f"got {trainable:,}. Is the head trained (task_type)?")
-    assert config.lora_alpha == 2 * r
+    assert (config.r, config.lora_alpha) == (r, alpha), (
+        f"expected r={r}, lora_alpha={alpha}; got r={config.r}, lora_alpha={config.lora_alpha}")
+    assert sorted(config.target_modules) == sorted(targets), f"expected target_modules {targets}"
 
 
 def test_best_evaluation(finetune):
     history = [{"step": 10, "val_accuracy": 0.6}, {"step": 20, "val_accuracy": 0.8},
                {"step": 30, "val_accuracy": 0.8}, {"step": 40, "val_accuracy": 0.7}]
     assert finetune.best_evaluation(history)["step"] == 20, "expected the earliest of the tied best (step 20)"
+    shuffled = [history[3], history[2], history[0], history[1]]
+    got = finetune.best_evaluation(shuffled)
+    assert got["step"] == 20, (
+        f"history not in step order {[h['step'] for h in shuffled]}: on a tie the earliest is the lowest "
+        f"step (20), not the first in the list; got step {got['step']}")
+    assert got is history[1], "return the history entry itself (the same dict), not a copy"
     rng = random.Random(0)
     for _ in range(20):
         history = [{"step": s, "val_accuracy": round(rng.random(), 1)} for s in range(1, 8)]
+        rng.shuffle(history)
         best = max(h["val_accuracy"] for h in history)
         expected = min(h["step"] for h in history if h["val_accuracy"] == best)
         assert finetune.best_evaluation(history)["step"] == expected, f"history {history}: expected step {expected}"
-    with pytest.raises(ValueError):
+    single = {"step": 5, "val_accuracy": 0.0}
+    assert finetune.best_evaluation([single]) is single, "a one-entry history: that entry"
+    with pytest.raises(ValueError) as error:
         finetune.best_evaluation([])
+    assert error.value.args and error.value.args[0], (
+        "the ValueError should carry a message saying what is wrong (an empty history)")

@@ -102,6 +102,7 @@ def test_merged_weight_reproduces_the_lora_output(lora, kind, seed):
         f"{tuple(base.weight.shape)}, got {tuple(merged.shape)}"
         + (" (Conv1D stores (in, out): transpose B A)" if kind == "Conv1D" else ""))
     assert torch.equal(base.weight, original), "merged_weight must return a new tensor, not change base.weight"
+    assert merged.data_ptr() != base.weight.data_ptr(), "merged_weight must return a new tensor, not base.weight"
     with torch.no_grad():
         base.weight.copy_(merged)
         got = base(x)  # the plain layer, no LoRA code
@@ -109,6 +110,27 @@ def test_merged_weight_reproduces_the_lora_output(lora, kind, seed):
     assert error < TOLERANCE * expected.abs().max().item(), (
         f"{describe(kind, base, lora_A)}, scaling={scaling:.3f}: the layer holding the merged "
         f"weight differs from the unmerged LoRA output by {error:.3g}")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_merged_weight_takes_no_gradient_path_into_the_base(lora, kind):
+    base, lora_A, lora_B, scaling, _ = random_case(kind, 40)
+    assert base.weight.requires_grad, "the fixture's base weight is a trainable parameter"
+    merged = lora.merged_weight(base, lora_A, lora_B, scaling)  # not under torch.no_grad()
+    assert not merged.requires_grad, (
+        "the merged weight still carries autograd history back to base.weight: start from "
+        "base.weight.detach()")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_forward_lets_gradients_reach_A_and_B(lora, kind):
+    base, lora_A, lora_B, scaling, x = random_case(kind, 50)
+    lora_A.requires_grad_(True)
+    lora_B.requires_grad_(True)
+    lora.lora_forward(x, base, lora_A, lora_B, scaling).sum().backward()
+    for name, tensor in (("lora_A", lora_A), ("lora_B", lora_B)):
+        assert tensor.grad is not None and tensor.grad.abs().sum() > 0, (
+            f"{name} got no gradient from lora_forward: training would not change it")
 
 
 GPT2_NAMES = [
@@ -128,6 +150,7 @@ def test_matches_target_like_peft(lora, targets):
     for name in GPT2_NAMES:
         expected = bool(check_target_module_exists(config, name))
         got = lora.matches(name, targets)
+        assert type(got) is bool, f"matches({name!r}, {targets}) must return True or False, got {got!r}"
         assert got == expected, f"matches({name!r}, {targets}) should be {expected} (peft's rule), got {got}"
 
 
@@ -171,6 +194,19 @@ def test_inject_lora_wraps_what_peft_wraps(lora, case):
     with torch.no_grad():
         after = model(input_ids=input_ids).logits
     assert torch.equal(before, after), "right after injection (B = 0) the model's output must not change"
+
+
+def test_inject_lora_returns_names_in_module_order(lora, returns):
+    """12 blocks: `h.10` sorts before `h.2`, so module order and sorted order differ."""
+    config = GPT2Config(vocab_size=50, n_positions=16, n_embd=8, n_layer=12, n_head=2, num_labels=2,
+                        pad_token_id=0)
+    model = GPT2ForSequenceClassification(config)
+    targets = ["mlp.c_proj", "c_attn"]
+    expected = [name for name, _ in model.named_modules() if name.endswith(("mlp.c_proj", "c_attn"))]
+    names = lora.inject_lora(model, targets, 2, 4.0)
+    returns(names, list, "inject_lora")
+    assert names == expected, (
+        f"expected the wrapped names in model.named_modules() order, {expected[:4]}..., got {names[:4]}...")
 
 
 @pytest.mark.parametrize("targets", [["q_proj"], ["c_attn", "nonexistent"]])

@@ -43,10 +43,24 @@ def test_few_shot_prompt_matches_the_course_harness(prompting, seed):
     assert got == expected, f"k={k}: expected\n{expected!r}\ngot\n{got!r}"
 
 
-@pytest.mark.parametrize("k", [0, 3])
+@pytest.mark.parametrize("k", [-1, 0, 3, 4])
 def test_few_shot_prompt_rejects_a_bad_k(prompting, k):
     with pytest.raises(ValueError):
         prompting.few_shot_prompt("Q?", [Problem("What is 1?", Fraction(1))] * 2, k)
+
+
+def test_few_shot_prompt_error_names_the_problem(prompting):
+    with pytest.raises(ValueError) as error:
+        prompting.few_shot_prompt("Q?", [Problem("What is 1?", Fraction(1))], 3)
+    assert "3" in str(error.value), f"the ValueError should name the k that is wrong (3), got {str(error.value)!r}"
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_few_shot_prompt_takes_k_from_1_to_all_examples(prompting, k):
+    examples = [Problem("What is 1?", Fraction(1)), Problem("What is 2?", Fraction(2))]
+    expected = reference.few_shot_prompt("Q?", examples, k)
+    got = prompting.few_shot_prompt("Q?", examples, k)
+    assert got == expected, f"k={k} of 2 examples is allowed: expected\n{expected!r}\ngot\n{got!r}"
 
 
 # --- extract_answer -------------------------------------------------------------------
@@ -76,6 +90,22 @@ PHRASINGS = [
     ("I don't know.", None),
     ("The answer is four.", None),
     ("Let's think step by step.", None),
+    ("THE ANSWER IS 3, then 5 more", Fraction(3)),
+    ("Answer = 12 apples and 3 pears", Fraction(12)),
+    ("answer : 7 or 8", Fraction(7)),
+    ("The Answer: 2. Check: 2 + 2 = 4", Fraction(2)),
+    ("#### 72 (that is 70 + 2)", Fraction(72)),
+    ("\\boxed{12} or maybe 13", Fraction(12)),
+    ("3 apples and 4 pears. The answer is", None),
+    ("The answer is unclear, but 5 or 6", Fraction(5)),
+    ("Costs $-4 now", Fraction(-4)),
+    ("It is 12,34 or 5", Fraction(5)),
+    ("1,000 and 2,500,000", Fraction(2500000)),
+    ("-0.25 and 3/0", Fraction(-1, 4)),
+    ("a/4 and b.5", None),
+    ("1/2/3", Fraction(1, 2)),
+    ("2 and 6/1", Fraction(6)),
+    ("1, or 3/0, or 7", Fraction(7)),
 ]
 
 
@@ -84,6 +114,8 @@ def test_extract_answer(prompting, text, expected):
     got = prompting.extract_answer(text)
     assert got == expected and (got is None) == (expected is None), \
         f"extract_answer({text!r}): expected {expected!r}, got {got!r}"
+    if expected is not None:
+        assert isinstance(got, Fraction), f"extract_answer({text!r}) must return a Fraction, got {got!r}"
 
 
 def test_extract_answer_returns_exact_fractions(prompting):
@@ -110,7 +142,12 @@ def test_verbalizer_scores_match_the_models_probabilities(prompting, tiny_lm, se
     prompts = [f"Review: {make_sentence(rng, rng.randint(0, 1))}\nSentiment:" for _ in range(rng.randint(2, 4))]
     words = rng.sample(WORDS[:-1], rng.randint(2, 3))
     expected = reference.verbalizer_scores(model, tokenizer, prompts, words)
-    got = prompting.verbalizer_scores(model, tokenizer, prompts, words)
+    model.train()  # dropout on: the function must switch it off itself
+    try:
+        got = prompting.verbalizer_scores(model, tokenizer, prompts, words)
+    finally:
+        model.eval()
+    assert not got.requires_grad, "scoring needs no gradients: run the model under torch.no_grad()"
     assert tuple(got.shape) == (len(prompts), len(words)), \
         f"expected shape {(len(prompts), len(words))}, got {tuple(got.shape)}"
     assert torch.allclose(got.float(), expected, atol=1e-4), \
@@ -127,5 +164,36 @@ def test_verbalizer_uses_the_first_token_of_a_long_word(prompting, tiny_lm):
 
 def test_verbalizer_rejects_words_with_the_same_first_token(prompting, tiny_lm):
     model, tokenizer = tiny_lm
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as error:
         prompting.verbalizer_scores(model, tokenizer, ["the film was"], [" one star", " one"])
+    assert "one star" in str(error.value), (
+        f"the ValueError should name the label words that collide, got {str(error.value)!r}")
+
+
+class WithBOS:
+    """GPT-2's tokenizer made to start every text with a special token, as Llama's does."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.bos = tokenizer.eos_token_id
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return {"input_ids": [self.bos] * add_special_tokens + ids}
+
+
+def test_verbalizer_with_a_tokenizer_that_adds_a_start_token(prompting, tiny_lm):
+    """The prompt keeps its start token; the label words must not get one (or every word's
+    first token would be the same start token)."""
+    model, tokenizer = tiny_lm
+    with_bos = WithBOS(tokenizer)
+    prompts, words = ["the film was", "a fine cast, and"], [" good", " bad"]
+    firsts = [tokenizer(word, add_special_tokens=False)["input_ids"][0] for word in words]
+    with torch.no_grad():
+        expected = torch.stack([
+            torch.log_softmax(model(input_ids=torch.tensor([with_bos(p)["input_ids"]])).logits[0, -1], -1)[firsts]
+            for p in prompts])
+    got = prompting.verbalizer_scores(model, with_bos, prompts, words)
+    assert torch.allclose(got.float(), expected, atol=1e-4), (
+        f"with a tokenizer that adds a start token: expected\n{expected}\ngot\n{got}. Tokenize the "
+        "label words with add_special_tokens=False")

@@ -77,6 +77,17 @@ def test_quantized_module_names(qlora, dtype, double_quant, skip):
     assert got == expected, f"skip={skip}: expected {expected}, got {got}"
 
 
+def test_quantized_module_names_in_module_order(qlora, returns):
+    """12 numbered layers, 4-bit and plain ones mixed: `layers.10` sorts before `layers.2`, so
+    module order and sorted order differ."""
+    model = nn.Module()
+    model.layers = nn.ModuleList(bnb.nn.Linear4bit(4, 4) if i % 3 else nn.Linear(4, 4) for i in range(12))
+    expected = [f"layers.{i}" for i in range(12) if i % 3]
+    got = qlora.quantized_modules(model)
+    returns(got, list, "quantized_modules")
+    assert got == expected, f"expected the 4-bit modules in named_modules() order, {expected}, got {got}"
+
+
 def test_an_unquantized_model_has_no_quantized_modules(qlora):
     model, _ = load_model("tiny-gpt2", "classification", num_labels=2)
     assert qlora.quantized_modules(model) == []
@@ -96,10 +107,38 @@ def test_storage_bytes_match_bitsandbytes(qlora, double_quant, seed):
     assert got == stored, f"{n} weights, double_quant={double_quant}: bitsandbytes stores {stored} bytes, you said {got}"
 
 
+def stored_bytes(n: int, double_quant: bool, blocksize: int) -> int:
+    """What bitsandbytes keeps for `n` random weights: packed codes, absmax, nested absmax."""
+    codes, state = bnb.functional.quantize_4bit(torch.randn(n, generator=torch.Generator().manual_seed(n)),
+                                                 blocksize=blocksize, quant_type="nf4",
+                                                 compress_statistics=double_quant)
+    stored = codes.numel() * codes.element_size() + state.absmax.numel() * state.absmax.element_size()
+    if state.nested:
+        stored += state.state2.absmax.numel() * state.state2.absmax.element_size()
+    return stored
+
+
+@pytest.mark.parametrize("double_quant", [True, False])
+@pytest.mark.parametrize("blocksize", [32, 64, 128, 256])
+def test_storage_bytes_at_every_block_size_and_boundary(qlora, returns, double_quant, blocksize):
+    """Block and 256-block-group boundaries: one weight, a full block, one past it, an odd count."""
+    for n in (1, blocksize, blocksize + 1, 256 * blocksize, 256 * blocksize + 1, 3 * blocksize - 1):
+        expected = stored_bytes(n, double_quant, blocksize)
+        got = qlora.nf4_bytes(n, double_quant, blocksize)
+        returns(got, int, "nf4_bytes")
+        assert got == expected, (
+            f"{n} weights, blocksize {blocksize}, double_quant={double_quant}: bitsandbytes stores "
+            f"{expected} bytes, you said {got}")
+    assert qlora.nf4_bytes(1000, double_quant) == stored_bytes(1000, double_quant, 64), (
+        "the default block size is 64")
+    assert qlora.nf4_bytes(1000) == stored_bytes(1000, True, 64), "the default is double quantization"
+
+
 @pytest.mark.parametrize("dtype,size", [(torch.float32, 4.0), (torch.bfloat16, 2.0), (torch.float16, 2.0)])
-def test_bytes_per_parameter_of_plain_models(qlora, dtype, size):
+def test_bytes_per_parameter_of_plain_models(qlora, returns, dtype, size):
     model, _ = load_model("tiny-gpt2", "classification", num_labels=2)
     got = qlora.bytes_per_parameter(model.to(dtype))
+    returns(got, float, "bytes_per_parameter")
     assert abs(got - size) < 1e-9, f"a {dtype} model stores {size} bytes per parameter, you said {got}"
 
 

@@ -43,6 +43,12 @@ def test_shared_weight_counts_once(warmup):
     check(warmup.count_trainable_parameters(model), 50 * 16, "tied input/output embedding")
 
 
+def test_returns_an_int(warmup, returns):
+    returns(warmup.count_trainable_parameters(nn.Linear(3, 5)), int, "count_trainable_parameters")
+    returns(warmup.count_trainable_parameters(nn.Linear(3, 5).requires_grad_(False)), int,
+            "count_trainable_parameters of a frozen layer")
+
+
 def test_random_models(warmup):
     generator = torch.Generator().manual_seed(0)
     for _ in range(5):

@@ -12,10 +12,11 @@ from torch import nn
 
 
 def freeze_all_but(model: nn.Module, trainable: Sequence[str]) -> nn.Module:
-    """Set `requires_grad` so that exactly the parameters named in `trainable` train.
+    """Set `requires_grad` in place so that exactly the parameters in `trainable` train.
 
-    Head-only fine-tuning is `freeze_all_but(model, ["score.weight"])`. A name that is not a
-    parameter of `model` is an error (a typo would otherwise silently train nothing).
+    Returns `model` itself. Head-only fine-tuning is `freeze_all_but(model, ["score.weight"])`.
+    A name that is not a parameter of `model` is an error (a typo would otherwise silently
+    train nothing).
     """
     names = {name for name, _ in model.named_parameters()}
     unknown = sorted(set(trainable) - names)
@@ -32,7 +33,10 @@ def lora_classification_config(r: int, alpha: float, targets: Sequence[str]) -> 
 
 
 def best_evaluation(history: Sequence[dict[str, float]]) -> dict[str, float]:
-    """The history entry with the highest `val_accuracy`; on a tie, the earliest one."""
+    """The history entry with the highest `val_accuracy`; on a tie, the one with the lowest `step`.
+
+    The entries need not be in step order.
+    """
     if not history:
         raise ValueError("the history is empty")
     return max(history, key=lambda entry: (entry["val_accuracy"], -entry["step"]))

@@ -98,8 +98,9 @@ def verbalizer_scores(
     For each prompt: tokenize it, run the model, take the logits at the prompt's last
     position, turn them into log-probabilities (log-softmax over the vocabulary) and read
     off the entry of each label word's *first* token (tokenize the word with
-    `add_special_tokens=False`). Raise `ValueError` when two label words share their first
-    token, since they could not be told apart.
+    `add_special_tokens=False`). Run the model in eval mode (no dropout) and without
+    gradients. Raise `ValueError` when two label words share their first token, since they
+    could not be told apart.
     """
     firsts = [tokenizer(word, add_special_tokens=False)["input_ids"][0] for word in label_words]
     if len(set(firsts)) < len(firsts):

@@ -24,13 +24,13 @@ def test_stubs_are_reported_as_not_done_with_their_hint():
     assert run.returncode == 1
     assert "NOT DONE YET" in run.stdout and "hint: loop over module.parameters()" in run.stdout
     assert "raise NotImplementedError" not in run.stdout  # no traceback wall
-    assert "0 checks passed, 0 wrong, 7 not done yet" in run.stdout
+    assert "0 checks passed, 0 wrong, 8 not done yet" in run.stdout
 
 
 def test_solutions_pass():
     run = grade("--solutions")
     assert run.returncode == 0, run.stdout
-    assert "7 checks passed, 0 wrong, 0 not done yet" in run.stdout
+    assert "8 checks passed, 0 wrong, 0 not done yet" in run.stdout
 
 
 def test_wrong_answer_fails_with_what_was_expected(tmp_path):
