@@ -15,7 +15,7 @@ from pathlib import Path
 from peft_course.data import REGISTRY
 from peft_course.errors import CourseError, one_line
 from peft_course.settings import (
-    ABLATION, DEFAULT_MODEL, DPO, EMBEDDED_MODEL, LORA, METHOD_OPTIONS, METHODS, PROMPTING, TRAINING,
+    ABLATION, DECODING, DEFAULT_MODEL, DPO, EMBEDDED_MODEL, LORA, METHOD_OPTIONS, METHODS, PROMPTING, TRAINING,
 )
 
 
@@ -53,7 +53,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
                        help="truncate texts to this many tokens (default: %(default)s)")
     group.add_argument("--seed", type=int, default=TRAINING.seed)
     group.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if present)")
-    lora = parser.add_argument_group("LoRA (methods lora, lora-scratch, merged, qlora)")
+    lora = parser.add_argument_group("LoRA (methods lora, lora-scratch, gpt2-scratch, merged, qlora)")
     lora.add_argument("--r", type=int, default=LORA.r, help="rank of the update (default: %(default)s)")
     lora.add_argument("--alpha", type=float, default=LORA.alpha,
                       help="scale: the update is multiplied by alpha/r (default: %(default)s)")
@@ -100,6 +100,25 @@ def add_lora_command(subcommands) -> None:
     lora.add_argument("--seed", type=int, default=0)
     lora.add_argument("--output", type=Path, default=Path("runs/lora"), help="where the tables are saved")
     lora.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def add_gpt2_command(subcommands) -> None:
+    """`peft-course gpt2`: the from-scratch GPT-2 checked against transformers, then decoding by hand."""
+    gpt2 = subcommands.add_parser(
+        "gpt2", help="GPT-2 written from scratch: equal to transformers, LoRA counts, four decoding strategies",
+        description="Load a GPT-2 checkpoint into the course's own GPT-2, compare its logits with "
+                    "transformers', count what built-in LoRA trains, and continue a prompt with greedy, "
+                    "temperature, top-k and top-p decoding (KV cache on).")
+    add_model_argument(gpt2)
+    gpt2.add_argument("--prompt", default=DECODING.prompt, help="text to continue (default: %(default)r)")
+    gpt2.add_argument("--strategy", nargs="+", default=["greedy", "temperature", "top-k", "top-p"],
+                      metavar="NAME", help="greedy, temperature, top-k, top-p (default: all four)")
+    gpt2.add_argument("--max-new-tokens", type=int, default=DECODING.max_new_tokens, help="default: %(default)s")
+    gpt2.add_argument("--temperature", type=float, default=DECODING.temperature, help="default: %(default)s")
+    gpt2.add_argument("--top-k", type=int, default=DECODING.top_k, help="default: %(default)s")
+    gpt2.add_argument("--top-p", type=float, default=DECODING.top_p, help="default: %(default)s")
+    gpt2.add_argument("--seed", type=int, default=0, help="seeds each sampled continuation")
+    gpt2.add_argument("--no-check", action="store_true", help="skip the comparison with transformers")
 
 
 def add_prompt_command(subcommands) -> None:
@@ -256,7 +275,7 @@ def add_predict_command(subcommands) -> None:
 
 
 SUBCOMMANDS = (add_info_command, add_demo_command, add_finetune_command, add_predict_command, add_count_command,
-               add_lora_command, add_prompt_command, add_dpo_command, add_ablate_command)
+               add_lora_command, add_gpt2_command, add_prompt_command, add_dpo_command, add_ablate_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,12 +31,14 @@ from peft_course.files import atomic_write_text, check_output_directory
 from peft_course.finetune import check_method_options, finetune, get_method
 from peft_course.lm_classification import TEMPLATES
 from peft_course.lora import equivalence_rows
-from peft_course.models import check_max_length, context_length, model_config
+from peft_course.models import check_max_length, context_length, load_tokenizer, model_config
 from peft_course.prompting import (
     DEFAULT_STRATEGIES, build_prompt, evaluate_prompting, example_pool, get_strategy, load_generate, load_problem_set,
 )
 from peft_course.qlora import require_4bit
-from peft_course.reports import lora_training_rows
+from peft_course.decoding import decoding_options
+from peft_course.gpt2 import from_pretrained
+from peft_course.reports import gpt2_count_rows, gpt2_generation_rows, gpt2_parity_rows, lora_training_rows
 from peft_course.runs import (
     RunSpec, check_resume, check_run_directory, check_texts_to_classify, load_run, predict_texts, save_run,
     start_run,
@@ -215,6 +217,24 @@ def command_lora(args: argparse.Namespace) -> None:
     for rows, stem in ((equivalence, "equivalence"), (training, "training")):
         path = write_table(rows, args.output, stem)
         print(f"saved: {path} and {path.with_suffix('.csv')}")
+
+
+def command_gpt2(args: argparse.Namespace) -> None:
+
+    check_distinct("--strategy", args.strategy)
+    for strategy in args.strategy:  # every setting is checked before anything loads
+        decoding_options(strategy, args.temperature, args.top_k, args.top_p)
+    model = from_pretrained(args.model, seed=args.seed).eval()
+    tokenizer = load_tokenizer(args.model, args.seed)
+    if not args.no_check:
+        print(f"\nThe from-scratch GPT-2 against transformers on the weights of {args.model}\n")
+        print(markdown_table(gpt2_parity_rows(args.model, args.seed)))
+    print("\nGPT-2 small with LoRA built in: what trains\n")
+    print(markdown_table(gpt2_count_rows()))
+    rows = gpt2_generation_rows(model, tokenizer, args.prompt, args.max_new_tokens, args.seed,
+                                tuple(args.strategy), args.temperature, args.top_k, args.top_p)
+    print(f"\n{args.model} continues {args.prompt!r} (KV cache, seed {args.seed})\n")
+    print(markdown_table(rows))
 
 
 def command_prompt(args: argparse.Namespace) -> None:

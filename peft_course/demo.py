@@ -38,8 +38,8 @@ class DemoSetting:
 LORA_OPTIONS = {"r": LORA.r, "alpha": LORA.alpha}
 DEMO_SETTINGS = [  # one row per method, in the table's order
     DemoSetting(name, METHODS[name].demo_epochs, METHODS[name].learning_rate,
-                LORA_OPTIONS if name in ("lora", "lora-scratch", "merged", "qlora") else {})
-    for name in ("head", "lora", "lora-scratch", "merged", "qlora", "full")
+                LORA_OPTIONS if name in ("lora", "lora-scratch", "gpt2-scratch", "merged", "qlora") else {})
+    for name in ("head", "lora", "lora-scratch", "gpt2-scratch", "merged", "qlora", "full")
 ]
 
 

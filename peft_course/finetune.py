@@ -5,6 +5,8 @@ A *method* is a choice of which parameters train, plus an optional step after tr
 * `head`: the classification head alone (GPT-2's `score`, hidden x num_labels, no bias);
 * `lora`: low-rank adapters through `peft` (plus a trained copy of the head);
 * `lora-scratch`: the same idea with the course's own LoRA layer (`peft_course.lora`);
+* `gpt2-scratch`: GPT-2 itself written out (`peft_course.gpt2`), its LoRA built into the
+  attention's q, k and v projections (`--targets` from q k v out fc proj), head trained too;
 * `merged`: `lora`, then `merge_and_unload()` - the adapters folded into the weights, so the
   evaluated model has no LoRA code at all and predicts what the unmerged model predicts;
 * `full`: every parameter;
@@ -25,7 +27,7 @@ from typing import Any
 
 from torch import nn
 
-from peft_course import lora
+from peft_course import gpt2, lora
 from peft_course.counting import count_parameters
 from peft_course.data import ClassificationData, tokenize
 from peft_course.errors import CourseError, check_int, describe
@@ -69,6 +71,8 @@ METHODS: dict[str, Method] = {
     "head": method("head", prepare_head_only, "head only"),
     "lora": method("lora", prepare_lora, "LoRA (peft)"),
     "lora-scratch": method("lora-scratch", prepare_lora_scratch, "LoRA (from scratch)"),
+    "gpt2-scratch": method("gpt2-scratch", gpt2.prepare_builtin_lora, "GPT-2 from scratch + LoRA",
+                           load=gpt2.load_classifier),
     "merged": method("merged", prepare_lora, "merged LoRA", finish=merge_and_unload_peft),
     "full": method("full", prepare_full, "full fine-tuning"),
     "qlora": method("qlora", prepare_qlora, "QLoRA (NF4)", load=load_qlora_model),

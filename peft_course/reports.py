@@ -26,13 +26,15 @@ from peft_course.ablation import QUICK, Settings, prompt_sweep, rank_sweep, run_
 from peft_course.counting import count_parameters
 from peft_course.data import ClassificationData, load_classification_data
 from peft_course.demo import DemoSetting, ablation_results, demo_rows, real_model_rows
+from peft_course import decoding, gpt2
 from peft_course.dpo import make_figures
 from peft_course.files import atomic_write_text
 from peft_course.finetune import finetune
 from peft_course.lora import equivalence_rows
 from peft_course.methods import prepare_full, prepare_lora
+from peft_course.models import load_model, load_tokenizer
 from peft_course.prompting import write_results_page
-from peft_course.settings import LORA, METHODS
+from peft_course.settings import DECODING, LORA, METHODS
 from peft_course.smollm2 import is_installed
 from peft_course.qlora import (
     MB, QLORA_LEARNING_RATE, nf4_config, prepare_qlora, require_4bit, save_random_gpt2, stored_quant_bytes,
@@ -112,6 +114,83 @@ def lora_training_rows(
     return demo_rows(data, model_name, seed, settings=settings, progress=progress)
 
 
+def gpt2_parity_rows(name: str = "tiny-gpt2", seed: int = 0) -> list[dict[str, str]]:
+    """The from-scratch GPT-2 against transformers on the same weights: the largest |logit difference|.
+
+    Language model and classifier, a batch without padding and one padded on both sides (the
+    classifier pools each row's last real token; the LM is compared at the real tokens).
+    """
+    lm, tokenizer = load_model(name, task="causal-lm", seed=seed)
+    ours = gpt2.from_pretrained(name, seed=seed)
+    ids = torch.randint(1, ours.config.vocab_size, (4, 24), generator=torch.Generator().manual_seed(seed))
+    padding = torch.ones_like(ids)
+    padding[0, 16:], padding[1, :5] = 0, 0
+    rows = [{"model": f"{name}, LM head", "batch": batch,
+             "max abs logit difference": f"{gpt2.max_logit_difference(ours, lm, ids, mask):.1e}"}
+            for batch, mask in (("no padding", None), ("padded left and right", padding))]
+    with tempfile.TemporaryDirectory() as directory:
+        classifier, _ = load_model(name, task="classification", num_labels=3, seed=seed)
+        classifier.save_pretrained(directory)
+        ours = gpt2.from_pretrained(directory, num_labels=3, pad_token_id=tokenizer.pad_token_id)
+    padded = ids.masked_fill(padding == 0, tokenizer.pad_token_id)
+    rows.append({"model": f"{name}, classifier (3 labels)", "batch": "padded left and right",
+                 "max abs logit difference": f"{gpt2.max_logit_difference(ours, classifier, padded, padding):.1e}"})
+    return rows
+
+
+def gpt2_count_rows() -> list[dict[str, str]]:
+    """Trainable and frozen parameters of GPT-2 small with LoRA built in, for a few placements."""
+    rows = []
+    for r, targets, note in ((8, ("q", "k", "v"), "the seed project's configuration"),
+                             (8, ("q", "v"), "the LoRA paper's GPT-2 choice"),
+                             (4, gpt2.PROJECTIONS, "every projection")):
+        with torch.device("meta"):
+            model = gpt2.GPT2(gpt2.GPT2Config(lora=gpt2.LoRASpec(r=r, alpha=2.0 * r, targets=targets)))
+        trainable, frozen = gpt2.count(gpt2.freeze_all_but_lora(model))
+        rows.append({"LoRA on": ", ".join(targets), "r": str(r), "trainable": f"{trainable:,}",
+                     "frozen": f"{frozen:,}", "note": note})
+    return rows
+
+
+def gpt2_generation_rows(
+    model: gpt2.GPT2, tokenizer: Any, prompt: str = DECODING.prompt, max_new_tokens: int = DECODING.max_new_tokens,
+    seed: int = 0, strategies: tuple[str, ...] = decoding.STRATEGIES, temperature: float = DECODING.temperature,
+    top_k: int = DECODING.top_k, top_p: float = DECODING.top_p,
+) -> list[dict[str, str]]:
+    """One continuation of `prompt` per decoding strategy, and how many distinct ones 10 seeds give.
+
+    Seed `seed` gives the shown continuation; seeds `seed ... seed + 9` are counted, so the last
+    column shows what each strategy does to the variety of the text.
+    """
+    ids = torch.tensor([tokenizer(prompt)["input_ids"]])
+    settings = {"greedy": {}, "temperature": {"temperature": temperature},
+                "top-k": {"temperature": temperature, "top_k": top_k},
+                "top-p": {"temperature": temperature, "top_p": top_p}}
+    rows = []
+    for strategy in strategies:
+        options = settings[strategy]
+        texts = []
+        for draw in range(seed, seed + 10):
+            out = decoding.generate(model, ids, max_new_tokens, strategy, generator=torch.Generator().manual_seed(draw),
+                                eos_token_id=tokenizer.eos_token_id, **options)
+            texts.append(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).replace("\n", " ").strip())
+        shown = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in options.items()) or "-"
+        rows.append({"strategy": strategy, "settings": shown, "continuation": texts[0] or "(end of text at once)",
+                     "distinct in 10 seeds": str(len(set(texts)))})
+    return rows
+
+
+def gpt2_pages(results: Path = RESULTS) -> list[Path]:
+    """The GPT-2 chapter's tables: parity with transformers, LoRA counts, generations on tiny-gpt2."""
+    model, tokenizer = gpt2.from_pretrained("tiny-gpt2").eval(), load_tokenizer("tiny-gpt2")
+    tables = {"gpt2-parity": gpt2_parity_rows(), "gpt2-count": gpt2_count_rows(),
+              "gpt2-generation": gpt2_generation_rows(model, tokenizer)}
+    pages = []
+    for name, rows in tables.items():
+        pages.append(atomic_write_text(results / f"{name}.md", markdown_table(rows)))
+    return pages
+
+
 def other_pages(results: Path = RESULTS, images: Path = IMAGES) -> dict[str, Callable[[], list[Path]]]:
     """The chapters that write their own pages: prompting, LoRA, QLoRA, DPO."""
     def lora() -> list[Path]:
@@ -127,6 +206,7 @@ def other_pages(results: Path = RESULTS, images: Path = IMAGES) -> dict[str, Cal
         "lora": lora,
         "qlora": lambda: qlora_pages(results),
         "dpo": lambda: [p for p in make_figures(images / "dpo") if p.suffix == ".md"],
+        "gpt2": lambda: gpt2_pages(results),
     }
 
 
@@ -218,6 +298,6 @@ def regenerate(names: list[str] | None = None) -> list[Path]:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Remake the docs' results pages.")
-    parser.add_argument("groups", nargs="*", help="demo, ablation, prompting, lora, qlora, dpo (default: all)")
+    parser.add_argument("groups", nargs="*", help="demo, ablation, prompting, lora, qlora, dpo, gpt2 (default: all)")
     for path in regenerate(parser.parse_args().groups):
         print(f"saved {path}")

@@ -85,16 +85,29 @@ class PromptingSettings:
     top_p: float = 0.95
 
 
+@dataclass(frozen=True)
+class DecodingSettings:
+    """Decoding by hand in the GPT-2 chapter (`peft_course.gpt2`, `peft-course gpt2`)."""
+
+    prompt: str = "Review: the acting was"
+    max_new_tokens: int = 20
+    temperature: float = 1.0
+    top_k: int = 5
+    top_p: float = 0.8
+
+
 LORA = LoraSettings()
 TRAINING = TrainingSettings()
 ABLATION = AblationSettings()
 DPO = DPOSettings()
 PROMPTING = PromptingSettings()
+DECODING = DecodingSettings()
 
 METHODS: dict[str, MethodSettings] = {
     "head": MethodSettings(learning_rate=2e-2, demo_epochs=8),
     "lora": MethodSettings(learning_rate=5e-3, demo_epochs=4),
     "lora-scratch": MethodSettings(learning_rate=5e-3, demo_epochs=4),
+    "gpt2-scratch": MethodSettings(learning_rate=5e-3, demo_epochs=4),
     "merged": MethodSettings(learning_rate=5e-3, demo_epochs=4),
     "qlora": MethodSettings(learning_rate=5e-3, demo_epochs=4),
     "full": MethodSettings(learning_rate=1e-3, demo_epochs=3),
@@ -107,6 +120,7 @@ METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
     "head": (),
     "lora": PEFT_OPTIONS,
     "lora-scratch": ("r", "alpha", "dropout", "targets", "trainable", "use_rslora"),
+    "gpt2-scratch": ("r", "alpha", "dropout", "targets"),
     "merged": PEFT_OPTIONS,
     "qlora": ("r", "alpha", "dropout", "targets", "gradient_checkpointing"),
     "full": (),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 from peft_course.files import atomic_write_text, replacing
@@ -21,10 +22,15 @@ def result_row(label: str, trainable: int, scores: dict[str, float], seconds: fl
     }
 
 
+def is_number(cell: str) -> bool:
+    """`0.812`, `1,536`, `-3e-06`, `0.84 ± 0.02`, `12%`, `-`: what a table shows as a figure."""
+    return bool(re.fullmatch(r"[-+]?[\d,]*\.?\d+(e[-+]?\d+)?%?( ± [\d.]+(e[-+]?\d+)?%?)?|-|n/a", cell.strip()))
+
+
 def markdown_table(rows: list[dict[str, str]], columns: tuple[str, ...] | None = None) -> str:
-    """A GitHub-flavoured Markdown table, numbers right-aligned."""
+    """A GitHub-flavoured Markdown table; a column whose every cell is a number is right-aligned."""
     columns = columns or tuple(rows[0])
-    align = ["---"] + ["---:"] * (len(columns) - 1)
+    align = ["---:" if all(is_number(str(row[c])) for row in rows) else "---" for c in columns]
     lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join(align) + " |"]
     lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"

@@ -68,6 +68,9 @@ def test_each_method_shows_its_effect(demo_run):
     assert abs(accuracy(rows, "merged LoRA") - lora) <= 1 / 400
     for method in ("LoRA (from scratch)", "QLoRA (NF4)"):
         assert abs(accuracy(rows, method) - lora) <= 2 * LORA_SPREAD, method
+    # the from-scratch GPT-2 with LoRA on q, k, v: not measured across kernel sets, so only the
+    # chapter's claim, that LoRA inside its attention learns what the head alone cannot
+    assert accuracy(rows, "GPT-2 from scratch + LoRA") >= head + 0.10
     assert accuracy(rows, "full fine-tuning") >= lora - 2 * LORA_SPREAD
     assert rows["head only"]["trainable params"] == "128"  # 64 x 2 score weights, no bias
 

@@ -18,7 +18,7 @@ import pytest
 import sympy as sp
 import torch
 
-from peft_course import ablation, counting, derivations, dpo, lm_classification, lora, prompting, qlora
+from peft_course import ablation, counting, decoding, derivations, dpo, gpt2, lm_classification, lora, prompting, qlora
 from peft_course.word_problems import generate_problems
 
 SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions"
@@ -48,6 +48,8 @@ MIRRORS = {
     ("ablation", "is_strict_match"): lm_classification.is_strict_match,
     ("prompting", "few_shot_prompt"): prompting.few_shot_prompt,
     ("prompting", "extract_answer"): prompting.extract_answer,
+    ("gpt2", "attention_mask"): gpt2.attention_mask,
+    ("gpt2", "top_p_filter"): decoding.top_p_filter,
 }
 
 
@@ -137,3 +139,13 @@ def test_few_shot_prompt_and_extract_answer():
     for text in texts:
         assert reference.extract_answer(text) == prompting.extract_answer(text), text
     assert prompting.extract_answer("#### 7") == Fraction(7)
+
+
+def test_attention_mask_and_top_p_filter():
+    reference = solution("gpt2")
+    padding = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    for mask, queries in ((None, 5), (padding, 5), (padding, 1), (padding, 3)):
+        assert torch.equal(reference.attention_mask(mask, queries, 5), gpt2.attention_mask(mask, queries, 5))
+    logits = (torch.randn(3, 40, generator=torch.Generator().manual_seed(0)) * 2).round(decimals=1)
+    for p in (1e-6, 0.3, 0.9, 1.0):
+        assert torch.equal(reference.top_p_filter(logits, p), decoding.top_p_filter(logits, p)), p

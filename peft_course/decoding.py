@@ -1,0 +1,119 @@
+"""Decoding by hand: greedy, temperature, top-k and top-p sampling, with a KV cache.
+
+A language model gives a distribution over the next token; decoding turns that into text, one
+token at a time. Greedy takes the most likely token. Sampling divides the logits by a
+temperature and may first cut the candidates to the `k` most likely (top-k) or to the fewest
+whose probabilities reach `p` (top-p, nucleus sampling, Holtzman et al., 2020). The filters
+are tested equal to transformers' `TopKLogitsWarper` and `TopPLogitsWarper`, and greedy
+decoding of `peft_course.gpt2` equal to `generate(do_sample=False)`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from peft_course.errors import CourseError, check_int, check_number
+from peft_course.gpt2 import GPT2
+
+STRATEGIES = ("greedy", "temperature", "top-k", "top-p")
+
+
+class DecodingError(CourseError):
+    """A decoding setting or a prompt that cannot be decoded."""
+
+
+
+def check_decoding(temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None) -> None:
+    """Refuse a temperature <= 0, a top-k below 1 and a top-p outside (0, 1]."""
+    check_number("temperature", temperature, 0.0, None, low_open=True)
+    if top_k is not None:
+        check_int("top_k", top_k)
+    if top_p is not None:
+        check_number("top_p", top_p, 0.0, 1.0, low_open=True)
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the `k` highest logits of each row (and any tied with the k-th); the rest become -inf."""
+    check_int("top_k", k)
+    kth = torch.topk(logits, min(k, logits.shape[-1]), dim=-1).values[..., -1:]  # (..., 1)
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+# --8<-- [start:top_p]
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus filter: keep the fewest most likely tokens whose probabilities reach `p`.
+
+    Sorted from least to most likely, a token is dropped while the probability of it and
+    everything less likely is at most `1 - p`; the most likely token always stays.
+    """
+    check_number("top_p", p, 0.0, 1.0, low_open=True)
+    ascending, order = torch.sort(logits, dim=-1)
+    tail = ascending.softmax(dim=-1).cumsum(dim=-1)  # probability of this token and all below it
+    drop = tail <= 1 - p
+    drop[..., -1] = False
+    return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+# --8<-- [end:top_p]
+
+
+def next_token(logits: torch.Tensor, strategy: str = "greedy", temperature: float = 1.0, top_k: int | None = None,
+               top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """`(B,)` next tokens from `(B, V)` logits: argmax, or a draw after temperature, top-k, top-p."""
+    if strategy == "greedy":
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p)
+    return torch.multinomial(logits.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+
+
+def decoding_options(strategy: str, temperature: float = 1.0, top_k: int | None = None,
+                     top_p: float | None = None) -> dict[str, Any]:
+    """The options `next_token` needs for one of `STRATEGIES`, checked (top-k 50, top-p 0.9 by default)."""
+    if strategy not in STRATEGIES:
+        raise DecodingError(f"unknown decoding strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
+    top_k = 50 if strategy == "top-k" and top_k is None else top_k
+    top_p = 0.9 if strategy == "top-p" and top_p is None else top_p
+    check_decoding(temperature, top_k, top_p)
+    return {"strategy": strategy, "temperature": temperature, "top_k": top_k, "top_p": top_p}
+
+
+# --8<-- [start:generate]
+@torch.no_grad()
+def generate(
+    model: GPT2, input_ids: torch.Tensor, max_new_tokens: int = 20, strategy: str = "greedy",
+    temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+    generator: torch.Generator | None = None, eos_token_id: int | None = None, use_cache: bool = True,
+) -> torch.Tensor:
+    """`(B, T + new)` token ids: the prompt, then up to `max_new_tokens` chosen one at a time.
+
+    With the KV cache each step feeds only the newest token and reuses the keys and values of
+    all earlier positions; without it each step reruns the whole sequence (same tokens, more
+    work). A row that has produced `eos_token_id` continues with it until every row has.
+    """
+    options = decoding_options(strategy, temperature, top_k, top_p)
+    check_int("max_new_tokens", max_new_tokens)
+    if input_ids.dim() != 2 or input_ids.shape[1] == 0:
+        raise DecodingError(f"input_ids must be (batch, length) with length >= 1, got shape {tuple(input_ids.shape)}")
+    if input_ids.shape[1] + max_new_tokens > model.config.n_positions:
+        raise DecodingError(f"a prompt of {input_ids.shape[1]} tokens and {max_new_tokens} new ones do not fit "
+                        f"the context of {model.config.n_positions} positions")
+    model.eval()
+    ids, past = input_ids, None
+    done = torch.zeros(len(ids), dtype=torch.bool, device=ids.device)
+    for _ in range(max_new_tokens):
+        feed = ids[:, -1:] if past is not None else ids
+        output = model(feed, past_key_values=past, use_cache=use_cache)
+        past = output.past_key_values
+        token = next_token(output.logits[:, -1], generator=generator, **options)  # (B,)
+        if eos_token_id is not None:
+            token = token.masked_fill(done, eos_token_id)
+            done |= token == eos_token_id
+        ids = torch.cat([ids, token[:, None]], dim=1)
+        if eos_token_id is not None and bool(done.all()):
+            break
+    return ids
+# --8<-- [end:generate]
