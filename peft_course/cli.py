@@ -15,7 +15,7 @@ from pathlib import Path
 from peft_course.data import REGISTRY
 from peft_course.errors import CourseError, one_line
 from peft_course.settings import (
-    ABLATION, DECODING, DEFAULT_MODEL, DPO, EMBEDDED_MODEL, LORA, METHOD_OPTIONS, METHODS, PROMPTING, TRAINING,
+    ABLATION, DECODING, DEFAULT_MODEL, DPO, EMBEDDED_MODEL, INSTRUCT, LORA, METHOD_OPTIONS, METHODS, PROMPTING, TRAINING,
 )
 
 
@@ -119,6 +119,35 @@ def add_gpt2_command(subcommands) -> None:
     gpt2.add_argument("--top-p", type=float, default=DECODING.top_p, help="default: %(default)s")
     gpt2.add_argument("--seed", type=int, default=0, help="seeds each sampled continuation")
     gpt2.add_argument("--no-check", action="store_true", help="skip the comparison with transformers")
+
+
+def add_instruct_command(subcommands) -> None:
+    """`peft-course instruct`: instruction tuning with the loss on the response only."""
+    instruct = subcommands.add_parser(
+        "instruct", help="instruction tuning (loss on the response only), exact match before and after",
+        description="Answer the test instructions, train on the responses (LoRA or full), answer again; "
+                    "print exact match per task and a few answers before and after.")
+    instruct.add_argument("--data", default="generated",
+                          help="'generated' (five checkable tasks), 'dolly' (the hub) or a local CSV/JSONL/Parquet file")
+    instruct.add_argument("--method", default="lora", choices=("lora", "full"))
+    add_model_argument(instruct)
+    instruct.add_argument("--instruction-column", default="instruction")
+    instruct.add_argument("--context-column", default="context")
+    instruct.add_argument("--response-column", default="response")
+    instruct.add_argument("--max-examples", type=int, help="keep at most this many examples per split")
+    instruct.add_argument("--epochs", type=int, default=INSTRUCT.epochs, help="default: %(default)s")
+    instruct.add_argument("--learning-rate", type=float,
+                          help=f"default: {', '.join(f'{m} {r:g}' for m, r in INSTRUCT.learning_rates.items())}")
+    instruct.add_argument("--batch-size", type=int, default=INSTRUCT.batch_size, help="default: %(default)s")
+    instruct.add_argument("--max-length", type=int, default=INSTRUCT.max_length, help="default: %(default)s")
+    instruct.add_argument("--r", type=int, default=INSTRUCT.r, help="LoRA rank (default: %(default)s)")
+    instruct.add_argument("--alpha", type=float, default=INSTRUCT.alpha, help="default: %(default)s")
+    instruct.add_argument("--targets", nargs="+", help="LoRA targets (default: every projection)")
+    instruct.add_argument("--train-embeddings", action="store_true",
+                          help="LoRA also trains the token embedding (tied to the LM head)")
+    instruct.add_argument("--seed", type=int, default=0)
+    instruct.add_argument("--output", type=Path, default=Path("runs/instruct"), help="where the tables are saved")
+    instruct.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
 def add_prompt_command(subcommands) -> None:
@@ -249,6 +278,8 @@ def add_demo_command(subcommands) -> None:
     demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
     demo.add_argument("--no-real-model", action="store_true",
                       help="leave out the last table (smollm2-135m prompted on generated reviews)")
+    demo.add_argument("--no-tuning", action="store_true",
+                      help="leave out the instruction, entailment and six-class table (about 90 s)")
 
 
 def add_finetune_command(subcommands) -> None:
@@ -275,7 +306,7 @@ def add_predict_command(subcommands) -> None:
 
 
 SUBCOMMANDS = (add_info_command, add_demo_command, add_finetune_command, add_predict_command, add_count_command,
-               add_lora_command, add_gpt2_command, add_prompt_command, add_dpo_command, add_ablate_command)
+               add_lora_command, add_gpt2_command, add_instruct_command, add_prompt_command, add_dpo_command, add_ablate_command)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -19,7 +19,7 @@ from peft_course.ablation import (
 )
 from peft_course.counting import count_method, format_method_count
 from peft_course.data import check_label_names, load_classification_data
-from peft_course.demo import ablation_results, demo_rows, real_model_rows
+from peft_course.demo import ablation_results, demo_rows, real_model_rows, tuning_rows
 from peft_course.dpo import (
     DPORunConfig, before_after_table, film_preferences, load_preference_jsonl, save_run as save_dpo_run, split_pairs,
     train_dpo,
@@ -38,13 +38,14 @@ from peft_course.prompting import (
 from peft_course.qlora import require_4bit
 from peft_course.decoding import decoding_options
 from peft_course.gpt2 import from_pretrained
+from peft_course.instruct import instruct_rows, instruct_tune, load_instructions
 from peft_course.reports import gpt2_count_rows, gpt2_generation_rows, gpt2_parity_rows, lora_training_rows
 from peft_course.runs import (
     RunSpec, check_resume, check_run_directory, check_texts_to_classify, load_run, predict_texts, save_run,
     start_run,
 )
 from peft_course import smollm2
-from peft_course.settings import ABLATION
+from peft_course.settings import ABLATION, INSTRUCT
 from peft_course.system import check_device, provenance, system_info
 from peft_course.tables import markdown_table, write_table
 from peft_course.training import TrainConfig, check_checkpoint
@@ -118,8 +119,19 @@ def command_demo(args: argparse.Namespace) -> None:
     print(markdown_table(rows))
     print(f"saved: {path} and {path.with_suffix('.csv')}")
     demo_ablation(args)
+    if not args.no_tuning and args.model == "tiny-gpt2":
+        demo_tuning(args)
     if not args.no_real_model:
         demo_real_model(args.output)
+
+
+def demo_tuning(args: argparse.Namespace) -> None:
+    """Instruction tuning, entailment and six classes on the embedded model: untrained vs full."""
+    rows = tuning_rows(args.seed, progress=not args.no_progress)
+    path = write_table(rows, args.output, "tuning", note=provenance("peft-course demo"))
+    print(f"\nBeyond binary sentiment: {args.model}, untrained and fully fine-tuned (test splits)\n")
+    print(markdown_table(rows))
+    print(f"saved: {path}")
 
 
 def demo_ablation(args: argparse.Namespace) -> None:
@@ -235,6 +247,29 @@ def command_gpt2(args: argparse.Namespace) -> None:
                                 tuple(args.strategy), args.temperature, args.top_k, args.top_p)
     print(f"\n{args.model} continues {args.prompt!r} (KV cache, seed {args.seed})\n")
     print(markdown_table(rows))
+
+
+def command_instruct(args: argparse.Namespace) -> None:
+
+    columns = {"instruction": args.instruction_column, "context": args.context_column,
+               "response": args.response_column}
+    check_output_directory(args.output)
+    splits = load_instructions(args.data, args.seed, args.max_examples, columns)
+    rate = args.learning_rate if args.learning_rate is not None else INSTRUCT.learning_rates[args.method]
+    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=rate, seed=args.seed,
+                         progress=not args.no_progress)
+    result = instruct_tune(splits, args.method, args.model, config, args.max_length, args.r, args.alpha,
+                           args.targets, args.train_embeddings)
+    label = args.method + (" + embeddings" if args.train_embeddings and args.method == "lora" else "")
+    scores = markdown_table(instruct_rows(result.untrained, result.best, label))
+    answers = markdown_table(result.rows())
+    print(f"\n{args.data} with {args.model}, {label}: {result.trainable:,} trainable, {args.epochs} epochs at "
+          f"{rate:g} (test split, best validation)\n")
+    print(scores)
+    print(answers)
+    for text, stem in ((scores, "results"), (answers, "answers")):
+        path = atomic_write_text(args.output / f"{stem}.md", text)
+        print(f"saved: {path}")
 
 
 def command_prompt(args: argparse.Namespace) -> None:

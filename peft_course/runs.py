@@ -134,10 +134,9 @@ def save_run(directory: str | Path, result: FinetuneResult, spec: RunSpec, data:
     atomic_write_text(directory / "history.json", json.dumps(result.training.history, indent=1))
     with replacing(directory / "history.png") as temporary:
         plot_history(result.training.history, temporary, f"{spec.method} on {spec.dataset}")
-    if data.num_labels > 2:
-        matrix = confusion(data.splits["test"]["label"], result.predictions, data.num_labels)
-        with replacing(directory / "confusion.png") as temporary:
-            plot_confusion(matrix, data.label_names, temporary, f"{spec.method} on {spec.dataset}")
+    matrix = confusion(data.splits["test"]["label"], result.predictions, data.num_labels)
+    with replacing(directory / "confusion.png") as temporary:
+        plot_confusion(matrix, data.label_names, temporary, f"{spec.method} on {spec.dataset}")
     label = get_method(spec.method).label or spec.method
     rows = [result_row("untrained", 0, result.untrained, 0.0),
             result_row(label, result.trainable, result.best, result.training.seconds)]

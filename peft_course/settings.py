@@ -11,7 +11,7 @@ another model usually wants others, which is why every command takes `--learning
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 DEFAULT_MODEL = "openai-community/gpt2"  # what a real user fine-tunes when no model is named
 EMBEDDED_MODEL = "tiny-gpt2"  # built in-process, no download: the default of every command
@@ -96,12 +96,30 @@ class DecodingSettings:
     top_p: float = 0.8
 
 
+@dataclass(frozen=True)
+class InstructSettings:
+    """Instruction tuning (`peft_course.instruct`, `peft-course instruct`) on the generated tasks."""
+
+    learning_rates: dict[str, float] = field(default_factory=lambda: {"lora": 5e-3, "full": 3e-3})
+    epochs: int = 15
+    batch_size: int = 16
+    r: int = 16
+    alpha: float = 32.0
+    targets: tuple[str, ...] | None = None  # None: every projection of the model (LM head aside)
+    max_length: int = 128
+    max_new_tokens: int = 12
+    n_train: int = 2000
+    n_validation: int = 100
+    n_test: int = 200
+
+
 LORA = LoraSettings()
 TRAINING = TrainingSettings()
 ABLATION = AblationSettings()
 DPO = DPOSettings()
 PROMPTING = PromptingSettings()
 DECODING = DecodingSettings()
+INSTRUCT = InstructSettings()
 
 METHODS: dict[str, MethodSettings] = {
     "head": MethodSettings(learning_rate=2e-2, demo_epochs=8),

@@ -18,7 +18,9 @@ chance; the negated and contrasted quarter needs the layers below to change (LoR
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from peft_course.errors import CourseError
 
@@ -80,37 +82,129 @@ def make_sentence(rng: random.Random, label: int) -> str:
     return f"{rng.choice(OPENERS)}{text}"
 
 
+def balanced_splits(
+    make: Callable[[random.Random, int], Any], num_labels: int, sizes: dict[str, int], seed: int = 0
+) -> dict[str, list[Any]]:
+    """Disjoint splits of the given sizes with every label equally often, from `make(rng, label)`.
+
+    Examples are drawn until enough *distinct* ones of each label exist, then dealt into the
+    splits in equal shares per label, so every split is balanced and no test example is in train.
+    """
+    if any(n < num_labels or n % num_labels for n in sizes.values()):
+        raise CourseError(f"split sizes must be multiples of the {num_labels} labels, got {sizes}")
+    total = sum(sizes.values())
+    rng = random.Random(seed)
+    seen: set[Any] = set()
+    by_label: list[list[Any]] = [[] for _ in range(num_labels)]
+    attempts = 0
+    while sum(map(len, by_label)) < total:
+        attempts += 1
+        if attempts > 50 * total:
+            raise CourseError(f"cannot generate {total} distinct examples; ask for fewer")
+        label = next(k for k in range(num_labels) if len(by_label[k]) < total // num_labels)  # label by label
+        example = make(rng, label)
+        if example not in seen:
+            seen.add(example)
+            by_label[label].append(example)
+    splits, start = {}, 0
+    for name, n in sizes.items():
+        share = n // num_labels
+        rows = [e for examples in by_label for e in examples[start:start + share]]
+        rng.shuffle(rows)
+        splits[name], start = rows, start + share
+    return splits
+
+
 def synthetic_sentiment(
     n_train: int = 2000, n_validation: int = 400, n_test: int = 400, seed: int = 0
 ) -> dict[str, list[Example]]:
-    """Generate balanced, disjoint train/validation/test splits (same seed, same splits).
+    """Balanced, disjoint train/validation/test splits of generated reviews (same seed, same splits)."""
+    return balanced_splits(lambda rng, label: Example(make_sentence(rng, label), label), 2,
+                           {"train": n_train, "validation": n_validation, "test": n_test}, seed)
 
-    Sentences are drawn until enough *distinct* ones of each label exist, then dealt into the
-    splits half from each label, so every split is balanced and no test sentence is in train.
+
+# --- entailment -----------------------------------------------------------------------
+
+ENTAILMENT_LABELS = ["entailment", "not_entailment"]
+PEOPLE = ["the director", "the actor", "the critic", "the writer", "the singer", "the producer"]
+PAIR_VERBS = ["admired", "praised", "thanked", "criticised", "ignored", "interviewed"]
+
+
+@dataclass(frozen=True)
+class PairExample:
+    """A premise (`text`), a hypothesis (`text_pair`) and whether the first entails the second."""
+
+    text: str
+    text_pair: str
+    label: int
+
+
+def _fact(rng: random.Random) -> tuple[str, str, str]:
+    """(subject, adjective, its negation-free clause), e.g. ("the plot", "dull", "the plot was dull")."""
+    subject = rng.choice(SUBJECTS)
+    adjective = rng.choice(POSITIVE_ADJECTIVES + NEGATIVE_ADJECTIVES)
+    return subject, adjective, f"{subject} was {adjective}"
+
+
+def make_pair(rng: random.Random, label: int) -> PairExample:
+    """A premise and a hypothesis that follows from it (label 0) or does not (label 1).
+
+    Premises state two facts (`A and B`) or an action between two people. A hypothesis that
+    follows repeats one fact or the action; one that does not negates a fact, states a fact
+    about something the premise does not mention, or swaps the two people's roles.
     """
-    sizes = {"train": n_train, "validation": n_validation, "test": n_test}
-    if any(n < 2 or n % 2 for n in sizes.values()):
-        raise CourseError(f"split sizes must be even and at least 2 (half of each label), got {sizes}")
-    total = sum(sizes.values())
-    rng = random.Random(seed)
-    seen: set[str] = set()
-    by_label: list[list[Example]] = [[], []]
-    attempts = 0
-    while len(by_label[0]) + len(by_label[1]) < total:
-        attempts += 1
-        if attempts > 50 * total:
-            raise CourseError(f"cannot generate {total} distinct sentences; ask for fewer")
-        label = 0 if len(by_label[0]) < total // 2 else 1
-        text = make_sentence(rng, label)
-        if text not in seen:
-            seen.add(text)
-            by_label[label].append(Example(text, label))
-    splits, start = {}, 0
-    for name, n in sizes.items():
-        rows = by_label[0][start : start + n // 2] + by_label[1][start : start + n // 2]
-        rng.shuffle(rows)
-        splits[name], start = rows, start + n // 2
-    return splits
+    if rng.random() < 0.35:  # who did what to whom
+        first, second = rng.sample(PEOPLE, 2)
+        verb = rng.choice(PAIR_VERBS)
+        premise = f"{first} {verb} {second} ."
+        hypothesis = f"{first} {verb} {second} ." if label == 0 else f"{second} {verb} {first} ."
+        return PairExample(premise, hypothesis, label)
+    (s1, a1, f1), (s2, a2, f2) = _fact(rng), _fact(rng)
+    while s2 == s1:
+        s2, a2, f2 = _fact(rng)
+    premise = f"{f1} and {f2} ."
+    subject, adjective, fact = (s1, a1, f1) if rng.random() < 0.5 else (s2, a2, f2)
+    if label == 0:
+        return PairExample(premise, f"{fact} .", label)
+    if rng.random() < 0.6:
+        return PairExample(premise, f"{subject} was not {adjective} .", label)
+    other = rng.choice([s for s in SUBJECTS if s not in (s1, s2)])
+    return PairExample(premise, f"{other} was {adjective} .", label)
+
+
+def synthetic_entailment(
+    n_train: int = 2000, n_validation: int = 400, n_test: int = 400, seed: int = 0
+) -> dict[str, list[PairExample]]:
+    """Balanced, disjoint premise/hypothesis splits (negations, unmentioned subjects, swapped roles)."""
+    return balanced_splits(make_pair, 2, {"train": n_train, "validation": n_validation, "test": n_test}, seed)
+
+
+# --- six emotions -------------------------------------------------------------------------
+
+EMOTION_LABELS = ["sadness", "joy", "love", "anger", "fear", "surprise"]
+EMOTION_WORDS = [
+    ["sad", "lonely", "miserable", "gloomy", "heartbroken", "down"],
+    ["happy", "cheerful", "delighted", "glad", "joyful", "thrilled"],
+    ["loving", "tender", "devoted", "affectionate", "fond", "caring"],
+    ["angry", "furious", "annoyed", "irritated", "outraged", "bitter"],
+    ["afraid", "scared", "nervous", "anxious", "terrified", "worried"],
+    ["surprised", "amazed", "astonished", "shocked", "stunned", "startled"],
+]
+EMOTION_FRAMES = ["i feel {}", "i am feeling {}", "honestly i felt {}", "i was {}", "right now i feel {}",
+                  "i keep feeling {}"]
+EMOTION_DEGREES = ["", "", "very ", "really ", "quite ", "so "]
+EMOTION_ENDINGS = ["", " today", " tonight", " again", " about the news", " after the call", " at work"]
+
+
+def synthetic_emotion(
+    n_train: int = 1200, n_validation: int = 240, n_test: int = 240, seed: int = 0
+) -> dict[str, list[Example]]:
+    """Six-class sentences in the `emotion` dataset's labels, balanced and disjoint."""
+    def make(rng: random.Random, label: int) -> Example:
+        feeling = rng.choice(EMOTION_DEGREES) + rng.choice(EMOTION_WORDS[label])
+        return Example(rng.choice(EMOTION_FRAMES).format(feeling) + rng.choice(EMOTION_ENDINGS), label)
+
+    return balanced_splits(make, 6, {"train": n_train, "validation": n_validation, "test": n_test}, seed)
 
 
 def review_corpus(seed: int = 0, n_reviews: int = 3000) -> list[str]:

@@ -27,12 +27,17 @@ def is_number(cell: str) -> bool:
     return bool(re.fullmatch(r"[-+]?[\d,]*\.?\d+(e[-+]?\d+)?%?( ± [\d.]+(e[-+]?\d+)?%?)?|-|n/a", cell.strip()))
 
 
+def cell(value: object) -> str:
+    """A value as one table cell: a line break shown as ↵ and a `|` escaped, so the row stays one row."""
+    return str(value).replace("|", "\\|").replace("\r\n", "\n").replace("\n", " ↵ ")
+
+
 def markdown_table(rows: list[dict[str, str]], columns: tuple[str, ...] | None = None) -> str:
     """A GitHub-flavoured Markdown table; a column whose every cell is a number is right-aligned."""
     columns = columns or tuple(rows[0])
     align = ["---:" if all(is_number(str(row[c])) for row in rows) else "---" for c in columns]
     lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join(align) + " |"]
-    lines += ["| " + " | ".join(str(row[c]) for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 

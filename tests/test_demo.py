@@ -42,7 +42,7 @@ def demo_run(tmp_path_factory):
     is tested on its own in tests/test_llama.py."""
     output = tmp_path_factory.mktemp("demo")
     run = subprocess.run([sys.executable, "-m", "peft_course", "demo", "--output", str(output), "--no-progress",
-                          "--no-real-model"],
+                          "--no-real-model", "--no-tuning"],
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
     with open(output / "results.csv") as handle:

@@ -22,7 +22,7 @@ LAYERS = {
     **dict.fromkeys(("models", "tiny_gpt2", "tiny_llama", "smollm2", "data", "synthetic", "word_problems"), 1),
     **dict.fromkeys(("counting", "lora", "methods", "qlora", "lm_classification", "prompting", "dpo",
                      "derivations", "gpt2", "decoding"), 2),
-    **dict.fromkeys(("training", "finetune", "runs", "ablation"), 3),
+    **dict.fromkeys(("training", "finetune", "runs", "ablation", "instruct"), 3),
     **dict.fromkeys(("demo", "reports", "real_model"), 4),
     "commands": 5,
     **dict.fromkeys(("cli", "__main__", "__init__"), 6),

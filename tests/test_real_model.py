@@ -57,7 +57,7 @@ def test_every_part_writes_its_page_and_a_rerun_reuses_the_work(data_dir, tmp_pa
     assert (tmp_path / "out" / "real-dpo" / "rewards.png").is_file()
     assert "1 pairs with an empty answer were left out" in (tmp_path / "out" / "real-dpo.md").read_text()
     stored = {p.name: p.read_text() for p in (tmp_path / "work" / "tiny-gpt2-smoke").glob("*.json")}
-    assert set(stored) == {"prompting.json", "arithmetic.json", "finetune.json"}
+    assert set(stored) == {"prompting.json", "arithmetic.json", "finetune.json", "instruct.json"}
     first = (tmp_path / "out" / "real-prompting.md").read_text()
     assert run(data_dir, tmp_path, "prompting", "finetune") == 0  # reused: the same figures
     assert {p.name: p.read_text() for p in (tmp_path / "work" / "tiny-gpt2-smoke").glob("*.json")} == stored

@@ -18,7 +18,9 @@ import pytest
 import sympy as sp
 import torch
 
-from peft_course import ablation, counting, decoding, derivations, dpo, gpt2, lm_classification, lora, prompting, qlora
+from peft_course import (
+    ablation, counting, decoding, derivations, dpo, gpt2, instruct, lm_classification, lora, prompting, qlora,
+)
 from peft_course.word_problems import generate_problems
 
 SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions"
@@ -50,6 +52,7 @@ MIRRORS = {
     ("prompting", "extract_answer"): prompting.extract_answer,
     ("gpt2", "attention_mask"): gpt2.attention_mask,
     ("gpt2", "top_p_filter"): decoding.top_p_filter,
+    ("instruct", "exact_match"): instruct.exact_match,
 }
 
 
@@ -149,3 +152,18 @@ def test_attention_mask_and_top_p_filter():
     logits = (torch.randn(3, 40, generator=torch.Generator().manual_seed(0)) * 2).round(decimals=1)
     for p in (1e-6, 0.3, 0.9, 1.0):
         assert torch.equal(reference.top_p_filter(logits, p), decoding.top_p_filter(logits, p)), p
+
+
+def test_instruction_encoding_pairs_and_exact_match():
+    from peft_course.data import join_pair
+    from peft_course.models import load_tokenizer
+
+    reference, tokenizer = solution("instruct"), load_tokenizer("tiny-gpt2")
+    for example in instruct.generated_instructions(10, 5, 5)["test"]:
+        for max_length in (40, 64, 256):
+            assert reference.encode_example(tokenizer, example.instruction, example.context, example.response,
+                                            max_length) == instruct.encode(example, tokenizer, max_length)
+    for first, second, n in (([1, 2, 3], [4], 3), ([1], [2, 3, 4], 3), ([], [5], 2), ([1, 2], [3, 4], 10)):
+        assert reference.pair_ids(first, second, 0, n)[0] == join_pair(first, second, 0, n)
+    for a, b in (("Positive.", "positive"), ("1 2", "1  2 "), ("5..", "5"), ("", "")):
+        assert reference.exact_match(a, b) == instruct.exact_match(a, b)

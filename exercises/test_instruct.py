@@ -1,0 +1,151 @@
+"""Grades exercises/instruct.py: response-only labels, the sentence pair, the exact-match scorer.
+
+The labels are compared with a hand computation from the tokenizer itself (the encoded ids
+must be the ids of the whole text tokenized at once) and with the course's own
+`peft_course.instruct.encode`; the pair with `peft_course.data` on the same tokenizer.
+Everything is integers or booleans: the match must be exact.
+"""
+
+import pytest
+
+from peft_course import instruct as reference
+from peft_course.data import join_pair
+from peft_course.models import load_tokenizer
+
+
+@pytest.fixture
+def instruct(load):
+    return load("instruct")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer("tiny-gpt2")
+
+
+EXAMPLES = [  # (instruction, context, response)
+    ("Add these two numbers.", "3 and 4", "7"),
+    ("Name a colour.", "", "red"),
+    ("Sort these numbers.", "   ", "1 2 3"),  # a blank context is no context
+    ("  Reverse the words.  ", " cat dog ", " dog cat "),  # surrounding spaces are stripped
+]
+
+
+def whole_text(instruction: str, context: str, response: str) -> tuple[str, str]:
+    """(prompt, prompt + response) as one string each, written out by hand."""
+    prompt = f"### Instruction: {instruction.strip()}"
+    if context.strip():
+        prompt += f"\n\n### Context: {context.strip()}"
+    prompt += "\n\n### Response:"
+    return prompt, prompt + " " + response.strip()
+
+
+@pytest.mark.parametrize("instruction, context, response", EXAMPLES)
+def test_labels_are_the_response_only(instruct, tokenizer, returns, instruction, context, response):
+    got = instruct.encode_example(tokenizer, instruction, context, response, 256)
+    prompt, text = whole_text(instruction, context, response)
+    eos = tokenizer.eos_token_id
+    expected_ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [eos]
+    n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    expected_labels = [-100] * n_prompt + expected_ids[n_prompt:]
+    returns(got["input_ids"], list, "encode_example's input_ids")
+    returns(got["labels"], list, "encode_example's labels")
+    assert got["input_ids"] == expected_ids, (
+        f"{text!r}: the ids must be the whole text tokenized at once, then the end-of-text id {eos}:\n"
+        f"expected {expected_ids}\ngot      {got['input_ids']}")
+    assert got["labels"] == expected_labels, (
+        f"{text!r}: -100 on the {n_prompt} prompt tokens, then the response's ids and the end-of-text:\n"
+        f"expected {expected_labels}\ngot      {got['labels']}")
+
+
+def test_no_context_header_without_a_context(instruct, tokenizer):
+    got = instruct.encode_example(tokenizer, "Name a colour.", "  ", "red", 256)
+    assert "Context" not in tokenizer.decode(got["input_ids"]), "a blank context leaves out the context header"
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_equals_the_course_encoder(instruct, tokenizer, seed):
+    for example in reference.generated_instructions(10, 5, 5, seed=seed)["train"]:
+        expected = reference.encode(example, tokenizer, 64)
+        got = instruct.encode_example(tokenizer, example.instruction, example.context, example.response, 64)
+        assert got == expected, f"{example}: expected {expected}, got {got}"
+
+
+@pytest.mark.parametrize("max_length", [24, 30, 40, 60])
+def test_a_long_context_is_cut_first_and_the_response_never(instruct, tokenizer, max_length):
+    response = "the third one"
+    got = instruct.encode_example(tokenizer, "Which one?", " ".join(["word"] * 60), response, max_length)
+    answer = tokenizer(" " + response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    header = tokenizer("\n\n### Response:", add_special_tokens=False)["input_ids"]
+    instruction = tokenizer("### Instruction: Which one?", add_special_tokens=False)["input_ids"]
+    assert len(got["input_ids"]) == max_length, (
+        f"cut to max_length {max_length} exactly, got {len(got['input_ids'])} tokens")
+    assert got["input_ids"][-len(answer):] == answer, "the response and its end-of-text must stay whole"
+    assert got["input_ids"][-len(answer) - len(header):-len(answer)] == header, "the response header must stay whole"
+    room = max_length - len(header) - len(answer)  # what the instruction and the context share
+    kept = instruction[:room]
+    assert got["input_ids"][:len(kept)] == kept, (
+        f"the context is cut before the instruction: the first {len(kept)} ids must be the instruction's"
+        + ("" if len(kept) == len(instruction) else " (cut too: it alone is longer than the room left)"))
+    assert [t for t in got["labels"] if t != -100] == answer, "the labels are still the whole response"
+
+
+def test_a_long_instruction_without_context_is_cut(instruct, tokenizer):
+    got = instruct.encode_example(tokenizer, " ".join(["please"] * 80), "", "yes", 20)
+    expected = reference.encode(reference.Example(" ".join(["please"] * 80), "", "yes"), tokenizer, 20)
+    assert got == expected and len(got["input_ids"]) == 20, (
+        f"with no context to cut, the instruction's end is cut: expected {expected}, got {got}")
+
+
+def test_a_response_that_cannot_fit_is_refused(instruct, tokenizer):
+    with pytest.raises(ValueError):
+        instruct.encode_example(tokenizer, "Say it.", "", " ".join(["long"] * 40), 16)
+
+
+# --- pair_ids ---------------------------------------------------------------------------
+
+PAIRS = [([1, 2, 3], [4, 5], 8), ([1, 2, 3, 4, 5, 6], [7, 8], 6), ([1, 2], [3, 4, 5, 6, 7, 8], 5),
+         ([1], [2], 3), ([], [2, 3], 4), ([1, 2, 3], [4, 5], 6)]
+
+
+@pytest.mark.parametrize("first, second, max_length", PAIRS)
+def test_pair_ids(instruct, returns, first, second, max_length):
+    ids, mask = instruct.pair_ids(first, second, 0, max_length)
+    returns(ids, list, "pair_ids' input_ids")
+    expected = join_pair(first, second, 0, max_length)
+    assert ids == expected, (
+        f"first={first}, second={second}, separator 0, max_length {max_length}: expected {expected} (cut the "
+        f"first text before the second), got {ids}")
+    assert mask == [1] * len(ids), (
+        f"the separator (id 0 here, GPT-2's end-of-text and pad id) is read: every mask entry is 1, got {mask}")
+
+
+def test_pair_ids_equals_the_course_tokenizer_path(instruct, tokenizer):
+    """The generated entailment pairs, tokenized the way `peft_course.data.tokenize` does for GPT-2."""
+    from peft_course.data import load_classification_data, tokenize
+
+    data = load_classification_data("synthetic-entailment", max_examples=8)
+    expected = tokenize(data, tokenizer, 24)["train"]
+    for row, encoded in zip(data.splits["train"], expected):
+        first = tokenizer(row["text"], add_special_tokens=False)["input_ids"]
+        second = tokenizer(row["text_pair"], add_special_tokens=False)["input_ids"]
+        ids, mask = instruct.pair_ids(first, second, tokenizer.eos_token_id, 24)
+        assert (ids, mask) == (encoded["input_ids"], encoded["attention_mask"]), (
+            f"{row['text']!r} / {row['text_pair']!r}: expected {encoded['input_ids']}, got {ids}")
+
+
+# --- exact_match ------------------------------------------------------------------------
+
+CASES = [("positive", "positive", True), ("Positive", "positive", True), ("positive.", "positive", True),
+         ("  1 2  5 ", "1 2 5", True), ("1 2 5.", "1 2 5", True), ("a\tb\nc", "a b c", True),
+         ("The Answer", "the answer.", True), ("1 25", "1 2 5", False), ("positive review", "positive", False),
+         ("negative", "positive", False), ("", "positive", False), ("5 .", "5", True), ("5..", "5", False),
+         ("", "", True)]
+
+
+@pytest.mark.parametrize("prediction, answer, expected", CASES)
+def test_exact_match(instruct, prediction, answer, expected):
+    got = instruct.exact_match(prediction, answer)
+    assert got is expected, (
+        f"exact_match({prediction!r}, {answer!r}) should be {expected} (case, runs of whitespace and one final "
+        f"full stop do not count), got {got!r}")
