@@ -24,11 +24,24 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 demo: $(VENV)/.installed
 	$(BIN)/peft-course demo
 
+# MathJax for the site, served from the site itself (no CDN): the npm registry's package, unpacked
+# into docs/javascripts/mathjax/ (git-ignored) before any docs build.
+MATHJAX ?= mathjax@3.2.2
+MATHJAX_JS := docs/javascripts/mathjax/tex-mml-chtml.js
+$(MATHJAX_JS):
+	rm -rf build/mathjax && mkdir -p build/mathjax
+	cd build/mathjax && npm pack --silent "$(MATHJAX)" > /dev/null && tar xzf mathjax-*.tgz
+	rm -rf docs/javascripts/mathjax && mkdir -p docs/javascripts/mathjax/output/chtml docs/javascripts/mathjax/input/tex
+	cd build/mathjax/package/es5 && cp tex-mml-chtml.js ../LICENSE $(CURDIR)/docs/javascripts/mathjax/ \
+	  && cp -r output/chtml/fonts $(CURDIR)/docs/javascripts/mathjax/output/chtml/ \
+	  && cp -r input/tex/extensions $(CURDIR)/docs/javascripts/mathjax/input/tex/
+	rm -rf build/mathjax
+
 # Tests never touch the hub: offline mode makes any accidental download fail fast.
 test: export HF_HUB_OFFLINE = 1
 test: export HF_DATASETS_OFFLINE = 1
 test: export NO_MKDOCS_2_WARNING = 1
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(MATHJAX_JS)
 	$(BIN)/python -m pytest tests -q
 	$(BIN)/python -m pytest exercises --solutions -q
 	$(BIN)/mkdocs build --strict --quiet
@@ -54,11 +67,11 @@ mutants: $(VENV)/.installed
 	OMP_NUM_THREADS=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mutmut run --max-children 2
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tools/mutation_score.py
 
-docs: $(VENV)/.installed
+docs: $(VENV)/.installed $(MATHJAX_JS)
 	$(BIN)/mkdocs build --strict
 
-serve: $(VENV)/.installed
+serve: $(VENV)/.installed $(MATHJAX_JS)
 	$(BIN)/mkdocs serve
 
 clean:
-	rm -rf $(VENV) site runs .pytest_cache mutants
+	rm -rf $(VENV) site runs .pytest_cache mutants docs/javascripts/mathjax
