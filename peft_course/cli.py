@@ -49,6 +49,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--learning-rate", type=float, help=f"default: the method's ({rates})")
     group.add_argument("--weight-decay", type=float, default=TRAINING.weight_decay, help="default: %(default)s")
     group.add_argument("--eval-every", type=int, help="validate every N steps (default: every epoch)")
+    group.add_argument("--group-by-length", action="store_true",
+                       help="batch rows of similar length together (less padding; other batches than the default)")
     group.add_argument("--max-length", type=int, default=TRAINING.max_length,
                        help="truncate texts to this many tokens (default: %(default)s)")
     group.add_argument("--seed", type=int, default=TRAINING.seed)

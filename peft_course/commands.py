@@ -182,8 +182,8 @@ def command_finetune(args: argparse.Namespace) -> None:
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=method.learning_rate if args.learning_rate is None else args.learning_rate,
-        weight_decay=args.weight_decay, eval_every=args.eval_every, seed=args.seed, device=args.device,
-        progress=not args.no_progress,
+        weight_decay=args.weight_decay, eval_every=args.eval_every, group_by_length=args.group_by_length,
+        seed=args.seed, device=args.device, progress=not args.no_progress,
     )
     spec = RunSpec(args.model, args.method, data.label_names, data.name, options, args.max_length,
                    args.seed, {k: v for k, v in asdict(config).items() if k != "progress"})

@@ -8,12 +8,13 @@ pad token set. Weights are only read from safetensors and remote code is never r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from datasets import Dataset
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -29,7 +30,7 @@ from transformers.utils import logging as hf_logging
 from peft_course.errors import CourseError, check_int, check_positive_int, check_string_list, describe
 from peft_course.settings import DEFAULT_MODEL
 from peft_course.smollm2 import SMOLLM2, smollm2_path
-from peft_course.tiny_gpt2 import TINY_GPT2, tiny_gpt2_path
+from peft_course.tiny_gpt2 import TINY_GPT2, length_grouped_batches, tiny_gpt2_path
 from peft_course.tiny_llama import TINY_LLAMA, tiny_llama_path
 
 Task = Literal["classification", "causal-lm"]
@@ -272,13 +273,32 @@ def logits_at(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: t
     return model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=positions, **inputs).logits
 
 
+class LengthGroupedSampler(Sampler[list[int]]):
+    """Batches of rows of similar length, drawn afresh from `generator` on every pass.
+
+    Padding is wasted work; grouping rows by length cuts it while the order stays random and,
+    since it depends only on the generator's seed, a resumed run sees the same batches.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, generator: torch.Generator) -> None:
+        self.lengths, self.batch_size, self.generator = lengths, batch_size, generator
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(length_grouped_batches(self.lengths, self.batch_size, self.generator))
+
+    def __len__(self) -> int:
+        return -(-len(self.lengths) // self.batch_size)  # groups hold whole batches: ceil(n / batch)
+
+
 def make_loader(
-    dataset: Dataset, tokenizer: Any, batch_size: int, shuffle: bool, seed: int, device: torch.device
+    dataset: Dataset, tokenizer: Any, batch_size: int, shuffle: bool, seed: int, device: torch.device,
+    group_by_length: bool = False,
 ) -> DataLoader:
     """Batches padded to their longest row (to a multiple of 8 on a GPU, where odd shapes are slow).
 
     A class id per row (`labels` is a number) pads only the inputs; a label per *token*
     (language-model training, `labels` is a list) is padded with -100, which the loss ignores.
+    `group_by_length` (with `shuffle`) puts rows of similar length together.
     """
     multiple = 8 if device.type == "cuda" else None
     per_token = "labels" in dataset.column_names and len(dataset) > 0 and isinstance(dataset[0]["labels"], list)
@@ -288,7 +308,8 @@ def make_loader(
         collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple)
     columns = [c for c in ("input_ids", "attention_mask", "token_type_ids", "labels") if c in dataset.column_names]
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(
-        dataset.with_format(columns=columns), batch_size=batch_size, shuffle=shuffle,
-        collate_fn=collator, generator=generator,
-    )
+    rows = dataset.with_format(columns=columns)
+    if shuffle and group_by_length:
+        sampler = LengthGroupedSampler([len(ids) for ids in dataset["input_ids"]], batch_size, generator)
+        return DataLoader(rows, batch_sampler=sampler, collate_fn=collator, generator=generator)
+    return DataLoader(rows, batch_size=batch_size, shuffle=shuffle, collate_fn=collator, generator=generator)

@@ -11,7 +11,8 @@ command, the machine and the wall time:
 * `ablation`: a short learning-rate search, then the rank, alpha and prompt tables;
 * `finetune`: untrained, head, LoRA, merged LoRA and QLoRA classifiers;
 * `dpo`: DPO with LoRA on Anthropic HH pairs, preference accuracy before and after;
-* `instruct`: LoRA instruction tuning on the generated tasks, exact match before and after.
+* `instruct`: LoRA instruction tuning on the generated tasks, exact match before and after;
+* `classes`: LoRA classifiers on RTE's sentence pairs and the six classes of `emotion`.
 
 The sizes are the CPU sizes the pages were made with (5 to 27 minutes a part on 2 cores, the
 ablation about an hour); `--scale full` uses the whole splits for a learner with a GPU (`--device cuda`). Every
@@ -45,6 +46,7 @@ from peft_course.files import atomic_write_text
 from peft_course.finetune import finetune, get_method
 from peft_course.instruct import generated_instructions, instruct_rows, instruct_tune
 from peft_course.lm_classification import TEMPLATES
+from peft_course.metrics import confusion
 from peft_course.models import load_model, load_tokenizer
 from peft_course.prompting import (
     DEFAULT_STRATEGIES, HFGenerate, balanced_examples, evaluate_prompting, example_pool, load_problem_set,
@@ -74,13 +76,14 @@ class Sizes:
     finetune: tuple[int | None, int | None, int | None] = (1000, 200, 500)
     dpo: tuple[int | None, int | None] = (300, 100)  # train pairs, held-out pairs
     instruct: tuple[int, int, int] = (600, 50, 100)  # generated instruction examples: train, validation, test
+    classes: tuple[int | None, int | None, int | None] = (600, 150, 500)  # RTE and emotion: train, validation, test
 
 
 SCALES = {
     "cpu": Sizes(),
     "full": Sizes(None, (2, 4, 8), 3, None, 100, (None, None, None), (2000, 500, 500), (None, None, None),
-                  (None, None)),
-    "smoke": Sizes(16, (2,), 2, 2, 2, (16, 8, 8), (16, 8, 8), (16, 8, 8), (8, 4), (10, 5, 5)),  # a test of the command
+                  (None, None), (2000, 100, 200), (None, None, None)),
+    "smoke": Sizes(16, (2,), 2, 2, 2, (16, 8, 8), (16, 8, 8), (16, 8, 8), (8, 4), (10, 5, 5), (16, 8, 8)),  # a test
 }
 
 
@@ -389,9 +392,52 @@ def part_instruct(context: Context) -> list[Path]:
     return [page(context, "real-instruct", "Instruction tuning SmolLM2-135M-Instruct", body, "instruct", started)]
 
 
+CLASS_SETS = (  # (dataset, folder, files: train, validation, test)
+    ("rte", "rte", ("train.tsv", None, "dev.tsv")),
+    ("emotion", "emotion", ("train.jsonl", "validation.jsonl", "test.jsonl")),
+)
+CLASSES_EPOCHS, CLASSES_LEARNING_RATE = 2, 5e-4
+
+
+def part_classes(context: Context) -> list[Path]:
+    """LoRA classifiers on sentence pairs (RTE, eos-free pair encoding) and six classes (emotion)."""
+    started = time.perf_counter()
+    store = context.store("classes")
+    sections = []
+    for name, folder, files in CLASS_SETS:
+        paths = [context.data_dir / folder / f if f else None for f in files]
+        if not paths[0].is_file():
+            raise CourseError(f"no {name} data in {paths[0].parent}: pass --data-dir, the folder holding {folder}/")
+        data = load_classification_data(name, train_file=paths[0], validation_file=paths[1], test_file=paths[2])
+        data = subsample(data, context.sizes.classes)
+
+        def run(data=data) -> dict[str, Any]:
+            config = TrainConfig(epochs=CLASSES_EPOCHS, batch_size=16, learning_rate=CLASSES_LEARNING_RATE,
+                                 device=context.device, progress=context.progress)
+            result = finetune(data, "lora", context.model, config, 128, r=8, alpha=16)
+            return {"untrained": result.untrained, "best": result.best, "trainable": result.trainable,
+                    "seconds": result.training.seconds,
+                    "confusion": confusion(data.splits["test"]["label"], result.predictions, data.num_labels)}
+
+        done = store.get(name, run)
+        rows = [result_row("untrained", 0, done["untrained"], 0.0),
+                result_row("LoRA (peft)", done["trainable"], done["best"], done["seconds"])]
+        matrix = [{"true label": true, **{p: str(n) for p, n in zip(data.label_names, counts)}}
+                  for true, counts in zip(data.label_names, done["confusion"])]
+        split = ", ".join(f"{len(data.splits[s])} {s}" for s in ("train", "validation", "test"))
+        sections.append(f"**{name}** ({split}; {data.num_labels} labels):\n\n{markdown_table(rows)}\n"
+                        f"Confusion matrix of the test split (rows: true label):\n\n{markdown_table(matrix)}")
+    body = (f"`{context.model}` with a new classification head and peft LoRA (r=8, alpha 16, the default "
+            f"targets), {CLASSES_EPOCHS} epochs at {CLASSES_LEARNING_RATE:g}, batch 16, texts cut at 128 tokens "
+            f"(a pair: the premise is cut first); test accuracy and weighted F1 at the best validation.\n\n"
+            + "\n".join(sections))
+    return [page(context, "real-classes", "Sentence pairs and six classes on SmolLM2-135M-Instruct", body,
+                 "classes", started)]
+
+
 PARTS: dict[str, Callable[[Context], list[Path]]] = {
     "prompting": part_prompting, "arithmetic": part_arithmetic, "ablation": part_ablation,
-    "finetune": part_finetune, "dpo": part_dpo, "instruct": part_instruct,
+    "finetune": part_finetune, "dpo": part_dpo, "instruct": part_instruct, "classes": part_classes,
 }
 
 

@@ -197,7 +197,7 @@ def gpt2_pages(results: Path = RESULTS) -> list[Path]:
 def confusion_rows(labels: list[int], predictions: list[int], names: list[str]) -> list[dict[str, str]]:
     """The confusion matrix as table rows: one row per true label, one column per predicted label."""
     matrix = confusion(labels, predictions, len(names))
-    return [{"true \\ predicted": name, **{other: str(n) for other, n in zip(names, row)}}
+    return [{"true label": name, **{other: str(n) for other, n in zip(names, row)}}
             for name, row in zip(names, matrix)]
 
 

@@ -44,6 +44,7 @@ class TrainConfig:
     weight_decay: float = TRAINING.weight_decay
     max_grad_norm: float = 1.0
     eval_every: int | None = None
+    group_by_length: bool = False  # batches of similar length: less padding, same rows each epoch
     seed: int = 0
     device: str | None = None
     bf16: bool | None = None
@@ -61,6 +62,8 @@ class TrainConfig:
         check_int("seed", self.seed, minimum=0)
         if self.device is not None:
             check_device(self.device)
+        if not isinstance(self.group_by_length, bool):
+            raise CourseError(f"group_by_length must be True or False, got {describe(self.group_by_length)}")
         if self.bf16 is not None and not isinstance(self.bf16, bool):
             raise CourseError(f"bf16 must be True, False or None (automatic), got {describe(self.bf16)}")
         if not isinstance(self.progress, bool):
@@ -259,7 +262,8 @@ def train(
     if not parameters:
         raise CourseError("the model has no trainable parameters: nothing to train")
     optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
-    loader = make_loader(tokenized["train"], tokenizer, config.batch_size, True, config.seed, device)
+    loader = make_loader(tokenized["train"], tokenizer, config.batch_size, True, config.seed, device,
+                         config.group_by_length)
     result = TrainResult()
     first_epoch, step = 0, 0
     if resume and checkpoint_dir is not None and (Path(checkpoint_dir) / "state.json").is_file():

@@ -26,7 +26,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    """rotten_tomatoes/, gsm8k/ and hh_rlhf_dpo/ as ../shared/data lays them out, from generated data."""
+    """rotten_tomatoes/, gsm8k/, hh_rlhf_dpo/, rte/ and emotion/ as ../shared/data lays them out,
+    from generated data."""
     root = tmp_path_factory.mktemp("data")
     sentiment = load_classification_data("synthetic-sentiment", max_examples=64)
     for split, rows in sentiment.splits.items():
@@ -39,6 +40,17 @@ def data_dir(tmp_path_factory) -> Path:
     pairs = film_preferences(24, 12, seed=0)
     write_jsonl(root / "hh_rlhf_dpo" / "train.jsonl", list(pairs["train"]) + [{"prompt": "x", "chosen": "y", "rejected": ""}])
     write_jsonl(root / "hh_rlhf_dpo" / "validation.jsonl", list(pairs["test"]))
+    entailment = load_classification_data("synthetic-entailment", max_examples=32)
+    (root / "rte").mkdir()
+    for split, name in (("train", "train.tsv"), ("test", "dev.tsv")):
+        rows = entailment.splits[split]
+        lines = [f"{i}\t{a}\t{b}\t{entailment.label_names[y]}"
+                 for i, (a, b, y) in enumerate(zip(rows["text"], rows["text_pair"], rows["label"]))]
+        (root / "rte" / name).write_text("index\tsentence1\tsentence2\tlabel\n" + "\n".join(lines) + "\n")
+    emotion = load_classification_data("synthetic-emotion", max_examples=36)
+    for split, rows in emotion.splits.items():
+        write_jsonl(root / "emotion" / f"{split}.jsonl",
+                    [{"text": t, "label": y} for t, y in zip(rows["text"], rows["label"])])
     return root
 
 
@@ -57,7 +69,7 @@ def test_every_part_writes_its_page_and_a_rerun_reuses_the_work(data_dir, tmp_pa
     assert (tmp_path / "out" / "real-dpo" / "rewards.png").is_file()
     assert "1 pairs with an empty answer were left out" in (tmp_path / "out" / "real-dpo.md").read_text()
     stored = {p.name: p.read_text() for p in (tmp_path / "work" / "tiny-gpt2-smoke").glob("*.json")}
-    assert set(stored) == {"prompting.json", "arithmetic.json", "finetune.json", "instruct.json"}
+    assert set(stored) == {"prompting.json", "arithmetic.json", "finetune.json", "instruct.json", "classes.json"}
     first = (tmp_path / "out" / "real-prompting.md").read_text()
     assert run(data_dir, tmp_path, "prompting", "finetune") == 0  # reused: the same figures
     assert {p.name: p.read_text() for p in (tmp_path / "work" / "tiny-gpt2-smoke").glob("*.json")} == stored

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from datasets import Dataset
 
 from peft_course.data import load_classification_data, tokenize
 from peft_course.finetune import finetune, prepare
@@ -113,3 +114,34 @@ def test_a_truncated_checkpoint_is_named_before_anything_loads(tmp_path, tiny_cl
     with pytest.raises(CourseError, match="best.safetensors is damaged or truncated"):
         train(model, tokenize(small_sentiment, tokenizer), tokenizer, TrainConfig(epochs=2, progress=False),
               tmp_path, resume=True)
+
+
+def test_length_grouped_batches_pad_less_and_visit_every_row_once():
+    """`group_by_length`: each epoch still takes every row exactly once, in an order fixed by the
+    seed and the epoch, with far fewer padding tokens than random batches."""
+    from peft_course.models import load_tokenizer, make_loader
+
+    tokenizer = load_tokenizer("tiny-gpt2")
+    rows = [" ".join(["word"] * n) for n in torch.randint(1, 60, (200,), generator=torch.Generator().manual_seed(0))]
+    dataset = Dataset.from_dict({"text": rows}).map(
+        lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
+    dataset = dataset.add_column("labels", [0] * len(dataset))
+
+    def padding(group: bool, seed: int = 0) -> tuple[int, list[list[int]]]:
+        loader = make_loader(dataset, tokenizer, 16, True, seed, torch.device("cpu"), group_by_length=group)
+        batches = [batch["attention_mask"] for batch in loader]
+        return sum(int((m == 0).sum()) for m in batches), [m.sum(1).tolist() for m in batches]
+
+    grouped, lengths = padding(True)
+    plain, _ = padding(False)
+    assert grouped < plain / 4, (grouped, plain)
+    assert sorted(n for batch in lengths for n in batch) == sorted(len(ids) for ids in dataset["input_ids"])
+    assert padding(True)[1] == lengths and padding(True, seed=1)[1] != lengths
+
+
+def test_group_by_length_trains_as_well(small_sentiment):
+    config = TrainConfig(epochs=2, learning_rate=1e-3, progress=False, group_by_length=True)
+    result = finetune(small_sentiment, "full", config=config)
+    assert result.best["accuracy"] > result.untrained["accuracy"] + 0.1
+    with pytest.raises(Exception, match="group_by_length must be True or False"):
+        TrainConfig(group_by_length="yes")
