@@ -98,8 +98,39 @@ def test_a_long_instruction_without_context_is_cut(instruct, tokenizer):
 
 
 def test_a_response_that_cannot_fit_is_refused(instruct, tokenizer):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as error:
         instruct.encode_example(tokenizer, "Say it.", "", " ".join(["long"] * 40), 16)
+    assert error.value.args and error.value.args[0], "the ValueError should say that the response does not fit"
+
+
+def test_the_boundary_of_what_fits(instruct, tokenizer):
+    """Header + response + end-of-text + one instruction token fit; one token less does not."""
+    answer = len(tokenizer(" yes", add_special_tokens=False)["input_ids"]) + 1
+    header = len(tokenizer("\n\n### Response:", add_special_tokens=False)["input_ids"])
+    got = instruct.encode_example(tokenizer, "Say it.", "", "yes", header + answer + 1)
+    assert len(got["input_ids"]) == header + answer + 1, (
+        f"max_length {header + answer + 1} leaves room for one instruction token: expected that many ids")
+    with pytest.raises(ValueError):
+        instruct.encode_example(tokenizer, "Say it.", "", "yes", header + answer)
+
+
+class WithBOS:
+    """The tokenizer made to start every text with a special token unless told not to, as Llama's does."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer, self.eos_token_id = tokenizer, tokenizer.eos_token_id
+
+    def __call__(self, text: str, add_special_tokens: bool = True) -> dict:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return {"input_ids": [self.eos_token_id] * add_special_tokens + ids}
+
+
+def test_pieces_are_tokenized_without_special_tokens(instruct, tokenizer):
+    expected = instruct.encode_example(tokenizer, "Add them.", "2 and 3", "5", 256)
+    got = instruct.encode_example(WithBOS(tokenizer), "Add them.", "2 and 3", "5", 256)
+    assert got == expected, (
+        "with a tokenizer that adds a start token, each piece must be tokenized with add_special_tokens=False "
+        f"(or start tokens land inside the text): expected {expected['input_ids']}, got {got['input_ids']}")
 
 
 # --- pair_ids ---------------------------------------------------------------------------

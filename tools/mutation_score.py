@@ -51,6 +51,9 @@ EQUIVALENT = [
     Equivalent("gpt2.top_p_filter", 'return logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))',
                'return logits.masked_fill(drop.scatter(-1, order, drop), float("-INF"))',
                'float() reads "-INF" as minus infinity too'),
+    Equivalent("instruct.exact_match", 'return " ".join(text.lower().split()).removesuffix(".").strip()',
+               'return " ".join(text.upper().split()).removesuffix(".").strip()',
+               "both sides are folded to the same case, upper or lower: the comparison is the same"),
 ] + [
     Equivalent("counting.gpt2_lora_formula",
                'r, d, n = sp.symbols("r d_model n_layer", integer=True, positive=True)', after, _ASSUMPTION)
