@@ -549,7 +549,7 @@ def plot_rewards(history: Sequence[dict[str, float]], path: str | Path, title: s
         rewards.plot(steps, [h[key] for h in history], marker=".", label=label)
     rewards.axhline(0, color="grey", linewidth=0.5)
     rewards.set(xlabel="step", ylabel="implicit reward  beta log(pi / pi_ref)")
-    rewards.legend()
+    rewards.legend(loc="upper left", bbox_to_anchor=(0, -0.18), ncol=3, fontsize=8, frameon=False)  # under the axes
     accuracy.plot(steps, [h["rewards/accuracies"] for h in history], marker=".", color="tab:green")
     accuracy.set(xlabel="step", ylabel="reward accuracy (train batch)", ylim=(-0.05, 1.05))
     figure.suptitle(title)

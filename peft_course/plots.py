@@ -12,6 +12,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+
+def whole_epoch_ticks(axes, epochs: Sequence[float]) -> None:
+    """Tick only whole epochs when every point is at one (no "1.5" between epoch 1 and 2)."""
+    if all(float(e).is_integer() for e in epochs):
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def plot_history(history: Sequence[dict[str, float]], path: str | Path, title: str = "") -> Path:
@@ -24,6 +31,8 @@ def plot_history(history: Sequence[dict[str, float]], path: str | Path, title: s
     losses.legend()
     accuracy.plot(epochs, [h["val_accuracy"] for h in history], marker="o", color="tab:green")
     accuracy.set(xlabel="epoch", ylabel="validation accuracy")
+    for axes in (losses, accuracy):
+        whole_epoch_ticks(axes, epochs)
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
@@ -60,6 +69,7 @@ def plot_curves(curves: dict[str, Sequence[tuple[float, float]]], path: str | Pa
     if reference is not None:
         axes.axhline(reference[0], color="grey", linestyle="--", label=reference[1])
     axes.set(xlabel="epoch", ylabel=ylabel, title=title)
+    whole_epoch_ticks(axes, [x for points in curves.values() for x, _ in points])
     axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=100)

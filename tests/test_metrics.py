@@ -33,3 +33,4 @@ def test_bad_input():
         classification_metrics([0, 1, 1], [0, 1])
     with pytest.raises(ValueError, match="no examples"):
         classification_metrics([], [])
+
