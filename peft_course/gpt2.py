@@ -25,6 +25,7 @@ from huggingface_hub import snapshot_download
 from safetensors.torch import load_file
 from torch import nn
 
+from peft_course.counting import count_parameters
 from peft_course.errors import CourseError, check_int, check_number, describe
 from peft_course.lora import LoRALayer, check_hyperparameters, merge_and_unload
 from peft_course.models import ModelLoadError, load_tokenizer, looks_like_a_path, resolve_model_path
@@ -267,12 +268,6 @@ def merge(model: GPT2) -> GPT2:
 # --8<-- [end:lora]
 
 
-def count(model: nn.Module) -> tuple[int, int]:
-    """`(trainable, frozen)` parameters, each tensor once."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters()) - trainable
-
-
 # ----------------------------------------------------------------------------------------
 # Loading a transformers checkpoint
 # ----------------------------------------------------------------------------------------
@@ -452,12 +447,18 @@ def max_logit_difference(model: GPT2, reference: nn.Module, input_ids: torch.Ten
     return (ours - theirs).abs().max().item()
 
 
-def seed_project_lora() -> tuple[int, int]:
-    """`(trainable, frozen)` of GPT-2 small with rank-8 LoRA on q, k and v: the seed's 442,368 / 124,439,808.
+def lora_counts(spec: LoRASpec, config: GPT2Config = GPT2Config()) -> tuple[int, int]:
+    """`(trainable, frozen)` parameters of `config` (GPT-2 small) with `spec`'s LoRA, only LoRA training.
 
     Built on the meta device, so nothing is allocated.
     """
     with torch.device("meta"):
-        model = GPT2(GPT2Config(lora=LoRASpec(r=8, alpha=16.0, targets=("q", "k", "v"))))
-    return count(freeze_all_but_lora(model))
+        model = freeze_all_but_lora(GPT2(replace(config, lora=spec)))
+    trainable, total = count_parameters(model)
+    return trainable, total - trainable
+
+
+def seed_project_lora() -> tuple[int, int]:
+    """GPT-2 small with rank-8 LoRA on q, k and v: the seed project's 442,368 / 124,439,808."""
+    return lora_counts(LoRASpec(r=8, alpha=16.0, targets=("q", "k", "v")))
 
