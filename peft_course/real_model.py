@@ -55,7 +55,7 @@ from peft_course.prompting import (
 from peft_course.settings import INSTRUCT
 from peft_course.smollm2 import SMOLLM2
 from peft_course.system import provenance
-from peft_course.tables import markdown_table, result_row
+from peft_course.tables import confusion_rows, markdown_table, result_row
 from peft_course.training import TrainConfig
 from peft_course.word_problems import load_gsm8k_jsonl
 
@@ -423,11 +423,10 @@ def part_classes(context: Context) -> list[Path]:
         done = store.get(name, run)
         rows = [result_row("untrained", 0, done["untrained"], 0.0),
                 result_row("LoRA (peft)", done["trainable"], done["best"], done["seconds"])]
-        matrix = [{"true label": true, **{p: str(n) for p, n in zip(data.label_names, counts)}}
-                  for true, counts in zip(data.label_names, done["confusion"])]
         split = ", ".join(f"{len(data.splits[s])} {s}" for s in ("train", "validation", "test"))
         sections.append(f"**{name}** ({split}; {data.num_labels} labels):\n\n{markdown_table(rows)}\n"
-                        f"Confusion matrix of the test split (rows: true label):\n\n{markdown_table(matrix)}")
+                        f"Confusion matrix of the test split (rows: true label):\n\n"
+                        f"{markdown_table(confusion_rows(done['confusion'], data.label_names))}")
     body = (f"`{context.model}` with a new classification head and peft LoRA (r=8, alpha 16, the default "
             f"targets), {CLASSES_EPOCHS} epochs at {CLASSES_LEARNING_RATE:g}, batch 16, texts cut at 128 tokens "
             f"(a pair: the premise is cut first); test accuracy and weighted F1 at the best validation.\n\n"

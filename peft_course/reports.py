@@ -44,7 +44,7 @@ from peft_course.qlora import (
     theoretical_rows,
 )
 from peft_course.system import provenance
-from peft_course.tables import COLUMNS, markdown_table, result_row, write_table
+from peft_course.tables import COLUMNS, confusion_rows, markdown_table, result_row, write_table
 from peft_course.training import TrainConfig
 
 RESULTS, IMAGES = Path("docs/results"), Path("docs/images")
@@ -192,13 +192,6 @@ def gpt2_pages(results: Path = RESULTS) -> list[Path]:
     return pages
 
 
-def confusion_rows(labels: list[int], predictions: list[int], names: list[str]) -> list[dict[str, str]]:
-    """The confusion matrix as table rows: one row per true label, one column per predicted label."""
-    matrix = confusion(labels, predictions, len(names))
-    return [{"true label": name, **{other: str(n) for other, n in zip(names, row)}}
-            for name, row in zip(names, matrix)]
-
-
 def instruct_pages(results: Path = RESULTS, images: Path = IMAGES) -> list[Path]:
     """The instruction-tuning chapter's tables on tiny-gpt2, and entailment's and six classes' results.
 
@@ -221,7 +214,7 @@ def instruct_pages(results: Path = RESULTS, images: Path = IMAGES) -> list[Path]
     pair = load_classification_data("synthetic-entailment")
     result = finetune(pair, "full", config=TrainConfig(epochs=3, learning_rate=1e-3, progress=False))
     pages.append(atomic_write_text(results / "entailment-confusion.md", markdown_table(
-        confusion_rows(pair.splits["test"]["label"], result.predictions, pair.label_names))))
+        confusion_rows(confusion(pair.splits["test"]["label"], result.predictions, 2), pair.label_names))))
     six = load_classification_data("synthetic-emotion")
     result = finetune(six, "full", config=TrainConfig(epochs=4, learning_rate=3e-3, progress=False))
     (images / "instruct").mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,12 @@ def markdown_table(rows: list[dict[str, str]], columns: tuple[str, ...] | None =
     return "\n".join(lines) + "\n"
 
 
+def confusion_rows(matrix: list[list[int]], names: list[str]) -> list[dict[str, str]]:
+    """A confusion matrix as table rows: one row per true label, one column per predicted label."""
+    return [{"true label": name, **{other: str(n) for other, n in zip(names, row)}}
+            for name, row in zip(names, matrix)]
+
+
 def read_markdown_table(text: str) -> list[dict[str, str]]:
     """The rows of the first Markdown table in `text` (the inverse of `markdown_table`)."""
     lines = [line for line in text.splitlines() if line.startswith("|")]
