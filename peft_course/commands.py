@@ -19,7 +19,7 @@ from peft_course.ablation import (
 )
 from peft_course.counting import count_method, format_method_count
 from peft_course.data import check_label_names, load_classification_data
-from peft_course.demo import ablation_results, demo_rows, real_model_rows, tuning_rows
+from peft_course.demo import ablation_results, demo_rows, real_model_rows, tuning_results, tuning_rows
 from peft_course.dpo import (
     DPORunConfig, before_after_table, film_preferences, load_preference_jsonl, save_run as save_dpo_run, split_pairs,
     train_dpo,
@@ -127,7 +127,7 @@ def command_demo(args: argparse.Namespace) -> None:
 
 def demo_tuning(args: argparse.Namespace) -> None:
     """Instruction tuning, entailment and six classes on the embedded model: untrained vs full."""
-    rows = tuning_rows(args.seed, progress=not args.no_progress)
+    rows = tuning_rows(tuning_results(args.seed, progress=not args.no_progress))
     path = write_table(rows, args.output, "tuning", note=provenance("peft-course demo"))
     print(f"\nBeyond binary sentiment: {args.model}, untrained and fully fine-tuned (test splits)\n")
     print(markdown_table(rows))

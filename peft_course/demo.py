@@ -15,8 +15,8 @@ from typing import Any
 
 from peft_course.ablation import QUICK, Settings, SweepResult, run_sweep, seed_sweeps, write_sweep
 from peft_course.data import ClassificationData, load_classification_data
-from peft_course.finetune import get_method, finetune
-from peft_course.instruct import generated_instructions, instruct_tune
+from peft_course.finetune import FinetuneResult, finetune, get_method
+from peft_course.instruct import InstructResult, generated_instructions, instruct_tune
 from peft_course.models import load_model
 from peft_course.prompting import balanced_examples, sentiment_by_prompting
 from peft_course.settings import INSTRUCT, LORA, METHODS
@@ -103,23 +103,43 @@ def real_model_rows(n: int = 100, shots: tuple[int, ...] = (0, 4), seed: int = 0
     return rows
 
 
-def tuning_rows(seed: int = 0, progress: bool = True) -> list[dict[str, str]]:
-    """Beyond binary sentiment, on tiny-gpt2: instruction tuning, entailment pairs and six classes.
+TUNING_SETS = (("synthetic-entailment", 3, 1e-3), ("synthetic-emotion", 4, 3e-3))  # name, epochs, learning rate
 
-    Each task's untrained score, then full fine-tuning's (about 90 s in all on 2 CPU cores):
-    exact match of greedy answers on the generated instructions (loss on the response only),
-    accuracy on generated premise/hypothesis pairs and on six generated emotion classes.
+
+@dataclass
+class TuningResults:
+    """Full fine-tuning beyond binary sentiment: the instruction run and each classifier run."""
+
+    instructions: InstructResult
+    classifiers: dict[str, tuple[ClassificationData, FinetuneResult]]
+
+
+def tuning_results(seed: int = 0, progress: bool = True, instructions: InstructResult | None = None) -> TuningResults:
+    """Instruction tuning, entailment pairs and six classes on tiny-gpt2, each fully fine-tuned.
+
+    About 90 s in all on 2 CPU cores. `instructions` reuses a full instruction-tuning run made
+    with the same settings (the reports make one for their own table).
     """
-    config = TrainConfig(epochs=INSTRUCT.epochs, learning_rate=INSTRUCT.learning_rates["full"], seed=seed,
-                         progress=progress)
-    tuned = instruct_tune(generated_instructions(seed=seed), "full", config=config)
+    if instructions is None:
+        config = TrainConfig(epochs=INSTRUCT.epochs, learning_rate=INSTRUCT.learning_rates["full"], seed=seed,
+                             progress=progress)
+        instructions = instruct_tune(generated_instructions(seed=seed), "full", config=config)
+    classifiers = {}
+    for name, epochs, rate in TUNING_SETS:
+        data = load_classification_data(name, seed=seed)
+        config = TrainConfig(epochs=epochs, learning_rate=rate, seed=seed, progress=progress)
+        classifiers[name] = data, finetune(data, "full", config=config)
+    return TuningResults(instructions, classifiers)
+
+
+def tuning_rows(results: TuningResults) -> list[dict[str, str]]:
+    """Each task's untrained score, then full fine-tuning's: exact match of greedy answers on the
+    generated instructions (loss on the response only), accuracy on the generated pairs and classes."""
+    tuned = results.instructions
     rows = [{"task": "instructions (5 generated tasks)", "score": "exact match",
              "untrained": f"{tuned.untrained['accuracy']:.3f}", "full fine-tuning": f"{tuned.best['accuracy']:.3f}",
              "seconds": f"{tuned.training.seconds:.1f}"}]
-    for name, epochs in (("synthetic-entailment", 3), ("synthetic-emotion", 4)):
-        data = load_classification_data(name, seed=seed)
-        result = finetune(data, "full", config=TrainConfig(epochs=epochs, learning_rate=3e-3 if epochs == 4 else 1e-3,
-                                                           seed=seed, progress=progress))
+    for name, (data, result) in results.classifiers.items():
         rows.append({"task": f"{name} ({data.num_labels} labels)", "score": "accuracy",
                      "untrained": f"{result.untrained['accuracy']:.3f}",
                      "full fine-tuning": f"{result.best['accuracy']:.3f}", "seconds": f"{result.training.seconds:.1f}"})

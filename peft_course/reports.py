@@ -25,7 +25,7 @@ from transformers import GPT2ForSequenceClassification
 from peft_course.ablation import QUICK, Settings, prompt_sweep, rank_sweep, run_sweep, write_sweep
 from peft_course.counting import count_parameters
 from peft_course.data import ClassificationData, load_classification_data
-from peft_course.demo import DemoSetting, ablation_results, demo_rows, real_model_rows, tuning_rows
+from peft_course.demo import DemoSetting, ablation_results, demo_rows, real_model_rows, tuning_results, tuning_rows
 from peft_course import decoding, gpt2
 from peft_course.dpo import make_figures
 from peft_course.files import atomic_write_text
@@ -195,9 +195,9 @@ def gpt2_pages(results: Path = RESULTS) -> list[Path]:
 def instruct_pages(results: Path = RESULTS, images: Path = IMAGES) -> list[Path]:
     """The instruction-tuning chapter's tables on tiny-gpt2, and entailment's and six classes' results.
 
-    About six minutes on 2 CPU cores: three instruction-tuning runs (LoRA, LoRA with the tied
+    About five minutes on 2 CPU cores: three instruction-tuning runs (LoRA, LoRA with the tied
     embedding trained too, full), then full fine-tuning on the generated entailment pairs and the
-    six generated emotions.
+    six generated emotions (`demo.tuning_results`, which also makes the demo's table).
     """
     splits = generated_instructions()
     runs = {}
@@ -210,13 +210,12 @@ def instruct_pages(results: Path = RESULTS, images: Path = IMAGES) -> list[Path]
              for label, run in runs.items()]
     pages = [atomic_write_text(results / "instruct-tiny.md", markdown_table(rows)),
              atomic_write_text(results / "instruct-answers.md", markdown_table(runs["full fine-tuning"].rows()))]
-    pages.append(atomic_write_text(results / "demo-tuning.md", markdown_table(tuning_rows(progress=False))))
-    pair = load_classification_data("synthetic-entailment")
-    result = finetune(pair, "full", config=TrainConfig(epochs=3, learning_rate=1e-3, progress=False))
+    tuning = tuning_results(progress=False, instructions=runs["full fine-tuning"])  # the same full run
+    pages.append(atomic_write_text(results / "demo-tuning.md", markdown_table(tuning_rows(tuning))))
+    pair, result = tuning.classifiers["synthetic-entailment"]
     pages.append(atomic_write_text(results / "entailment-confusion.md", markdown_table(
         confusion_rows(confusion(pair.splits["test"]["label"], result.predictions, 2), pair.label_names))))
-    six = load_classification_data("synthetic-emotion")
-    result = finetune(six, "full", config=TrainConfig(epochs=4, learning_rate=3e-3, progress=False))
+    six, result = tuning.classifiers["synthetic-emotion"]
     (images / "instruct").mkdir(parents=True, exist_ok=True)
     plot_confusion(confusion(six.splits["test"]["label"], result.predictions, 6), six.label_names,
                    images / "instruct" / "emotion-confusion.png", "full fine-tuning on synthetic-emotion")
