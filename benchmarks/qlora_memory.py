@@ -1,4 +1,5 @@
-"""What QLoRA saves: model bytes, peak GPU memory and training speed on the GPT-2 small architecture.
+"""\
+What QLoRA saves: model bytes, peak GPU memory and training speed on the GPT-2 small architecture.
 
 Random weights (nothing is downloaded): memory and speed depend on the shapes, not the values.
 
@@ -18,7 +19,7 @@ Usage:
     python benchmarks/qlora_memory.py                       # tables 1, 2 (and 3 with CUDA)
     python benchmarks/qlora_memory.py --write docs/results  # also save qlora-*.md there
     python benchmarks/qlora_memory.py --steps 20 --batch-size 16 --length 512
-    python benchmarks/qlora_memory.py --device cpu --steps 2 --batch-size 2 --length 64  # smoke test
+    python benchmarks/qlora_memory.py --device cpu --steps 2 --batch-size 2 --length 64 # smoke test
 """
 
 from __future__ import annotations
@@ -36,23 +37,32 @@ from transformers import GPT2ForSequenceClassification
 from peft_course.counting import count_parameters
 from peft_course.methods import prepare_full, prepare_lora
 from peft_course.qlora import (
-    nf4_config, prepare_qlora, require_4bit, save_random_gpt2,
+    nf4_config,
+    prepare_qlora,
+    require_4bit,
+    save_random_gpt2,
     theoretical_rows,
 )
 from peft_course.reports import qlora_footprint_rows
 from peft_course.tables import markdown_table
 
 SETTINGS = (  # (method, gradient checkpointing)
-    ("full", False), ("LoRA", False), ("LoRA", True), ("QLoRA", False), ("QLoRA", True),
+    ("full", False),
+    ("LoRA", False),
+    ("LoRA", True),
+    ("QLoRA", False),
+    ("QLoRA", True),
 )
 
 
 def build(directory: Path, method: str, checkpointing: bool, device: torch.device) -> nn.Module:
-    """The model of one setting, on `device`, LoRA r=8 on `c_attn` plus the head where it applies."""
+    """The model of one setting, on `device`,
+    LoRA r=8 on `c_attn` plus the head where it applies."""
     if method == "QLoRA":
         require_4bit(device.type)
         model = GPT2ForSequenceClassification.from_pretrained(
-            directory, quantization_config=nf4_config(), device_map={"": device})
+            directory, quantization_config=nf4_config(), device_map={"": device}
+        )
         return prepare_qlora(model, r=8, alpha=16, gradient_checkpointing=checkpointing)
     model = GPT2ForSequenceClassification.from_pretrained(directory).to(device)
     if checkpointing:
@@ -60,11 +70,20 @@ def build(directory: Path, method: str, checkpointing: bool, device: torch.devic
     return prepare_full(model) if method == "full" else prepare_lora(model, r=8, alpha=16)
 
 
-def time_training(model: nn.Module, device: torch.device, steps: int, batch_size: int, length: int,
-                  warmup: int = 2) -> tuple[float, float | None]:
-    """(tokens per second, peak GPU MB or None) over `steps` AdamW steps on random full-length rows."""
+def time_training(
+    model: nn.Module,
+    device: torch.device,
+    steps: int,
+    batch_size: int,
+    length: int,
+    warmup: int = 2,
+) -> tuple[float, float | None]:
+    """(tokens per second, peak GPU MB or None) over `steps` AdamW steps
+    on random full-length rows."""
     generator = torch.Generator().manual_seed(0)
-    input_ids = torch.randint(0, model.config.vocab_size, (batch_size, length), generator=generator).to(device)
+    input_ids = torch.randint(
+        0, model.config.vocab_size, (batch_size, length), generator=generator
+    ).to(device)
     labels = torch.randint(0, 2, (batch_size,), generator=generator).to(device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
@@ -92,7 +111,9 @@ def time_training(model: nn.Module, device: torch.device, steps: int, batch_size
     return steps * batch_size * length / seconds, peak
 
 
-def training_rows(device: torch.device, steps: int, batch_size: int, length: int) -> list[dict[str, str]]:
+def training_rows(
+    device: torch.device, steps: int, batch_size: int, length: int
+) -> list[dict[str, str]]:
     """One row per setting in `SETTINGS`: trainable parameters, model MB, peak GPU MB, tokens/s."""
     rows = []
     with tempfile.TemporaryDirectory() as directory:
@@ -100,13 +121,16 @@ def training_rows(device: torch.device, steps: int, batch_size: int, length: int
         for method, checkpointing in SETTINGS:
             model = build(Path(directory), method, checkpointing, device)
             tokens_per_second, peak = time_training(model, device, steps, batch_size, length)
-            rows.append({
-                "method": method, "gradient checkpointing": "yes" if checkpointing else "no",
-                "trainable": f"{count_parameters(model)[0]:,}",
-                "model MB": f"{model.get_memory_footprint() / 1e6:,.0f}",
-                "peak GPU MiB": f"{peak:,.0f}" if peak is not None else "n/a (CPU)",
-                "tokens/s": f"{tokens_per_second:,.0f}",
-            })
+            rows.append(
+                {
+                    "method": method,
+                    "gradient checkpointing": "yes" if checkpointing else "no",
+                    "trainable": f"{count_parameters(model)[0]:,}",
+                    "model MB": f"{model.get_memory_footprint() / 1e6:,.0f}",
+                    "peak GPU MiB": f"{peak:,.0f}" if peak is not None else "n/a (CPU)",
+                    "tokens/s": f"{tokens_per_second:,.0f}",
+                }
+            )
             print(rows[-1], flush=True)
             del model
             gc.collect()
@@ -117,7 +141,9 @@ def training_rows(device: torch.device, steps: int, batch_size: int, length: int
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--device", help="cuda or cpu (default: cuda if present, else no training table)")
+    parser.add_argument(
+        "--device", help="cuda or cpu (default: cuda if present, else no training table)"
+    )
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--length", type=int, default=512)
@@ -127,7 +153,10 @@ def main(argv: list[str] | None = None) -> None:
     tables = {"qlora-theory.md": theoretical_rows(), "qlora-footprint.md": qlora_footprint_rows()}
     device = args.device or ("cuda" if torch.cuda.is_available() else None)
     if device is None:
-        print("CUDA is not available: skipping peak GPU memory and training speed (use --device cpu to time it)")
+        print(
+            "CUDA is not available: skipping peak GPU memory "
+            "and training speed (use --device cpu to time it)"
+        )
     else:
         name = f"qlora-speed-{torch.device(device).type}.md"
         tables[name] = training_rows(torch.device(device), args.steps, args.batch_size, args.length)

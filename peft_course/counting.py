@@ -36,7 +36,8 @@ class CountingError(CourseError):
 
 
 def _four_bit_parameter_type() -> type | tuple:
-    """bitsandbytes' packed 4-bit parameter class, or `()` (matches nothing) without bitsandbytes."""
+    """bitsandbytes' packed 4-bit parameter class,
+    or `()` (matches nothing) without bitsandbytes."""
     try:
         from bitsandbytes.nn import Params4bit
     except Exception:  # not installed, or its native library fails to load
@@ -52,6 +53,9 @@ def count_parameters(module: nn.Module) -> tuple[int, int]:
     `Module.parameters()` yields each tensor once. A 4-bit weight (bitsandbytes' `Params4bit`)
     packs two weights into each uint8 element, so it counts twice its `numel()`; peft's
     `print_trainable_parameters` corrects it the same way.
+
+    Args:
+        module: the model or layer to count, submodules included.
     """
     packed = _four_bit_parameter_type()
     trainable = total = 0
@@ -61,6 +65,8 @@ def count_parameters(module: nn.Module) -> tuple[int, int]:
         if parameter.requires_grad:
             trainable += count
     return trainable, total
+
+
 # --8<-- [end:count_parameters]
 
 
@@ -92,6 +98,16 @@ def adapter_term(width: sp.Expr, bias: AdapterBias = "both") -> sp.Expr:
 
     Down-projection `width x r`, up-projection `r x width`, and the biases the convention
     keeps: `r` on the way down, `width` on the way up.
+
+    Args:
+        width: the layer's output width: a number or a symbol such as `d[i]`.
+        bias: which projections have a bias: `"both"`, `"down"`, `"up"` or `"none"`.
+
+    Returns:
+        The count as a formula in the rank `r`.
+
+    Raises:
+        CountingError: if `bias` is not one of `ADAPTER_BIASES`.
     """
     _check_choice("adapter bias", bias, ADAPTER_BIASES)
     biases = {"both": r + width, "down": r, "up": width, "none": 0}[bias]
@@ -101,12 +117,22 @@ def adapter_term(width: sp.Expr, bias: AdapterBias = "both") -> sp.Expr:
 def adapter_formula(placement: Placement = "hidden", bias: AdapterBias = "both") -> sp.Expr:
     """Adapter parameters of the whole network: one adapter after each chosen layer.
 
-    `hidden` puts one after each of the `L - 1` hidden layers, `hidden+output` after the
-    output layer too.
+    Args:
+        placement: `hidden` puts one after each of the `L - 1` hidden layers, `hidden+output`
+            after the output layer too.
+        bias: which adapter projections have a bias, as in `adapter_term`.
+
+    Returns:
+        A formula in the widths `d[i]`, the number of layers `L` and the rank `r`.
+
+    Raises:
+        CountingError: if `placement` or `bias` is unknown.
     """
     _check_choice("placement", placement, PLACEMENTS)
     last = L - 1 if placement == "hidden" else L
     return sp.Sum(adapter_term(d[i], bias), (i, 1, last))
+
+
 # --8<-- [end:mlp_formulas]
 
 
@@ -121,7 +147,14 @@ def _check_rank(rank: int) -> None:
 
 
 def check_widths(widths: Sequence[int]) -> list[int]:
-    """The widths as a list, or a `CountingError` saying what is wrong with them."""
+    """The widths as a list, or a `CountingError` saying what is wrong with them.
+
+    Args:
+        widths: the layer widths, input first, output last.
+
+    Raises:
+        CountingError: if there are fewer than two widths, or one is not a positive integer.
+    """
     widths = list(widths)
     if len(widths) < 2:
         raise CountingError(f"a network needs an input and an output width, got {widths}")
@@ -141,7 +174,16 @@ def _to_int(value: sp.Expr, rank: int | None) -> int:
 
 
 def evaluate_mlp(expr: sp.Expr, widths: Sequence[int], rank: int | None = None) -> int:
-    """The value of an MLP formula for concrete widths (and rank)."""
+    """The value of an MLP formula for concrete widths (and rank).
+
+    Args:
+        expr: a formula in `d[i]` and `L` (and `r`), such as `MLP_PARAMETERS`.
+        widths: the layer widths, input first; `L` becomes `len(widths) - 1`.
+        rank: the value of `r`; None for a formula without it.
+
+    Raises:
+        CountingError: if `rank` is not a positive integer, or a symbol is left over.
+    """
     widths = check_widths(widths)
     value = expr.subs(L, len(widths) - 1).doit()
     value = value.subs({d[k]: w for k, w in enumerate(widths)})
@@ -149,7 +191,12 @@ def evaluate_mlp(expr: sp.Expr, widths: Sequence[int], rank: int | None = None) 
 
 
 def build_mlp(widths: Sequence[int], seed: int = 0) -> nn.Sequential:
-    """Linear layers `fc1 ... fcL` of the given widths with a ReLU between two of them."""
+    """Linear layers `fc1 ... fcL` of the given widths with a ReLU between two of them.
+
+    Args:
+        widths: the layer widths, input first: `fcK` maps `widths[K - 1]` to `widths[K]`.
+        seed: the `torch.manual_seed` the initial weights are drawn under.
+    """
     widths = check_widths(widths)
     torch.manual_seed(seed)
     layers: OrderedDict[str, nn.Module] = OrderedDict()
@@ -165,6 +212,10 @@ def bitfit(model: nn.Module, train_head: bool = False) -> nn.Module:
 
     A transformers classifier keeps its backbone under `model.base_model_prefix`; the head
     outside it is new, so it has to train whatever the method.
+
+    Args:
+        model: the model to freeze, in place.
+        train_head: also train every parameter outside `model.base_model_prefix`.
     """
     prefix = getattr(model, "base_model_prefix", "") + "."
     for name, parameter in model.named_parameters():
@@ -178,7 +229,14 @@ class Adapter(nn.Module):
     """Bottleneck adapter `x + up(relu(down(x)))` on a layer with `width` outputs.
 
     The up-projection starts at zero, so the adapted network starts as the base network.
-    `bias` says which of the two projections have a bias.
+
+    Args:
+        width: the output width of the layer it follows (the adapter's input and output).
+        rank: the bottleneck width `r`.
+        bias: which of the two projections have a bias: `"both"`, `"down"`, `"up"` or `"none"`.
+
+    Raises:
+        CountingError: if `rank` is not a positive integer or `bias` is unknown.
     """
 
     def __init__(self, width: int, rank: int, bias: AdapterBias = "both") -> None:
@@ -192,11 +250,21 @@ class Adapter(nn.Module):
             nn.init.zeros_(self.up.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`x` plus the adapter's update.
+
+        Args:
+            x: the adapted layer's output, `(..., width)`.
+        """
         return x + self.up(torch.relu(self.down(x)))
 
 
 class WithAdapter(nn.Module):
-    """A frozen layer followed by its adapter."""
+    """A frozen layer followed by its adapter.
+
+    Args:
+        layer: the frozen layer.
+        adapter: the `Adapter` applied to the layer's output.
+    """
 
     def __init__(self, layer: nn.Module, adapter: Adapter) -> None:
         super().__init__()
@@ -204,23 +272,47 @@ class WithAdapter(nn.Module):
         self.adapter = adapter
 
     def forward(self, *args, **kwargs):
+        """The layer's output, passed through the adapter.
+
+        Args:
+            *args (Any): the layer's positional arguments.
+            **kwargs (Any): the layer's keyword arguments.
+        """
         return self.adapter(self.layer(*args, **kwargs))
+
+
 # --8<-- [end:adapter_module]
 
 
 def match_modules(model: nn.Module, targets: Sequence[str]) -> list[str]:
-    """Full names of the modules whose name is a target or ends with `.target` (as peft does)."""
-    names = [
-        name for name, _ in model.named_modules()
-        if name and matches(name, targets)
-    ]
+    """Full names of the modules whose name is a target or ends with `.target` (as peft does).
+
+    Args:
+        model: the model to search.
+        targets: module names or name endings, such as `"c_attn"`; an empty list matches none.
+
+    Raises:
+        CountingError: if `targets` is not empty and matches no module.
+    """
+    names = [name for name, _ in model.named_modules() if name and matches(name, targets)]
     if targets and not names:
-        raise CountingError(f"no module of {type(model).__name__} matches the targets {list(targets)}")
+        raise CountingError(
+            f"no module of {type(model).__name__} matches the targets {list(targets)}"
+        )
     return names
 
 
-def add_adapters(model: nn.Module, targets: Sequence[str], rank: int, bias: AdapterBias = "both") -> nn.Module:
-    """Freeze `model` and put an adapter after every module matching `targets` (in place)."""
+def add_adapters(
+    model: nn.Module, targets: Sequence[str], rank: int, bias: AdapterBias = "both"
+) -> nn.Module:
+    """Freeze `model` and put an adapter after every module matching `targets` (in place).
+
+    Args:
+        model: the model to change.
+        targets: module names or name endings, as in `match_modules`.
+        rank: the adapters' bottleneck width `r`.
+        bias: which adapter projections have a bias, as in `Adapter`.
+    """
     model.requires_grad_(False)
     for name in match_modules(model, targets):
         layer = model.get_submodule(name)
@@ -231,7 +323,15 @@ def add_adapters(model: nn.Module, targets: Sequence[str], rank: int, bias: Adap
 
 
 def mlp_adapter_targets(widths: Sequence[int], placement: Placement) -> list[str]:
-    """Names of the layers of `build_mlp(widths)` that a placement puts an adapter after."""
+    """Names of the layers of `build_mlp(widths)` that a placement puts an adapter after.
+
+    Args:
+        widths: the widths given to `build_mlp`.
+        placement: `"hidden"` (every layer but the output) or `"hidden+output"` (every layer).
+
+    Raises:
+        CountingError: if `placement` is unknown.
+    """
     _check_choice("placement", placement, PLACEMENTS)
     n_layers = len(check_widths(widths)) - 1
     last = n_layers - 1 if placement == "hidden" else n_layers
@@ -240,41 +340,77 @@ def mlp_adapter_targets(widths: Sequence[int], placement: Placement) -> list[str
 
 @dataclass(frozen=True)
 class ConventionRow:
-    """What one adapter-counting convention gives on one network."""
+    """What one adapter-counting convention gives on one network.
+
+    Attributes:
+        placement: where the adapters go: `"hidden"` or `"hidden+output"`.
+        bias: which adapter projections have a bias (one of `ADAPTER_BIASES`).
+        denominator: what the share is of: `"base"` or `"base+adapters"`.
+        adapter_parameters: the adapters' parameters, from the formula.
+        counted_parameters: the trainable parameters, from the module tree.
+        base_parameters: the network's parameters without adapters.
+        percent: `adapter_parameters` as a share of the denominator, in percent.
+    """
 
     placement: str
     bias: str
     denominator: str
-    adapter_parameters: int  # from the formula
-    counted_parameters: int  # from the module tree
+    adapter_parameters: int
+    counted_parameters: int
     base_parameters: int
     percent: float
 
 
 # --8<-- [start:convention_table]
-def adapter_convention_table(widths: Sequence[int] = MLP_WIDTHS, rank: int = 4) -> list[ConventionRow]:
+def adapter_convention_table(
+    widths: Sequence[int] = MLP_WIDTHS, rank: int = 4
+) -> list[ConventionRow]:
     """Every convention for "rank-`rank` adapters after each layer" and the share it gives.
 
     Each count comes from the formula and, independently, from a real network with the
     adapters inserted; the two are stored side by side so a table can show they agree.
+
+    Args:
+        widths: the layer widths of the network, input first.
+        rank: the adapters' bottleneck width `r`.
     """
     base = evaluate_mlp(MLP_PARAMETERS, widths)
     rows = []
     for placement in PLACEMENTS:
         for bias in ADAPTER_BIASES:
             formula = evaluate_mlp(adapter_formula(placement, bias), widths, rank)
-            model = add_adapters(build_mlp(widths), mlp_adapter_targets(widths, placement), rank, bias)
+            model = add_adapters(
+                build_mlp(widths), mlp_adapter_targets(widths, placement), rank, bias
+            )
             counted, _ = count_parameters(model)
             for denominator in DENOMINATORS:
                 whole = base if denominator == "base" else base + formula
-                rows.append(ConventionRow(placement, bias, denominator, formula, counted, base,
-                                          100 * formula / whole))
+                rows.append(
+                    ConventionRow(
+                        placement, bias, denominator, formula, counted, base, 100 * formula / whole
+                    )
+                )
     return rows
 
 
-def matching_conventions(rows: Sequence[ConventionRow], percent: float = 1.31, decimals: int = 2,
-                         rounding: Literal["round", "truncate"] = "round") -> list[ConventionRow]:
-    """The rows whose share, rounded (or cut off) to `decimals` places, is the reported `percent`."""
+def matching_conventions(
+    rows: Sequence[ConventionRow],
+    percent: float = 1.31,
+    decimals: int = 2,
+    rounding: Literal["round", "truncate"] = "round",
+) -> list[ConventionRow]:
+    """The rows whose share, rounded (or cut off) to `decimals` places,
+    is the reported `percent`.
+
+    Args:
+        rows: the rows of `adapter_convention_table`.
+        percent: the reported share, in percent.
+        decimals: how many decimal places the share was reported with.
+        rounding: `"round"` to the nearest, or `"truncate"` (cut off the further digits).
+
+    Raises:
+        CountingError: if `rounding` is neither.
+    """
     _check_choice("rounding", rounding, ("round", "truncate"))
     scale = 10**decimals
 
@@ -282,6 +418,8 @@ def matching_conventions(rows: Sequence[ConventionRow], percent: float = 1.31, d
         return round(value * scale) if rounding == "round" else math.floor(value * scale + 1e-9)
 
     return [row for row in rows if shown(row.percent) == round(percent * scale)]
+
+
 # --8<-- [end:convention_table]
 
 
@@ -290,8 +428,9 @@ def matching_conventions(rows: Sequence[ConventionRow], percent: float = 1.31, d
 # ---------------------------------------------------------------------------------------
 
 # --8<-- [start:gpt2_formulas]
-V, n_ctx, d_model, n_layer, num_labels = sp.symbols("V n_ctx d_model n_layer num_labels",
-                                                    integer=True, positive=True)
+V, n_ctx, d_model, n_layer, num_labels = sp.symbols(
+    "V n_ctx d_model n_layer num_labels", integer=True, positive=True
+)
 BLOCK = 12 * d_model**2 + 13 * d_model  # attention 4d^2+4d, MLP 8d^2+5d, two LayerNorms 4d
 GPT2_BASE = V * d_model + n_ctx * d_model + n_layer * BLOCK + 2 * d_model  # + final LayerNorm
 GPT2_BIASES = n_layer * 11 * d_model + d_model  # biases of the 4 projections, 2 LNs; ln_f
@@ -312,7 +451,15 @@ LORA = r * sp.Sum(d_in[j] + d_out[j], (j, 1, m))  # A is r x d_in, B is d_out x 
 
 
 def lora_count(rank: int, shapes: Sequence[tuple[int, int]]) -> int:
-    """`LORA` evaluated for `(d_in, d_out)` of each targeted layer."""
+    """`LORA` evaluated for `(d_in, d_out)` of each targeted layer.
+
+    Args:
+        rank: the LoRA rank `r`.
+        shapes: `(d_in, d_out)` of each targeted layer.
+
+    Raises:
+        CountingError: if `rank` is not a positive integer.
+    """
     _check_rank(rank)
     value = LORA.subs(m, len(shapes)).doit().subs(r, rank)
     value = value.subs({d_in[k + 1]: a for k, (a, _) in enumerate(shapes)})
@@ -321,81 +468,163 @@ def lora_count(rank: int, shapes: Sequence[tuple[int, int]]) -> int:
 
 @dataclass(frozen=True)
 class Architecture:
-    """A transformer's parameter count as formulas, and how to build it for real."""
+    """A transformer's parameter count as formulas, and how to build it for real.
+
+    Attributes:
+        name: its key in `ARCHITECTURES`.
+        base: the backbone's parameters, a formula in `V`, `n_ctx`, `d_model` and `n_layer`.
+        biases: every bias of the backbone (LayerNorm biases included).
+        layers: per-block projections: name -> (d_in, d_out).
+        values: the value of each symbol for this model.
+        default_lora_targets: what peft targets when target_modules is None.
+        adapter_targets: where adapters go, Houlsby's way: after attention and after the MLP.
+    """
 
     name: str
-    base: sp.Expr  # the backbone
-    biases: sp.Expr  # every bias of the backbone (LayerNorm biases included)
-    layers: dict[str, tuple[sp.Expr, sp.Expr]]  # per-block projections: name -> (d_in, d_out)
+    base: sp.Expr
+    biases: sp.Expr
+    layers: dict[str, tuple[sp.Expr, sp.Expr]]
     values: dict[sp.Symbol, int]
-    default_lora_targets: tuple[str, ...]  # what peft targets when target_modules is None
-    adapter_targets: tuple[str, ...]  # Houlsby: after attention and after the MLP
+    default_lora_targets: tuple[str, ...]
+    adapter_targets: tuple[str, ...]
 
 
 ARCHITECTURES = {
     "gpt2-small": Architecture(
-        "gpt2-small", GPT2_BASE, GPT2_BIASES, GPT2_LAYERS,
+        "gpt2-small",
+        GPT2_BASE,
+        GPT2_BIASES,
+        GPT2_LAYERS,
         {V: 50257, n_ctx: 1024, d_model: 768, n_layer: 12},
-        ("c_attn",), ("attn.c_proj", "mlp.c_proj")),
+        ("c_attn",),
+        ("attn.c_proj", "mlp.c_proj"),
+    ),
     # OPT-125m has GPT-2 small's widths but separate q, k, v projections (and 2 spare positions).
     "opt-125m": Architecture(
-        "opt-125m", V * d_model + (n_ctx + 2) * d_model + n_layer * BLOCK + 2 * d_model, GPT2_BIASES,
-        {"q_proj": (d_model, d_model), "k_proj": (d_model, d_model), "v_proj": (d_model, d_model),
-         "out_proj": (d_model, d_model), "fc1": (d_model, 4 * d_model), "fc2": (4 * d_model, d_model)},
+        "opt-125m",
+        V * d_model + (n_ctx + 2) * d_model + n_layer * BLOCK + 2 * d_model,
+        GPT2_BIASES,
+        {
+            "q_proj": (d_model, d_model),
+            "k_proj": (d_model, d_model),
+            "v_proj": (d_model, d_model),
+            "out_proj": (d_model, d_model),
+            "fc1": (d_model, 4 * d_model),
+            "fc2": (4 * d_model, d_model),
+        },
         {V: 50272, n_ctx: 2048, d_model: 768, n_layer: 12},
-        ("q_proj", "v_proj"), ("out_proj", "fc2")),
+        ("q_proj", "v_proj"),
+        ("out_proj", "fc2"),
+    ),
 }
 
 
 def architecture(name: str) -> Architecture:
-    """The `Architecture` registered under `name`."""
+    """The `Architecture` registered under `name`.
+
+    Args:
+        name: a key of `ARCHITECTURES`: `"gpt2-small"` or `"opt-125m"`.
+
+    Raises:
+        CountingError: if `name` is not registered.
+    """
     _check_choice("model", name, tuple(ARCHITECTURES))
     return ARCHITECTURES[name]
 
 
-def evaluate_architecture(expr: sp.Expr, arch: Architecture, labels: int = 2, rank: int | None = None) -> int:
-    """The value of a transformer formula for `arch`, `labels` classes and `rank`."""
+def evaluate_architecture(
+    expr: sp.Expr, arch: Architecture, labels: int = 2, rank: int | None = None
+) -> int:
+    """The value of a transformer formula for `arch`, `labels` classes and `rank`.
+
+    Args:
+        expr: a formula in the symbols of `arch.values` (and `num_labels`, `r`).
+        arch: the architecture whose values the symbols take.
+        labels: the value of `num_labels`: the classes of the head.
+        rank: the value of `r`; None for a formula without it.
+
+    Raises:
+        CountingError: if `rank` is not a positive integer, or a symbol is left over.
+    """
     value = sp.sympify(expr).subs({**arch.values, num_labels: labels})
     return _to_int(value, rank)
 
 
-def build_classifier(name: str = "gpt2-small", labels: int = 2, device: str = "meta",
-                     seed: int = 0) -> nn.Module:
+def build_classifier(
+    name: str = "gpt2-small", labels: int = 2, device: str = "meta", seed: int = 0
+) -> nn.Module:
     """A randomly initialised classifier of architecture `name` (no hub needed), pad = eos.
 
     On the `meta` device no memory is allocated and nothing is initialised: shapes, and so
     counts, are exact and a build takes milliseconds. Use `cpu` for a model that runs.
+
+    Args:
+        name: the architecture: `"gpt2-small"` or `"opt-125m"`.
+        labels: the number of classes of the `score` head, at least 1.
+        device: the device to build it on: `"meta"` or `"cpu"`.
+        seed: the `torch.manual_seed` set before the model is built.
+
+    Raises:
+        CountingError: if `name` is unknown or `labels` is below 1.
     """
-    from transformers import GPT2Config, GPT2ForSequenceClassification, OPTConfig, OPTForSequenceClassification
+    from transformers import (
+        GPT2Config,
+        GPT2ForSequenceClassification,
+        OPTConfig,
+        OPTForSequenceClassification,
+    )
 
     architecture(name)
     if labels < 1:
         raise CountingError(f"a classifier needs at least one label, got {labels}")
-    build = {"gpt2-small": lambda: GPT2ForSequenceClassification(GPT2Config(num_labels=labels, pad_token_id=50256)),
-             "opt-125m": lambda: OPTForSequenceClassification(OPTConfig(num_labels=labels))}[name]
+    build = {
+        "gpt2-small": lambda: GPT2ForSequenceClassification(
+            GPT2Config(num_labels=labels, pad_token_id=50256)
+        ),
+        "opt-125m": lambda: OPTForSequenceClassification(OPTConfig(num_labels=labels)),
+    }[name]
     torch.manual_seed(seed)
     with torch.device(device):
         return build()
 
 
 def targeted_layers(arch: Architecture, targets: Sequence[str]) -> list[str]:
-    """The per-block projections of `arch` that peft-style suffix targets select."""
+    """The per-block projections of `arch` that peft-style suffix targets select.
+
+    Args:
+        arch: the architecture whose `layers` are searched.
+        targets: peft-style patterns: a layer name or a dot-separated ending of one.
+
+    Raises:
+        CountingError: if no layer matches.
+    """
     chosen = [name for name in arch.layers if matches(name, targets)]
     if not chosen:
-        raise CountingError(f"no layer of {arch.name} matches {list(targets)}; its layers are "
-                            f"{', '.join(arch.layers)}")
+        raise CountingError(
+            f"no layer of {arch.name} matches {list(targets)}; its layers are "
+            f"{', '.join(arch.layers)}"
+        )
     return chosen
 
 
 # --8<-- [start:lora_formula]
-def lora_formulas(arch: Architecture, targets: Sequence[str], bias: str = "none",
-                  saves_head: bool = False) -> tuple[sp.Expr, sp.Expr]:
+def lora_formulas(
+    arch: Architecture, targets: Sequence[str], bias: str = "none", saves_head: bool = False
+) -> tuple[sp.Expr, sp.Expr]:
     """`(trainable, all)` parameters of a peft LoRA model, as formulas.
 
-    LoRA adds `r * (d_in + d_out)` per targeted layer in each block. `bias="lora_only"`
-    also trains the biases of the targeted layers. A saved head (`task_type=SEQ_CLS` or
-    `modules_to_save=["score"]`) is trained as a *copy*: the frozen original stays in the
-    model, so "all params" holds the head twice.
+    LoRA adds `r * (d_in + d_out)` per targeted layer in each block. A saved head
+    (`task_type=SEQ_CLS` or `modules_to_save=["score"]`) is trained as a *copy*: the frozen
+    original stays in the model, so "all params" holds the head twice.
+
+    Args:
+        arch: the architecture to count.
+        targets: peft-style patterns of the per-block projections to adapt.
+        bias: `"none"`, or `"lora_only"`, which also trains the biases of the targeted layers.
+        saves_head: whether the head is saved, so trained as a copy.
+
+    Raises:
+        CountingError: if `bias` is neither `"none"` nor `"lora_only"`.
     """
     if bias not in ("none", "lora_only"):
         raise CountingError(f"bias='{bias}' is not counted here: use 'none' or 'lora_only'")
@@ -404,19 +633,33 @@ def lora_formulas(arch: Architecture, targets: Sequence[str], bias: str = "none"
     lora_biases = n_layer * sum(b for _, b in layers) if bias == "lora_only" else 0
     copy = HEAD if saves_head else 0
     return lora + lora_biases + copy, arch.base + HEAD + lora + copy
+
+
 # --8<-- [end:lora_formula]
 
 
 @dataclass(frozen=True)
 class LoraCase:
-    """One LoRA configuration on one classifier, to count by formula and by peft."""
+    """One LoRA configuration on one classifier, to count by formula and by peft.
+
+    Attributes:
+        name: what the case is called in the table.
+        model: the classifier's architecture: `"gpt2-small"` or `"opt-125m"`.
+        labels: the number of classes of its head.
+        r: the LoRA rank.
+        lora_alpha: peft's `lora_alpha`.
+        targets: peft's `target_modules`; None: peft's default for the model.
+        task_type: peft's `task_type`; `"SEQ_CLS"` trains a copy of the head.
+        bias: peft's `bias`: `"none"` or `"lora_only"`.
+        modules_to_save: peft's `modules_to_save`; `("score",)` trains a copy of the head.
+    """
 
     name: str
     model: str = "gpt2-small"
     labels: int = 2
     r: int = 8
     lora_alpha: int = 8
-    targets: tuple[str, ...] | None = None  # None: peft's default for the model
+    targets: tuple[str, ...] | None = None
     task_type: str | None = None
     bias: str = "none"
     modules_to_save: tuple[str, ...] = ()
@@ -425,43 +668,78 @@ class LoraCase:
         """The `peft.LoraConfig` this case describes."""
         from peft import LoraConfig
 
-        return LoraConfig(r=self.r, lora_alpha=self.lora_alpha, bias=self.bias, task_type=self.task_type,
-                          target_modules=list(self.targets) if self.targets else None,
-                          modules_to_save=list(self.modules_to_save) or None)
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.lora_alpha,
+            bias=self.bias,
+            task_type=self.task_type,
+            target_modules=list(self.targets) if self.targets else None,
+            modules_to_save=list(self.modules_to_save) or None,
+        )
 
     def saves_head(self) -> bool:
+        """Whether peft trains a copy of the head (`SEQ_CLS`, or `score` in `modules_to_save`)."""
         return self.task_type == "SEQ_CLS" or "score" in self.modules_to_save
 
 
 LORA_CASES = (
     LoraCase("LoraConfig(): head left frozen"),
     LoraCase("r=8 on c_attn, SEQ_CLS", task_type="SEQ_CLS"),
-    LoraCase("r=4 on 4 projections, SEQ_CLS", r=4, task_type="SEQ_CLS",
-             targets=("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")),
-    LoraCase("r=128, lora_only bias, 20 labels", labels=20, r=128, lora_alpha=128, bias="lora_only",
-             modules_to_save=("score",)),
-    LoraCase("r=8 on separate q, k, v (OPT-125m)", model="opt-125m", targets=("q_proj", "k_proj", "v_proj")),
+    LoraCase(
+        "r=4 on 4 projections, SEQ_CLS",
+        r=4,
+        task_type="SEQ_CLS",
+        targets=("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"),
+    ),
+    LoraCase(
+        "r=128, lora_only bias, 20 labels",
+        labels=20,
+        r=128,
+        lora_alpha=128,
+        bias="lora_only",
+        modules_to_save=("score",),
+    ),
+    LoraCase(
+        "r=8 on separate q, k, v (OPT-125m)",
+        model="opt-125m",
+        targets=("q_proj", "k_proj", "v_proj"),
+    ),
 )
 
 
 @dataclass(frozen=True)
 class LoraCount:
-    """A LoRA case counted three ways."""
+    """A LoRA case counted three ways.
+
+    Attributes:
+        case: the case counted.
+        formula_trainable: the trainable parameters by `lora_formulas`.
+        formula_total: all parameters by `lora_formulas`.
+        peft_trainable: the trainable parameters by peft's `get_nb_trainable_parameters()`.
+        peft_total: all parameters by peft's `get_nb_trainable_parameters()`.
+        lora_parameters: only the lora_A / lora_B matrices, read off the module tree.
+    """
 
     case: LoraCase
     formula_trainable: int
     formula_total: int
-    peft_trainable: int  # `get_nb_trainable_parameters()`
+    peft_trainable: int
     peft_total: int
-    lora_parameters: int  # only the lora_A / lora_B matrices, read off the module tree
+    lora_parameters: int
 
     @property
     def percent(self) -> float:
+        """peft's trainable share, in percent."""
         return 100 * self.peft_trainable / self.peft_total
 
 
 def apply_lora(model: nn.Module, config) -> nn.Module:
-    """`peft.get_peft_model(model, config)`, without the warnings peft gives on GPT-2."""
+    """`peft.get_peft_model(model, config)`, without the warnings peft gives on GPT-2.
+
+    Args:
+        model: the model to wrap.
+        config (peft.LoraConfig): the LoRA settings.
+    """
     from peft import get_peft_model
 
     with warnings.catch_warnings():  # peft switches Conv1D targets to fan_in_fan_out, and says so
@@ -471,24 +749,44 @@ def apply_lora(model: nn.Module, config) -> nn.Module:
 
 
 def peft_model(case: LoraCase, device: str = "meta") -> nn.Module:
-    """`get_peft_model` on a fresh classifier built for `case`."""
+    """`get_peft_model` on a fresh classifier built for `case`.
+
+    Args:
+        case: the configuration to build.
+        device: the device to build the classifier on; `"meta"` allocates nothing.
+    """
     return apply_lora(build_classifier(case.model, case.labels, device), case.lora_config())
 
 
 def count_lora_case(case: LoraCase) -> LoraCount:
-    """Count `case` by formula and on a real (meta-device) peft model."""
+    """Count `case` by formula and on a real (meta-device) peft model.
+
+    Args:
+        case: the configuration to count.
+    """
     arch = architecture(case.model)
     targets = case.targets or arch.default_lora_targets
     trainable, total = lora_formulas(arch, targets, case.bias, case.saves_head())
     model = peft_model(case)
     peft_trainable, peft_total = model.get_nb_trainable_parameters()
     lora = sum(p.numel() for n, p in model.named_parameters() if ".lora_" in n)
-    return LoraCount(case, evaluate_architecture(trainable, arch, case.labels, case.r),
-                     evaluate_architecture(total, arch, case.labels, case.r), peft_trainable, peft_total, lora)
+    return LoraCount(
+        case,
+        evaluate_architecture(trainable, arch, case.labels, case.r),
+        evaluate_architecture(total, arch, case.labels, case.r),
+        peft_trainable,
+        peft_total,
+        lora,
+    )
 
 
 def lora_target_shapes(model: nn.Module, targets: Sequence[str]) -> list[tuple[int, int]]:
-    """`(d_in, d_out)` of every module `targets` select, read from the module tree."""
+    """`(d_in, d_out)` of every module `targets` select, read from the module tree.
+
+    Args:
+        model: the model to read.
+        targets: module names or name endings, as in `match_modules`.
+    """
     return [layer_features(model.get_submodule(name)) for name in match_modules(model, targets)]
 
 
@@ -502,30 +800,53 @@ NF4_BITS = 4 + sp.Integer(32) / B  # a 4-bit code per weight + one fp32 absmax p
 NF4_DOUBLE_QUANT_BITS = 4 + sp.Integer(8) / B + sp.Integer(32) / (B * B2)  # absmax in 8 bits
 
 
-def nf4_bits_per_parameter(double_quant: bool, blocksize: int = 64, blocksize2: int = 256) -> sp.Rational:
-    """Bits one weight occupies in NF4: its code plus its share of the block scales (exact)."""
+def nf4_bits_per_parameter(
+    double_quant: bool, blocksize: int = 64, blocksize2: int = 256
+) -> sp.Rational:
+    """Bits one weight occupies in NF4: its code plus its share of the block scales (exact).
+
+    Args:
+        double_quant: whether the block scales are quantized to 8 bits too.
+        blocksize: weights per first-level block `B` (one scale each).
+        blocksize2: first-level scales per second-level block `B_2` (with `double_quant`).
+    """
     formula = NF4_DOUBLE_QUANT_BITS if double_quant else NF4_BITS
     return formula.subs({B: blocksize, B2: blocksize2})
+
+
 # --8<-- [end:nf4_formulas]
 
 
 @dataclass(frozen=True)
 class QuantStorage:
-    """What bitsandbytes stores for one 4-bit weight, in bytes."""
+    """What bitsandbytes stores for one 4-bit weight, in bytes.
 
-    shape: tuple[int, ...]  # the weight's logical shape
+    Attributes:
+        shape: the weight's logical shape.
+        packed_shape: the shape of the packed tensor.
+        packed_dtype: the dtype of the packed tensor, without `torch.` (e.g. `uint8`).
+        parameters: the number of weights.
+        packed_bytes: the packed codes: two 4-bit codes per byte.
+        absmax_bytes: one scale per block (fp32, or uint8 with double quantization).
+        nested_absmax_bytes: double quantization: one fp32 scale per block of scales.
+        table_bytes: code tables and offset: a constant per tensor.
+    """
+
+    shape: tuple[int, ...]
     packed_shape: tuple[int, ...]
     packed_dtype: str
     parameters: int
-    packed_bytes: int  # two 4-bit codes per byte
-    absmax_bytes: int  # one scale per block (fp32, or uint8 with double quantization)
-    nested_absmax_bytes: int  # double quantization: one fp32 scale per block of scales
-    table_bytes: int = field(default=0)  # code tables and offset: a constant per tensor
+    packed_bytes: int
+    absmax_bytes: int
+    nested_absmax_bytes: int
+    table_bytes: int = field(default=0)
 
     @property
     def bits_per_parameter(self) -> float:
         """Bits per weight without the per-tensor constants (what the formula predicts)."""
-        return 8 * (self.packed_bytes + self.absmax_bytes + self.nested_absmax_bytes) / self.parameters
+        return (
+            8 * (self.packed_bytes + self.absmax_bytes + self.nested_absmax_bytes) / self.parameters
+        )
 
     @property
     def total_bytes(self) -> int:
@@ -538,44 +859,81 @@ def _nbytes(tensor: torch.Tensor | None) -> int:
 
 
 def quant_storage(packed: torch.Tensor, state) -> QuantStorage:
-    """Read the storage of a packed 4-bit tensor and its bitsandbytes `QuantState`."""
+    """Read the storage of a packed 4-bit tensor and its bitsandbytes `QuantState`.
+
+    Args:
+        packed: the packed tensor, as `quantize_4bit` returns it.
+        state (bitsandbytes.functional.QuantState): its quantization state.
+    """
     nested = state.state2 if state.nested else None
-    tables = _nbytes(state.code) + (_nbytes(nested.code) + 4 if nested is not None else 0)  # + offset
-    return QuantStorage(tuple(state.shape), tuple(packed.shape), str(packed.dtype).replace("torch.", ""),
-                        int(torch.Size(state.shape).numel()), _nbytes(packed), _nbytes(state.absmax),
-                        _nbytes(nested.absmax) if nested is not None else 0, tables)
+    tables = _nbytes(state.code) + (
+        _nbytes(nested.code) + 4 if nested is not None else 0
+    )  # + offset
+    return QuantStorage(
+        tuple(state.shape),
+        tuple(packed.shape),
+        str(packed.dtype).replace("torch.", ""),
+        int(torch.Size(state.shape).numel()),
+        _nbytes(packed),
+        _nbytes(state.absmax),
+        _nbytes(nested.absmax) if nested is not None else 0,
+        tables,
+    )
 
 
 def quantize_nf4(weight: torch.Tensor, double_quant: bool, blocksize: int = 64) -> QuantStorage:
-    """Quantize one weight to NF4 with bitsandbytes and report what it stores."""
+    """Quantize one weight to NF4 with bitsandbytes and report what it stores.
+
+    Args:
+        weight: the weight to quantize (a detached fp32 copy is quantized).
+        double_quant: whether the block scales are quantized too (`compress_statistics`).
+        blocksize: weights per absmax scale.
+    """
     from bitsandbytes.functional import quantize_4bit
 
-    packed, state = quantize_4bit(weight.detach().float(), blocksize=blocksize, quant_type="nf4",
-                                  compress_statistics=double_quant)
+    packed, state = quantize_4bit(
+        weight.detach().float(),
+        blocksize=blocksize,
+        quant_type="nf4",
+        compress_statistics=double_quant,
+    )
     return quant_storage(packed, state)
 
 
-def load_quantized_gpt2(double_quant: bool = True, n_layer: int = 12, labels: int = 2, seed: int = 0) -> nn.Module:
+def load_quantized_gpt2(
+    double_quant: bool = True, n_layer: int = 12, labels: int = 2, seed: int = 0
+) -> nn.Module:
     """GPT-2 small (random weights, `n_layer` blocks) saved and reloaded in 4-bit NF4.
 
     transformers turns each `Conv1D` projection into a bitsandbytes `Linear4bit`; the
     embeddings, LayerNorms, biases and `score` stay in higher precision.
+
+    Args:
+        double_quant: whether the block scales are quantized too (`bnb_4bit_use_double_quant`).
+        n_layer: the number of transformer blocks.
+        labels: the number of classes of the `score` head.
+        seed: the `torch.manual_seed` the random weights are drawn under.
     """
     from transformers import BitsAndBytesConfig, GPT2Config, GPT2ForSequenceClassification
     from transformers.utils import logging as hf_logging
 
     torch.manual_seed(seed)
     model = GPT2ForSequenceClassification(GPT2Config(n_layer=n_layer, num_labels=labels))
-    config = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
-                                bnb_4bit_use_double_quant=double_quant)
+    config = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        bnb_4bit_use_double_quant=double_quant,
+    )
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
         with tempfile.TemporaryDirectory() as directory:
             model.save_pretrained(directory)  # safetensors
-            return GPT2ForSequenceClassification.from_pretrained(directory, quantization_config=config,
-                                                                 use_safetensors=True)
+            return GPT2ForSequenceClassification.from_pretrained(
+                directory, quantization_config=config, use_safetensors=True
+            )
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
@@ -586,33 +944,54 @@ def load_quantized_gpt2(double_quant: bool = True, n_layer: int = 12, labels: in
 # 4. One entry point per method, with a breakdown per module type (the `count` command)
 # ---------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class BreakdownRow:
-    """Trainable parameters of one module type: a module path with block indices as `*`."""
+    """Trainable parameters of one module type: a module path with block indices as `*`.
+
+    Attributes:
+        module: the module path, block indices as `*`.
+        parameter: the parameter's own name (`weight`, `bias`, `lora_A`, ...).
+        modules: how many modules of this type.
+        each: parameters per module (None if they differ, as in an MLP).
+        trainable: the trainable parameters of all of them together.
+    """
 
     module: str
     parameter: str
-    modules: int  # how many modules of this type
-    each: int | None  # parameters per module (None if they differ, as in an MLP)
+    modules: int
+    each: int | None
     trainable: int
 
 
 def module_type(parameter_name: str) -> tuple[str, str]:
     """`(module type, parameter)` of a parameter name: peft's wrapper prefix and adapter
-    name dropped, block indices replaced by `*`."""
+    name dropped, block indices replaced by `*`.
+
+    Args:
+        parameter_name: a full name, as `named_parameters()` gives it.
+    """
     name = parameter_name.removeprefix("base_model.model.")
     *path, leaf = [part for part in name.split(".") if part != "default"]
     return ".".join("*" if part.isdigit() else part for part in path), leaf
 
 
 def breakdown(model: nn.Module) -> list[BreakdownRow]:
-    """The trainable parameters of `model`, summed per module type, in module order."""
+    """The trainable parameters of `model`, summed per module type, in module order.
+
+    Args:
+        model: the model, after a method has chosen what trains.
+    """
     groups: dict[tuple[str, str], list[int]] = {}
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
             groups.setdefault(module_type(name), []).append(parameter.numel())
-    return [BreakdownRow(module, leaf, len(sizes), sizes[0] if len(set(sizes)) == 1 else None, sum(sizes))
-            for (module, leaf), sizes in groups.items()]
+    return [
+        BreakdownRow(
+            module, leaf, len(sizes), sizes[0] if len(set(sizes)) == 1 else None, sum(sizes)
+        )
+        for (module, leaf), sizes in groups.items()
+    ]
 
 
 Method = Literal["bitfit", "adapter", "lora"]
@@ -622,7 +1001,20 @@ MODELS: tuple[str, ...] = ("gpt2-small", "mlp")
 
 @dataclass(frozen=True)
 class MethodCount:
-    """A method applied to a model: its breakdown, its totals, and the formula's answer."""
+    """A method applied to a model: its breakdown, its totals, and the formula's answer.
+
+    Attributes:
+        method: `"bitfit"`, `"adapter"` or `"lora"`.
+        model: `"gpt2-small"` or `"mlp"`.
+        rank: the adapter or LoRA rank asked for.
+        targets: the modules the method was applied to (none for bitfit).
+        rows: the trainable parameters per module type.
+        trainable: the trainable parameters, counted on the module tree.
+        total: all parameters after the method: adapters, LoRA matrices and saved copies included.
+        base_total: all parameters before the method.
+        formula: the trainable parameters as a formula, simplified.
+        formula_value: the formula's value for this model, rank and number of labels.
+    """
 
     method: str
     model: str
@@ -630,13 +1022,14 @@ class MethodCount:
     targets: tuple[str, ...]
     rows: list[BreakdownRow]
     trainable: int
-    total: int  # after the method: adapters, LoRA matrices and saved copies included
-    base_total: int  # before the method
+    total: int
+    base_total: int
     formula: sp.Expr
     formula_value: int
 
     @property
     def percent(self) -> float:
+        """The trainable share of `total`, in percent."""
         return 100 * self.trainable / self.total
 
 
@@ -648,11 +1041,14 @@ def _mlp_layer(name: str, widths: Sequence[int]) -> int:
     return int(match.group(1))
 
 
-def _apply_to_mlp(net: nn.Module, method: str, rank: int, targets: Sequence[str] | None,
-                  widths: Sequence[int]) -> tuple[nn.Module, list[str], sp.Expr]:
+def _apply_to_mlp(
+    net: nn.Module, method: str, rank: int, targets: Sequence[str] | None, widths: Sequence[int]
+) -> tuple[nn.Module, list[str], sp.Expr]:
     """`(model, targets, formula)` for `method` on `build_mlp(widths)`."""
-    default = {"adapter": mlp_adapter_targets(widths, "hidden"),
-               "lora": [f"fc{k}" for k in range(1, len(widths))]}.get(method, [])
+    default = {
+        "adapter": mlp_adapter_targets(widths, "hidden"),
+        "lora": [f"fc{k}" for k in range(1, len(widths))],
+    }.get(method, [])
     chosen = list(targets or default)
     layers = [_mlp_layer(name, widths) for name in chosen]
     if method == "bitfit":
@@ -665,8 +1061,9 @@ def _apply_to_mlp(net: nn.Module, method: str, rank: int, targets: Sequence[str]
     return net, chosen, r * sum(d[k - 1] + d[k] for k in layers)
 
 
-def _apply_to_transformer(net: nn.Module, method: str, rank: int, targets: Sequence[str] | None,
-                          arch: Architecture) -> tuple[nn.Module, list[str], sp.Expr]:
+def _apply_to_transformer(
+    net: nn.Module, method: str, rank: int, targets: Sequence[str] | None, arch: Architecture
+) -> tuple[nn.Module, list[str], sp.Expr]:
     """`(model, targets, formula)` for `method` on a classifier; its head always trains."""
     if method == "bitfit":
         return bitfit(net, train_head=True), [], arch.biases + HEAD
@@ -678,19 +1075,37 @@ def _apply_to_transformer(net: nn.Module, method: str, rank: int, targets: Seque
         return net, chosen, n_layer * sum(adapter_term(w) for w in widths_out) + HEAD
     chosen = list(targets or arch.default_lora_targets)
     formula = lora_formulas(arch, chosen, saves_head=True)[0]
-    case = LoraCase("count", arch.name, r=rank, lora_alpha=rank, targets=tuple(chosen), task_type="SEQ_CLS")
+    case = LoraCase(
+        "count", arch.name, r=rank, lora_alpha=rank, targets=tuple(chosen), task_type="SEQ_CLS"
+    )
     return apply_lora(net, case.lora_config()), chosen, formula
 
 
-def count_method(method: Method, model: str = "gpt2-small", rank: int = 8,
-                 targets: Sequence[str] | None = None, labels: int = 2,
-                 widths: Sequence[int] = MLP_WIDTHS) -> MethodCount:
+def count_method(
+    method: Method,
+    model: str = "gpt2-small",
+    rank: int = 8,
+    targets: Sequence[str] | None = None,
+    labels: int = 2,
+    widths: Sequence[int] = MLP_WIDTHS,
+) -> MethodCount:
     """Apply `method` to `model`, count by module tree and by formula.
 
     `gpt2-small` is a classifier with `labels` classes built on the meta device; its new
     `score` head trains under every method. `mlp` is `build_mlp(widths)`; its layers are
     `fc1 ... fcL`. Targets default to: every bias (bitfit), after attention and after the
     MLP of each block, or after each hidden layer (adapter), `c_attn` or every layer (lora).
+
+    Args:
+        method: `"bitfit"`, `"adapter"` or `"lora"`.
+        model: `"gpt2-small"` or `"mlp"`.
+        rank: the adapters' bottleneck width or the LoRA rank (unused by bitfit).
+        targets: the modules to apply the method to; None takes the defaults above.
+        labels: the number of classes of the `gpt2-small` classifier.
+        widths: the layer widths of the `mlp` model, input first.
+
+    Raises:
+        CountingError: if an option is unknown or invalid, or bitfit is given targets.
     """
     _check_choice("method", method, METHODS)
     _check_choice("model", model, MODELS)
@@ -715,26 +1130,53 @@ def count_method(method: Method, model: str = "gpt2-small", rank: int = 8,
         net, chosen, formula = _apply_to_transformer(net, method, rank, targets, arch)
         value = evaluate_architecture(formula, arch, labels, rank)
     trainable, total = count_parameters(net)
-    return MethodCount(method, model, rank, tuple(chosen), breakdown(net), trainable, total, base_total,
-                       sp.simplify(formula), value)
+    return MethodCount(
+        method,
+        model,
+        rank,
+        tuple(chosen),
+        breakdown(net),
+        trainable,
+        total,
+        base_total,
+        sp.simplify(formula),
+        value,
+    )
 
 
 def format_method_count(result: MethodCount) -> str:
-    """The breakdown as a plain-text table, then the totals and the formula's answer."""
+    """The breakdown as a plain-text table, then the totals and the formula's answer.
+
+    Args:
+        result: what `count_method` returned.
+    """
     width = max([len("module")] + [len(row.module) for row in result.rows])
-    lines = [f"{result.method} on {result.model}"
-             + (f" (r={result.rank}, targets: {', '.join(result.targets)})" if result.method != "bitfit" else ""),
-             "",
-             f"{'module':<{width}}  {'param':<6} {'modules':>7} {'each':>10} {'trainable':>12}"]
+    lines = [
+        f"{result.method} on {result.model}"
+        + (
+            f" (r={result.rank}, targets: {', '.join(result.targets)})"
+            if result.method != "bitfit"
+            else ""
+        ),
+        "",
+        f"{'module':<{width}}  {'param':<6} {'modules':>7} {'each':>10} {'trainable':>12}",
+    ]
     for row in result.rows:
         each = f"{row.each:,}" if row.each is not None else "-"
-        lines.append(f"{row.module:<{width}}  {row.parameter:<6} {row.modules:>7} {each:>10} {row.trainable:>12,}")
+        lines.append(
+            f"{row.module:<{width}}  {row.parameter:<6} "
+            f"{row.modules:>7} {each:>10} {row.trainable:>12,}"
+        )
     verdict = "matches" if result.formula_value == result.trainable else "DOES NOT MATCH"
     lines += ["", f"trainable {result.trainable:,} of {result.total:,} ({result.percent:.3f}%)"]
     if result.total != result.base_total:
         share = 100 * result.trainable / result.base_total
-        lines.append(f"          {share:.3f}% of the {result.base_total:,} before the method was applied")
-    lines.append(f"formula: {result.formula} = {result.formula_value:,} ({verdict} the module count)")
+        lines.append(
+            f"          {share:.3f}% of the {result.base_total:,} before the method was applied"
+        )
+    lines.append(
+        f"formula: {result.formula} = {result.formula_value:,} ({verdict} the module count)"
+    )
     return "\n".join(lines)
 
 
@@ -742,27 +1184,54 @@ def format_method_count(result: MethodCount) -> str:
 # 5. The tables of the docs page
 # ---------------------------------------------------------------------------------------
 
+
 def markdown_rows(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """`tables.markdown_table` of rows given as lists under `header`; integers get thousands separators."""
+    """`tables.markdown_table` of rows given as lists under `header`;
+    integers get thousands separators.
+
+    Args:
+        header: the column names.
+        rows: one list of cell values per row, in the order of `header`.
+    """
+
     def cell(value: object) -> str:
-        return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+        return (
+            f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+        )
 
     return markdown_table([dict(zip(header, map(cell, row))) for row in rows]).rstrip("\n")
 
 
 def mlp_table(widths: Sequence[int] = MLP_WIDTHS) -> str:
-    """The network's size and what BitFit trains, by formula and by module count."""
+    """The network's size and what BitFit trains, by formula and by module count.
+
+    Args:
+        widths: the layer widths of the network, input first.
+    """
     model = build_mlp(widths)
     total = count_parameters(model)[1]
     biases = count_parameters(bitfit(model))[0]
     return markdown_rows(
         ["parameters", "formula", "counted on the module", "share"],
-        [["all parameters", evaluate_mlp(MLP_PARAMETERS, widths), total, "100%"],
-         ["BitFit (biases)", evaluate_mlp(MLP_BIASES, widths), biases, f"{100 * biases / total:.3f}%"]])
+        [
+            ["all parameters", evaluate_mlp(MLP_PARAMETERS, widths), total, "100%"],
+            [
+                "BitFit (biases)",
+                evaluate_mlp(MLP_BIASES, widths),
+                biases,
+                f"{100 * biases / total:.3f}%",
+            ],
+        ],
+    )
 
 
 def convention_table_markdown(rows: Sequence[ConventionRow], percent: float = 1.31) -> str:
-    """The convention table, marking the rows that show as `percent` when rounded or cut off."""
+    """The convention table, marking the rows that show as `percent` when rounded or cut off.
+
+    Args:
+        rows: the rows of `adapter_convention_table`.
+        percent: the reported share to look for, in percent.
+    """
     rounded = set(matching_conventions(rows, percent))
     truncated = set(matching_conventions(rows, percent, rounding="truncate"))
 
@@ -771,34 +1240,90 @@ def convention_table_markdown(rows: Sequence[ConventionRow], percent: float = 1.
 
     return markdown_rows(
         ["adapter after", "adapter biases", "% of", "formula", "counted", "share", f"{percent}%?"],
-        [[row.placement, row.bias, row.denominator, row.adapter_parameters, row.counted_parameters,
-          f"{row.percent:.4f}%", verdict(row)] for row in rows])
+        [
+            [
+                row.placement,
+                row.bias,
+                row.denominator,
+                row.adapter_parameters,
+                row.counted_parameters,
+                f"{row.percent:.4f}%",
+                verdict(row),
+            ]
+            for row in rows
+        ],
+    )
 
 
 def lora_table(counts: Sequence[LoraCount]) -> str:
-    """Each LoRA case: formula and peft, trainable and all parameters."""
+    """Each LoRA case: formula and peft, trainable and all parameters.
+
+    Args:
+        counts: the cases, as `count_lora_case` counted them.
+    """
     return markdown_rows(
-        ["configuration", "LoRA matrices", "trainable (formula)", "trainable (peft)", "all (formula)",
-         "all (peft)", "share"],
-        [[count.case.name, count.lora_parameters, count.formula_trainable, count.peft_trainable,
-          count.formula_total, count.peft_total, f"{count.percent:.2f}%"] for count in counts])
+        [
+            "configuration",
+            "LoRA matrices",
+            "trainable (formula)",
+            "trainable (peft)",
+            "all (formula)",
+            "all (peft)",
+            "share",
+        ],
+        [
+            [
+                count.case.name,
+                count.lora_parameters,
+                count.formula_trainable,
+                count.peft_trainable,
+                count.formula_total,
+                count.peft_total,
+                f"{count.percent:.2f}%",
+            ]
+            for count in counts
+        ],
+    )
 
 
 def nf4_table(weight_shape: tuple[int, int] = (2304, 768), seed: int = 0) -> str:
-    """Bits per weight of a c_attn-shaped weight: formula against what bitsandbytes stores."""
+    """Bits per weight of a c_attn-shaped weight: formula against what bitsandbytes stores.
+
+    Args:
+        weight_shape: the shape of the random weight that is quantized.
+        seed: the seed its random values are drawn under.
+    """
     weight = torch.randn(weight_shape, generator=torch.Generator().manual_seed(seed))
     projections = evaluate_architecture(GPT2_PROJECTION_WEIGHTS, ARCHITECTURES["gpt2-small"])
     rows = []
     for double_quant in (False, True):
         stored = quantize_nf4(weight, double_quant)
         bits = nf4_bits_per_parameter(double_quant)
-        rows.append([
-            "yes" if double_quant else "no", f"{bits} = {float(bits):.4f}", f"{stored.bits_per_parameter:.4f}",
-            f"{float(bits) / 8:.4f}", f"{stored.packed_shape}", stored.absmax_bytes + stored.nested_absmax_bytes,
-            stored.table_bytes, f"{projections * float(bits) / 8 / 2**20:.1f} MiB"])
+        rows.append(
+            [
+                "yes" if double_quant else "no",
+                f"{bits} = {float(bits):.4f}",
+                f"{stored.bits_per_parameter:.4f}",
+                f"{float(bits) / 8:.4f}",
+                f"{stored.packed_shape}",
+                stored.absmax_bytes + stored.nested_absmax_bytes,
+                stored.table_bytes,
+                f"{projections * float(bits) / 8 / 2**20:.1f} MiB",
+            ]
+        )
     return markdown_rows(
-        ["double quant", "bits/weight (formula)", "bits/weight (bnb)", "bytes/weight", "packed shape",
-         "scale bytes", "table bytes", "GPT-2 small projections"], rows)
+        [
+            "double quant",
+            "bits/weight (formula)",
+            "bits/weight (bnb)",
+            "bytes/weight",
+            "packed shape",
+            "scale bytes",
+            "table bytes",
+            "GPT-2 small projections",
+        ],
+        rows,
+    )
 
 
 def counting_tables() -> dict[str, str]:
@@ -813,6 +1338,7 @@ def counting_tables() -> dict[str, str]:
 
 
 def print_tables() -> None:
-    """Print the docs page's tables: `python -c "from peft_course.counting import print_tables; print_tables()"`."""
+    """Print the docs page's tables:
+    `python -c "from peft_course.counting import print_tables; print_tables()"`."""
     for name, table in counting_tables().items():
         print(f"<!-- {name} -->\n{table}\n")

@@ -22,9 +22,20 @@ import numpy as np
 import pandas as pd
 from datasets import Dataset, DatasetDict
 
-from peft_course.errors import CourseError, check_int, check_positive_int, check_string_list, describe
+from peft_course.errors import (
+    CourseError,
+    check_int,
+    check_positive_int,
+    check_string_list,
+    describe,
+)
 from peft_course.synthetic import (
-    EMOTION_LABELS, ENTAILMENT_LABELS, SENTIMENT_LABELS, synthetic_emotion, synthetic_entailment, synthetic_sentiment,
+    EMOTION_LABELS,
+    ENTAILMENT_LABELS,
+    SENTIMENT_LABELS,
+    synthetic_emotion,
+    synthetic_entailment,
+    synthetic_sentiment,
 )
 
 SPLITS = ("train", "validation", "test")
@@ -38,9 +49,17 @@ class DataError(CourseError):
 class DatasetSpec:
     """Where a dataset lives and which of its columns are the text, the pair and the label.
 
-    `columns` maps the course's role (`text`, `text_pair`, `label`; or `instruction`,
-    `context`, `response` for instruction data) to the source's column name. `hub_splits`
-    maps each course split to the source split; a split missing there is carved from `train`.
+    Attributes:
+        name: the registry name (`--dataset`).
+        hub_id: the dataset's repository on the hub; None for data the package generates.
+        columns: maps the course's role (`text`, `text_pair`, `label`; or `instruction`,
+            `context`, `response` for instruction data) to the source's column name.
+        label_names: the class names in label-id order; empty: none recorded.
+        hub_config: the hub dataset's configuration (GLUE's `rte`); None: its default.
+        hub_splits: maps each course split to the source split; a split missing there is
+            carved from `train`.
+        task: `classification` or `instruction`.
+        description: one line on what the data is.
     """
 
     name: str
@@ -54,64 +73,108 @@ class DatasetSpec:
 
 
 TWITTER_TOPICS = (
-    "Analyst Update", "Fed | Central Banks", "Company | Product News",
-    "Treasuries | Corporate Debt", "Dividend", "Earnings", "Energy | Oil", "Financials",
-    "Currencies", "General News | Opinion", "Gold | Metals | Materials", "IPO",
-    "Legal | Regulation", "M&A | Investments", "Macro", "Markets", "Politics",
-    "Personnel Change", "Stock Commentary", "Stock Movement",
+    "Analyst Update",
+    "Fed | Central Banks",
+    "Company | Product News",
+    "Treasuries | Corporate Debt",
+    "Dividend",
+    "Earnings",
+    "Energy | Oil",
+    "Financials",
+    "Currencies",
+    "General News | Opinion",
+    "Gold | Metals | Materials",
+    "IPO",
+    "Legal | Regulation",
+    "M&A | Investments",
+    "Macro",
+    "Markets",
+    "Politics",
+    "Personnel Change",
+    "Stock Commentary",
+    "Stock Movement",
 )
 
-GENERATED = {"synthetic-sentiment": synthetic_sentiment, "synthetic-entailment": synthetic_entailment,
-             "synthetic-emotion": synthetic_emotion}
+GENERATED = {
+    "synthetic-sentiment": synthetic_sentiment,
+    "synthetic-entailment": synthetic_entailment,
+    "synthetic-emotion": synthetic_emotion,
+}
 
 REGISTRY: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in [
         DatasetSpec(
-            "imdb", "stanfordnlp/imdb", {"text": "text", "label": "label"},
-            ("negative", "positive"), hub_splits={"train": "train", "test": "test"},
+            "imdb",
+            "stanfordnlp/imdb",
+            {"text": "text", "label": "label"},
+            ("negative", "positive"),
+            hub_splits={"train": "train", "test": "test"},
             description="50k long movie reviews; validation carved from train",
         ),
         DatasetSpec(
-            "rotten_tomatoes", "cornell-movie-review-data/rotten_tomatoes",
-            {"text": "text", "label": "label"}, ("negative", "positive"),
+            "rotten_tomatoes",
+            "cornell-movie-review-data/rotten_tomatoes",
+            {"text": "text", "label": "label"},
+            ("negative", "positive"),
             description="10,662 one-sentence movie reviews (Pang & Lee)",
         ),
         DatasetSpec(
-            "twitter-financial-news-topic", "zeroshot/twitter-financial-news-topic",
-            {"text": "text", "label": "label"}, TWITTER_TOPICS,
+            "twitter-financial-news-topic",
+            "zeroshot/twitter-financial-news-topic",
+            {"text": "text", "label": "label"},
+            TWITTER_TOPICS,
             hub_splits={"train": "train", "test": "validation"},
             description="finance tweets in 20 topics; the hub's validation split is the test",
         ),
         DatasetSpec(
-            "emotion", "dair-ai/emotion", {"text": "text", "label": "label"},
+            "emotion",
+            "dair-ai/emotion",
+            {"text": "text", "label": "label"},
             ("sadness", "joy", "love", "anger", "fear", "surprise"),
             description="tweets labelled with six emotions",
         ),
         DatasetSpec(
-            "rte", "nyu-mll/glue", {"text": "sentence1", "text_pair": "sentence2", "label": "label"},
-            ("entailment", "not_entailment"), hub_config="rte",
+            "rte",
+            "nyu-mll/glue",
+            {"text": "sentence1", "text_pair": "sentence2", "label": "label"},
+            ("entailment", "not_entailment"),
+            hub_config="rte",
             hub_splits={"train": "train", "test": "validation"},
-            description="premise/hypothesis pairs; GLUE's test labels are hidden, so its dev set is the test",
+            description=(
+                "premise/hypothesis pairs; GLUE's test "
+                "labels are hidden, so its dev set is the test"
+            ),
         ),
         DatasetSpec(
-            "dolly", "databricks/databricks-dolly-15k",
+            "dolly",
+            "databricks/databricks-dolly-15k",
             {"instruction": "instruction", "context": "context", "response": "response"},
-            hub_splits={"train": "train"}, task="instruction",
+            hub_splits={"train": "train"},
+            task="instruction",
             description="15k human-written instruction/context/response triples",
         ),
         DatasetSpec(
-            "synthetic-sentiment", None, {"text": "text", "label": "label"},
+            "synthetic-sentiment",
+            None,
+            {"text": "text", "label": "label"},
             tuple(SENTIMENT_LABELS),
             description="generated by the package: templates, negation and contrast; no download",
         ),
         DatasetSpec(
-            "synthetic-entailment", None, {"text": "text", "text_pair": "text_pair", "label": "label"},
+            "synthetic-entailment",
+            None,
+            {"text": "text", "text_pair": "text_pair", "label": "label"},
             tuple(ENTAILMENT_LABELS),
-            description="generated premise/hypothesis pairs: negation, unmentioned subjects, swapped roles",
+            description=(
+                "generated premise/hypothesis pairs: negation, unmentioned subjects, swapped roles"
+            ),
         ),
         DatasetSpec(
-            "synthetic-emotion", None, {"text": "text", "label": "label"}, tuple(EMOTION_LABELS),
+            "synthetic-emotion",
+            None,
+            {"text": "text", "label": "label"},
+            tuple(EMOTION_LABELS),
             description="generated sentences in the emotion dataset's six labels",
         ),
     ]
@@ -120,7 +183,13 @@ REGISTRY: dict[str, DatasetSpec] = {
 
 @dataclass
 class ClassificationData:
-    """Checked splits with `text` (and `text_pair`) and `label` columns, plus the label names."""
+    """Checked splits with `text` (and `text_pair`) and `label` columns, plus the label names.
+
+    Attributes:
+        name: the dataset's name, or the training file's name for local files.
+        splits: the `train`, `validation` and `test` splits.
+        label_names: the class names in label-id order.
+    """
 
     name: str
     splits: DatasetDict
@@ -128,15 +197,24 @@ class ClassificationData:
 
     @property
     def num_labels(self) -> int:
+        """The number of classes."""
         return len(self.label_names)
 
     @property
     def is_pair(self) -> bool:
+        """Whether each example is a pair of texts (`text` and `text_pair`)."""
         return "text_pair" in self.splits["train"].column_names
 
 
 def get_spec(name: str) -> DatasetSpec:
-    """The registry entry for `name`, or an error listing the known names."""
+    """The registry entry for `name`, or an error listing the known names.
+
+    Args:
+        name: a registry name, such as `imdb` or `synthetic-sentiment`.
+
+    Raises:
+        DataError: if `name` is not in the registry.
+    """
     try:
         return REGISTRY[name]
     except (KeyError, TypeError):
@@ -156,7 +234,12 @@ SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet", ".pq")
 
 
 def row_unit(path: str | Path) -> str:
-    """What a row number of this file counts: `line` (CSV, TSV, JSONL), `record` (JSON), `row` (Parquet)."""
+    """What a row number of this file counts: `line` (CSV, TSV, JSONL),
+    `record` (JSON), `row` (Parquet).
+
+    Args:
+        path: the file; only its extension is read.
+    """
     suffix = Path(path).suffix.lower()
     return {".parquet": "row", ".pq": "row", ".json": "record"}.get(suffix, "line")
 
@@ -167,6 +250,14 @@ def read_table(path: str | Path, text_columns: tuple[str, ...] = ()) -> pd.DataF
     The index holds each row's place in the file (see `row_unit`), counted from 1. In a CSV/TSV
     only an empty cell is missing (the text "NA" stays text), and `text_columns` are read as
     strings, so a review that is a number ("10") is not turned into one.
+
+    Args:
+        path: the file to read.
+        text_columns: the columns of a CSV/TSV to read as strings.
+
+    Raises:
+        DataError: if `path` is a directory or missing, has an unknown extension, is empty, or
+            cannot be read (not UTF-8, not valid JSON, ...).
     """
     path = Path(path)
     if path.is_dir():
@@ -175,14 +266,19 @@ def read_table(path: str | Path, text_columns: tuple[str, ...] = ()) -> pd.DataF
         raise DataError(f"cannot read '{path}': no such file")
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
-        raise DataError(f"cannot read '{path}': unknown extension '{suffix}' (use .csv, .tsv, .jsonl, .json or .parquet)")
+        raise DataError(
+            f"cannot read '{path}': unknown extension '{suffix}' "
+            "(use .csv, .tsv, .jsonl, .json or .parquet)"
+        )
     if suffix not in (".parquet", ".pq") and _is_blank(path):
         raise DataError(f"cannot read '{path}': the file is empty")
     if suffix == ".jsonl":
         try:
             return _read_jsonl(path)
         except UnicodeDecodeError as error:
-            raise DataError(f"cannot read '{path}': not UTF-8 text ({error.reason} at byte {error.start})") from None
+            raise DataError(
+                f"cannot read '{path}': not UTF-8 text ({error.reason} at byte {error.start})"
+            ) from None
     try:
         if suffix in (".csv", ".tsv"):
             return _read_delimited(path, text_columns)
@@ -191,7 +287,9 @@ def read_table(path: str | Path, text_columns: tuple[str, ...] = ()) -> pd.DataF
         else:
             frame = pd.read_parquet(path)
     except Exception as error:  # pandas and pyarrow raise many types; the message says which file
-        raise DataError(f"cannot read '{path}': {type(error).__name__}: {_first_line(error)}") from error
+        raise DataError(
+            f"cannot read '{path}': {type(error).__name__}: {_first_line(error)}"
+        ) from error
     frame.index = range(1, len(frame) + 1)
     return frame
 
@@ -210,17 +308,23 @@ def _first_line(error: Exception) -> str:
 
 
 def _read_delimited(path: Path, text_columns: tuple[str, ...]) -> pd.DataFrame:
-    """A CSV or TSV file, indexed by the line each record starts on (quoted fields may span lines)."""
+    """A CSV or TSV file, indexed by the line each record starts on
+    (quoted fields may span lines)."""
     tsv = path.suffix.lower() == ".tsv"
-    options = {"sep": "\t", "quoting": csv.QUOTE_NONE} if tsv else {}  # GLUE's TSVs hold bare quotes
-    frame = pd.read_csv(path, dtype={c: str for c in text_columns}, keep_default_na=False, na_values=[""], **options)
+    options = (
+        {"sep": "\t", "quoting": csv.QUOTE_NONE} if tsv else {}
+    )  # GLUE's TSVs hold bare quotes
+    frame = pd.read_csv(
+        path, dtype={c: str for c in text_columns}, keep_default_na=False, na_values=[""], **options
+    )
     lines = _record_lines(path, "\t" if tsv else ",", csv.QUOTE_NONE if tsv else csv.QUOTE_MINIMAL)
     frame.index = lines if len(lines) == len(frame) else range(2, len(frame) + 2)
     return frame
 
 
 def _record_lines(path: Path, delimiter: str, quoting: int) -> list[int]:
-    """The line on which each data record of a CSV/TSV starts, skipping blank lines as pandas does."""
+    """The line on which each data record of a CSV/TSV starts,
+    skipping blank lines as pandas does."""
     lines: list[int] = []
     try:
         with open(path, newline="", encoding="utf-8") as handle:
@@ -245,14 +349,19 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as error:
-                raise DataError(f"{path}, line {number}: not valid JSON ({error.msg} at column {error.colno})"
-                                ) from None
+                raise DataError(
+                    f"{path}, line {number}: not valid JSON ({error.msg} at column {error.colno})"
+                ) from None
             if isinstance(row, list):
-                raise DataError(f"{path}, line {number}: a JSON array, not an object; a .jsonl file holds one "
-                                f"JSON object per line (an array of objects belongs in a .json file)")
+                raise DataError(
+                    f"{path}, line {number}: a JSON array, not an object; a .jsonl file holds one "
+                    f"JSON object per line (an array of objects belongs in a .json file)"
+                )
             if not isinstance(row, dict):
-                raise DataError(f"{path}, line {number}: {describe(row)} is not a JSON object "
-                                f"(a .jsonl file holds one object per line)")
+                raise DataError(
+                    f"{path}, line {number}: {describe(row)} is not a JSON object "
+                    f"(a .jsonl file holds one object per line)"
+                )
             rows.append(row)
             lines.append(number)
     return pd.DataFrame(rows, index=lines)
@@ -266,10 +375,13 @@ def _rename_columns(frame: pd.DataFrame, columns: dict[str, str], where: str) ->
             f"{where}: missing column(s) {missing}; the columns are {list(frame.columns)}. "
             f"Name the right ones with --text-column/--label-column"
         )
-    return pd.DataFrame({role: frame[source] for role, source in columns.items()}, index=frame.index)
+    return pd.DataFrame(
+        {role: frame[source] for role, source in columns.items()}, index=frame.index
+    )
 
 
 # --- checking every row -----------------------------------------------------------------------
+
 
 def _is_missing(value: Any) -> bool:
     """None, a float NaN (pandas' marker for an empty cell) or `pd.NA` (a nullable column's)."""
@@ -277,16 +389,26 @@ def _is_missing(value: Any) -> bool:
 
 
 def _show(value: Any) -> str:
-    """A cell as a message quotes it: numbers bare (no `np.int64(...)`), anything else as `describe` does."""
+    """A cell as a message quotes it: numbers bare (no `np.int64(...)`),
+    anything else as `describe` does."""
     if isinstance(value, (numbers.Number, np.generic)) and not isinstance(value, (bool, np.bool_)):
         return str(value)
     return describe(value).removeprefix("the string ")
 
 
-def check_texts(frame: pd.DataFrame, columns: dict[str, str], where: str, unit: str = "row") -> None:
+def check_texts(
+    frame: pd.DataFrame, columns: dict[str, str], where: str, unit: str = "row"
+) -> None:
     """Every `text` (and `text_pair`) cell must be a non-blank string; else name the first bad row.
 
-    `columns` maps the course's roles to the source's column names, which the message uses.
+    Args:
+        frame: rows with the course's column names, indexed by their place in the source.
+        columns: maps the course's roles to the source's column names, which the message uses.
+        where: the source the message names (a file, or `name [split]`).
+        unit: what the index counts: `line`, `record` or `row`.
+
+    Raises:
+        DataError: naming the first row whose text is missing, not a string, or blank.
     """
     for role in ("text", "text_pair"):
         if role not in frame.columns:
@@ -305,7 +427,12 @@ def check_texts(frame: pd.DataFrame, columns: dict[str, str], where: str, unit: 
 
 
 def whole_number(value: Any) -> int | None:
-    """`value` as an int if it is a whole number: 3, 3.0, "3" (a number stored as text); else None."""
+    """`value` as an int if it is a whole number:
+    3, 3.0, "3" (a number stored as text); else None.
+
+    Args:
+        value: one cell; a bool is not a number here.
+    """
     if isinstance(value, (bool, np.bool_)):
         return None
     if isinstance(value, numbers.Integral):
@@ -318,11 +445,19 @@ def whole_number(value: Any) -> int | None:
 
 
 def label_id(value: Any, label_names: list[str]) -> int:
-    """The label id in `0..len(label_names)-1` that a cell stands for, or a `DataError` saying why none.
+    """The label id in `0..len(label_names)-1` that a cell stands for,
+    or a `DataError` saying why none.
 
     A string is first looked up among the label names; a whole number (also one stored as
     text, as Parquet and JSON files sometimes do) is the id itself. A fraction such as 0.5 is
     refused rather than truncated, and so is a bool.
+
+    Args:
+        value: one label cell.
+        label_names: the class names in label-id order.
+
+    Raises:
+        DataError: if the cell is empty, out of range, no label name, or not a whole number.
     """
     count = len(label_names)
     if _is_missing(value):
@@ -333,20 +468,38 @@ def label_id(value: Any, label_names: list[str]) -> int:
     if number is not None:
         if 0 <= number < count:
             return number
-        raise DataError(f"label {_show(value)} is outside 0..{count - 1} ({count} labels: {label_names})")
+        raise DataError(
+            f"label {_show(value)} is outside 0..{count - 1} ({count} labels: {label_names})"
+        )
     if isinstance(value, str):
         raise DataError(f"label {value!r} is not one of the label names {label_names}")
     if isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)):
-        raise DataError(f"label {_show(value)} is not a whole number (labels are 0..{count - 1} or the names "
-                        f"{label_names})")
+        raise DataError(
+            f"label {_show(value)} is not a whole number (labels are 0..{count - 1} or the names "
+            f"{label_names})"
+        )
     raise DataError(f"label {describe(value)} is not a label id or name")
 
 
-def encode_labels(frame: pd.DataFrame, label_names: list[str], where: str, unit: str = "row") -> pd.DataFrame:
+def encode_labels(
+    frame: pd.DataFrame, label_names: list[str], where: str, unit: str = "row"
+) -> pd.DataFrame:
     """Turn every label into an integer in `0..len(label_names)-1`, or name the first bad row.
 
     The index of `frame` is the rows' place in the source (`where`), so the message points at
     the file's line. A label outside the range is an error rather than a silent extra class.
+
+    Args:
+        frame: rows with a `label` column.
+        label_names: the class names in label-id order.
+        where: the source the message names.
+        unit: what the index counts: `line`, `record` or `row`.
+
+    Returns:
+        A copy of `frame` whose `label` column holds the ids (int64).
+
+    Raises:
+        DataError: naming the first row whose label is not valid, and why.
     """
     ids = []
     for index, value in frame["label"].items():
@@ -360,7 +513,12 @@ def encode_labels(frame: pd.DataFrame, label_names: list[str], where: str, unit:
 
 
 def infer_label_names(labels: pd.Series) -> list[str]:
-    """Label names for data that names none: "0".."max" for whole numbers, else the sorted strings."""
+    """Label names for data that names none:
+    "0".."max" for whole numbers, else the sorted strings.
+
+    Args:
+        labels: the training split's label column.
+    """
     values = [v for v in labels if not _is_missing(v)]
     numbers_ = [whole_number(v) for v in values]
     if values and all(n is not None for n in numbers_):
@@ -369,7 +527,18 @@ def infer_label_names(labels: pd.Series) -> list[str]:
 
 
 def check_label_names(label_names: Any, what: str = "label_names") -> list[str]:
-    """A list of distinct, non-blank strings (two equal names would make two classes one)."""
+    """A list of distinct, non-blank strings (two equal names would make two classes one).
+
+    Args:
+        label_names: the names the user gave.
+        what: the parameter or option the message names.
+
+    Returns:
+        The names, stripped of surrounding whitespace.
+
+    Raises:
+        DataError: if a name is blank or repeated.
+    """
     names = check_string_list(what, label_names)
     blank = [i for i, name in enumerate(names, start=1) if not name.strip()]
     if blank:
@@ -383,7 +552,9 @@ def check_label_names(label_names: Any, what: str = "label_names") -> list[str]:
 
 # --- splitting --------------------------------------------------------------------------------
 
+
 def _check_not_empty(splits: dict[str, pd.DataFrame], source: str) -> None:
+    """Refuse a split with no rows."""
     for split, frame in splits.items():
         if len(frame) == 0:
             raise DataError(f"{source}: the {split} split is empty")
@@ -401,15 +572,21 @@ def _carve_missing_splits(
             n = max(1, int(round(len(train) * fraction)))
             if n >= len(train):
                 raise DataError(
-                    f"{source} has {rows} row(s): too few to carve a {split} split ({fraction:.0%}, at least "
-                    f"one row) from it and keep rows to train on; add rows or give a {split} file")
+                    f"{source} has {rows} row(s): too few to carve a {split} split "
+                    f"({fraction:.0%}, at least one row) from it and keep "
+                    f"rows to train on; add rows or give a {split} file"
+                )
             frames[split], frames["train"] = train.iloc[:n], train.iloc[n:]
     return {split: frames[split].reset_index(drop=True) for split in SPLITS}
 
 
 def _finish(
-    name: str, frames: dict[str, pd.DataFrame], label_names: list[str], seed: int,
-    max_examples: int | None, sources: dict[str, tuple[str, str]],
+    name: str,
+    frames: dict[str, pd.DataFrame],
+    label_names: list[str],
+    seed: int,
+    max_examples: int | None,
+    sources: dict[str, tuple[str, str]],
 ) -> ClassificationData:
     """Check every row of every given split, then carve, subsample and convert to `datasets`.
 
@@ -424,8 +601,10 @@ def _finish(
             raise DataError(f"{where} holds no rows: the {split} split would be empty")
         checked[split] = encode_labels(frame, label_names, where, unit)
     if len(label_names) < 2:
-        raise DataError(f"{sources['train'][0]}: the labels name only {len(label_names)} class {label_names}: "
-                        f"a classifier needs at least two; name every class with --label-names")
+        raise DataError(
+            f"{sources['train'][0]}: the labels name only {len(label_names)} class {label_names}: "
+            f"a classifier needs at least two; name every class with --label-names"
+        )
     frames = _carve_missing_splits(checked, fraction=0.1, seed=seed, source=sources["train"][0])
     _check_not_empty(frames, name)
     if max_examples is not None:  # a seeded subsample, for quick runs on a CPU
@@ -433,7 +612,9 @@ def _finish(
             s: f.sample(n=min(max_examples, len(f)), random_state=seed).reset_index(drop=True)
             for s, f in frames.items()
         }
-    splits = DatasetDict({s: Dataset.from_pandas(f, preserve_index=False) for s, f in frames.items()})
+    splits = DatasetDict(
+        {s: Dataset.from_pandas(f, preserve_index=False) for s, f in frames.items()}
+    )
     return ClassificationData(name, splits, list(label_names))
 
 
@@ -481,18 +662,42 @@ def load_classification_data(
     a non-blank string, the label a label name or a whole number in range (a number stored as
     text, "1", counts as the number; 0.5 is refused). Without label names, string labels are
     sorted and whole-number labels are named "0".."max".
+
+    Args:
+        name: a registry name (see `REGISTRY`).
+        train_file: a local CSV, TSV, JSON Lines, JSON or Parquet training file; None loads
+            `name` from the hub or generates it.
+        validation_file: a local validation file (only with `train_file`); None: carved from train.
+        test_file: a local test file (only with `train_file`); None: carved from train.
+        text_column: the source's text column; None: the registry's, else `text`.
+        text_pair_column: the source's column of the second text of a pair; None: the
+            registry's, if any.
+        label_column: the source's label column; None: the registry's, else `label`.
+        label_names: the class names in label-id order; None: the registry's, else inferred.
+        max_examples: keep a seeded subsample of at most this many rows a split, for quick runs
+            on a CPU; None keeps every row.
+        seed: seeds the generated data, the carving of missing splits and the subsample.
+
+    Raises:
+        DataError: if an option has the wrong type, a validation or test file comes without a
+            training file, or `name` is not a classification dataset.
     """
     if not isinstance(name, str):
         raise DataError(f"the dataset name must be a string, got {describe(name)}")
     if train_file is None and (validation_file is not None or test_file is not None):
         given = "validation_file" if validation_file is not None else "test_file"
-        raise DataError(f"{given} is given without train_file: local validation and test files go with a "
-                        f"local training file (--train-file), and would otherwise be ignored")
+        raise DataError(
+            f"{given} is given without train_file: local validation and test files go with a "
+            f"local training file (--train-file), and would otherwise be ignored"
+        )
     if max_examples is not None:
         check_positive_int("max_examples", max_examples)
     check_int("seed", seed, minimum=0)
-    for option, value in (("text_column", text_column), ("text_pair_column", text_pair_column),
-                          ("label_column", label_column)):
+    for option, value in (
+        ("text_column", text_column),
+        ("text_pair_column", text_pair_column),
+        ("label_column", label_column),
+    ):
         if value is not None and not isinstance(value, str):
             raise DataError(f"{option} must be a column name (a string), got {describe(value)}")
     spec = get_spec(name) if name in REGISTRY or train_file is None else None
@@ -505,8 +710,13 @@ def load_classification_data(
         columns["label"] = label_column
     if text_pair_column:
         columns["text_pair"] = text_pair_column
-    names = (check_label_names(label_names) if label_names is not None
-             else list(spec.label_names) if spec and spec.label_names else None)
+    names = (
+        check_label_names(label_names)
+        if label_names is not None
+        else list(spec.label_names)
+        if spec and spec.label_names
+        else None
+    )
 
     if train_file is not None:
         files = {"train": train_file, "validation": validation_file, "test": test_file}
@@ -521,11 +731,16 @@ def load_classification_data(
         source = Path(train_file).name
     elif spec.hub_id is None:  # generated by the package
         generated = GENERATED[name](seed=seed)
-        frames = {s: _numbered(pd.DataFrame([e.__dict__ for e in rows])) for s, rows in generated.items()}
+        frames = {
+            s: _numbered(pd.DataFrame([e.__dict__ for e in rows])) for s, rows in generated.items()
+        }
         sources = {s: (f"{name} [{s}]", "row") for s in frames}
         source = name
     else:
-        frames = {s: _numbered(_rename_columns(f, columns, f"{name} [{s}]")) for s, f in _hub_frames(spec).items()}
+        frames = {
+            s: _numbered(_rename_columns(f, columns, f"{name} [{s}]"))
+            for s, f in _hub_frames(spec).items()
+        }
         sources = {s: (f"{name} [{s}]", "row") for s in frames}
         for split, frame in frames.items():
             check_texts(frame, columns, *sources[split])
@@ -535,15 +750,21 @@ def load_classification_data(
     return _finish(source, frames, names, seed, max_examples, sources)
 
 
-def tokenize(
-    data: ClassificationData, tokenizer: Any, max_length: int = 256
-) -> DatasetDict:
+def tokenize(data: ClassificationData, tokenizer: Any, max_length: int = 256) -> DatasetDict:
     """Tokenize every split (truncated to `max_length`; padding happens later, per batch).
 
     A pair is joined as `text <sep> text_pair`, where the separator is the tokenizer's own
     (`[SEP]` for BERT) or, for GPT-2, its end-of-text token. The separator is an ordinary
     attended token, not padding; when the pair is too long the first text is cut, so the
     second (the hypothesis, the question) stays whole.
+
+    Args:
+        data: the checked splits.
+        tokenizer: the model's tokenizer.
+        max_length: the tokens a row keeps, at least 2.
+
+    Returns:
+        The splits with `input_ids`, `attention_mask` and `labels` columns only.
     """
     check_int("max_length", max_length, minimum=2)
 
@@ -552,7 +773,9 @@ def tokenize(
             encoded = tokenizer(batch["text"], truncation=True, max_length=max_length)
             return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
         if tokenizer.sep_token is not None:  # BERT-style: the tokenizer knows how to join pairs
-            encoded = tokenizer(batch["text"], batch["text_pair"], truncation="only_first", max_length=max_length)
+            encoded = tokenizer(
+                batch["text"], batch["text_pair"], truncation="only_first", max_length=max_length
+            )
             return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
         first = tokenizer(batch["text"], add_special_tokens=False)["input_ids"]
         second = tokenizer(batch["text_pair"], add_special_tokens=False)["input_ids"]
@@ -565,7 +788,14 @@ def tokenize(
 
 
 def join_pair(first: list[int], second: list[int], separator: int, max_length: int) -> list[int]:
-    """`first + [separator] + second`, cutting `first` (then `second`) to fit `max_length`."""
+    """`first + [separator] + second`, cutting `first` (then `second`) to fit `max_length`.
+
+    Args:
+        first: the first text's token ids.
+        second: the second text's token ids.
+        separator: the token id between them.
+        max_length: the most tokens the joined row may hold.
+    """
     second = second[: max_length - 1]
     first = first[: max(0, max_length - 1 - len(second))]
     return first + [separator] + second

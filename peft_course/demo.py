@@ -28,7 +28,14 @@ from peft_course.training import TrainConfig
 
 @dataclass(frozen=True)
 class DemoSetting:
-    """How one demo row trains: its method, epochs, learning rate and method options."""
+    """How one demo row trains: its method, epochs, learning rate and method options.
+
+    Attributes:
+        method: the fine-tuning method (a key of `finetune.METHODS`).
+        epochs: training epochs.
+        learning_rate: the optimizer's learning rate.
+        options: the method's keyword options (e.g. `r`, `alpha`).
+    """
 
     method: str
     epochs: int
@@ -38,17 +45,34 @@ class DemoSetting:
 
 LORA_OPTIONS = {"r": LORA.r, "alpha": LORA.alpha}
 DEMO_SETTINGS = [  # one row per method, in the table's order
-    DemoSetting(name, METHODS[name].demo_epochs, METHODS[name].learning_rate,
-                LORA_OPTIONS if name in ("lora", "lora-scratch", "gpt2-scratch", "merged", "qlora") else {})
+    DemoSetting(
+        name,
+        METHODS[name].demo_epochs,
+        METHODS[name].learning_rate,
+        LORA_OPTIONS if name in ("lora", "lora-scratch", "gpt2-scratch", "merged", "qlora") else {},
+    )
     for name in ("head", "lora", "lora-scratch", "gpt2-scratch", "merged", "qlora", "full")
 ]
 
 
 def demo_rows(
-    data: ClassificationData, model_name: str = "tiny-gpt2", seed: int = 0,
-    max_length: int = 256, settings: list[DemoSetting] | None = None, progress: bool = True,
+    data: ClassificationData,
+    model_name: str = "tiny-gpt2",
+    seed: int = 0,
+    max_length: int = 256,
+    settings: list[DemoSetting] | None = None,
+    progress: bool = True,
 ) -> list[dict[str, str]]:
-    """The untrained baseline, then one row per method (test scores, best-validation weights)."""
+    """The untrained baseline, then one row per method (test scores, best-validation weights).
+
+    Args:
+        data: the classification data.
+        model_name: the model every row starts from.
+        seed: the seed of every row.
+        max_length: tokens a text keeps.
+        settings: the rows to train; None uses `DEMO_SETTINGS` (one row per method).
+        progress: show progress bars.
+    """
     rows: list[dict[str, str]] = []
     for setting in settings or DEMO_SETTINGS:
         config = TrainConfig(
@@ -63,32 +87,53 @@ def demo_rows(
 
 
 def ablation_results(
-    data: ClassificationData, model_name: str = "tiny-gpt2", output: str | Path = "runs/demo/ablation",
+    data: ClassificationData,
+    model_name: str = "tiny-gpt2",
+    output: str | Path = "runs/demo/ablation",
     progress: bool = True,
 ) -> list[SweepResult]:
     """The seed project's rank, alpha and prompt tables at `--quick` size, trained afresh.
 
-    `data` should already be the quick subsample (`QUICK["max_examples"]` rows a split). The
-    cells live in a temporary directory, so the tables always come from this code and no cell
-    of `peft-course ablate` is reused or touched; within the call the three sweeps share their
-    common cells. Each table is written to `output`.
+    The cells live in a temporary directory, so the tables always come from this code and no
+    cell of `peft-course ablate` is reused or touched; within the call the three sweeps share
+    their common cells.
+
+    Args:
+        data: should already be the quick subsample (`QUICK["max_examples"]` rows a split).
+        model_name: the causal LM every cell starts from.
+        output: each table is written to `output`.
+        progress: show progress bars.
+
+    Returns:
+        One result per sweep: rank, alpha, prompt.
     """
     settings = Settings(model=model_name, epochs=QUICK["epochs"], progress=progress)
     results = []
     with tempfile.TemporaryDirectory(prefix="demo-cells-") as cells:
         for sweep in seed_sweeps():
             result = run_sweep(sweep, data, settings, (0,), cells)
-            write_sweep(result, output, f"{sweep.name} sweep: {model_name} on {data.name} (quick)",
-                        provenance("peft-course demo"))
+            write_sweep(
+                result,
+                output,
+                f"{sweep.name} sweep: {model_name} on {data.name} (quick)",
+                provenance("peft-course demo"),
+            )
             results.append(result)
     return results
 
 
-def real_model_rows(n: int = 100, shots: tuple[int, ...] = (0, 4), seed: int = 0) -> list[dict[str, str]]:
+def real_model_rows(
+    n: int = 100, shots: tuple[int, ...] = (0, 4), seed: int = 0
+) -> list[dict[str, str]]:
     """Zero- and k-shot verbalizer accuracy of `smollm2-135m` on `n` generated test reviews.
 
     Inference only (about half a minute on 2 CPU cores once the model is converted): the demo's
     glimpse of a real pretrained model, which tells the reviews apart with no training at all.
+
+    Args:
+        n: test reviews scored (the first `n` of the test split).
+        shots: the numbers of solved examples before each prompt, one row each (0: zero-shot).
+        seed: seeds the data and the choice of solved examples.
     """
     data = load_classification_data("synthetic-sentiment", seed=seed)
     train, test = data.splits["train"], data.splits["test"].select(range(n))
@@ -97,32 +142,60 @@ def real_model_rows(n: int = 100, shots: tuple[int, ...] = (0, 4), seed: int = 0
     for k in shots:
         examples = balanced_examples(train["text"], train["label"], k, seed) if k else []
         start = time.perf_counter()
-        result = sentiment_by_prompting(model, tokenizer, test["text"], test["label"], examples=examples)
-        rows.append({"model": SMOLLM2, "prompt": f"{k}-shot", "verbalizer accuracy": f"{result['accuracy']:.3f}",
-                     "strict accuracy": f"{result['strict']:.3f}", "seconds": f"{time.perf_counter() - start:.1f}"})
+        result = sentiment_by_prompting(
+            model, tokenizer, test["text"], test["label"], examples=examples
+        )
+        rows.append(
+            {
+                "model": SMOLLM2,
+                "prompt": f"{k}-shot",
+                "verbalizer accuracy": f"{result['accuracy']:.3f}",
+                "strict accuracy": f"{result['strict']:.3f}",
+                "seconds": f"{time.perf_counter() - start:.1f}",
+            }
+        )
     return rows
 
 
-TUNING_SETS = (("synthetic-entailment", 3, 1e-3), ("synthetic-emotion", 4, 3e-3))  # name, epochs, learning rate
+TUNING_SETS = (
+    ("synthetic-entailment", 3, 1e-3),
+    ("synthetic-emotion", 4, 3e-3),
+)  # name, epochs, learning rate
 
 
 @dataclass
 class TuningResults:
-    """Full fine-tuning beyond binary sentiment: the instruction run and each classifier run."""
+    """Full fine-tuning beyond binary sentiment: the instruction run and each classifier run.
+
+    Attributes:
+        instructions: the full instruction-tuning run on the generated tasks.
+        classifiers: data set name -> (its data, its full fine-tuning run).
+    """
 
     instructions: InstructResult
     classifiers: dict[str, tuple[ClassificationData, FinetuneResult]]
 
 
-def tuning_results(seed: int = 0, progress: bool = True, instructions: InstructResult | None = None) -> TuningResults:
+def tuning_results(
+    seed: int = 0, progress: bool = True, instructions: InstructResult | None = None
+) -> TuningResults:
     """Instruction tuning, entailment pairs and six classes on tiny-gpt2, each fully fine-tuned.
 
-    About 90 s in all on 2 CPU cores. `instructions` reuses a full instruction-tuning run made
-    with the same settings (the reports make one for their own table).
+    About 90 s in all on 2 CPU cores.
+
+    Args:
+        seed: the seed of every run and data set.
+        progress: show progress bars.
+        instructions: reuses a full instruction-tuning run made with the same settings (the
+            reports make one for their own table); None trains one.
     """
     if instructions is None:
-        config = TrainConfig(epochs=INSTRUCT.epochs, learning_rate=INSTRUCT.learning_rates["full"], seed=seed,
-                             progress=progress)
+        config = TrainConfig(
+            epochs=INSTRUCT.epochs,
+            learning_rate=INSTRUCT.learning_rates["full"],
+            seed=seed,
+            progress=progress,
+        )
         instructions = instruct_tune(generated_instructions(seed=seed), "full", config=config)
     classifiers = {}
     for name, epochs, rate in TUNING_SETS:
@@ -133,14 +206,31 @@ def tuning_results(seed: int = 0, progress: bool = True, instructions: InstructR
 
 
 def tuning_rows(results: TuningResults) -> list[dict[str, str]]:
-    """Each task's untrained score, then full fine-tuning's: exact match of greedy answers on the
-    generated instructions (loss on the response only), accuracy on the generated pairs and classes."""
+    """Each task's untrained score, then full fine-tuning's: exact match of greedy answers
+    on the generated instructions (loss on the response only), accuracy on the generated
+    pairs and classes.
+
+    Args:
+        results: what `tuning_results` returns.
+    """
     tuned = results.instructions
-    rows = [{"task": "instructions (5 generated tasks)", "score": "exact match",
-             "untrained": f"{tuned.untrained['accuracy']:.3f}", "full fine-tuning": f"{tuned.best['accuracy']:.3f}",
-             "seconds": f"{tuned.training.seconds:.1f}"}]
+    rows = [
+        {
+            "task": "instructions (5 generated tasks)",
+            "score": "exact match",
+            "untrained": f"{tuned.untrained['accuracy']:.3f}",
+            "full fine-tuning": f"{tuned.best['accuracy']:.3f}",
+            "seconds": f"{tuned.training.seconds:.1f}",
+        }
+    ]
     for name, (data, result) in results.classifiers.items():
-        rows.append({"task": f"{name} ({data.num_labels} labels)", "score": "accuracy",
-                     "untrained": f"{result.untrained['accuracy']:.3f}",
-                     "full fine-tuning": f"{result.best['accuracy']:.3f}", "seconds": f"{result.training.seconds:.1f}"})
+        rows.append(
+            {
+                "task": f"{name} ({data.num_labels} labels)",
+                "score": "accuracy",
+                "untrained": f"{result.untrained['accuracy']:.3f}",
+                "full fine-tuning": f"{result.best['accuracy']:.3f}",
+                "seconds": f"{result.training.seconds:.1f}",
+            }
+        )
     return rows

@@ -31,7 +31,12 @@ import torch.nn.functional as F
 
 from peft_course.derivations import checks_table
 from peft_course.errors import (
-    CourseError, check_int, check_number, check_positive_int, check_positive_number, describe,
+    CourseError,
+    check_int,
+    check_number,
+    check_positive_int,
+    check_positive_number,
+    describe,
 )
 from peft_course.files import atomic_write_text, replacing
 from peft_course.lora import check_hyperparameters, default_targets, stores_transposed
@@ -56,15 +61,27 @@ class PreferenceDataError(CourseError):
 # Data
 # ----------------------------------------------------------------------------------------------
 
+
 def check_pairs(rows: Iterable[dict[str, Any]], source: str = "the data") -> list[dict[str, str]]:
     """Return the rows as `{"prompt", "chosen", "rejected"}` dicts, or say what is wrong.
 
     The prompt may be empty (an unconditional preference); a completion may not, because an
-    empty completion has log-probability 0 under every model and carries no preference. Rows
-    are counted from 1 in messages.
+    empty completion has log-probability 0 under every model and carries no preference.
+
+    Args:
+        rows: the preference pairs, one dict per pair (a dataset split or a list).
+        source: what the rows are, for the messages; rows are counted from 1 in messages.
+
+    Returns:
+        One dict per row with exactly the three text fields.
+
+    Raises:
+        PreferenceDataError: if `rows` is a string, or holds no pairs.
     """
     if isinstance(rows, (str, bytes)):
-        raise PreferenceDataError(f"{source}: expected preference pairs (dicts), got {describe(rows)}")
+        raise PreferenceDataError(
+            f"{source}: expected preference pairs (dicts), got {describe(rows)}"
+        )
     pairs = [check_pair(row, f"{source}: row {i}") for i, row in enumerate(rows, start=1)]
     if not pairs:
         raise PreferenceDataError(f"{source}: no preference pairs")
@@ -72,19 +89,33 @@ def check_pairs(rows: Iterable[dict[str, Any]], source: str = "the data") -> lis
 
 
 def check_pair(row: Any, where: str) -> dict[str, str]:
-    """One row as `{"prompt", "chosen", "rejected"}`, or a `PreferenceDataError` naming `where` it is."""
+    """One row as `{"prompt", "chosen", "rejected"}`,
+    or a `PreferenceDataError` naming `where` it is.
+
+    Args:
+        row: one preference pair.
+        where: where the row is (file and line, or split and row), for the message.
+
+    Raises:
+        PreferenceDataError: if the row is not a dict, lacks a field, has a non-text field or an
+            empty completion.
+    """
     if not isinstance(row, dict):
-        raise PreferenceDataError(f"{where} is {describe(row)}, not an object with 'prompt', 'chosen' and 'rejected'")
+        raise PreferenceDataError(
+            f"{where} is {describe(row)}, not an object with 'prompt', 'chosen' and 'rejected'"
+        )
     missing = [name for name in REQUIRED_FIELDS if name not in row]
     if missing:
         raise PreferenceDataError(
             f"{where} has no {', '.join(repr(m) for m in missing)} field "
-            f"(a preference pair needs 'prompt', 'chosen' and 'rejected'; it has {sorted(row)})")
+            f"(a preference pair needs 'prompt', 'chosen' and 'rejected'; it has {sorted(row)})"
+        )
     for name in REQUIRED_FIELDS:
         if not isinstance(row[name], str):
             raise PreferenceDataError(
                 f"{where}: '{name}' must be text, got {type(row[name]).__name__} "
-                f"(conversational pairs are not handled by this chapter)")
+                f"(conversational pairs are not handled by this chapter)"
+            )
     for name in ("chosen", "rejected"):
         if not row[name].strip():
             raise PreferenceDataError(f"{where}: the '{name}' completion is empty")
@@ -92,7 +123,18 @@ def check_pair(row: Any, where: str) -> dict[str, str]:
 
 
 def load_preference_jsonl(path: str | Path) -> Dataset:
-    """Read standard-format pairs (one JSON object per line with prompt/chosen/rejected)."""
+    """Read standard-format pairs (one JSON object per line with prompt/chosen/rejected).
+
+    Args:
+        path: the JSONL file; blank lines are skipped.
+
+    Returns:
+        The checked pairs as a `datasets.Dataset`.
+
+    Raises:
+        PreferenceDataError: if the file is missing, a directory, not UTF-8, has a line that is
+            not JSON or a bad pair, or holds no pairs.
+    """
     from datasets import Dataset
 
     path = Path(path)
@@ -104,7 +146,9 @@ def load_preference_jsonl(path: str | Path) -> Dataset:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as error:
-        raise PreferenceDataError(f"cannot read '{path}': not UTF-8 text ({error.reason})") from None
+        raise PreferenceDataError(
+            f"cannot read '{path}': not UTF-8 text ({error.reason})"
+        ) from None
     for number, line in enumerate(lines, start=1):
         if line.strip():
             try:
@@ -121,6 +165,14 @@ def load_preference_hub(name: str, split: str = "train", limit: int | None = Non
     """Standard-format pairs from the hub (e.g. `trl-lib/ultrafeedback_binarized`), checked.
 
     Only text pairs are accepted; conversational datasets (lists of messages) are refused.
+
+    Args:
+        name: the dataset's name on the hub.
+        split: which split to load.
+        limit: keep at most this many pairs from the start of the split; None keeps them all.
+
+    Returns:
+        The checked pairs as a `datasets.Dataset`.
     """
     from datasets import Dataset, load_dataset
 
@@ -132,8 +184,12 @@ def load_preference_hub(name: str, split: str = "train", limit: int | None = Non
 
 FILM_WORDS = ["silent", "last", "red", "hidden", "long", "broken", "northern", "lost"]
 FILM_NOUNS = ["river", "garden", "letter", "station", "summer", "kingdom", "harbour", "mirror"]
-PROMPTS = ["my review of {film} :", "what did you think of {film} ?", "a few words on {film} :",
-           "tell me about {film} ."]
+PROMPTS = [
+    "my review of {film} :",
+    "what did you think of {film} ?",
+    "a few words on {film} :",
+    "tell me about {film} .",
+]
 
 
 # --8<-- [start:film_pairs]
@@ -142,6 +198,10 @@ def film_pair(rng: random.Random, prefer: str = "positive") -> dict[str, str]:
 
     Both completions share the subject and the intensifier and differ only in the adjective,
     so the one thing to learn is the wanted property: the sentiment named by `prefer`.
+
+    Args:
+        rng: the random generator the film, prompt and words are drawn from.
+        prefer: `"positive"` makes the praise the chosen completion; any other value, the pan.
     """
     film = f"the {rng.choice(FILM_WORDS)} {rng.choice(FILM_NOUNS)}"
     prompt = rng.choice(PROMPTS).format(film=film)
@@ -152,11 +212,21 @@ def film_pair(rng: random.Random, prefer: str = "positive") -> dict[str, str]:
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
 
-def film_preferences(n_train: int = DPO.n_train, n_test: int = DPO.n_test, seed: int = 0, prefer: str = "positive") -> DatasetDict:
+def film_preferences(
+    n_train: int = DPO.n_train, n_test: int = DPO.n_test, seed: int = 0, prefer: str = "positive"
+) -> DatasetDict:
     """Distinct generated pairs, split into `train` and held-out `test` (same seed, same splits).
 
-    `prefer="negative"` swaps chosen and rejected: a preference the pretrained model does not
-    already share, so that DPO has to reverse its ranking.
+    Args:
+        n_train: pairs in the `train` split.
+        n_test: pairs in the `test` split (distinct from the training pairs).
+        seed: seeds the generator; the same seed gives the same splits.
+        prefer: `"positive"` or `"negative"`. `prefer="negative"` swaps chosen and rejected: a
+            preference the pretrained model does not already share, so that DPO has to reverse
+            its ranking.
+
+    Raises:
+        CourseError: if `prefer` is neither `"positive"` nor `"negative"`.
     """
     from datasets import Dataset, DatasetDict
 
@@ -172,19 +242,40 @@ def film_preferences(n_train: int = DPO.n_train, n_test: int = DPO.n_test, seed:
         if key not in seen:
             seen.add(key)
             pairs.append(pair)
-    return DatasetDict(train=Dataset.from_list(pairs[:n_train]), test=Dataset.from_list(pairs[n_train:]))
+    return DatasetDict(
+        train=Dataset.from_list(pairs[:n_train]), test=Dataset.from_list(pairs[n_train:])
+    )
+
+
 # --8<-- [end:film_pairs]
 
 
-def split_pairs(dataset: Dataset, test_fraction: float = DPO.test_fraction, seed: int = 0) -> DatasetDict:
-    """Hold out a fraction of a file's pairs as `test`."""
+def split_pairs(
+    dataset: Dataset, test_fraction: float = DPO.test_fraction, seed: int = 0
+) -> DatasetDict:
+    """Hold out a fraction of a file's pairs as `test`.
+
+    Args:
+        dataset: the pairs to split.
+        test_fraction: the share held out, strictly between 0 and 1 (rounded up to whole pairs).
+        seed: seeds the shuffle before the split.
+
+    Returns:
+        A `DatasetDict` with `train` and `test` splits.
+
+    Raises:
+        PreferenceDataError: if there are fewer than 2 pairs, or the fraction leaves none to
+            train on.
+    """
     check_number("test_fraction", test_fraction, 0, 1, low_open=True, high_open=True)
     if len(dataset) < 2:
         raise PreferenceDataError(f"need at least 2 pairs to hold some out, got {len(dataset)}")
     held_out = math.ceil(test_fraction * len(dataset))  # how `train_test_split` rounds
     if held_out >= len(dataset):
-        raise PreferenceDataError(f"test_fraction {test_fraction:g} of {len(dataset)} pairs holds out "
-                                  f"{held_out}, leaving none to train on")
+        raise PreferenceDataError(
+            f"test_fraction {test_fraction:g} of {len(dataset)} pairs holds out "
+            f"{held_out}, leaving none to train on"
+        )
     return dataset.train_test_split(test_size=test_fraction, seed=seed)
 
 
@@ -192,8 +283,14 @@ def split_pairs(dataset: Dataset, test_fraction: float = DPO.test_fraction, seed
 # The loss by hand
 # ----------------------------------------------------------------------------------------------
 
+
 def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading tokens `a` and `b` share."""
+    """How many leading tokens `a` and `b` share.
+
+    Args:
+        a: one sequence of token ids.
+        b: the other.
+    """
     n = 0
     while n < min(len(a), len(b)) and a[n] == b[n]:
         n += 1
@@ -207,20 +304,42 @@ def tokenize_pair(tokenizer: Any, pair: dict[str, str]) -> dict[str, list[int]]:
     The prompt and `prompt + completion` are tokenized separately; the completion is whatever
     follows their common prefix. (A BPE tokenizer may merge across the boundary, so the
     prompt's tokens are not always a prefix - the same rule TRL uses.)
+
+    Args:
+        tokenizer: a Hugging Face tokenizer with an `eos_token`.
+        pair: one `{"prompt", "chosen", "rejected"}` dict.
+
+    Returns:
+        `{"prompt_ids", "chosen_ids", "rejected_ids"}`, lists of token ids.
     """
     eos = tokenizer.eos_token
     prompt_ids = tokenizer(pair["prompt"])["input_ids"]
-    full = {name: tokenizer(pair["prompt"] + pair[name] + eos)["input_ids"] for name in ("chosen", "rejected")}
+    full = {
+        name: tokenizer(pair["prompt"] + pair[name] + eos)["input_ids"]
+        for name in ("chosen", "rejected")
+    }
     start = min(common_prefix_length(prompt_ids, ids) for ids in full.values())
-    return {"prompt_ids": prompt_ids[:start], "chosen_ids": full["chosen"][start:],
-            "rejected_ids": full["rejected"][start:]}
+    return {
+        "prompt_ids": prompt_ids[:start],
+        "chosen_ids": full["chosen"][start:],
+        "rejected_ids": full["rejected"][start:],
+    }
 
 
-def collate_pairs(examples: Sequence[dict[str, list[int]]], pad_token_id: int) -> dict[str, torch.Tensor]:
+def collate_pairs(
+    examples: Sequence[dict[str, list[int]]], pad_token_id: int
+) -> dict[str, torch.Tensor]:
     """One batch: the `prompt + chosen` rows first, then the `prompt + rejected` rows.
 
     Rows are right-padded. `completion_mask` is 1 on completion tokens only - 0 on the prompt
     (the model is not judged on the prompt, which both completions share) and 0 on padding.
+
+    Args:
+        examples: pairs as `tokenize_pair` returns them.
+        pad_token_id: the id padding is filled with.
+
+    Returns:
+        `input_ids`, `attention_mask` and `completion_mask`, each `(2 * len(examples), width)`.
     """
     rows, masks = [], []
     for name in ("chosen_ids", "rejected_ids"):
@@ -235,27 +354,52 @@ def collate_pairs(examples: Sequence[dict[str, list[int]]], pad_token_id: int) -
         input_ids[i, : len(row)] = torch.tensor(row)
         attention_mask[i, : len(row)] = 1
         completion_mask[i, : len(row)] = torch.tensor(mask)
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "completion_mask": completion_mask}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "completion_mask": completion_mask,
+    }
+
+
 # --8<-- [end:tokenize]
 
 
 # --8<-- [start:sequence_logprobs]
-def sequence_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
-    """`log pi(completion | prompt)` for each row: the sum of the completion tokens' log-probabilities.
+def sequence_logprobs(
+    logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor
+) -> torch.Tensor:
+    """`log pi(completion | prompt)` for each row:
+    the sum of the completion tokens' log-probabilities.
 
     The logits at position `t` predict token `t + 1`, so logits and targets are shifted by one.
-    Prompt tokens and padding have `completion_mask == 0` and add nothing.
+
+    Args:
+        logits: the model's output, `(rows, length, vocabulary)`.
+        input_ids: the rows' token ids, `(rows, length)`.
+        completion_mask: 1 on completion tokens; prompt tokens and padding have
+            `completion_mask == 0` and add nothing.
+
+    Returns:
+        One log-probability per row, `(rows,)`.
     """
     log_probs = F.log_softmax(logits[:, :-1].float(), dim=-1)
     targets = input_ids[:, 1:]
     token_logps = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return (token_logps * completion_mask[:, 1:]).sum(dim=-1)
+
+
 # --8<-- [end:sequence_logprobs]
 
 
 @dataclass
 class DPOLoss:
-    """The mean loss of a batch and each pair's implicit rewards `beta * (logp - logp_ref)`."""
+    """The mean loss of a batch and each pair's implicit rewards `beta * (logp - logp_ref)`.
+
+    Attributes:
+        loss: the mean DPO loss over the pairs (a scalar, with its graph).
+        chosen_rewards: each pair's implicit reward of the chosen completion (detached).
+        rejected_rewards: each pair's implicit reward of the rejected completion (detached).
+    """
 
     loss: torch.Tensor
     chosen_rewards: torch.Tensor
@@ -263,30 +407,66 @@ class DPOLoss:
 
 
 # --8<-- [start:dpo_loss]
-def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, reference_chosen: torch.Tensor,
-             reference_rejected: torch.Tensor, beta: float) -> DPOLoss:
+def dpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    reference_chosen: torch.Tensor,
+    reference_rejected: torch.Tensor,
+    beta: float,
+) -> DPOLoss:
     """The sigmoid DPO loss `-log sigmoid(r_chosen - r_rejected)`, averaged over pairs.
 
     Each argument holds one sequence log-probability per pair. `logsigmoid` is used rather
     than `log(sigmoid(...))`, which underflows to `-inf` for large negative margins.
+
+    Args:
+        policy_chosen: the policy's log-probabilities of the chosen completions.
+        policy_rejected: the policy's log-probabilities of the rejected completions.
+        reference_chosen: the reference's log-probabilities of the chosen completions.
+        reference_rejected: the reference's log-probabilities of the rejected completions.
+        beta: scales the implicit rewards (the weight of the KL penalty); positive.
     """
     check_beta(beta)
     chosen_rewards = beta * (policy_chosen - reference_chosen)
     rejected_rewards = beta * (policy_rejected - reference_rejected)
     loss = -F.logsigmoid(chosen_rewards - rejected_rewards).mean()
     return DPOLoss(loss, chosen_rewards.detach(), rejected_rewards.detach())
+
+
 # --8<-- [end:dpo_loss]
 
 
 def check_beta(beta: float) -> None:
-    """`beta` scales the KL penalty: it must be a positive, finite number."""
-    if isinstance(beta, bool) or not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0):
-        raise CourseError(f"beta must be a positive number (it weights the KL penalty), got {beta!r}")
+    """`beta` scales the KL penalty: it must be a positive, finite number.
+
+    Args:
+        beta: the value to check.
+
+    Raises:
+        CourseError: if `beta` is not a positive, finite number (a bool is refused).
+    """
+    if isinstance(beta, bool) or not (
+        isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0
+    ):
+        raise CourseError(
+            f"beta must be a positive number (it weights the KL penalty), got {beta!r}"
+        )
 
 
 @torch.no_grad()
-def pair_logprobs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sequence log-probabilities of the chosen and of the rejected rows of a `collate_pairs` batch."""
+def pair_logprobs(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequence log-probabilities of the chosen and of the rejected rows
+    of a `collate_pairs` batch.
+
+    Args:
+        model: the causal LM to score with (no gradients are kept).
+        batch: a `collate_pairs` batch; it is moved to the model's device.
+
+    Returns:
+        `(chosen, rejected)`: one log-probability per pair each, on the CPU.
+    """
     device = next(model.parameters()).device
     batch = {k: v.to(device) for k, v in batch.items()}
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
@@ -294,9 +474,23 @@ def pair_logprobs(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tup
     return logps.chunk(2)
 
 
-def reference_logprobs(policy: torch.nn.Module, reference: torch.nn.Module | None,
-                       batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The reference's log-probabilities: `reference`, or a peft policy with its adapters disabled."""
+def reference_logprobs(
+    policy: torch.nn.Module, reference: torch.nn.Module | None, batch: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reference's log-probabilities: `reference`,
+    or a peft policy with its adapters disabled.
+
+    Args:
+        policy: the policy; used with its adapters off when `reference` is None.
+        reference: an explicit frozen reference model, or None.
+        batch: a `collate_pairs` batch.
+
+    Returns:
+        `(chosen, rejected)`: one log-probability per pair each.
+
+    Raises:
+        CourseError: if `reference` is None and the policy has no adapters to switch off.
+    """
     if reference is not None:
         return pair_logprobs(reference, batch)
     if not hasattr(policy, "disable_adapter"):
@@ -305,15 +499,32 @@ def reference_logprobs(policy: torch.nn.Module, reference: torch.nn.Module | Non
         return pair_logprobs(policy, batch)
 
 
-def preference_metrics(policy: torch.nn.Module, tokenizer: Any, pairs: Dataset | Sequence[dict[str, str]],
-                       beta: float, reference: torch.nn.Module | None = None,
-                       batch_size: int = 64) -> dict[str, float]:
+def preference_metrics(
+    policy: torch.nn.Module,
+    tokenizer: Any,
+    pairs: Dataset | Sequence[dict[str, str]],
+    beta: float,
+    reference: torch.nn.Module | None = None,
+    batch_size: int = 64,
+) -> dict[str, float]:
     """TRL's logged metrics, computed by hand, plus how the policy itself ranks each pair.
 
     `rewards/*` and `loss` are what `DPOTrainer` logs (means over pairs). `likelihood_accuracy`
     is the fraction of pairs where the policy gives the chosen completion the higher
     log-probability; unlike `rewards/accuracies` it is meaningful before training, when the
     policy equals the reference and every reward is 0.
+
+    Args:
+        policy: the model being judged; put back in its training mode afterwards.
+        tokenizer: the policy's tokenizer.
+        pairs: the preference pairs to measure on.
+        beta: scales the implicit rewards; positive.
+        reference: the frozen reference; None uses the policy with its adapters disabled.
+        batch_size: pairs scored per forward pass.
+
+    Returns:
+        Metric name to value: `loss`, `rewards/*`, `logps/*`, `likelihood_accuracy` and
+        `likelihood_margin`.
     """
     check_beta(beta)
     pairs = check_pairs(pairs)
@@ -321,8 +532,10 @@ def preference_metrics(policy: torch.nn.Module, tokenizer: Any, pairs: Dataset |
     policy.eval()
     totals: dict[str, list[torch.Tensor]] = {k: [] for k in ("pc", "pr", "rc", "rr")}
     for start in range(0, len(pairs), batch_size):
-        batch = collate_pairs([tokenize_pair(tokenizer, p) for p in pairs[start:start + batch_size]],
-                              tokenizer.pad_token_id)
+        batch = collate_pairs(
+            [tokenize_pair(tokenizer, p) for p in pairs[start : start + batch_size]],
+            tokenizer.pad_token_id,
+        )
         pc, pr = pair_logprobs(policy, batch)
         rc, rr = reference_logprobs(policy, reference, batch)
         for key, value in zip(("pc", "pr", "rc", "rr"), (pc, pr, rc, rr)):
@@ -348,9 +561,24 @@ def preference_metrics(policy: torch.nn.Module, tokenizer: Any, pairs: Dataset |
 # Training through TRL
 # ----------------------------------------------------------------------------------------------
 
+
 @dataclass
 class DPORunConfig:
-    """What a DPO run exposes. `lora=False` trains every weight against a frozen copy."""
+    """What a DPO run exposes. `lora=False` trains every weight against a frozen copy.
+
+    Attributes:
+        beta: weight of the KL penalty (scales the implicit rewards).
+        learning_rate: the optimizer's learning rate.
+        epochs: passes over the training pairs.
+        batch_size: pairs per training step.
+        lora: True trains LoRA adapters (the reference is the base with adapters off); False
+            trains every weight against a frozen copy.
+        r: LoRA rank (used only with `lora`).
+        alpha: LoRA scale numerator; the update is scaled by `alpha / r` (used only with `lora`).
+        seed: seeds the model's initialisation and the training.
+        logging_steps: training steps between logged metrics.
+        max_length: longest `prompt + completion` in tokens; at least 2.
+    """
 
     beta: float = DPO.beta
     learning_rate: float = DPO.learning_rate
@@ -383,18 +611,36 @@ def make_dpo_config(config: DPORunConfig, output_dir: str | Path, eval_batch_siz
 
     DPOConfig turns on gradient checkpointing and bf16 by default; both are switched off (bf16
     kept only on a CUDA GPU that has it). Nothing is reported, saved mid-run or pushed.
+
+    Args:
+        config: the run's hyper-parameters.
+        output_dir: TRL's output directory.
+        eval_batch_size: pairs per evaluation batch.
     """
     from trl import DPOConfig
 
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return DPOConfig(
-        output_dir=str(output_dir), beta=config.beta, learning_rate=config.learning_rate,
-        num_train_epochs=config.epochs, per_device_train_batch_size=config.batch_size,
-        per_device_eval_batch_size=eval_batch_size, max_length=config.max_length,
-        gradient_checkpointing=False, bf16=bf16, logging_steps=config.logging_steps,
-        report_to="none", save_strategy="no", push_to_hub=False, seed=config.seed,
-        disable_tqdm=True, dataloader_num_workers=0, dataloader_pin_memory=False,
+        output_dir=str(output_dir),
+        beta=config.beta,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=eval_batch_size,
+        max_length=config.max_length,
+        gradient_checkpointing=False,
+        bf16=bf16,
+        logging_steps=config.logging_steps,
+        report_to="none",
+        save_strategy="no",
+        push_to_hub=False,
+        seed=config.seed,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=False,
     )
+
+
 # --8<-- [end:dpo_config]
 
 
@@ -403,6 +649,12 @@ def frozen_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
     peft renames a wrapped layer's weight `...c_attn.base_layer.weight`; the names are mapped
     back so that a snapshot before `get_peft_model` compares with one after training.
+
+    Args:
+        model: a plain model or a peft model.
+
+    Returns:
+        Parameter name (without peft's prefixes) to a CPU copy of its value.
     """
     weights = {}
     for name, parameter in model.named_parameters():
@@ -414,13 +666,29 @@ def frozen_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def same_weights(before: dict[str, torch.Tensor], after: dict[str, torch.Tensor]) -> bool:
-    """Exactly the same names and values."""
+    """Exactly the same names and values.
+
+    Args:
+        before: a `frozen_weights` snapshot.
+        after: another snapshot to compare with it.
+    """
     return before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
 
 
 @dataclass
 class DPORun:
-    """A finished run: held-out metrics before and after, the logged history, the trained policy."""
+    """A finished run: held-out metrics before and after, the logged history, the trained policy.
+
+    Attributes:
+        before: `preference_metrics` on the test pairs before training.
+        after: `preference_metrics` on the test pairs after training.
+        history: the training log entries that carry reward metrics.
+        reference_unchanged: whether the reference's weights are the same after training.
+        config: the run's hyper-parameters.
+        seconds: wall-clock time of `trainer.train()`.
+        model: the trained policy.
+        reference: the explicit reference model; None with LoRA.
+    """
 
     before: dict[str, float]
     after: dict[str, float]
@@ -433,14 +701,23 @@ class DPORun:
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON-friendly part (models left out)."""
-        return {"config": asdict(self.config), "before": self.before, "after": self.after,
-                "history": self.history, "reference_unchanged": self.reference_unchanged,
-                "seconds": round(self.seconds, 2)}
+        return {
+            "config": asdict(self.config),
+            "before": self.before,
+            "after": self.after,
+            "history": self.history,
+            "reference_unchanged": self.reference_unchanged,
+            "seconds": round(self.seconds, 2),
+        }
 
 
 # --8<-- [start:train_dpo]
-def train_dpo(pairs: DatasetDict, model_name: str = "tiny-gpt2", config: DPORunConfig | None = None,
-              output_dir: str | Path | None = None) -> DPORun:
+def train_dpo(
+    pairs: DatasetDict,
+    model_name: str = "tiny-gpt2",
+    config: DPORunConfig | None = None,
+    output_dir: str | Path | None = None,
+) -> DPORun:
     """Train a causal LM with `trl.DPOTrainer` on `pairs["train"]`; measure on `pairs["test"]`.
 
     With `config.lora`, TRL wraps the model with LoRA and the reference is the same model with
@@ -448,25 +725,47 @@ def train_dpo(pairs: DatasetDict, model_name: str = "tiny-gpt2", config: DPORunC
     an explicit `ref_model` (a model object with no saved path would otherwise make TRL try to
     load a reference from an empty name). Either way the reference's weights are compared
     before and after training.
+
+    Args:
+        pairs: a `DatasetDict` with `train` and `test` preference pairs.
+        model_name: the causal LM to load.
+        config: the run's hyper-parameters; None uses `DPORunConfig()`.
+        output_dir: TRL's output directory; None uses a temporary directory.
     """
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import PrinterCallback
     from trl import DPOTrainer
 
-
     config = config or DPORunConfig()
-    train_pairs, test_pairs = (Dataset.from_list(check_pairs(pairs[s], f"the {s} split")) for s in ("train", "test"))
+    train_pairs, test_pairs = (
+        Dataset.from_list(check_pairs(pairs[s], f"the {s} split")) for s in ("train", "test")
+    )
     policy, tokenizer = load_model(model_name, task="causal-lm", seed=config.seed)
-    reference = None if config.lora else load_model(model_name, task="causal-lm", seed=config.seed)[0]
+    reference = (
+        None if config.lora else load_model(model_name, task="causal-lm", seed=config.seed)[0]
+    )
     frozen_before = frozen_weights(policy if config.lora else reference)
     before = preference_metrics(policy, tokenizer, test_pairs, config.beta, reference or policy)
-    peft_config = LoraConfig(r=config.r, lora_alpha=config.alpha, target_modules=default_targets(policy),
-                             fan_in_fan_out=stores_transposed(policy), task_type="CAUSAL_LM") if config.lora else None
+    peft_config = (
+        LoraConfig(
+            r=config.r,
+            lora_alpha=config.alpha,
+            target_modules=default_targets(policy),
+            fan_in_fan_out=stores_transposed(policy),
+            task_type="CAUSAL_LM",
+        )
+        if config.lora
+        else None
+    )
     with tempfile.TemporaryDirectory() as scratch:
         trainer = DPOTrainer(
-            model=policy, ref_model=reference, args=make_dpo_config(config, output_dir or scratch),
-            train_dataset=train_pairs, processing_class=tokenizer, peft_config=peft_config,
+            model=policy,
+            ref_model=reference,
+            args=make_dpo_config(config, output_dir or scratch),
+            train_dataset=train_pairs,
+            processing_class=tokenizer,
+            peft_config=peft_config,
         )
         trainer.remove_callback(PrinterCallback)  # the before/after summary is printed instead
         start = time.perf_counter()
@@ -476,8 +775,18 @@ def train_dpo(pairs: DatasetDict, model_name: str = "tiny-gpt2", config: DPORunC
     after = preference_metrics(policy, tokenizer, test_pairs, config.beta, reference)
     frozen_after = frozen_weights(policy if config.lora else reference)
     history = [entry for entry in trainer.state.log_history if "rewards/chosen" in entry]
-    return DPORun(before, after, history, same_weights(frozen_before, frozen_after), config, seconds,
-                  policy, reference)
+    return DPORun(
+        before,
+        after,
+        history,
+        same_weights(frozen_before, frozen_after),
+        config,
+        seconds,
+        policy,
+        reference,
+    )
+
+
 # --8<-- [end:train_dpo]
 
 
@@ -485,13 +794,27 @@ def train_dpo(pairs: DatasetDict, model_name: str = "tiny-gpt2", config: DPORunC
 # The same numbers from TRL
 # ----------------------------------------------------------------------------------------------
 
-def trl_metrics(policy: torch.nn.Module, reference: torch.nn.Module, tokenizer: Any,
-                pairs: Dataset | Sequence[dict[str, str]], beta: float,
-                label_smoothing: float = 0.0) -> dict[str, float]:
+
+def trl_metrics(
+    policy: torch.nn.Module,
+    reference: torch.nn.Module,
+    tokenizer: Any,
+    pairs: Dataset | Sequence[dict[str, str]],
+    beta: float,
+    label_smoothing: float = 0.0,
+) -> dict[str, float]:
     """What `DPOTrainer.evaluate` logs for `pairs` (one batch), with the `eval_` prefix removed.
 
     Nothing is trained. Note that TRL patches `policy` and `reference` in place with a fused
     LM head; their ordinary forward is unchanged.
+
+    Args:
+        policy: the policy to judge.
+        reference: the frozen reference.
+        tokenizer: their tokenizer.
+        pairs: the preference pairs, all evaluated in one batch.
+        beta: scales the implicit rewards; positive.
+        label_smoothing: TRL's label smoothing; 0 is the plain sigmoid loss.
     """
     from datasets import Dataset
     from transformers import PrinterCallback
@@ -502,15 +825,28 @@ def trl_metrics(policy: torch.nn.Module, reference: torch.nn.Module, tokenizer: 
     with tempfile.TemporaryDirectory() as scratch:
         args = make_dpo_config(config, scratch, eval_batch_size=len(pairs))
         args.label_smoothing = label_smoothing
-        trainer = DPOTrainer(model=policy, ref_model=reference, args=args, train_dataset=pairs,
-                             eval_dataset=pairs, processing_class=tokenizer)
+        trainer = DPOTrainer(
+            model=policy,
+            ref_model=reference,
+            args=args,
+            train_dataset=pairs,
+            eval_dataset=pairs,
+            processing_class=tokenizer,
+        )
         trainer.remove_callback(PrinterCallback)
         logged = trainer.evaluate()
     return {key.removeprefix("eval_"): value for key, value in logged.items()}
 
 
 def perturbed_copy(model: torch.nn.Module, scale: float = 0.05, seed: int = 0) -> torch.nn.Module:
-    """A copy of `model` with Gaussian noise added to every weight: a policy that differs from it."""
+    """A copy of `model` with Gaussian noise added to every weight:
+    a policy that differs from it.
+
+    Args:
+        model: the model to copy (left unchanged).
+        scale: standard deviation of the noise.
+        seed: seeds the noise.
+    """
     import copy
 
     generator = torch.Generator().manual_seed(seed)
@@ -521,9 +857,17 @@ def perturbed_copy(model: torch.nn.Module, scale: float = 0.05, seed: int = 0) -
     return other
 
 
-def compare_with_trl(model_name: str = "tiny-gpt2", n_pairs: int = 8, beta: float = 0.5,
-                     seed: int = 0) -> list[dict[str, Any]]:
-    """Rows `metric | by hand | TRL | difference` for a perturbed policy against its reference."""
+def compare_with_trl(
+    model_name: str = "tiny-gpt2", n_pairs: int = 8, beta: float = 0.5, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Rows `metric | by hand | TRL | difference` for a perturbed policy against its reference.
+
+    Args:
+        model_name: the causal LM used as reference.
+        n_pairs: generated film pairs compared on.
+        beta: scales the implicit rewards.
+        seed: seeds the model, the perturbation and the pairs.
+    """
 
     reference, tokenizer = load_model(model_name, task="causal-lm", seed=seed)
     policy = perturbed_copy(reference, seed=seed)
@@ -531,25 +875,47 @@ def compare_with_trl(model_name: str = "tiny-gpt2", n_pairs: int = 8, beta: floa
     ours = preference_metrics(policy, tokenizer, pairs, beta, reference)
     theirs = trl_metrics(policy, reference, tokenizer, pairs, beta)
     keys = ("loss", *METRIC_KEYS, "logps/chosen", "logps/rejected")
-    return [{"metric": k, "by hand": round(ours[k], 6), "TRL": round(theirs[k], 6),
-             "difference": f"{abs(ours[k] - theirs[k]):.1e}"} for k in keys]
+    return [
+        {
+            "metric": k,
+            "by hand": round(ours[k], 6),
+            "TRL": round(theirs[k], 6),
+            "difference": f"{abs(ours[k] - theirs[k]):.1e}",
+        }
+        for k in keys
+    ]
 
 
 # ----------------------------------------------------------------------------------------------
 # Saving and plotting
 # ----------------------------------------------------------------------------------------------
 
+
 def plot_rewards(history: Sequence[dict[str, float]], path: str | Path, title: str = "") -> Path:
-    """Logged rewards (chosen, rejected, margin) and reward accuracy against the training step."""
+    """Logged rewards (chosen, rejected, margin) and reward accuracy against the training step.
+
+    Args:
+        history: the logged entries, each with `step` and the `rewards/*` metrics.
+        path: the image file to write.
+        title: the figure's title.
+
+    Returns:
+        The path written.
+    """
 
     steps = [h["step"] for h in history]
     figure, (rewards, accuracy) = plt.subplots(1, 2, figsize=(9, 3.5))
-    for key, label in (("rewards/chosen", "chosen"), ("rewards/rejected", "rejected"),
-                       ("rewards/margins", "margin")):
+    for key, label in (
+        ("rewards/chosen", "chosen"),
+        ("rewards/rejected", "rejected"),
+        ("rewards/margins", "margin"),
+    ):
         rewards.plot(steps, [h[key] for h in history], marker=".", label=label)
     rewards.axhline(0, color="grey", linewidth=0.5)
     rewards.set(xlabel="step", ylabel="implicit reward  beta log(pi / pi_ref)")
-    rewards.legend(loc="upper left", bbox_to_anchor=(0, -0.18), ncol=3, fontsize=8, frameon=False)  # under the axes
+    rewards.legend(
+        loc="upper left", bbox_to_anchor=(0, -0.18), ncol=3, fontsize=8, frameon=False
+    )  # under the axes
     accuracy.plot(steps, [h["rewards/accuracies"] for h in history], marker=".", color="tab:green")
     accuracy.set(xlabel="step", ylabel="reward accuracy (train batch)", ylim=(-0.05, 1.05))
     figure.suptitle(title)
@@ -560,17 +926,38 @@ def plot_rewards(history: Sequence[dict[str, float]], path: str | Path, title: s
 
 
 def save_run(run: DPORun, output: str | Path, title: str = "") -> tuple[Path, Path]:
-    """Write `metrics.json` (config, before/after, logged history) and `rewards.png`."""
+    """Write `metrics.json` (config, before/after, logged history) and `rewards.png`.
+
+    Args:
+        run: the finished run.
+        output: the directory written into.
+        title: the plot's title.
+
+    Returns:
+        `(metrics.json, rewards.png)` paths.
+    """
     output = Path(output)
     metrics = atomic_write_text(output / "metrics.json", json.dumps(run.as_dict(), indent=1))
-    with replacing(output / "rewards.png") as temporary:  # never a half-written plot beside the metrics
+    with replacing(
+        output / "rewards.png"
+    ) as temporary:  # never a half-written plot beside the metrics
         plot_rewards(run.history, temporary, title)
     return metrics, output / "rewards.png"
 
 
 def before_after_table(run: DPORun) -> str:
-    """Held-out metrics before and after training, as a markdown table."""
-    keys = ("likelihood_accuracy", "likelihood_margin", "rewards/accuracies", "rewards/margins", "loss")
+    """Held-out metrics before and after training, as a markdown table.
+
+    Args:
+        run: the finished run.
+    """
+    keys = (
+        "likelihood_accuracy",
+        "likelihood_margin",
+        "rewards/accuracies",
+        "rewards/margins",
+        "loss",
+    )
     lines = ["| held-out metric | step 0 | after DPO |", "|---|---|---|"]
     lines += [f"| {k} | {run.before[k]:.4f} | {run.after[k]:.4f} |" for k in keys]
     return "\n".join(lines)
@@ -584,10 +971,18 @@ FIGURE_RUNS = {  # name: (prefer, lora, learning rate)
 
 
 def make_figures(output: str | Path = "docs/images/dpo", seed: int = 0) -> list[Path]:
-    """The docs page's figures and tables (`python -c "from peft_course.dpo import make_figures; make_figures()"`).
+    """The docs page's figures and tables
+    (`python -c "from peft_course.dpo import make_figures; make_figures()"`).
 
     Writes the derivation checks, the by-hand vs TRL comparison, and for each run in
     `FIGURE_RUNS` the reward curves (`rewards-<name>.png`) and a before/after table.
+
+    Args:
+        output: the directory written into.
+        seed: seeds the models and the pairs of every run.
+
+    Returns:
+        The files written.
     """
 
     output = Path(output)

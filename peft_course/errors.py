@@ -26,6 +26,9 @@ def describe(value: Any) -> str:
     """`value` as a message shows it: `the string '3'`, `8.5`, `True (a bool)`, `[1, 2] (a list)`.
 
     A long value is cut to its first 60 characters, so that the message stays one readable line.
+
+    Args:
+        value: anything a user gave.
     """
     shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
     if isinstance(value, str):
@@ -40,6 +43,17 @@ def check_int(name: str, value: Any, minimum: int | None = 1) -> int:
 
     A float such as 3.0 is refused too: an integer option given as a float is usually a slip
     (`r=8.5`), and silently truncating it would train something other than what was asked.
+
+    Args:
+        name: the parameter or option the message names.
+        value: what the user gave.
+        minimum: the smallest value allowed; None allows any integer.
+
+    Returns:
+        `value` as an `int`.
+
+    Raises:
+        CourseError: if `value` is not a whole number, or is below `minimum`.
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         kind = "a positive integer" if minimum == 1 else "an integer"
@@ -51,16 +65,38 @@ def check_int(name: str, value: Any, minimum: int | None = 1) -> int:
 
 
 def check_positive_int(name: str, value: Any) -> int:
-    """`value` if it is an integer of at least 1 (a bool or a float is refused)."""
+    """`value` if it is an integer of at least 1 (a bool or a float is refused).
+
+    Args:
+        name: the parameter or option the message names.
+        value: what the user gave.
+    """
     return check_int(name, value, 1)
 
 
-def check_number(name: str, value: Any, low: float | None = None, high: float | None = None,
-                 low_open: bool = False, high_open: bool = False) -> float:
+def check_number(
+    name: str,
+    value: Any,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
     """`value` as a float if it is a finite real number within the interval, else a `CourseError`.
 
     `low_open`/`high_open` exclude the ends: `check_number("dropout", p, 0, 1, high_open=True)`
     asks for `0 <= p < 1`. A bool or a string is refused, not converted.
+
+    Args:
+        name: the parameter or option the message names.
+        value: what the user gave.
+        low: the lower end of the interval; None for no lower bound.
+        high: the upper end of the interval; None for no upper bound.
+        low_open: exclude `low` itself.
+        high_open: exclude `high` itself.
+
+    Raises:
+        CourseError: if `value` is not a finite real number, or lies outside the interval.
     """
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
         raise CourseError(f"{name} must be a number, got {describe(value)}")
@@ -79,7 +115,12 @@ def check_number(name: str, value: Any, low: float | None = None, high: float | 
 
 
 def check_positive_number(name: str, value: Any) -> float:
-    """`value` as a float if it is a finite number above 0 (a learning rate, alpha, beta)."""
+    """`value` as a float if it is a finite number above 0 (a learning rate, alpha, beta).
+
+    Args:
+        name: the parameter or option the message names.
+        value: what the user gave.
+    """
     return check_number(name, value, 0, None, low_open=True)
 
 
@@ -88,23 +129,44 @@ def check_string_list(name: str, value: Any, allow_empty: bool = False) -> list[
 
     Python iterates a string letter by letter, so `label_names="negative positive"` would
     otherwise become 17 one-letter labels.
+
+    Args:
+        name: the parameter or option the message names.
+        value: what the user gave.
+        allow_empty: accept an empty list (by default one is refused).
+
+    Raises:
+        CourseError: if `value` is a string or not a sequence, holds a non-string, or is empty
+            (unless `allow_empty`).
     """
     if isinstance(value, str):
-        raise CourseError(f"{name} must be a list of strings, got the string {value!r}"
-                          f" (write [{value!r}] for a list of one)")
+        raise CourseError(
+            f"{name} must be a list of strings, got the string {value!r}"
+            f" (write [{value!r}] for a list of one)"
+        )
     if not isinstance(value, Sequence):
         raise CourseError(f"{name} must be a list of strings, got {describe(value)}")
     items = list(value)
     for position, item in enumerate(items, start=1):
         if not isinstance(item, str):
-            raise CourseError(f"{name} must be a list of strings, but item {position} is {describe(item)}")
+            raise CourseError(
+                f"{name} must be a list of strings, but item {position} is {describe(item)}"
+            )
     if not items and not allow_empty:
         raise CourseError(f"{name} is empty: give at least one")
     return items
 
 
 def check_distinct(name: str, values: Sequence[Any]) -> None:
-    """Refuse a list that names the same thing twice (two labels, cells or seeds that are one)."""
+    """Refuse a list that names the same thing twice (two labels, cells or seeds that are one).
+
+    Args:
+        name: the parameter or option the message names.
+        values: the items to check.
+
+    Raises:
+        CourseError: if an item occurs more than once.
+    """
     seen: set[Any] = set()
     for value in values:
         if value in seen:
@@ -113,5 +175,9 @@ def check_distinct(name: str, values: Sequence[Any]) -> None:
 
 
 def one_line(error: BaseException) -> str:
-    """The error's message on one line (a library's message inside it may span several)."""
+    """The error's message on one line (a library's message inside it may span several).
+
+    Args:
+        error: the exception whose message is shown.
+    """
     return " ".join(line.strip() for line in str(error).splitlines() if line.strip())

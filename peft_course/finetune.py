@@ -32,26 +32,51 @@ from peft_course.counting import count_parameters
 from peft_course.data import ClassificationData, tokenize
 from peft_course.errors import CourseError, check_int, describe
 from peft_course.methods import (
-    check_lora_options, head_parameter_names, merge_and_unload_peft, prepare_full, prepare_head_only, prepare_lora,
+    check_lora_options,
+    head_parameter_names,
+    merge_and_unload_peft,
+    prepare_full,
+    prepare_head_only,
+    prepare_lora,
 )
 from peft_course.models import check_max_length, load_model
 from peft_course.qlora import load_qlora_model, prepare_qlora
 from peft_course.settings import METHOD_OPTIONS
 from peft_course.settings import METHODS as SETTINGS
-from peft_course.training import TrainConfig, TrainResult, evaluate_classifier, load_trainable_state, train
-
-
+from peft_course.training import (
+    TrainConfig,
+    TrainResult,
+    evaluate_classifier,
+    load_trainable_state,
+    train,
+)
 
 
 def prepare_lora_scratch(model: nn.Module, **options: Any) -> nn.Module:
-    """The course's own LoRA layer (`peft_course.lora`), training the head too."""
+    """The course's own LoRA layer (`peft_course.lora`), training the head too.
+
+    Args:
+        model: the classifier to add LoRA layers to.
+        **options: keyword options of `lora.prepare_lora_scratch`; `trainable` defaults to the
+            classification head's parameter names.
+    """
     options.setdefault("trainable", head_parameter_names(model))
     return lora.prepare_lora_scratch(model, **options)
 
 
 @dataclass(frozen=True)
 class Method:
-    """How a method loads and sets up the model before training, and what it does after."""
+    """How a method loads and sets up the model before training, and what it does after.
+
+    Attributes:
+        prepare: sets up the loaded model for training (which parameters train) and returns it.
+        finish: applied to the trained model before the final scoring (e.g. merging the
+            adapters); None does nothing.
+        label: the method's name in tables and plots.
+        learning_rate: the default learning rate for this method.
+        load: loads `(model, tokenizer)`; QLoRA quantizes while loading.
+        options: the keyword options `prepare` takes.
+    """
 
     prepare: Callable[..., nn.Module]
     finish: Callable[[nn.Module], nn.Module] | None = None
@@ -62,17 +87,33 @@ class Method:
 
 
 def method(name: str, prepare: Callable[..., nn.Module], label: str, **extra: Any) -> Method:
-    """A method with its learning rate and options from `peft_course.settings`."""
-    return Method(prepare, label=label, learning_rate=SETTINGS[name].learning_rate,
-                  options=METHOD_OPTIONS[name], **extra)
+    """A method with its learning rate and options from `peft_course.settings`.
+
+    Args:
+        name: the method's key in `peft_course.settings.METHODS` and `METHOD_OPTIONS`.
+        prepare: sets up the loaded model for training.
+        label: the method's name in tables and plots.
+        **extra: other `Method` fields (`finish`, `load`).
+    """
+    return Method(
+        prepare,
+        label=label,
+        learning_rate=SETTINGS[name].learning_rate,
+        options=METHOD_OPTIONS[name],
+        **extra,
+    )
 
 
 METHODS: dict[str, Method] = {
     "head": method("head", prepare_head_only, "head only"),
     "lora": method("lora", prepare_lora, "LoRA (peft)"),
     "lora-scratch": method("lora-scratch", prepare_lora_scratch, "LoRA (from scratch)"),
-    "gpt2-scratch": method("gpt2-scratch", gpt2.prepare_builtin_lora, "GPT-2 from scratch + LoRA",
-                           load=gpt2.load_classifier),
+    "gpt2-scratch": method(
+        "gpt2-scratch",
+        gpt2.prepare_builtin_lora,
+        "GPT-2 from scratch + LoRA",
+        load=gpt2.load_classifier,
+    ),
     "merged": method("merged", prepare_lora, "merged LoRA", finish=merge_and_unload_peft),
     "full": method("full", prepare_full, "full fine-tuning"),
     "qlora": method("qlora", prepare_qlora, "QLoRA (NF4)", load=load_qlora_model),
@@ -80,7 +121,14 @@ METHODS: dict[str, Method] = {
 
 
 def get_method(name: str) -> Method:
-    """The method called `name`, or an error listing the known ones."""
+    """The method called `name`, or an error listing the known ones.
+
+    Args:
+        name: a key of `METHODS`.
+
+    Raises:
+        CourseError: if `name` is not a known method.
+    """
     try:
         return METHODS[name]
     except (KeyError, TypeError):
@@ -92,6 +140,13 @@ def check_method_options(method: str, options: dict[str, Any]) -> None:
 
     Checked up front, a bad `--r` or a misspelt option fails before the model is loaded or
     anything is written, not after the untrained model has been evaluated.
+
+    Args:
+        method: a key of `METHODS`.
+        options: the keyword options meant for the method's `prepare`.
+
+    Raises:
+        CourseError: if an option is not one that `method` takes.
     """
     accepted = get_method(method).options
     unknown = sorted(set(options) - set(accepted))
@@ -103,13 +158,27 @@ def check_method_options(method: str, options: dict[str, Any]) -> None:
 
 
 def prepare(model: nn.Module, method: str, **options: Any) -> nn.Module:
-    """Apply `method` to `model` (see `METHODS`) and return the model to train."""
+    """Apply `method` to `model` (see `METHODS`) and return the model to train.
+
+    Args:
+        model: the loaded classifier.
+        method: a key of `METHODS`.
+        **options: the method's keyword options (checked first).
+    """
     check_method_options(method, options)
     return get_method(method).prepare(model, **options)
 
 
 def check_label_count(model: nn.Module, data: ClassificationData) -> None:
-    """Refuse a model whose head has a different number of labels than the data."""
+    """Refuse a model whose head has a different number of labels than the data.
+
+    Args:
+        model: the loaded classifier; a config without `num_labels` is not checked.
+        data: the classification data.
+
+    Raises:
+        CourseError: if the head's label count differs from the data's.
+    """
     num_labels = getattr(model.config, "num_labels", None)
     if num_labels is not None and num_labels != data.num_labels:
         raise CourseError(
@@ -120,7 +189,20 @@ def check_label_count(model: nn.Module, data: ClassificationData) -> None:
 
 @dataclass
 class FinetuneResult:
-    """Scores of one run: the untrained baseline, best-validation and last-iteration test scores."""
+    """Scores of one run: the untrained baseline, best-validation and last-iteration test scores.
+
+    Attributes:
+        method: the method's name.
+        trainable: parameters the method trains (counted before any merge).
+        total: all parameters of the prepared model (counted before any merge).
+        untrained: test scores before training.
+        best: test scores of the best-validation weights (after `finish`, if any).
+        last: test scores of the last iteration's weights.
+        training: the training loop's result (history, best state).
+        model: the model with the best-validation weights (merged, for `merged`).
+        tokenizer: the model's tokenizer.
+        predictions: the best model's test predictions (label ids).
+    """
 
     method: str
     trainable: int
@@ -135,6 +217,7 @@ class FinetuneResult:
 
 
 def _scores(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The metrics without the predictions."""
     return {k: v for k, v in metrics.items() if k != "predictions"}
 
 
@@ -152,17 +235,35 @@ def finetune(
 
     The returned model holds the best-validation weights (merged, for `merged`). Parameter
     counts are taken before any merge, i.e. what the method trains.
+
+    Args:
+        data: the classification data (train, validation and test splits).
+        method: a key of `METHODS`.
+        model_name: the model to load.
+        config: the training loop's settings; None uses `TrainConfig` with the method's
+            learning rate.
+        max_length: tokens a text keeps; at least 2 and no more than the model's context.
+        checkpoint_dir: where a checkpoint is written after every epoch; None writes none.
+        resume: continue from the checkpoint in `checkpoint_dir`.
+        **method_options: the method's keyword options (e.g. `r`, `alpha`, `targets`).
+
+    Raises:
+        CourseError: if `data` is not a `ClassificationData` or `config` is not a `TrainConfig`.
     """
     spec = get_method(method)
     check_method_options(method, method_options)
     if not isinstance(data, ClassificationData):
-        raise CourseError(f"data must be a ClassificationData (see peft_course.data.load_classification_data), "
-                          f"got {describe(data)}")
+        raise CourseError(
+            f"data must be a ClassificationData (see peft_course.data.load_classification_data), "
+            f"got {describe(data)}"
+        )
     config = config or TrainConfig(learning_rate=spec.learning_rate)
     if not isinstance(config, TrainConfig):
         raise CourseError(f"config must be a TrainConfig, got {describe(config)}")
     check_int("max_length", max_length, minimum=2)
-    model, tokenizer = spec.load(model_name, "classification", data.num_labels, data.label_names, seed=config.seed)
+    model, tokenizer = spec.load(
+        model_name, "classification", data.num_labels, data.label_names, seed=config.seed
+    )
     check_label_count(model, data)
     check_max_length(max_length, model)
     tokenized = tokenize(data, tokenizer, max_length)
@@ -176,6 +277,14 @@ def finetune(
         model = spec.finish(model)
     best = evaluate_classifier(model, tokenized["test"], tokenizer, device=config.device)
     return FinetuneResult(
-        method, trainable, total, _scores(untrained), _scores(best), _scores(last),
-        training, model, tokenizer, best["predictions"],
+        method,
+        trainable,
+        total,
+        _scores(untrained),
+        _scores(best),
+        _scores(last),
+        training,
+        model,
+        tokenizer,
+        best["predictions"],
     )

@@ -15,7 +15,18 @@ from peft_course.errors import CourseError, check_positive_int
 
 
 def classification_metrics(labels: Sequence[int], predictions: Sequence[int]) -> dict[str, float]:
-    """Accuracy and weighted precision, recall and F1 (a class never predicted scores 0)."""
+    """Accuracy and weighted precision, recall and F1 (a class never predicted scores 0).
+
+    Args:
+        labels: the true class id of every example.
+        predictions: the predicted class id of every example, in the same order.
+
+    Returns:
+        The scores under the keys `accuracy`, `precision`, `recall` and `f1`.
+
+    Raises:
+        CourseError: if the two lists differ in length, or are empty.
+    """
     if len(labels) != len(predictions):
         raise CourseError(f"{len(labels)} labels but {len(predictions)} predictions")
     if len(labels) == 0:
@@ -31,7 +42,16 @@ def classification_metrics(labels: Sequence[int], predictions: Sequence[int]) ->
     }
 
 
-def confusion(labels: Sequence[int], predictions: Sequence[int], num_labels: int) -> list[list[int]]:
-    """The confusion matrix (rows: true label, columns: predicted), every label included."""
+def confusion(
+    labels: Sequence[int], predictions: Sequence[int], num_labels: int
+) -> list[list[int]]:
+    """The confusion matrix (rows: true label, columns: predicted), every label included.
+
+    Args:
+        labels: the true class id of every example.
+        predictions: the predicted class id of every example, in the same order.
+        num_labels: the number of classes; the matrix is `num_labels` by `num_labels`, a class
+            that never occurs included.
+    """
     check_positive_int("num_labels", num_labels)
     return confusion_matrix(labels, predictions, labels=list(range(num_labels))).tolist()

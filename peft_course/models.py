@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import torch
 from datasets import Dataset
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -27,7 +27,14 @@ from transformers import (
 )
 from transformers.utils import logging as hf_logging
 
-from peft_course.errors import CourseError, check_int, check_positive_int, check_string_list, describe
+from peft_course.distributed import ShardedBatches
+from peft_course.errors import (
+    CourseError,
+    check_int,
+    check_positive_int,
+    check_string_list,
+    describe,
+)
 from peft_course.settings import DEFAULT_MODEL
 from peft_course.smollm2 import SMOLLM2, smollm2_path
 from peft_course.tiny_gpt2 import TINY_GPT2, length_grouped_batches, tiny_gpt2_path
@@ -41,19 +48,35 @@ class ModelLoadError(CourseError):
 
 
 # What a local checkpoint directory needs: any one file of each group.
-TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "vocab.txt", "tokenizer.model", "spiece.model",
-                   "sentencepiece.bpe.model")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "vocab.json",
+    "vocab.txt",
+    "tokenizer.model",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")
 
 
 def resolve_model_path(name_or_path: str, seed: int = 0) -> str:
     """Map the named models to their cached directories; return any other name unchanged.
 
-    `tiny-gpt2` and `tiny-llama` are built on first use (about 20 s each), `smollm2-135m` converted from the installed
-    GGUF file on first use (about 30 s); both are read from the course cache afterwards.
+    `tiny-gpt2` and `tiny-llama` are built on first use (about 20 s each), `smollm2-135m`
+    converted from the installed GGUF file on first use (about 30 s); both are read from the
+    course cache afterwards.
+
+    Args:
+        name_or_path: `tiny-gpt2`, `tiny-llama`, `smollm2-135m`, a hub id or a local directory.
+        seed: the seed `tiny-gpt2` and `tiny-llama` are built with (each seed is its own model).
+
+    Raises:
+        ModelLoadError: if `name_or_path` is not a non-blank string.
     """
     if not isinstance(name_or_path, str) or not name_or_path.strip():
-        raise ModelLoadError(f"the model must be a name or a directory, got {describe(name_or_path)}")
+        raise ModelLoadError(
+            f"the model must be a name or a directory, got {describe(name_or_path)}"
+        )
     if name_or_path == TINY_GPT2:
         return str(tiny_gpt2_path(seed))
     if name_or_path == TINY_LLAMA:
@@ -64,9 +87,18 @@ def resolve_model_path(name_or_path: str, seed: int = 0) -> str:
 
 
 def looks_like_a_path(name: str) -> bool:
-    """True for what can only be a local path: it exists, or it is not shaped like `org/name`."""
-    return (Path(name).exists() or name.startswith(("/", ".", "~")) or name.count("/") > 1
-            or name.endswith("/") or "\\" in name)
+    """True for what can only be a local path: it exists, or it is not shaped like `org/name`.
+
+    Args:
+        name: a model name or path, as the user gave it.
+    """
+    return (
+        Path(name).exists()
+        or name.startswith(("/", ".", "~"))
+        or name.count("/") > 1
+        or name.endswith("/")
+        or "\\" in name
+    )
 
 
 def check_model_directory(path: str, tokenizer: bool = True, weights: bool = True) -> None:
@@ -75,24 +107,50 @@ def check_model_directory(path: str, tokenizer: bool = True, weights: bool = Tru
     Without this check transformers answers an empty directory with "you need sentencepiece or
     tiktoken", and one holding only `pytorch_model.bin` with a message about safetensors that
     does not say the file is refused on purpose (unpickling a `.bin` can run code).
+
+    Args:
+        path: the local checkpoint directory.
+        tokenizer: require tokenizer files.
+        weights: require safetensors weights.
+
+    Raises:
+        ModelLoadError: if `path` does not exist, is a file, or lacks `config.json` or the
+            tokenizer files or weights asked for.
     """
     directory = Path(path).expanduser()
     if not directory.exists():
         raise ModelLoadError(f"cannot load the model '{path}': no such directory")
     if not directory.is_dir():
-        raise ModelLoadError(f"cannot load the model '{path}': it is a file, not a checkpoint directory")
+        raise ModelLoadError(
+            f"cannot load the model '{path}': it is a file, not a checkpoint directory"
+        )
     missing = []
     if not (directory / "config.json").is_file():
         missing.append("config.json")
     if tokenizer and not any((directory / f).is_file() for f in TOKENIZER_FILES):
-        missing.append("tokenizer files (tokenizer.json, or vocab.json and merges.txt, or vocab.txt)")
-    if weights and not (any((directory / f).is_file() for f in WEIGHT_FILES) or any(directory.glob("*.safetensors"))):
-        pickled = [f.name for f in directory.glob("*.bin")] + [f.name for f in directory.glob("*.pt")]
-        why = (f" (it holds {', '.join(sorted(pickled))}: pickled weights, not loaded because unpickling "
-               f"can run code; convert them with save_pretrained(..., safe_serialization=True))") if pickled else ""
+        missing.append(
+            "tokenizer files (tokenizer.json, or vocab.json and merges.txt, or vocab.txt)"
+        )
+    if weights and not (
+        any((directory / f).is_file() for f in WEIGHT_FILES) or any(directory.glob("*.safetensors"))
+    ):
+        pickled = [f.name for f in directory.glob("*.bin")] + [
+            f.name for f in directory.glob("*.pt")
+        ]
+        why = (
+            (
+                f" (it holds {', '.join(sorted(pickled))}: pickled weights, not loaded because "
+                "unpickling can run code; convert them with "
+                "save_pretrained(..., safe_serialization=True))"
+            )
+            if pickled
+            else ""
+        )
         missing.append(f"safetensors weights (model.safetensors){why}")
     if missing:
-        raise ModelLoadError(f"'{path}' is not a usable model directory: it has no {', no '.join(missing)}")
+        raise ModelLoadError(
+            f"'{path}' is not a usable model directory: it has no {', no '.join(missing)}"
+        )
 
 
 def model_config(name_or_path: str, seed: int = 0) -> Any:
@@ -100,6 +158,14 @@ def model_config(name_or_path: str, seed: int = 0) -> Any:
 
     A local directory must hold everything `load_model` needs (`check_model_directory`); a hub
     id must be reachable or cached. Either failure is a `ModelLoadError` saying what to do.
+
+    Args:
+        name_or_path: a hub id, a local directory, or a model named in `resolve_model_path`.
+        seed: the seed the tiny models are built with.
+
+    Raises:
+        ModelLoadError: if a local directory's config cannot be read, or the hub cannot
+            provide the model.
     """
     path = resolve_model_path(name_or_path, seed)
     if looks_like_a_path(path):
@@ -108,7 +174,9 @@ def model_config(name_or_path: str, seed: int = 0) -> Any:
         return AutoConfig.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError) as error:
         if Path(path).is_dir():
-            raise ModelLoadError(f"cannot read the config of '{path}': {str(error).strip().splitlines()[0]}") from error
+            raise ModelLoadError(
+                f"cannot read the config of '{path}': {str(error).strip().splitlines()[0]}"
+            ) from error
         raise _hub_error(name_or_path, error) from error
 
 
@@ -117,6 +185,10 @@ def context_length(model_or_name: Any, seed: int = 0) -> int | None:
 
     Takes a model, a config, or a name/path (whose config is read without loading weights);
     None when the config cannot be read here (an unreachable hub id) or names no limit.
+
+    Args:
+        model_or_name: a model, its config, or a name or path as `load_model` takes it.
+        seed: the seed the tiny models are built with (for a name).
     """
     config = getattr(model_or_name, "config", model_or_name)
     if isinstance(model_or_name, str):
@@ -136,13 +208,23 @@ def check_max_length(max_length: Any, model_or_name: Any, name: str = "max_lengt
 
     A row longer than the position table does not fail cleanly: GPT-2 indexes past its
     learned positions and stops with an `IndexError` deep in the forward pass.
+
+    Args:
+        max_length: the tokens a row may keep, as the user gave it.
+        model_or_name: the model whose positions bound it (a model, a config or a name).
+        name: the option the message names.
+
+    Raises:
+        CourseError: if `max_length` is longer than the model's position table.
     """
     max_length = check_int(name, max_length, minimum=2)
     limit = context_length(model_or_name)
     if limit is not None and max_length > limit:
         model = model_or_name if isinstance(model_or_name, str) else type(model_or_name).__name__
-        raise CourseError(f"{name} {max_length} is longer than the model '{model}' can read: it has {limit} "
-                          f"positions; use {name} {limit} or less")
+        raise CourseError(
+            f"{name} {max_length} is longer than the model '{model}' can read: it has {limit} "
+            f"positions; use {name} {limit} or less"
+        )
     return max_length
 
 
@@ -152,6 +234,14 @@ def ensure_pad_token(model: PreTrainedModel | None, tokenizer: PreTrainedTokeniz
 
     GPT-2 was trained without padding. A classifier built on it must know the pad id to find
     the last real token of each row, and refuses batches larger than one without it.
+
+    Args:
+        model: its config gets the pad id (its generation config too, if unset); None: only
+            the tokenizer is changed.
+        tokenizer: gets its eos token as the pad token if it has no pad token.
+
+    Raises:
+        ModelLoadError: if the tokenizer has neither a pad nor an eos token.
     """
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
@@ -162,27 +252,41 @@ def ensure_pad_token(model: PreTrainedModel | None, tokenizer: PreTrainedTokeniz
         generation_config = getattr(model, "generation_config", None)
         if generation_config is not None and generation_config.pad_token_id is None:
             generation_config.pad_token_id = tokenizer.pad_token_id
+
+
 # --8<-- [end:ensure_pad]
 
 
 def _hub_error(name: str, error: Exception) -> ModelLoadError:
+    """The error for a name that is no local directory and that the hub could not provide."""
     return ModelLoadError(
         f"could not load '{name}': it is not a local directory, and the Hugging Face hub could "
-        f"not provide it ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
-        f"Offline, pass a local checkpoint directory (--model PATH) or the embedded model "
-        f"(--model {TINY_GPT2})."
+        f"not provide it ({type(error).__name__}: "
+        f"{str(error).splitlines()[0] if str(error) else ''}). Offline, pass a local checkpoint "
+        f"directory (--model PATH) or the embedded model (--model {TINY_GPT2})."
     )
 
 
 def check_head_size(path: str, num_labels: int) -> None:
-    """Refuse a local classifier checkpoint whose trained head has a different label count."""
+    """Refuse a local classifier checkpoint whose trained head has a different label count.
+
+    Args:
+        path: the checkpoint directory; a path without a `config.json` (a hub id) is not checked.
+        num_labels: the number of labels in the data.
+
+    Raises:
+        ModelLoadError: if the config cannot be read, or its classification head has another
+            number of labels.
+    """
     config_file = Path(path) / "config.json"
     if not config_file.is_file():
         return
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError) as error:
-        raise ModelLoadError(f"cannot read '{config_file}': {str(error).strip().splitlines()[0]}") from error
+        raise ModelLoadError(
+            f"cannot read '{config_file}': {str(error).strip().splitlines()[0]}"
+        ) from error
     is_classifier = any(a.endswith("ForSequenceClassification") for a in config.architectures or [])
     if is_classifier and config.num_labels != num_labels:
         raise ModelLoadError(
@@ -193,7 +297,16 @@ def check_head_size(path: str, num_labels: int) -> None:
 
 
 def load_tokenizer(name_or_path: str = DEFAULT_MODEL, seed: int = 0) -> PreTrainedTokenizerBase:
-    """Load only the tokenizer (pad token set), from the same sources as `load_model`."""
+    """Load only the tokenizer (pad token set), from the same sources as `load_model`.
+
+    Args:
+        name_or_path: a hub id, a local directory, or a model named in `resolve_model_path`.
+        seed: the seed the tiny models are built with.
+
+    Raises:
+        ModelLoadError: if a local directory holds no usable tokenizer, or the hub cannot
+            provide it.
+    """
     path = resolve_model_path(name_or_path, seed)
     if looks_like_a_path(path):
         check_model_directory(path, tokenizer=True, weights=False)
@@ -218,8 +331,24 @@ def load_model(
     """Load `(model, tokenizer)` for `task` from a hub id, a local directory or `tiny-gpt2`.
 
     A classification head that the checkpoint lacks is initialised under `seed`, so the same
-    call gives the same head. Extra keyword arguments (`dtype=`, `quantization_config=`, ...)
-    go to `from_pretrained`.
+    call gives the same head.
+
+    Args:
+        name_or_path: a hub id, a local directory, or `tiny-gpt2`, `tiny-llama`, `smollm2-135m`.
+        task: `classification` (a sequence-classification head) or `causal-lm`.
+        num_labels: the classes of the classification head.
+        label_names: the classes' names in label-id order, saved in the config's `id2label`
+            and `label2id`; None keeps transformers' default names.
+        seed: seeds a freshly added head, and the build of the tiny models.
+        **from_pretrained_kwargs: extra keyword arguments (`dtype=`, `quantization_config=`,
+            ...) go to `from_pretrained`.
+
+    Returns:
+        The model and its tokenizer, both with the pad token set.
+
+    Raises:
+        CourseError: if `task` is unknown, or `label_names` does not name `num_labels` labels.
+        ModelLoadError: if no model can be loaded from the directory or the hub.
     """
     if task not in ("classification", "causal-lm"):
         raise CourseError(f"unknown task {task!r}: use 'classification' or 'causal-lm'")
@@ -227,7 +356,9 @@ def load_model(
     if label_names is not None:
         label_names = check_string_list("label_names", label_names)
         if len(label_names) != num_labels:
-            raise CourseError(f"{len(label_names)} label names given for num_labels={num_labels}: {label_names}")
+            raise CourseError(
+                f"{len(label_names)} label names given for num_labels={num_labels}: {label_names}"
+            )
     path = resolve_model_path(name_or_path, seed)
     if looks_like_a_path(path):
         check_model_directory(path, tokenizer=True, weights=True)
@@ -259,18 +390,34 @@ def load_model(
     return model, tokenizer
 
 
-def logits_at(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-              positions: torch.Tensor, **inputs: Any) -> torch.Tensor:
-    """`[n_kept, vocab]`: the next-token logits at the `True` entries of `positions` only, row by row.
+def logits_at(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    positions: torch.Tensor,
+    **inputs: Any,
+) -> torch.Tensor:
+    """`[n_kept, vocab]`: the next-token logits at the `True` entries of `positions` only,
+    row by row.
 
     The LM head runs on those positions' hidden states alone (transformers' `logits_to_keep`
     with a boolean mask). A classifier reads one or two positions a row; a full pass would
     compute SmolLM2's 49,152 logits at every position of every row, about 0.2 GB a batch.
-    Other `inputs` (a key/value `cache`) go to the model unchanged.
+
+    Args:
+        model: a causal language model.
+        input_ids: the batch's token ids, `[rows, length]`.
+        attention_mask: the batch's attention mask, shaped like `input_ids`.
+        positions: a boolean mask shaped like `input_ids`, True where logits are wanted.
+        **inputs: other inputs (a key/value `cache`) go to the model unchanged.
     """
     if positions.shape != input_ids.shape or positions.dtype != torch.bool:
-        raise ValueError(f"positions must be a boolean mask shaped like input_ids {tuple(input_ids.shape)}")
-    return model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=positions, **inputs).logits
+        raise ValueError(
+            f"positions must be a boolean mask shaped like input_ids {tuple(input_ids.shape)}"
+        )
+    return model(
+        input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=positions, **inputs
+    ).logits
 
 
 class LengthGroupedSampler(Sampler[list[int]]):
@@ -278,6 +425,11 @@ class LengthGroupedSampler(Sampler[list[int]]):
 
     Padding is wasted work; grouping rows by length cuts it while the order stays random and,
     since it depends only on the generator's seed, a resumed run sees the same batches.
+
+    Args:
+        lengths: the length (in tokens) of every row.
+        batch_size: rows a batch.
+        generator: draws the order; the caller seeds it.
     """
 
     def __init__(self, lengths: list[int], batch_size: int, generator: torch.Generator) -> None:
@@ -287,29 +439,73 @@ class LengthGroupedSampler(Sampler[list[int]]):
         return iter(length_grouped_batches(self.lengths, self.batch_size, self.generator))
 
     def __len__(self) -> int:
-        return -(-len(self.lengths) // self.batch_size)  # groups hold whole batches: ceil(n / batch)
+        return -(
+            -len(self.lengths) // self.batch_size
+        )  # groups hold whole batches: ceil(n / batch)
 
 
 def make_loader(
-    dataset: Dataset, tokenizer: Any, batch_size: int, shuffle: bool, seed: int, device: torch.device,
+    dataset: Dataset,
+    tokenizer: Any,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    device: torch.device,
     group_by_length: bool = False,
+    rank: int = 0,
+    world: int = 1,
 ) -> DataLoader:
     """Batches padded to their longest row (to a multiple of 8 on a GPU, where odd shapes are slow).
 
     A class id per row (`labels` is a number) pads only the inputs; a label per *token*
     (language-model training, `labels` is a list) is padded with -100, which the loss ignores.
-    `group_by_length` (with `shuffle`) puts rows of similar length together.
+
+    Args:
+        dataset: a tokenized split; only `input_ids`, `attention_mask`, `token_type_ids` and
+            `labels` are kept.
+        tokenizer: pads each batch.
+        batch_size: rows a batch (on each process).
+        shuffle: draw the rows in random order rather than in the dataset's.
+        seed: seeds the loader's `generator`, which draws the order.
+        device: the device the batches are for; a CUDA device pads to a multiple of 8.
+        group_by_length: (with `shuffle`) puts rows of similar length together.
+        rank: this process's place among the `world` processes.
+        world: the number of processes; with `shuffle`, each draws the same batches of
+            `world * batch_size` rows and keeps its share.
     """
     multiple = 8 if device.type == "cuda" else None
-    per_token = "labels" in dataset.column_names and len(dataset) > 0 and isinstance(dataset[0]["labels"], list)
+    per_token = (
+        "labels" in dataset.column_names
+        and len(dataset) > 0
+        and isinstance(dataset[0]["labels"], list)
+    )
     if per_token:
-        collator = DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=multiple, label_pad_token_id=-100)
+        collator = DataCollatorForSeq2Seq(
+            tokenizer, pad_to_multiple_of=multiple, label_pad_token_id=-100
+        )
     else:
         collator = DataCollatorWithPadding(tokenizer, pad_to_multiple_of=multiple)
-    columns = [c for c in ("input_ids", "attention_mask", "token_type_ids", "labels") if c in dataset.column_names]
+    columns = [
+        c
+        for c in ("input_ids", "attention_mask", "token_type_ids", "labels")
+        if c in dataset.column_names
+    ]
     generator = torch.Generator().manual_seed(seed)
     rows = dataset.with_format(columns=columns)
-    if shuffle and group_by_length:
-        sampler = LengthGroupedSampler([len(ids) for ids in dataset["input_ids"]], batch_size, generator)
+    if world > 1 and shuffle:
+        size = world * batch_size
+        batches = (
+            LengthGroupedSampler([len(ids) for ids in dataset["input_ids"]], size, generator)
+            if group_by_length
+            else BatchSampler(RandomSampler(rows, generator=generator), size, False)
+        )
+        sampler = ShardedBatches(batches, rank, world, len(dataset) % size)
         return DataLoader(rows, batch_sampler=sampler, collate_fn=collator, generator=generator)
-    return DataLoader(rows, batch_size=batch_size, shuffle=shuffle, collate_fn=collator, generator=generator)
+    if shuffle and group_by_length:
+        sampler = LengthGroupedSampler(
+            [len(ids) for ids in dataset["input_ids"]], batch_size, generator
+        )
+        return DataLoader(rows, batch_sampler=sampler, collate_fn=collator, generator=generator)
+    return DataLoader(
+        rows, batch_size=batch_size, shuffle=shuffle, collate_fn=collator, generator=generator
+    )

@@ -16,13 +16,28 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def whole_epoch_ticks(axes, epochs: Sequence[float]) -> None:
-    """Tick only whole epochs when every point is at one (no "1.5" between epoch 1 and 2)."""
+    """Tick only whole epochs when every point is at one (no "1.5" between epoch 1 and 2).
+
+    Args:
+        axes (matplotlib.axes.Axes): the axes whose x axis is ticked.
+        epochs: the x values plotted on it.
+    """
     if all(float(e).is_integer() for e in epochs):
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def plot_history(history: Sequence[dict[str, float]], path: str | Path, title: str = "") -> Path:
-    """Train and validation loss (left) and validation accuracy (right) against the epoch."""
+    """Train and validation loss (left) and validation accuracy (right) against the epoch.
+
+    Args:
+        history: one entry per validation with `epoch`, `train_loss`, `val_loss` and
+            `val_accuracy` (as `TrainResult.history` holds them).
+        path: the image file to write; matplotlib picks the format from its suffix.
+        title: the figure's title; empty for none.
+
+    Returns:
+        `path`, as a `Path`.
+    """
     epochs = [h["epoch"] for h in history]
     figure, (losses, accuracy) = plt.subplots(1, 2, figsize=(9, 3.5))
     losses.plot(epochs, [h["train_loss"] for h in history], marker="o", label="train")
@@ -40,9 +55,20 @@ def plot_history(history: Sequence[dict[str, float]], path: str | Path, title: s
     return Path(path)
 
 
-def plot_confusion(matrix: Sequence[Sequence[int]], label_names: Sequence[str], path: str | Path,
-                   title: str = "") -> Path:
-    """A confusion matrix as a heat map with counts: rows are true labels, columns predictions."""
+def plot_confusion(
+    matrix: Sequence[Sequence[int]], label_names: Sequence[str], path: str | Path, title: str = ""
+) -> Path:
+    """A confusion matrix as a heat map with counts: rows are true labels, columns predictions.
+
+    Args:
+        matrix: the counts, rows by true label and columns by predicted label.
+        label_names: the label names, in label-id order; the figure grows with their number.
+        path: the image file to write; matplotlib picks the format from its suffix.
+        title: the figure's title; empty for none.
+
+    Returns:
+        `path`, as a `Path`.
+    """
     size = max(4.0, 0.45 * len(label_names) + 2)
     figure, axes = plt.subplots(figsize=(size, size))
     axes.imshow(matrix, cmap="Blues")
@@ -59,10 +85,26 @@ def plot_confusion(matrix: Sequence[Sequence[int]], label_names: Sequence[str], 
     return Path(path)
 
 
-def plot_curves(curves: dict[str, Sequence[tuple[float, float]]], path: str | Path, title: str = "",
-                ylabel: str = "", reference: tuple[float, str] | None = None) -> Path:
+def plot_curves(
+    curves: dict[str, Sequence[tuple[float, float]]],
+    path: str | Path,
+    title: str = "",
+    ylabel: str = "",
+    reference: tuple[float, str] | None = None,
+) -> Path:
     """Several (epoch, value) curves on one axis, one line and legend entry each (e.g. one per sweep
-    cell); `reference=(value, label)` adds a dashed horizontal line, such as chance level."""
+    cell); `reference=(value, label)` adds a dashed horizontal line, such as chance level.
+
+    Args:
+        curves: each curve's legend label and its (epoch, value) points.
+        path: the image file to write; matplotlib picks the format from its suffix.
+        title: the figure's title; empty for none.
+        ylabel: the y axis's label; empty for none.
+        reference: a (value, label) pair drawn as a dashed horizontal line; None for none.
+
+    Returns:
+        `path`, as a `Path`.
+    """
     figure, axes = plt.subplots(figsize=(7, 4))
     for label, points in curves.items():
         axes.plot([x for x, _ in points], [y for _, y in points], marker="o", label=label)

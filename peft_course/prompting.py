@@ -31,7 +31,13 @@ import torch
 
 from peft_course.data import load_classification_data
 from peft_course.errors import (
-    CourseError, check_int, check_number, check_positive_int, check_positive_number, check_string_list, describe,
+    CourseError,
+    check_int,
+    check_number,
+    check_positive_int,
+    check_positive_number,
+    check_string_list,
+    describe,
 )
 from peft_course.files import atomic_write_text, replacing
 from peft_course.models import load_model, logits_at
@@ -65,6 +71,15 @@ class PromptTemplate:
     The prompt is `instruction`, then the solved examples (the `fixed_examples`, then `k`
     drawn from the example pool when `from_pool`), each with its worked reasoning when
     `worked`, then the question and `cue` (text the model's answer is made to start with).
+
+    Attributes:
+        name: the strategy's name, its key in `STRATEGIES`.
+        instruction: the text the prompt starts with; empty: none.
+        from_pool: whether `k` examples are drawn from the example pool.
+        worked: whether the examples show their worked reasoning.
+        fixed_examples: the examples every prompt of the strategy has.
+        cue: the text the model's answer is made to start with.
+        description: what the strategy shows, for the prompt gallery.
     """
 
     name: str
@@ -79,18 +94,34 @@ class PromptTemplate:
 STRATEGIES: dict[str, PromptTemplate] = {
     t.name: t
     for t in [
-        PromptTemplate("zero-shot", "Answer each question with a number.",
-                       description="the question alone"),
-        PromptTemplate("few-shot", "Answer each question with a number.", from_pool=True,
-                       description="k solved examples, answers only"),
-        PromptTemplate("cot", "Solve each problem step by step, then give the answer.",
-                       worked=True, fixed_examples=(PRICE_EXAMPLE,),
-                       description="one example with its worked reasoning"),
-        PromptTemplate("zero-shot-cot", cue=" Let's think step by step.",
-                       description="an instruction to reason step by step, no example"),
-        PromptTemplate("few-shot-cot", "Solve each problem step by step, then give the answer.",
-                       from_pool=True, worked=True,
-                       description="k examples with their worked reasoning"),
+        PromptTemplate(
+            "zero-shot", "Answer each question with a number.", description="the question alone"
+        ),
+        PromptTemplate(
+            "few-shot",
+            "Answer each question with a number.",
+            from_pool=True,
+            description="k solved examples, answers only",
+        ),
+        PromptTemplate(
+            "cot",
+            "Solve each problem step by step, then give the answer.",
+            worked=True,
+            fixed_examples=(PRICE_EXAMPLE,),
+            description="one example with its worked reasoning",
+        ),
+        PromptTemplate(
+            "zero-shot-cot",
+            cue=" Let's think step by step.",
+            description="an instruction to reason step by step, no example",
+        ),
+        PromptTemplate(
+            "few-shot-cot",
+            "Solve each problem step by step, then give the answer.",
+            from_pool=True,
+            worked=True,
+            description="k examples with their worked reasoning",
+        ),
     ]
 }
 DEFAULT_STRATEGIES = ("zero-shot", "few-shot", "cot", "zero-shot-cot")
@@ -98,59 +129,115 @@ DEFAULT_STRATEGIES = ("zero-shot", "few-shot", "cot", "zero-shot-cot")
 
 
 def get_strategy(strategy: str | PromptTemplate) -> PromptTemplate:
-    """The template named `strategy` (a template passes through), or an error listing the names."""
+    """The template named `strategy` (a template passes through), or an error listing the names.
+
+    Args:
+        strategy: a name in `STRATEGIES`, or a `PromptTemplate`.
+
+    Raises:
+        CourseError: if no strategy has that name.
+    """
     if isinstance(strategy, PromptTemplate):
         return strategy
     try:
         return STRATEGIES[strategy]
     except (KeyError, TypeError):
-        raise CourseError(f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}") from None
+        raise CourseError(
+            f"unknown strategy {strategy!r}; known: {', '.join(STRATEGIES)}"
+        ) from None
 
 
 def format_solved(problem: Problem, worked: bool) -> str:
-    """One solved example: the question, the reasoning when `worked`, and the answer."""
+    """One solved example: the question, the reasoning when `worked`, and the answer.
+
+    Args:
+        problem: the solved problem.
+        worked: whether to show its reasoning.
+
+    Raises:
+        CourseError: if `worked` and the problem has no reasoning.
+    """
     if worked and not problem.reasoning:
-        raise CourseError(f"a worked example needs reasoning, and this one has none: {problem.question[:60]!r}")
+        raise CourseError(
+            f"a worked example needs reasoning, and this one has none: {problem.question[:60]!r}"
+        )
     reasoning = f"{problem.reasoning} " if worked else ""
-    return SOLVED_FORMAT.format(question=problem.question, reasoning=reasoning,
-                                answer=format_number(problem.answer))
+    return SOLVED_FORMAT.format(
+        question=problem.question, reasoning=reasoning, answer=format_number(problem.answer)
+    )
 
 
 # --8<-- [start:build_prompt]
 def build_prompt(
-    strategy: str | PromptTemplate, question: str, examples: Sequence[Problem] = (), k: int = 4,
+    strategy: str | PromptTemplate,
+    question: str,
+    examples: Sequence[Problem] = (),
+    k: int = 4,
 ) -> str:
-    """The prompt `strategy` makes for `question`; pool strategies use the first `k` `examples`."""
+    """The prompt `strategy` makes for `question`; pool strategies use the first `k` `examples`.
+
+    Args:
+        strategy: a name in `STRATEGIES`, or a `PromptTemplate`.
+        question: the question to ask.
+        examples: the example pool: solved problems.
+        k: how many pool examples a pool strategy shows.
+
+    Raises:
+        CourseError: if a pool strategy gets `k < 1` or fewer than `k` examples.
+    """
     template = get_strategy(strategy)
     shots = list(template.fixed_examples)
     if template.from_pool:
         check_int("k (the number of examples)", k, minimum=0)
         if k < 1 or len(examples) < k:
-            raise CourseError(f"'{template.name}' needs k >= 1 examples; got k={k} and {len(examples)} examples")
+            raise CourseError(
+                f"'{template.name}' needs k >= 1 examples; got k={k} and {len(examples)} examples"
+            )
         shots += list(examples[:k])
     header = f"{template.instruction}\n\n" if template.instruction else ""
     solved = "".join(format_solved(example, template.worked) for example in shots)
     return header + solved + QUESTION_FORMAT.format(question=question) + template.cue
+
+
 # --8<-- [end:build_prompt]
 
 
 def zero_shot_prompt(question: str) -> str:
-    """The question with an instruction to answer with a number, and nothing else."""
+    """The question with an instruction to answer with a number, and nothing else.
+
+    Args:
+        question: the question to ask.
+    """
     return build_prompt("zero-shot", question)
 
 
 def few_shot_prompt(question: str, examples: Sequence[Problem], k: int = 4) -> str:
-    """`k` solved examples (answers only) before the question: in-context learning."""
+    """`k` solved examples (answers only) before the question: in-context learning.
+
+    Args:
+        question: the question to ask.
+        examples: solved problems; the first `k` are shown.
+        k: how many examples to show.
+    """
     return build_prompt("few-shot", question, examples, k)
 
 
 def chain_of_thought_prompt(question: str, example: Problem = PRICE_EXAMPLE) -> str:
-    """One-shot chain of thought: one example whose answer shows its worked reasoning."""
+    """One-shot chain of thought: one example whose answer shows its worked reasoning.
+
+    Args:
+        question: the question to ask.
+        example: the solved example; it must have its reasoning.
+    """
     return build_prompt(replace(STRATEGIES["cot"], fixed_examples=(example,)), question)
 
 
 def zero_shot_cot_prompt(question: str) -> str:
-    """Zero-shot chain of thought: the answer is made to start with "Let's think step by step."."""
+    """Zero-shot chain of thought: the answer is made to start with "Let's think step by step.".
+
+    Args:
+        question: the question to ask.
+    """
     return build_prompt("zero-shot-cot", question)
 
 
@@ -173,7 +260,11 @@ MARKER = re.compile(r"answer\s*(?:is|=|:)|####|\\boxed\{", re.IGNORECASE)
 
 
 def read_numbers(text: str) -> list[Fraction]:
-    """Every number in `text`, in order, exactly (thousands separators and `$` dropped)."""
+    """Every number in `text`, in order, exactly (thousands separators and `$` dropped).
+
+    Args:
+        text: the text to read.
+    """
     numbers = []
     for match in NUMBER.finditer(text.replace("\u2212", "-")):  # U+2212 is the minus sign
         whole = (match["int"] or "0").replace(",", "")
@@ -192,18 +283,28 @@ def extract_answer(text: str) -> Fraction | None:
     When an answer marker is present but no number follows it ("the answer is four"),
     the result is None: the model announced an answer that cannot be read, and guessing
     a number from its working would score reasoning that it did not commit to.
+
+    Args:
+        text: the completion to read.
     """
     markers = list(MARKER.finditer(text))
     if markers:
-        after = read_numbers(text[markers[-1].end():])
+        after = read_numbers(text[markers[-1].end() :])
         return after[0] if after else None
     numbers = read_numbers(text)
     return numbers[-1] if numbers else None
+
+
 # --8<-- [end:extract]
 
 
 def cut_completion(completion: str, stop: str = STOP) -> str:
-    """The completion up to where the model starts a new question of its own."""
+    """The completion up to where the model starts a new question of its own.
+
+    Args:
+        completion: the generated text.
+        stop: the text that starts a new question (`STOP`).
+    """
     return completion.split(stop, 1)[0]
 
 
@@ -221,6 +322,22 @@ class HFGenerate:
     prompt), so a prompt gets the same completion whatever order prompts come in. A prompt
     longer than the context leaves room for `max_new_tokens` by dropping its oldest tokens,
     the way evaluation harnesses do; `truncated` counts how often that happened.
+
+    Attributes:
+        model: the causal language model.
+        tokenizer: its tokenizer.
+        max_new_tokens: the most tokens generated per prompt.
+        do_sample: sample instead of decoding greedily.
+        temperature: the sampling temperature.
+        top_p: the nucleus of top-p sampling.
+        seed: the sampling seed, to which the prompt's hash is added.
+        stop: generation stops once this text is written.
+        chat: wrap each prompt in the model's chat template (instruct models).
+        truncated: how many prompts were cut to fit the context.
+
+    Raises:
+        CourseError: if an option is out of range, or `chat` is set for a model without a chat
+            template.
     """
 
     model: Any
@@ -231,12 +348,13 @@ class HFGenerate:
     top_p: float = PROMPTING.top_p
     seed: int = 0
     stop: str = STOP
-    chat: bool = False  # wrap each prompt in the model's chat template (instruct models)
+    chat: bool = False
     truncated: int = field(default=0, init=False)
     _stopping: Any = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
-        """Check the decoding options, and that `max_new_tokens` leaves room in the model's context."""
+        """Check the decoding options,
+        and that `max_new_tokens` leaves room in the model's context."""
         check_positive_int("max_new_tokens", self.max_new_tokens)
         if not isinstance(self.do_sample, bool):
             raise CourseError(f"do_sample must be True or False, got {describe(self.do_sample)}")
@@ -244,11 +362,18 @@ class HFGenerate:
         check_number("top_p", self.top_p, 0, 1, low_open=True)
         check_int("seed", self.seed, minimum=0)
         if self.chat and not getattr(self.tokenizer, "chat_template", None):
-            raise CourseError("the model's tokenizer has no chat template (it is not a chat model): drop --chat")
-        context = getattr(self.model.config, "n_positions", None) or self.model.config.max_position_embeddings
+            raise CourseError(
+                "the model's tokenizer has no chat template (it is not a chat model): drop --chat"
+            )
+        context = (
+            getattr(self.model.config, "n_positions", None)
+            or self.model.config.max_position_embeddings
+        )
         if self.max_new_tokens >= context:
-            raise CourseError(f"max_new_tokens={self.max_new_tokens} leaves no room for the prompt in the "
-                              f"model's context of {context} tokens; use fewer than {context}")
+            raise CourseError(
+                f"max_new_tokens={self.max_new_tokens} leaves no room for the prompt in the "
+                f"model's context of {context} tokens; use fewer than {context}"
+            )
 
     def __call__(self, prompt: str) -> str:
         from transformers import StoppingCriteriaList, StopStringCriteria
@@ -257,29 +382,49 @@ class HFGenerate:
             self._stopping = StoppingCriteriaList([StopStringCriteria(self.tokenizer, [self.stop])])
         text = chat_prompt(self.tokenizer, prompt) if self.chat else prompt
         ids = self.tokenizer(text, return_tensors="pt", verbose=False)["input_ids"]
-        context = getattr(self.model.config, "n_positions", None) or self.model.config.max_position_embeddings
+        context = (
+            getattr(self.model.config, "n_positions", None)
+            or self.model.config.max_position_embeddings
+        )
         room = context - self.max_new_tokens
         if room < 1:
-            raise CourseError(f"max_new_tokens={self.max_new_tokens} leaves no room in a context of {context}")
+            raise CourseError(
+                f"max_new_tokens={self.max_new_tokens} leaves no room in a context of {context}"
+            )
         if ids.shape[1] > room:
             ids, self.truncated = ids[:, -room:], self.truncated + 1
-        sampling = {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p} \
-            if self.do_sample else {"do_sample": False}
+        sampling = (
+            {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p}
+            if self.do_sample
+            else {"do_sample": False}
+        )
         if self.do_sample:
             torch.manual_seed(self.seed + zlib.crc32(prompt.encode()))
         self.model.eval()
         with torch.no_grad():
             output = self.model.generate(
-                input_ids=ids.to(self.model.device), attention_mask=torch.ones_like(ids).to(self.model.device),
-                max_new_tokens=self.max_new_tokens, stopping_criteria=self._stopping,
-                pad_token_id=self.tokenizer.pad_token_id, **sampling,
+                input_ids=ids.to(self.model.device),
+                attention_mask=torch.ones_like(ids).to(self.model.device),
+                max_new_tokens=self.max_new_tokens,
+                stopping_criteria=self._stopping,
+                pad_token_id=self.tokenizer.pad_token_id,
+                **sampling,
             )
-        return self.tokenizer.decode(output[0, ids.shape[1]:], skip_special_tokens=True)
+        return self.tokenizer.decode(output[0, ids.shape[1] :], skip_special_tokens=True)
+
+
 # --8<-- [end:hf_generate]
 
 
 def load_generate(model_name: str = "tiny-gpt2", seed: int = 0, **options: Any) -> HFGenerate:
-    """Load `model_name` as a causal LM and wrap it (options: `max_new_tokens`, `do_sample`, ...)."""
+    """Load `model_name` as a causal LM and wrap it
+    (options: `max_new_tokens`, `do_sample`, ...).
+
+    Args:
+        model_name: a hub id, a local directory or an embedded name (`tiny-gpt2`).
+        seed: the seed of the loading and of the sampling.
+        **options: further `HFGenerate` fields.
+    """
 
     model, tokenizer = load_model(model_name, task="causal-lm", seed=seed)
     return HFGenerate(model, tokenizer, seed=seed, **options)
@@ -291,20 +436,33 @@ def load_generate(model_name: str = "tiny-gpt2", seed: int = 0, **options: Any) 
 
 
 def answers_match(predicted: Fraction | None, gold: Fraction) -> bool:
-    """Exact comparison: `4.50`, `4.5` and `9/2` all equal 4.5; no answer is never right."""
+    """Exact comparison: `4.50`, `4.5` and `9/2` all equal 4.5; no answer is never right.
+
+    Args:
+        predicted: the answer read from the completion; None if none was found.
+        gold: the true answer.
+    """
     return predicted is not None and predicted == gold
 
 
 @dataclass
 class PromptingResult:
-    """Accuracy per strategy, and every prompt, completion and verdict behind it."""
+    """Accuracy per strategy, and every prompt, completion and verdict behind it.
+
+    Attributes:
+        records: one dict per (strategy, problem): prompt, completion, answers and verdict.
+        strategies: the names of the strategies, in the order they ran.
+    """
 
     records: list[dict[str, Any]]
     strategies: tuple[str, ...]
 
     def accuracy(self) -> dict[str, float]:
         """The share of problems each strategy answered correctly."""
-        return {s: sum(r["correct"] for r in self._of(s)) / max(1, len(self._of(s))) for s in self.strategies}
+        return {
+            s: sum(r["correct"] for r in self._of(s)) / max(1, len(self._of(s)))
+            for s in self.strategies
+        }
 
     def rows(self) -> list[dict[str, str]]:
         """One table row per strategy."""
@@ -313,12 +471,17 @@ class PromptingResult:
             records = self._of(strategy)
             correct = sum(r["correct"] for r in records)
             unanswered = sum(r["predicted"] is None for r in records)
-            rows.append({
-                "strategy": strategy, "correct": f"{correct} / {len(records)}",
-                "accuracy": f"{correct / max(1, len(records)):.3f}",
-                "no number found": str(unanswered),
-                "mean prompt chars": f"{sum(len(r['prompt']) for r in records) / max(1, len(records)):.0f}",
-            })
+            rows.append(
+                {
+                    "strategy": strategy,
+                    "correct": f"{correct} / {len(records)}",
+                    "accuracy": f"{correct / max(1, len(records)):.3f}",
+                    "no number found": str(unanswered),
+                    "mean prompt chars": (
+                        f"{sum(len(r['prompt']) for r in records) / max(1, len(records)):.0f}"
+                    ),
+                }
+            )
         return rows
 
     def table(self) -> str:
@@ -329,7 +492,7 @@ class PromptingResult:
         return [r for r in self.records if r["strategy"] == strategy]
 
 
-# --8<-- [start:evaluate]
+# --8<-- [start:evaluate_prompting]
 def evaluate_prompting(
     generate: Generate,
     problems: Sequence[Problem],
@@ -346,6 +509,18 @@ def evaluate_prompting(
     temporary file beside `log_path` that replaces it only when every prompt has run: a failed
     or interrupted run leaves an earlier log as it was. Every prompt is built (and so checked)
     before the first is sent.
+
+    Args:
+        generate: `generate(prompt) -> str`, which returns the completion.
+        problems: the problems to solve.
+        strategies: names in `STRATEGIES`, or `PromptTemplate`s.
+        examples: the example pool of the pool strategies.
+        k: how many pool examples a pool strategy shows.
+        log_path: the JSON Lines log to write; None: no log.
+
+    Raises:
+        CourseError: if there are no problems, a list is a string, or a pool example is also
+            a problem.
     """
     problems = _check_sequence("problems", problems)
     if not problems:
@@ -354,25 +529,37 @@ def evaluate_prompting(
     examples = _check_sequence("examples", examples)
     overlap = {p.question for p in examples[:k]} & {p.question for p in problems}
     if overlap and any(t.from_pool for t in templates):
-        raise CourseError(f"{len(overlap)} example(s) are also test problems, e.g. {sorted(overlap)[0][:60]!r}")
-    jobs = [(template, index, problem, build_prompt(template, problem.question, examples, k))
-            for template in templates for index, problem in enumerate(problems)]
+        raise CourseError(
+            f"{len(overlap)} example(s) are also test problems, e.g. {sorted(overlap)[0][:60]!r}"
+        )
+    jobs = [
+        (template, index, problem, build_prompt(template, problem.question, examples, k))
+        for template in templates
+        for index, problem in enumerate(problems)
+    ]
     records = []
     with ExitStack() as stack:
         log = None
         if log_path is not None:
-            log = stack.enter_context(open(stack.enter_context(replacing(log_path)), "w", encoding="utf-8"))
+            log = stack.enter_context(
+                open(stack.enter_context(replacing(log_path)), "w", encoding="utf-8")
+            )
         for template, index, problem, prompt in jobs:
             start = time.perf_counter()
             completion = generate(prompt)
             seconds = time.perf_counter() - start
             predicted = extract_answer(cut_completion(completion))
             record = {
-                "strategy": template.name, "index": index, "kind": problem.kind,
-                "question": problem.question, "gold": format_number(problem.answer),
-                "prompt": prompt, "completion": completion,
+                "strategy": template.name,
+                "index": index,
+                "kind": problem.kind,
+                "question": problem.question,
+                "gold": format_number(problem.answer),
+                "prompt": prompt,
+                "completion": completion,
                 "predicted": None if predicted is None else format_number(predicted),
-                "correct": answers_match(predicted, problem.answer), "seconds": round(seconds, 3),
+                "correct": answers_match(predicted, problem.answer),
+                "seconds": round(seconds, 3),
             }
             records.append(record)
             if log is not None:
@@ -381,18 +568,34 @@ def evaluate_prompting(
     return PromptingResult(records, tuple(t.name for t in templates))
 
 
+# --8<-- [end:evaluate_prompting]
+
+
+# --8<-- [start:_check_sequence]
 def _check_sequence(name: str, value: Any) -> list[Any]:
-    """`value` as a list if it is a list or tuple; a single string (read letter by letter) is refused."""
+    """`value` as a list if it is a list or tuple;
+    a single string (read letter by letter) is refused."""
     if isinstance(value, str):
-        raise CourseError(f"{name} must be a list, got the string {value!r} (write [{value!r}] for a list of one)")
+        raise CourseError(
+            f"{name} must be a list, got the string {value!r} (write [{value!r}] for a list of one)"
+        )
     if not isinstance(value, Sequence):
         raise CourseError(f"{name} must be a list, got {describe(value)}")
     return list(value)
-# --8<-- [end:evaluate]
+
+
+# --8<-- [end:_check_sequence]
 
 
 def load_problem_set(source: str = "generated", n: int | None = 27, seed: int = 0) -> list[Problem]:
-    """`"generated"` (n problems, seeded) or the path of a GSM8K-format JSONL file (first n rows)."""
+    """`"generated"` (n problems, seeded)
+    or the path of a GSM8K-format JSONL file (first n rows).
+
+    Args:
+        source: `"generated"`, or the path of the JSONL file.
+        n: how many problems; None: 27 generated ones, or every row of the file.
+        seed: the seed of the generated problems.
+    """
     if n is not None:
         check_positive_int("the number of problems", n)
     if source == "generated":
@@ -401,7 +604,17 @@ def load_problem_set(source: str = "generated", n: int | None = 27, seed: int = 
 
 
 def example_pool(problems: Sequence[Problem], k: int, seed: int = 0) -> list[Problem]:
-    """`k` generated, solved examples that are none of `problems` (a different seed, then filtered)."""
+    """`k` generated, solved examples that are none of `problems`
+    (a different seed, then filtered).
+
+    Args:
+        problems: the problems the examples must differ from.
+        k: how many examples.
+        seed: the seed of the problems; the examples are generated under `seed + 1`.
+
+    Raises:
+        ProblemError: if fewer than `k` distinct examples could be drawn.
+    """
     check_int("k (the number of examples)", k, minimum=0)
     taken = {p.question for p in problems}
     candidates = generate_problems(k + len(problems), seed=seed + 1)
@@ -421,10 +634,19 @@ Reduction = Literal["first", "sum"]
 
 
 def sentiment_prompt(
-    text: str, template: str = SENTIMENT_TEMPLATE,
-    examples: Sequence[tuple[str, int]] = (), label_words: Sequence[str] = SENTIMENT_WORDS,
+    text: str,
+    template: str = SENTIMENT_TEMPLATE,
+    examples: Sequence[tuple[str, int]] = (),
+    label_words: Sequence[str] = SENTIMENT_WORDS,
 ) -> str:
-    """`template` filled with `text`, after `examples` filled the same way and answered."""
+    """`template` filled with `text`, after `examples` filled the same way and answered.
+
+    Args:
+        text: the text to classify.
+        template: a format string with a `{text}` field.
+        examples: `(text, label)` demonstrations, each answered with its label word.
+        label_words: the word of each label, in label order.
+    """
     solved = "".join(template.format(text=t) + label_words[y] + "\n\n" for t, y in examples)
     return solved + template.format(text=text)
 
@@ -434,14 +656,27 @@ def chat_prompt(tokenizer: Any, prompt: str) -> str:
 
     Instruct models (SmolLM2-Instruct) were tuned on this layout; a base model has no template.
     The answer then starts a turn, so label words go without their leading space ("positive").
+
+    Args:
+        tokenizer: the model's tokenizer.
+        prompt: the user's message.
+
+    Raises:
+        CourseError: if the tokenizer has no chat template.
     """
     if not getattr(tokenizer, "chat_template", None):
-        raise CourseError("this tokenizer has no chat template: the model is not a chat model; drop the chat option")
-    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                         add_generation_prompt=True)
+        raise CourseError(
+            "this tokenizer has no chat template: the "
+            "model is not a chat model; drop the chat option"
+        )
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    )
 
 
-def _token_ids(tokenizer: Any, texts: Sequence[str], limit: int, what: str, special: bool) -> list[list[int]]:
+def _token_ids(
+    tokenizer: Any, texts: Sequence[str], limit: int, what: str, special: bool
+) -> list[list[int]]:
     """Token ids of each text, checked: each a string, none empty, none longer than `limit`."""
     texts = check_string_list(f"the {what}s", texts)
     ids = [tokenizer(t, add_special_tokens=special, verbose=False)["input_ids"] for t in texts]
@@ -449,7 +684,9 @@ def _token_ids(tokenizer: Any, texts: Sequence[str], limit: int, what: str, spec
         if not row:
             raise CourseError(f"{what} {i} ({texts[i]!r}) has no tokens")
         if len(row) > limit:
-            raise CourseError(f"{what} {i} has {len(row)} tokens; at most {limit} fit in the model's context")
+            raise CourseError(
+                f"{what} {i} has {len(row)} tokens; at most {limit} fit in the model's context"
+            )
     return ids
 
 
@@ -461,12 +698,16 @@ def _pad_right(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.
     return ids, mask
 
 
-# --8<-- [start:logprobs]
 SHARED_PREFIX_MIN = 32  # tokens; a shorter shared prefix is cheaper to recompute than to copy
 
 
+# --8<-- [start:shared_prefix_length]
 def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
-    """How many leading tokens every row shares, keeping at least one token of each row's own."""
+    """How many leading tokens every row shares, keeping at least one token of each row's own.
+
+    Args:
+        rows: token-id rows.
+    """
     shortest = min(len(row) for row in rows)
     n = 0
     while n < shortest - 1 and all(row[n] == rows[0][n] for row in rows):
@@ -474,7 +715,13 @@ def shared_prefix_length(rows: Sequence[Sequence[int]]) -> int:
     return n
 
 
-def next_token_logprobs(model: Any, tokenizer: Any, rows: list[list[int]], batch_size: int = 16) -> torch.Tensor:
+# --8<-- [end:shared_prefix_length]
+
+
+# --8<-- [start:next_token_logprobs]
+def next_token_logprobs(
+    model: Any, tokenizer: Any, rows: list[list[int]], batch_size: int = 16
+) -> torch.Tensor:
     """`[n_rows, vocab]`: log-probabilities of the token that would follow each token-id row.
 
     Rows are padded on the right, so the prediction is read at each row's own last real
@@ -482,6 +729,12 @@ def next_token_logprobs(model: Any, tokenizer: Any, rows: list[list[int]], batch
     A prefix every row shares (the k solved examples of a few-shot prompt) runs once, and its
     keys and values are reused for every row: the same numbers, computed once instead of 500
     times.
+
+    Args:
+        model: the causal language model.
+        tokenizer: its tokenizer (for the pad id).
+        rows: token-id rows, one per prompt.
+        batch_size: rows per forward pass.
     """
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model.eval()
@@ -490,7 +743,9 @@ def next_token_logprobs(model: Any, tokenizer: Any, rows: list[list[int]], batch
     with torch.no_grad():
         prefix = None
         if shared >= SHARED_PREFIX_MIN:
-            prefix = model(input_ids=torch.tensor([rows[0][:shared]], device=model.device), use_cache=True).cache
+            prefix = model(
+                input_ids=torch.tensor([rows[0][:shared]], device=model.device), use_cache=True
+            ).cache
         else:
             shared = 0
         for start in range(0, len(rows), batch_size):
@@ -504,15 +759,33 @@ def next_token_logprobs(model: Any, tokenizer: Any, rows: list[list[int]], batch
                 cache.batch_repeat_interleave(len(batch))
                 mask = torch.cat([torch.ones(len(batch), shared, dtype=mask.dtype), mask], dim=1)
                 inputs["cache"] = cache
-            logits = logits_at(model, ids.to(model.device), mask.to(model.device), last.to(model.device), **inputs)
+            logits = logits_at(
+                model, ids.to(model.device), mask.to(model.device), last.to(model.device), **inputs
+            )
             out.append(torch.log_softmax(logits.float(), dim=-1).cpu())
     return torch.cat(out)
 
 
+# --8<-- [end:next_token_logprobs]
+
+
+# --8<-- [start:continuation_logprobs]
 def continuation_logprobs(
-    model: Any, tokenizer: Any, rows: list[list[int]], continuation: list[int], batch_size: int = 16,
+    model: Any,
+    tokenizer: Any,
+    rows: list[list[int]],
+    continuation: list[int],
+    batch_size: int = 16,
 ) -> torch.Tensor:
-    """`[n_rows]`: log p(continuation | row), the sum over the continuation's tokens."""
+    """`[n_rows]`: log p(continuation | row), the sum over the continuation's tokens.
+
+    Args:
+        model: the causal language model.
+        tokenizer: its tokenizer (for the pad id).
+        rows: token-id rows, one per prompt.
+        continuation: the token ids that follow each row.
+        batch_size: rows per forward pass.
+    """
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     model.eval()
     target = torch.tensor(continuation)
@@ -525,17 +798,30 @@ def continuation_logprobs(
             for i, row in enumerate(batch):
                 # positions L-1 .. L+m-2 of a prompt of length L predict the m continuation tokens
                 keep[i, len(row) - len(continuation) - 1 : len(row) - 1] = True
-            logits = logits_at(model, ids.to(model.device), mask.to(model.device), keep.to(model.device))
-            logp = torch.log_softmax(logits.float(), dim=-1).cpu().view(len(batch), len(continuation), -1)
+            logits = logits_at(
+                model, ids.to(model.device), mask.to(model.device), keep.to(model.device)
+            )
+            logp = (
+                torch.log_softmax(logits.float(), dim=-1)
+                .cpu()
+                .view(len(batch), len(continuation), -1)
+            )
             out.extend(logp[:, torch.arange(len(continuation)), target].sum(dim=1))
     return torch.stack(out)
-# --8<-- [end:logprobs]
+
+
+# --8<-- [end:continuation_logprobs]
 
 
 # --8<-- [start:verbalizer]
 def verbalizer_scores(
-    model: Any, tokenizer: Any, prompts: Sequence[str], label_words: Sequence[str],
-    reduction: Reduction = "first", batch_size: int = 16, return_greedy: bool = False,
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    label_words: Sequence[str],
+    reduction: Reduction = "first",
+    batch_size: int = 16,
+    return_greedy: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """`[n_prompts, n_labels]` log-probabilities of each label word following each prompt.
 
@@ -545,8 +831,24 @@ def verbalizer_scores(
     of its tokens' log-probabilities, at one pass per (prompt, word); it favours shorter
     words, since every extra token adds a negative number.
     Label words should start with a space (" positive") and prompts should not end in one:
-    that is how GPT-2's tokenizer splits "Sentiment: positive". With `return_greedy` (first-token
-    scoring only) the model's likeliest next token over the whole vocabulary comes back too.
+    that is how GPT-2's tokenizer splits "Sentiment: positive".
+
+    Args:
+        model: the causal language model.
+        tokenizer: its tokenizer.
+        prompts: the prompts to score.
+        label_words: one word per class, in label order.
+        reduction: `"first"` or `"sum"`, as above.
+        batch_size: rows per forward pass.
+        return_greedy: with `return_greedy` (first-token scoring only) the model's likeliest
+            next token over the whole vocabulary comes back too.
+
+    Returns:
+        The scores, or `(scores, greedy)` with `return_greedy`.
+
+    Raises:
+        CourseError: if there is no prompt or no label word, `reduction` is unknown, two words
+            share a first token under `"first"`, or `return_greedy` comes with `"sum"`.
     """
     label_words = check_string_list("label_words", label_words, allow_empty=True)
     prompts = check_string_list("prompts", prompts, allow_empty=True)
@@ -556,31 +858,63 @@ def verbalizer_scores(
         raise CourseError(f"unknown reduction '{reduction}': use 'first' or 'sum'")
     context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
     words = _token_ids(tokenizer, label_words, context, "label word", special=False)
-    rows = _token_ids(tokenizer, prompts, context - max(len(w) for w in words), "prompt", special=True)
+    rows = _token_ids(
+        tokenizer, prompts, context - max(len(w) for w in words), "prompt", special=True
+    )
     if reduction == "first":
         firsts = [w[0] for w in words]
         if len(set(firsts)) < len(firsts):
-            raise CourseError(f"label words {list(label_words)} share a first token: use reduction='sum'")
+            raise CourseError(
+                f"label words {list(label_words)} share a first token: use reduction='sum'"
+            )
         logprobs = next_token_logprobs(model, tokenizer, rows, batch_size)
-        return (logprobs[:, firsts], logprobs.argmax(dim=1)) if return_greedy else logprobs[:, firsts]
+        return (
+            (logprobs[:, firsts], logprobs.argmax(dim=1)) if return_greedy else logprobs[:, firsts]
+        )
     if return_greedy:
         raise CourseError("return_greedy needs reduction='first'")
-    return torch.stack([continuation_logprobs(model, tokenizer, rows, w, batch_size) for w in words], dim=1)
+    return torch.stack(
+        [continuation_logprobs(model, tokenizer, rows, w, batch_size) for w in words], dim=1
+    )
+
+
 # --8<-- [end:verbalizer]
 
 
 def verbalizer_accuracy(scores: torch.Tensor, labels: Sequence[int] | torch.Tensor) -> float:
-    """The share of rows whose highest-scoring label word is the true label."""
+    """The share of rows whose highest-scoring label word is the true label.
+
+    Args:
+        scores: `[n, n_labels]` scores, as `verbalizer_scores` returns them.
+        labels: the true label of each row.
+
+    Raises:
+        CourseError: if the shapes do not match, or there are no rows.
+    """
     labels = torch.as_tensor(labels)
     if scores.ndim != 2 or scores.shape[0] != labels.shape[0]:
-        raise CourseError(f"scores of shape {tuple(scores.shape)} do not match {labels.shape[0]} labels")
+        raise CourseError(
+            f"scores of shape {tuple(scores.shape)} do not match {labels.shape[0]} labels"
+        )
     if len(labels) == 0:
         raise CourseError("no examples to score")
     return (scores.argmax(dim=1) == labels).float().mean().item()
 
 
-def balanced_examples(texts: Sequence[str], labels: Sequence[int], k: int, seed: int = 0) -> list[tuple[str, int]]:
-    """`k` (text, label) demonstrations, labels taking turns, order shuffled under `seed`."""
+def balanced_examples(
+    texts: Sequence[str], labels: Sequence[int], k: int, seed: int = 0
+) -> list[tuple[str, int]]:
+    """`k` (text, label) demonstrations, labels taking turns, order shuffled under `seed`.
+
+    Args:
+        texts: the texts to draw from.
+        labels: the label of each text.
+        k: how many demonstrations.
+        seed: the seed of the draw and of the shuffle.
+
+    Raises:
+        CourseError: if `k` is more than there are texts.
+    """
     import random
 
     texts = check_string_list("texts", texts, allow_empty=True)
@@ -592,15 +926,23 @@ def balanced_examples(texts: Sequence[str], labels: Sequence[int], k: int, seed:
     order = sorted(by_label)
     if k > len(texts):
         raise CourseError(f"asked for {k} examples from {len(texts)} texts")
-    picked = [(rng.choice(by_label[order[i % len(order)]]), order[i % len(order)]) for i in range(k)]
+    picked = [
+        (rng.choice(by_label[order[i % len(order)]]), order[i % len(order)]) for i in range(k)
+    ]
     rng.shuffle(picked)
     return picked
 
 
 def sentiment_by_prompting(
-    model: Any, tokenizer: Any, texts: Sequence[str], labels: Sequence[int],
-    label_words: Sequence[str] = SENTIMENT_WORDS, template: str = SENTIMENT_TEMPLATE,
-    examples: Sequence[tuple[str, int]] = (), reduction: Reduction = "first", chat: bool = False,
+    model: Any,
+    tokenizer: Any,
+    texts: Sequence[str],
+    labels: Sequence[int],
+    label_words: Sequence[str] = SENTIMENT_WORDS,
+    template: str = SENTIMENT_TEMPLATE,
+    examples: Sequence[tuple[str, int]] = (),
+    reduction: Reduction = "first",
+    chat: bool = False,
     instruction: str = "",
 ) -> dict[str, Any]:
     """Classify `texts` with no training: the label word the model finds likeliest wins.
@@ -608,8 +950,22 @@ def sentiment_by_prompting(
     With `reduction="first"` the same pass also gives `strict`: the share of texts whose single
     likeliest next token, over the whole vocabulary, is the true label word's first token - what
     greedy decoding would write first, so a model that prefers to answer "The review is..."
-    scores low there however well its verbalizer ranks the two words. `instruction` goes once
-    before the examples; `chat=True` wraps each prompt in the model's chat template (`chat_prompt`).
+    scores low there however well its verbalizer ranks the two words.
+
+    Args:
+        model: the causal language model.
+        tokenizer: its tokenizer.
+        texts: the texts to classify.
+        labels: the true label of each text.
+        label_words: one word per class, in label order.
+        template: a format string with a `{text}` field.
+        examples: `(text, label)` demonstrations put before each text.
+        reduction: `"first"` or `"sum"`, as in `verbalizer_scores`.
+        chat: `chat=True` wraps each prompt in the model's chat template (`chat_prompt`).
+        instruction: goes once before the examples.
+
+    Returns:
+        `accuracy`, `strict` (None with `"sum"`), `predictions`, `predicted counts` and `scores`.
     """
     texts = check_string_list("texts", texts)
     label_words = check_string_list("label_words", label_words)
@@ -618,15 +974,24 @@ def sentiment_by_prompting(
         prompts = [chat_prompt(tokenizer, prompt) for prompt in prompts]
     strict = None
     if reduction == "first":
-        scores, greedy = verbalizer_scores(model, tokenizer, prompts, label_words, reduction, return_greedy=True)
-        firsts = torch.tensor([ids[0] for ids in _token_ids(tokenizer, label_words, 10**9, "label word", False)])
+        scores, greedy = verbalizer_scores(
+            model, tokenizer, prompts, label_words, reduction, return_greedy=True
+        )
+        firsts = torch.tensor(
+            [ids[0] for ids in _token_ids(tokenizer, label_words, 10**9, "label word", False)]
+        )
         strict = (greedy == firsts[torch.as_tensor(labels)]).float().mean().item()
     else:
         scores = verbalizer_scores(model, tokenizer, prompts, label_words, reduction)
     predictions = scores.argmax(dim=1)
     counts = torch.bincount(predictions, minlength=len(label_words))
-    return {"accuracy": verbalizer_accuracy(scores, labels), "strict": strict, "predictions": predictions.tolist(),
-            "predicted counts": counts.tolist(), "scores": scores}
+    return {
+        "accuracy": verbalizer_accuracy(scores, labels),
+        "strict": strict,
+        "predictions": predictions.tolist(),
+        "predicted counts": counts.tolist(),
+        "scores": scores,
+    }
 
 
 # ---------------------------------------------------------------------------------------
@@ -643,22 +1008,36 @@ SENTIMENT_SETTINGS: list[tuple[str, tuple[str, ...], Reduction, int]] = [
 ]
 
 
-def sentiment_rows(model: Any, tokenizer: Any, seed: int = 0, max_examples: int | None = None) -> list[dict[str, str]]:
-    """Accuracy of each `SENTIMENT_SETTINGS` row on the synthetic-sentiment test split."""
+def sentiment_rows(
+    model: Any, tokenizer: Any, seed: int = 0, max_examples: int | None = None
+) -> list[dict[str, str]]:
+    """Accuracy of each `SENTIMENT_SETTINGS` row on the synthetic-sentiment test split.
+
+    Args:
+        model: the causal language model.
+        tokenizer: its tokenizer.
+        seed: the seed of the data and of the demonstrations.
+        max_examples: at most this many rows a split; None keeps every row.
+    """
 
     data = load_classification_data("synthetic-sentiment", seed=seed, max_examples=max_examples)
     train, test = data.splits["train"], data.splits["test"]
     rows = []
     for template, words, reduction, shots in SENTIMENT_SETTINGS:
         examples = balanced_examples(train["text"], train["label"], shots, seed) if shots else []
-        result = sentiment_by_prompting(model, tokenizer, test["text"], test["label"], words, template,
-                                        examples, reduction)
-        rows.append({
-            "template": _code(template),
-            "label words": " / ".join(f'"{w}"' for w in words), "scoring": reduction,
-            "shots": str(shots), "accuracy": f"{result['accuracy']:.3f}",
-            "predicted counts": " / ".join(str(c) for c in result["predicted counts"]),
-        })
+        result = sentiment_by_prompting(
+            model, tokenizer, test["text"], test["label"], words, template, examples, reduction
+        )
+        rows.append(
+            {
+                "template": _code(template),
+                "label words": " / ".join(f'"{w}"' for w in words),
+                "scoring": reduction,
+                "shots": str(shots),
+                "accuracy": f"{result['accuracy']:.3f}",
+                "predicted counts": " / ".join(str(c) for c in result["predicted counts"]),
+            }
+        )
     return rows
 
 
@@ -668,30 +1047,58 @@ def _code(text: str) -> str:
 
 
 def prompt_gallery(question: str | None = None, k: int = 2, seed: int = 0) -> str:
-    """Markdown showing the prompt each strategy builds for one generated problem."""
+    """Markdown showing the prompt each strategy builds for one generated problem.
+
+    Args:
+        question: the question; None: that of a problem generated under `seed`.
+        k: how many pool examples a pool strategy shows.
+        seed: the seed of the problem and of the examples.
+    """
     problems = load_problem_set("generated", 1, seed)
     question = question or problems[0].question
     examples = example_pool(problems, k, seed)
     parts = []
     for template in STRATEGIES.values():
-        parts.append(f"??? example \"{template.name}: {template.description}\"\n\n    ```text\n")
+        parts.append(f'??? example "{template.name}: {template.description}"\n\n    ```text\n')
         prompt = build_prompt(template, question, examples, k)
         parts.append("".join(f"    {line}\n" if line else "\n" for line in prompt.split("\n")))
         parts.append("    ```\n\n")
     return "".join(parts)
 
 
-def results_page(model_name: str = "tiny-gpt2", n_problems: int = 27, k: int = 2, seed: int = 0,
-                 max_new_tokens: int = 96) -> str:
-    """The Markdown results of `docs/prompting.md`: arithmetic by strategy, then sentiment."""
+def results_page(
+    model_name: str = "tiny-gpt2",
+    n_problems: int = 27,
+    k: int = 2,
+    seed: int = 0,
+    max_new_tokens: int = 96,
+) -> str:
+    """The Markdown results of `docs/prompting.md`: arithmetic by strategy, then sentiment.
+
+    Args:
+        model_name: the causal language model: a hub id, a local directory or an embedded name.
+        n_problems: how many generated problems.
+        k: how many pool examples a pool strategy shows.
+        seed: the seed of the model, the problems and the examples.
+        max_new_tokens: the most tokens generated per prompt.
+    """
 
     model, tokenizer = load_model(model_name, task="causal-lm", seed=seed)
     generate = HFGenerate(model, tokenizer, max_new_tokens=max_new_tokens, seed=seed)
     problems = load_problem_set("generated", n_problems, seed)
-    result = evaluate_prompting(generate, problems, DEFAULT_STRATEGIES, example_pool(problems, k, seed), k)
-    samples = [{"strategy": r["strategy"], "gold": r["gold"], "predicted": str(r["predicted"]),
-                "completion (first 70 characters)": _code(r["completion"][:70])}
-               for r in result.records if r["index"] == 0]
+    result = evaluate_prompting(
+        generate, problems, DEFAULT_STRATEGIES, example_pool(problems, k, seed), k
+    )
+    samples = [
+        {
+            "strategy": r["strategy"],
+            "gold": r["gold"],
+            "predicted": str(r["predicted"]),
+            "completion (first 70 characters)": _code(r["completion"][:70]),
+        }
+        for r in result.records
+        if r["index"] == 0
+    ]
     return (
         f"**Arithmetic** ({n_problems} generated problems, `{model_name}`, greedy, "
         f"{max_new_tokens} new tokens at most, k={k} examples; {generate.truncated} prompts "
@@ -704,7 +1111,15 @@ def results_page(model_name: str = "tiny-gpt2", n_problems: int = 27, k: int = 2
 
 
 def write_results_page(directory: str | Path = "docs/results", **options: Any) -> list[Path]:
-    """Write `prompting.md` (`results_page`) and `prompting-prompts.md` (`prompt_gallery`)."""
+    """Write `prompting.md` (`results_page`) and `prompting-prompts.md` (`prompt_gallery`).
+
+    Args:
+        directory: where to write them; created if missing.
+        **options: the arguments of `results_page`; `k` and `seed` go to the gallery too.
+
+    Returns:
+        The paths of the two pages.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     gallery = directory / "prompting-prompts.md"
@@ -717,10 +1132,14 @@ def write_results_page(directory: str | Path = "docs/results", **options: Any) -
 if __name__ == "__main__":
     import argparse
 
-    parser = argparse.ArgumentParser(description="Regenerate the prompting chapter's results pages.")
+    parser = argparse.ArgumentParser(
+        description="Regenerate the prompting chapter's results pages."
+    )
     parser.add_argument("--output", default="docs/results", help="directory of the two pages")
     parser.add_argument("--model", default="tiny-gpt2")
     parser.add_argument("--n-problems", type=int, default=27)
     arguments = parser.parse_args()
-    for written in write_results_page(arguments.output, model_name=arguments.model, n_problems=arguments.n_problems):
+    for written in write_results_page(
+        arguments.output, model_name=arguments.model, n_problems=arguments.n_problems
+    ):
         print(f"saved {written}")

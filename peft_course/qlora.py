@@ -42,7 +42,7 @@ from peft_course.system import bnb_4bit_support
 # guess (tied weights and "the last parameter"), which happens to spare `score` too.
 HEAD_MODULES = ("score", "classifier", "lm_head")
 QLORA_LEARNING_RATE = METHODS["qlora"].learning_rate
-NF4_BLOCKSIZE = 64        # weights per absmax scale (bitsandbytes' default for 4-bit)
+NF4_BLOCKSIZE = 64  # weights per absmax scale (bitsandbytes' default for 4-bit)
 DOUBLE_QUANT_BLOCKSIZE = 256  # absmax scales per second-level fp32 scale
 
 
@@ -56,6 +56,10 @@ def default_compute_dtype(device: str | None = None) -> torch.dtype:
 
     GPT-2's activations overflow fp16's range (max 65,504) and turn into inf/nan; bf16 has
     fp32's range. A GPU without bf16 (T4, V100) gets fp32: slower, but correct.
+
+    Args:
+        device: the device to compute on (`"cpu"`, `"cuda"`, ...); None: CUDA when present,
+            else the CPU.
     """
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_bf16_supported():
@@ -63,17 +67,30 @@ def default_compute_dtype(device: str | None = None) -> torch.dtype:
     return torch.bfloat16
 
 
-def nf4_config(compute_dtype: torch.dtype = torch.bfloat16, double_quant: bool = True,
-               skip_modules: tuple[str, ...] = HEAD_MODULES) -> BitsAndBytesConfig:
+def nf4_config(
+    compute_dtype: torch.dtype = torch.bfloat16,
+    double_quant: bool = True,
+    skip_modules: tuple[str, ...] = HEAD_MODULES,
+) -> BitsAndBytesConfig:
     """The QLoRA quantization config, every choice spelled out.
 
     The library defaults are fp4, no double quantization and fp32 compute; QLoRA is NF4
     (4-bit levels placed at the quantiles of a normal distribution, where pretrained weights
     lie), double quantization (the per-block scales are themselves quantized to 8 bits) and
     bf16 matrix products.
+
+    Args:
+        compute_dtype: the dtype of the matrix products: bf16 or fp32 (fp16 is refused).
+        double_quant: whether the per-block scales are quantized too.
+        skip_modules: names of the modules left unquantized (the heads).
+
+    Raises:
+        CourseError: if `compute_dtype` is `torch.float16`.
     """
     if compute_dtype == torch.float16:
-        raise CourseError("fp16 compute overflows GPT-2's activations: use torch.bfloat16 or torch.float32")
+        raise CourseError(
+            "fp16 compute overflows GPT-2's activations: use torch.bfloat16 or torch.float32"
+        )
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type="nf4",
@@ -81,13 +98,22 @@ def nf4_config(compute_dtype: torch.dtype = torch.bfloat16, double_quant: bool =
         bnb_4bit_compute_dtype=compute_dtype,
         llm_int8_skip_modules=list(skip_modules),  # despite the name, also read for 4-bit
     )
+
+
 # --8<-- [end:config]
 
 
 # --8<-- [start:load]
 def require_4bit(device: str | None = None) -> None:
     """Raise `QLoRAUnavailableError`, saying what to install or which device to use, unless
-    bitsandbytes runs a 4-bit NF4 layer on `device` (CUDA if present, else the CPU)."""
+    bitsandbytes runs a 4-bit NF4 layer on `device` (CUDA if present, else the CPU).
+
+    Args:
+        device: the device to try a 4-bit layer on; None: CUDA if present, else the CPU.
+
+    Raises:
+        QLoRAUnavailableError: if bitsandbytes cannot run 4-bit layers there.
+    """
     works, why = bnb_4bit_support(device)
     if not works:
         raise QLoRAUnavailableError(
@@ -98,20 +124,42 @@ def require_4bit(device: str | None = None) -> None:
 
 
 def load_qlora_model(
-    name_or_path: str = DEFAULT_MODEL, task: Task = "classification", num_labels: int = 2,
-    label_names: list[str] | None = None, seed: int = 0, compute_dtype: torch.dtype | None = None,
+    name_or_path: str = DEFAULT_MODEL,
+    task: Task = "classification",
+    num_labels: int = 2,
+    label_names: list[str] | None = None,
+    seed: int = 0,
+    compute_dtype: torch.dtype | None = None,
 ) -> tuple[nn.Module, Any]:
     """`load_model` with the block weights quantized to NF4 while they are read.
 
     Same arguments as `peft_course.models.load_model`, so it replaces it wherever a QLoRA
     model is built: for training, and again when a saved run is reloaded. bitsandbytes
     places the model on the first GPU when there is one, else on the CPU.
+
+    Args:
+        name_or_path: a hub id, a local directory or an embedded name such as `tiny-gpt2`.
+        task: `"classification"` or `"causal-lm"`.
+        num_labels: the number of classes of a classification head.
+        label_names: a name for each class; None leaves them unnamed.
+        seed: the seed a head that the checkpoint lacks is drawn under.
+        compute_dtype: the dtype of the matrix products; None: `default_compute_dtype()`.
+
+    Returns:
+        `(model, tokenizer)`, as `load_model` returns them.
+
+    Raises:
+        QLoRAUnavailableError: if bitsandbytes cannot run 4-bit layers here.
     """
     require_4bit()
     config = nf4_config(compute_dtype or default_compute_dtype())
-    model, tokenizer = load_model(name_or_path, task, num_labels, label_names, seed, quantization_config=config)
+    model, tokenizer = load_model(
+        name_or_path, task, num_labels, label_names, seed, quantization_config=config
+    )
     keep_training_layout(model)
     return model, tokenizer
+
+
 # --8<-- [end:load]
 
 
@@ -123,6 +171,9 @@ def keep_training_layout(model: nn.Module) -> None:
     the next training step then fails with "a view of a leaf Variable that requires grad is
     being used in an in-place operation". Validating between epochs is exactly that pattern,
     so the repacking (a CPU inference speed-up only) is switched off.
+
+    Args:
+        model: a model from `load_qlora_model`, changed in place.
     """
     for module in model.modules():
         if hasattr(module, "support_avx512bf16_for_cpu"):
@@ -130,7 +181,11 @@ def keep_training_layout(model: nn.Module) -> None:
 
 
 def quantized_modules(model: nn.Module) -> list[str]:
-    """Names of the modules that hold 4-bit weights (`bitsandbytes.nn.Linear4bit`)."""
+    """Names of the modules that hold 4-bit weights (`bitsandbytes.nn.Linear4bit`).
+
+    Args:
+        model: the model to search.
+    """
     import bitsandbytes as bnb
 
     return [name for name, module in model.named_modules() if isinstance(module, bnb.nn.Linear4bit)]
@@ -138,8 +193,12 @@ def quantized_modules(model: nn.Module) -> list[str]:
 
 # --8<-- [start:prepare]
 def prepare_qlora(
-    model: nn.Module, r: int = 8, alpha: float = 16.0, dropout: float = 0.0,
-    targets: list[str] | None = None, gradient_checkpointing: bool = True,
+    model: nn.Module,
+    r: int = 8,
+    alpha: float = 16.0,
+    dropout: float = 0.0,
+    targets: list[str] | None = None,
+    gradient_checkpointing: bool = True,
 ) -> nn.Module:
     """Make a 4-bit model from `load_qlora_model` trainable with LoRA.
 
@@ -148,22 +207,50 @@ def prepare_qlora(
     turns on gradient checkpointing: activations are recomputed in the backward pass instead
     of stored. Then the same peft LoRA as method `lora`: adapters on `targets` (peft's
     default `c_attn` for GPT-2) and a trained copy of the head.
+
+    Args:
+        model: a 4-bit model from `load_qlora_model`.
+        r: the LoRA rank.
+        alpha: the numerator of the update's scale `alpha / r`.
+        dropout: the dropout probability on the input of the LoRA path.
+        targets: names of the modules to adapt; None: peft's default.
+        gradient_checkpointing: whether to recompute activations in the backward pass.
+
+    Returns:
+        peft's model wrapping `model`.
+
+    Raises:
+        CourseError: if a setting is of the wrong type or range, or `model` has no 4-bit layers.
     """
     from peft import prepare_model_for_kbit_training  # peft takes seconds to import: only when used
 
-    check_lora_options(r=r, alpha=alpha, dropout=dropout, targets=targets,
-                       gradient_checkpointing=gradient_checkpointing)
+    check_lora_options(
+        r=r,
+        alpha=alpha,
+        dropout=dropout,
+        targets=targets,
+        gradient_checkpointing=gradient_checkpointing,
+    )
     if not quantized_modules(model):
-        raise CourseError("the model has no 4-bit layers: load it with peft_course.qlora.load_qlora_model")
-    with warnings.catch_warnings():  # transformers renamed *gradient_checkpointing*; peft uses the old names
+        raise CourseError(
+            "the model has no 4-bit layers: load it with peft_course.qlora.load_qlora_model"
+        )
+    with (
+        warnings.catch_warnings()
+    ):  # transformers renamed *gradient_checkpointing*; peft uses the old names
         warnings.filterwarnings("ignore", category=FutureWarning)
         model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=gradient_checkpointing,
+            model,
+            use_gradient_checkpointing=gradient_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
         if gradient_checkpointing:
-            model.config.use_cache = False  # a cache is useless in training and clashes with recomputation
+            model.config.use_cache = (
+                False  # a cache is useless in training and clashes with recomputation
+            )
         return prepare_lora(model, r=r, alpha=alpha, dropout=dropout, targets=targets)
+
+
 # --8<-- [end:prepare]
 
 
@@ -175,6 +262,11 @@ def nf4_bytes(weights: int, double_quant: bool = True, blocksize: int = NF4_BLOC
     or with double quantization 1 byte plus one fp32 scale per 256 blocks. Per weight that is
     4.5 bits without and about 4.127 bits with double quantization (the QLoRA paper's numbers).
     The 16-entry NF4 code book and the 256-entry 8-bit one (shared, a few kB) are left out.
+
+    Args:
+        weights: the number of weights.
+        double_quant: whether the absmax scales are quantized to 8 bits too.
+        blocksize: weights per absmax scale.
     """
     blocks = math.ceil(weights / blocksize)
     packed = math.ceil(weights / 2)
@@ -185,17 +277,26 @@ def nf4_bytes(weights: int, double_quant: bool = True, blocksize: int = NF4_BLOC
 
 def stored_quant_bytes(model: nn.Module) -> int:
     """The same count read from the model: packed weights plus the absmax tensors of every
-    4-bit layer (`get_memory_footprint` counts only the packed weights)."""
+    4-bit layer (`get_memory_footprint` counts only the packed weights).
+
+    Args:
+        model: a model with 4-bit layers.
+    """
     import bitsandbytes as bnb
 
     total = 0
     for module in model.modules():
         if isinstance(module, bnb.nn.Linear4bit):
             weight, state = module.weight, module.weight.quant_state
-            total += weight.numel() * weight.element_size() + state.absmax.numel() * state.absmax.element_size()
+            total += (
+                weight.numel() * weight.element_size()
+                + state.absmax.numel() * state.absmax.element_size()
+            )
             if state.nested:
                 total += state.state2.absmax.numel() * state.state2.absmax.element_size()
     return total
+
+
 # --8<-- [end:bytes]
 
 
@@ -204,18 +305,30 @@ def stored_quant_bytes(model: nn.Module) -> int:
 # ---------------------------------------------------------------------------------------------
 
 GPT2_SIZES = {  # name: (width, blocks, heads)
-    "gpt2": (768, 12, 12), "gpt2-medium": (1024, 24, 16),
-    "gpt2-large": (1280, 36, 20), "gpt2-xl": (1600, 48, 25),
+    "gpt2": (768, 12, 12),
+    "gpt2-medium": (1024, 24, 16),
+    "gpt2-large": (1280, 36, 20),
+    "gpt2-xl": (1600, 48, 25),
 }
 MB = 1e6
 
 
 def gpt2_config(name: str, num_labels: int = 2) -> GPT2Config:
-    """The architecture of one GPT-2 size (vocabulary 50,257, 1,024 positions)."""
+    """The architecture of one GPT-2 size (vocabulary 50,257, 1,024 positions).
+
+    Args:
+        name: a key of `GPT2_SIZES`: `"gpt2"`, `"gpt2-medium"`, `"gpt2-large"` or `"gpt2-xl"`.
+        num_labels: the number of classes of the classification head.
+
+    Raises:
+        CourseError: if `name` is not a GPT-2 size.
+    """
     if name not in GPT2_SIZES:
         raise CourseError(f"unknown GPT-2 size '{name}': choose one of {list(GPT2_SIZES)}")
     width, blocks, heads = GPT2_SIZES[name]
-    return GPT2Config(n_embd=width, n_layer=blocks, n_head=heads, num_labels=num_labels, pad_token_id=50256)
+    return GPT2Config(
+        n_embd=width, n_layer=blocks, n_head=heads, num_labels=num_labels, pad_token_id=50256
+    )
 
 
 def weight_split(config: GPT2Config) -> dict[str, int]:
@@ -223,6 +336,12 @@ def weight_split(config: GPT2Config) -> dict[str, int]:
     weights of the blocks) and what it keeps (embeddings, biases, norms, head).
 
     The model is built on the meta device: shapes only, no memory, so GPT-2 XL costs nothing.
+
+    Args:
+        config: the architecture to count.
+
+    Returns:
+        `total`, `quantized` and `embeddings` parameters, and `nf4_bytes` of the quantized ones.
     """
     with torch.device("meta"):
         model = GPT2ForSequenceClassification(config)
@@ -244,23 +363,39 @@ def theoretical_rows() -> list[dict[str, str]]:
         rest = split["total"] - split["quantized"]
         fp32, bf16 = 4 * split["total"], 2 * split["total"]
         qlora32, qlora16 = split["nf4_bytes"] + 4 * rest, split["nf4_bytes"] + 2 * rest
-        rows.append({
-            "model": name,
-            "parameters": f"{split['total'] / 1e6:,.1f} M",
-            "not quantized (of it, embeddings)": f"{rest / split['total']:.0%} ({split['embeddings'] / 1e6:.1f} M)",
-            "fp32 MB": f"{fp32 / MB:,.0f}",
-            "bf16 MB": f"{bf16 / MB:,.0f}",
-            "QLoRA MB (rest fp32)": f"{qlora32 / MB:,.0f}",
-            "QLoRA MB (rest bf16)": f"{qlora16 / MB:,.0f}",
-            "fp32 / QLoRA": f"{fp32 / qlora32:.1f}x",
-            "bf16 / QLoRA (bf16 rest)": f"{bf16 / qlora16:.1f}x",
-        })
+        rows.append(
+            {
+                "model": name,
+                "parameters": f"{split['total'] / 1e6:,.1f} M",
+                "not quantized (of it, embeddings)": (
+                    f"{rest / split['total']:.0%} ({split['embeddings'] / 1e6:.1f} M)"
+                ),
+                "fp32 MB": f"{fp32 / MB:,.0f}",
+                "bf16 MB": f"{bf16 / MB:,.0f}",
+                "QLoRA MB (rest fp32)": f"{qlora32 / MB:,.0f}",
+                "QLoRA MB (rest bf16)": f"{qlora16 / MB:,.0f}",
+                "fp32 / QLoRA": f"{fp32 / qlora32:.1f}x",
+                "bf16 / QLoRA (bf16 rest)": f"{bf16 / qlora16:.1f}x",
+            }
+        )
     return rows
 
 
-def save_random_gpt2(directory: str | Path, name: str = "gpt2", seed: int = 0, num_labels: int = 2) -> Path:
+def save_random_gpt2(
+    directory: str | Path, name: str = "gpt2", seed: int = 0, num_labels: int = 2
+) -> Path:
     """Write a randomly initialised GPT-2 classifier of size `name` to `directory` (safetensors),
-    so that it can be loaded - and quantized - like a downloaded checkpoint."""
+    so that it can be loaded - and quantized - like a downloaded checkpoint.
+
+    Args:
+        directory: where to save the checkpoint.
+        name: a GPT-2 size, as in `gpt2_config`.
+        seed: the `torch.manual_seed` the weights are drawn under.
+        num_labels: the number of classes of the classification head.
+
+    Returns:
+        `directory`, as a `Path`.
+    """
     torch.manual_seed(seed)
     model = GPT2ForSequenceClassification(gpt2_config(name, num_labels))
     model.save_pretrained(directory)

@@ -15,9 +15,10 @@ command, the machine and the wall time:
 * `classes`: LoRA classifiers on RTE's sentence pairs and the six classes of `emotion`.
 
 The sizes are the CPU sizes the pages were made with (5 to 27 minutes a part on 2 cores, the
-ablation about an hour); `--scale full` uses the whole splits for a learner with a GPU (`--device cuda`). Every
-part is resumable: what finished (a prompt setting, a cell, a method) is kept under `--work`
-and reused when the command runs again, so an interrupted run continues where it stopped.
+ablation about an hour); `--scale full` uses the whole splits for a learner with a GPU
+(`--device cuda`). Every part is resumable: what finished (a prompt setting, a cell, a method)
+is kept under `--work` and reused when the command runs again, so an interrupted run
+continues where it stopped.
 The real data is read from `--data-dir` (`../shared/data` by default), never from the hub.
 """
 
@@ -36,11 +37,29 @@ from datasets import Dataset
 from tqdm.auto import tqdm
 
 from peft_course.ablation import (
-    SEED_ALPHAS, SEED_RANKS, CellConfig, Settings, alpha_sweep, format_mean_std, full_cell, parameter_sweep,
-    prompt_sweep, rank_sweep, run_sweep, table_rows, write_sweep,
+    SEED_ALPHAS,
+    SEED_RANKS,
+    CellConfig,
+    Settings,
+    alpha_sweep,
+    format_mean_std,
+    full_cell,
+    parameter_sweep,
+    prompt_sweep,
+    rank_sweep,
+    run_sweep,
+    table_rows,
+    write_sweep,
 )
 from peft_course.data import ClassificationData, load_classification_data
-from peft_course.dpo import DPORunConfig, before_after_table, check_pair, save_run, tokenize_pair, train_dpo
+from peft_course.dpo import (
+    DPORunConfig,
+    before_after_table,
+    check_pair,
+    save_run,
+    tokenize_pair,
+    train_dpo,
+)
 from peft_course.errors import CourseError
 from peft_course.files import atomic_write_text
 from peft_course.finetune import finetune, get_method
@@ -49,7 +68,12 @@ from peft_course.lm_classification import TEMPLATES
 from peft_course.metrics import confusion
 from peft_course.models import load_model, load_tokenizer
 from peft_course.prompting import (
-    DEFAULT_STRATEGIES, HFGenerate, balanced_examples, evaluate_prompting, example_pool, load_problem_set,
+    DEFAULT_STRATEGIES,
+    HFGenerate,
+    balanced_examples,
+    evaluate_prompting,
+    example_pool,
+    load_problem_set,
     sentiment_by_prompting,
 )
 from peft_course.settings import INSTRUCT
@@ -64,32 +88,82 @@ COMMAND = "python -m peft_course.real_model"
 
 @dataclass(frozen=True)
 class Sizes:
-    """How much of each dataset a part uses (rows); None means the whole split."""
+    """How much of each dataset a part uses (rows); None means the whole split.
+
+    Attributes:
+        prompt_test: test reviews of the prompting part.
+        shots: the k of the k-shot prompts.
+        draws: draws of the solved examples for each k.
+        gsm8k: GSM8K test problems; each is four generations of up to 128 tokens, about 6 s
+            each on a CPU.
+        generated: generated word problems.
+        ablation: rows of the ablation tables: train, validation, test.
+        search: rows of the learning-rate search: train, validation, test.
+        finetune: rows of the classifiers part: train, validation, test.
+        dpo: train pairs, held-out pairs.
+        instruct: generated instruction examples: train, validation, test.
+        classes: RTE and emotion: train, validation, test.
+    """
 
     prompt_test: int | None = 500
     shots: tuple[int, ...] = (2, 4, 8)
     draws: int = 3
-    gsm8k: int | None = 30  # problems; each is four generations of up to 128 tokens, about 6 s each on a CPU
+    gsm8k: int | None = (
+        30  # problems; each is four generations of up to 128 tokens, about 6 s each on a CPU
+    )
     generated: int = 27
     ablation: tuple[int | None, int | None, int | None] = (400, 200, 500)  # train, validation, test
     search: tuple[int, int, int] = (200, 100, 200)
     finetune: tuple[int | None, int | None, int | None] = (1000, 200, 500)
     dpo: tuple[int | None, int | None] = (300, 100)  # train pairs, held-out pairs
-    instruct: tuple[int, int, int] = (600, 50, 100)  # generated instruction examples: train, validation, test
-    classes: tuple[int | None, int | None, int | None] = (600, 150, 500)  # RTE and emotion: train, validation, test
+    instruct: tuple[int, int, int] = (
+        600,
+        50,
+        100,
+    )  # generated instruction examples: train, validation, test
+    classes: tuple[int | None, int | None, int | None] = (
+        600,
+        150,
+        500,
+    )  # RTE and emotion: train, validation, test
 
 
 SCALES = {
     "cpu": Sizes(),
-    "full": Sizes(None, (2, 4, 8), 3, None, 100, (None, None, None), (2000, 500, 500), (None, None, None),
-                  (None, None), (2000, 100, 200), (None, None, None)),
-    "smoke": Sizes(16, (2,), 2, 2, 2, (16, 8, 8), (16, 8, 8), (16, 8, 8), (8, 4), (10, 5, 5), (16, 8, 8)),  # a test
+    "full": Sizes(
+        None,
+        (2, 4, 8),
+        3,
+        None,
+        100,
+        (None, None, None),
+        (2000, 500, 500),
+        (None, None, None),
+        (None, None),
+        (2000, 100, 200),
+        (None, None, None),
+    ),
+    "smoke": Sizes(
+        16, (2,), 2, 2, 2, (16, 8, 8), (16, 8, 8), (16, 8, 8), (8, 4), (10, 5, 5), (16, 8, 8)
+    ),  # a test
 }
 
 
 @dataclass(frozen=True)
 class Context:
-    """Where the real data is, where pages and resumable work go, and how to run."""
+    """Where the real data is, where pages and resumable work go, and how to run.
+
+    Attributes:
+        model: the model every part loads.
+        scale: the name of the sizes in `SCALES` (`cpu`, `full`, `smoke`).
+        data_dir: the folder holding the real datasets (`--data-dir`).
+        output: where the pages are written (`--output`).
+        work: where finished work is kept for reruns (`--work`).
+        sizes: how much of each dataset a part uses.
+        device: where to train; None: CUDA if present.
+        progress: show progress bars.
+        fresh: recompute finished work instead of reusing it.
+    """
 
     model: str
     scale: str
@@ -102,7 +176,11 @@ class Context:
     fresh: bool
 
     def store(self, part: str) -> "Store":
-        """The finished work of `part` for this model and scale (another model never reuses it)."""
+        """The finished work of `part` for this model and scale (another model never reuses it).
+
+        Args:
+            part: the part's name, which names its JSON file.
+        """
         return Store(self.work / f"{self.model}-{self.scale}" / f"{part}.json", self.fresh)
 
 
@@ -110,35 +188,76 @@ class Context:
 # Data
 # ---------------------------------------------------------------------------------------------
 
-def subsample(data: ClassificationData, sizes: tuple[int | None, ...], seed: int = 0) -> ClassificationData:
-    """`data` with at most `sizes` rows in train, validation and test (a seeded sample of each)."""
+
+def subsample(
+    data: ClassificationData, sizes: tuple[int | None, ...], seed: int = 0
+) -> ClassificationData:
+    """`data` with at most `sizes` rows in train, validation and test (a seeded sample of each).
+
+    Args:
+        data: the classification data.
+        sizes: the most rows of train, validation and test; None keeps a whole split.
+        seed: seeds the shuffle each sample is taken from.
+    """
     splits = {}
     for split, n in zip(("train", "validation", "test"), sizes):
         rows = data.splits[split]
-        splits[split] = rows if n is None or n >= len(rows) else rows.shuffle(seed=seed).select(range(n))
+        splits[split] = (
+            rows if n is None or n >= len(rows) else rows.shuffle(seed=seed).select(range(n))
+        )
     return replace(data, splits=type(data.splits)(splits))
 
 
 def rotten_tomatoes(context: Context, sizes: tuple[int | None, ...]) -> ClassificationData:
-    """Rotten Tomatoes from `--data-dir`, sampled to `sizes`."""
+    """Rotten Tomatoes from `--data-dir`, sampled to `sizes`.
+
+    Args:
+        context: where the real data is, where pages and resumable work go, and how to run.
+        sizes: the most rows of train, validation and test; None keeps a whole split.
+
+    Raises:
+        CourseError: if `--data-dir` holds no `rotten_tomatoes/train.jsonl`.
+    """
     folder = context.data_dir / "rotten_tomatoes"
     if not (folder / "train.jsonl").is_file():
-        raise CourseError(f"no Rotten Tomatoes in {folder}: pass --data-dir, the folder holding rotten_tomatoes/")
-    data = load_classification_data("rotten_tomatoes", train_file=folder / "train.jsonl",
-                                    validation_file=folder / "validation.jsonl", test_file=folder / "test.jsonl",
-                                    label_names=["negative", "positive"])
+        raise CourseError(
+            f"no Rotten Tomatoes in {folder}: pass --data-dir, the folder holding rotten_tomatoes/"
+        )
+    data = load_classification_data(
+        "rotten_tomatoes",
+        train_file=folder / "train.jsonl",
+        validation_file=folder / "validation.jsonl",
+        test_file=folder / "test.jsonl",
+        label_names=["negative", "positive"],
+    )
     return subsample(data, sizes)
 
 
 class Store:
-    """A JSON file of finished results, keyed by setting: what makes a part resumable."""
+    """A JSON file of finished results, keyed by setting: what makes a part resumable.
+
+    Args:
+        path: the JSON file.
+        fresh: start empty, ignoring what the file holds.
+
+    Attributes:
+        path: the JSON file.
+        results: setting -> finished result.
+    """
 
     def __init__(self, path: Path, fresh: bool) -> None:
         self.path = path
-        self.results: dict[str, Any] = {} if fresh or not path.is_file() else json.loads(path.read_text())
+        self.results: dict[str, Any] = (
+            {} if fresh or not path.is_file() else json.loads(path.read_text())
+        )
 
     def get(self, key: str, compute: Callable[[], Any]) -> Any:
-        """The stored result for `key`, or `compute()`, stored at once."""
+        """The stored result for `key`, or `compute()`, stored at once.
+
+        Args:
+            key: the setting.
+            compute: computes the result when none is stored (it must be JSON-serializable).
+        """
         if key not in self.results:
             self.results[key] = compute()
             atomic_write_text(self.path, json.dumps(self.results, indent=1))
@@ -146,11 +265,23 @@ class Store:
 
 
 def page(context: Context, name: str, title: str, body: str, part: str, started: float) -> Path:
-    """Write `docs/results/<name>.md`: the title (bold: the page is included under a chapter's heading),
-    the body, and the line saying what made it."""
+    """Write `docs/results/<name>.md`: the title (bold: the page is included under a
+    chapter's heading), the body, and the line saying what made it.
+
+    Args:
+        context: where the real data is, where pages and resumable work go, and how to run.
+        name: the page's file name, without `.md`, in `context.output`.
+        title: the page's title.
+        body: the page's Markdown.
+        part: the part named in the provenance line's command.
+        started: `time.perf_counter()` when the part started, for the wall time.
+    """
     minutes = (time.perf_counter() - started) / 60
-    note = (provenance(f"{COMMAND} --parts {part}") +
-            f" Wall time of this run: {minutes:.1f} min (work reused from an earlier run is not counted).")
+    note = (
+        provenance(f"{COMMAND} --parts {part}")
+        + f" Wall time of this run: {minutes:.1f} min (work reused from an earlier run is not "
+        "counted)."
+    )
     return atomic_write_text(context.output / f"{name}.md", f"**{title}**\n\n{body}\n{note}\n")
 
 
@@ -162,120 +293,250 @@ CHAT_INSTRUCTION = "Is this movie review positive or negative? Answer with one w
 
 
 def part_prompting(context: Context) -> list[Path]:
-    """Sentiment by prompting: zero-shot and k-shot (3 draws of the examples), plain and chat."""
+    """Sentiment by prompting: zero-shot and k-shot (3 draws of the examples), plain and chat.
+
+    Args:
+        context: where the real data is, where pages and resumable work go, and how to run.
+
+    Returns:
+        The page written.
+    """
     started = time.perf_counter()
     data = rotten_tomatoes(context, (None, None, context.sizes.prompt_test))
     train, test = data.splits["train"], data.splits["test"]
     model, tokenizer = load_model(context.model, task="causal-lm")
     store = context.store("prompting")
-    chats = (False, True) if getattr(tokenizer, "chat_template", None) else (False,)  # a base model has none
+    chats = (
+        (False, True) if getattr(tokenizer, "chat_template", None) else (False,)
+    )  # a base model has none
     settings = [(0, 0, chat) for chat in chats]
-    settings += [(k, draw, False) for k in context.sizes.shots for draw in range(context.sizes.draws)]
+    settings += [
+        (k, draw, False) for k in context.sizes.shots for draw in range(context.sizes.draws)
+    ]
     if True in chats:  # the chat layout at k = 0 and at the middle k only
-        settings += [(k, draw, True) for k in context.sizes.shots[1:2] for draw in range(context.sizes.draws)]
+        settings += [
+            (k, draw, True) for k in context.sizes.shots[1:2] for draw in range(context.sizes.draws)
+        ]
     for k, draw, chat in tqdm(settings, desc="prompting settings", disable=not context.progress):
+
         def run(k=k, draw=draw, chat=chat) -> dict[str, Any]:
             examples = balanced_examples(train["text"], train["label"], k, seed=draw) if k else []
             words = ("negative", "positive") if chat else (" negative", " positive")
-            result = sentiment_by_prompting(model, tokenizer, test["text"], test["label"], words, examples=examples,
-                                            chat=chat, instruction=CHAT_INSTRUCTION if chat else "")
-            return {"verbalizer": result["accuracy"], "strict": result["strict"],
-                    "positive share": result["predicted counts"][1] / len(test)}
+            result = sentiment_by_prompting(
+                model,
+                tokenizer,
+                test["text"],
+                test["label"],
+                words,
+                examples=examples,
+                chat=chat,
+                instruction=CHAT_INSTRUCTION if chat else "",
+            )
+            return {
+                "verbalizer": result["accuracy"],
+                "strict": result["strict"],
+                "positive share": result["predicted counts"][1] / len(test),
+            }
+
         store.get(f"k={k} draw={draw} chat={chat}", run)
     rows = []
     for chat in chats:
         for k in (0, *context.sizes.shots) if not chat else (0, *context.sizes.shots[1:2]):
-            runs = [v for key, v in store.results.items() if key.startswith(f"k={k} ") and key.endswith(f"chat={chat}")]
-            rows.append({"prompt": "chat template + instruction" if chat else "plain", "k": str(k),
-                         "draws": str(len(runs)),
-                         "verbalizer": format_mean_std([r["verbalizer"] for r in runs]),
-                         "strict": format_mean_std([r["strict"] for r in runs]),
-                         "predicted positive": format_mean_std([r["positive share"] for r in runs])})
-    body = (f"`{context.model}` on {len(test)} Rotten Tomatoes test reviews (a seeded sample), no training. "
-            f"Prompt: `Review: <text>\\nSentiment:` after k solved examples drawn from the training split "
-            f"(labels alternating, order shuffled; mean ± std over {context.sizes.draws} draws). With the chat "
-            f"template, the user's turn starts with `{CHAT_INSTRUCTION.strip()}` (without it SmolLM2 answers "
-            f"the review in prose and strict accuracy is 0) and the label words lose their leading space. "
-            f"**verbalizer**: the likelier of the two label words; **strict**: the single likeliest next "
-            f"token of all {len(tokenizer):,} is the true label word (what greedy decoding writes first). "
-            f"{sum(test['label']) / len(test):.1%} of the reviews are positive.\n\n{markdown_table(rows)}")
-    return [page(context, "real-prompting", "Prompting SmolLM2-135M-Instruct: sentiment", body, "prompting", started)]
+            runs = [
+                v
+                for key, v in store.results.items()
+                if key.startswith(f"k={k} ") and key.endswith(f"chat={chat}")
+            ]
+            rows.append(
+                {
+                    "prompt": "chat template + instruction" if chat else "plain",
+                    "k": str(k),
+                    "draws": str(len(runs)),
+                    "verbalizer": format_mean_std([r["verbalizer"] for r in runs]),
+                    "strict": format_mean_std([r["strict"] for r in runs]),
+                    "predicted positive": format_mean_std([r["positive share"] for r in runs]),
+                }
+            )
+    body = (
+        f"`{context.model}` on {len(test)} Rotten Tomatoes test reviews (a seeded sample), no "
+        "training. Prompt: `Review: <text>\\nSentiment:` after k solved examples drawn from the "
+        "training split (labels alternating, order shuffled; mean ± std over "
+        f"{context.sizes.draws} draws). With the chat template, the user's turn starts with "
+        f"`{CHAT_INSTRUCTION.strip()}` (without it SmolLM2 answers the review in prose and strict "
+        "accuracy is 0) and the label words lose their leading space. **verbalizer**: the "
+        "likelier of the two label words; **strict**: the single likeliest next token of all "
+        f"{len(tokenizer):,} is the true label word (what greedy decoding writes first). "
+        f"{sum(test['label']) / len(test):.1%} of the "
+        f"reviews are positive.\n\n{markdown_table(rows)}"
+    )
+    return [
+        page(
+            context,
+            "real-prompting",
+            "Prompting SmolLM2-135M-Instruct: sentiment",
+            body,
+            "prompting",
+            started,
+        )
+    ]
 
 
 def part_arithmetic(context: Context) -> list[Path]:
-    """Direct, few-shot, chain-of-thought and zero-shot CoT on generated problems and GSM8K."""
+    """Direct, few-shot, chain-of-thought and zero-shot CoT on generated problems and GSM8K.
+
+    Args:
+        context: where the real data is, where pages and resumable work go, and how to run.
+
+    Returns:
+        The page written.
+    """
     started = time.perf_counter()
     model, tokenizer = load_model(context.model, task="causal-lm")
     generate = HFGenerate(model, tokenizer, max_new_tokens=128)
     gsm8k = context.data_dir / "gsm8k"
-    sources = {"generated": (load_problem_set("generated", context.sizes.generated, 0), None),
-               "GSM8K test": (load_gsm8k_jsonl(gsm8k / "test.jsonl", limit=context.sizes.gsm8k),
-                              load_gsm8k_jsonl(gsm8k / "train.jsonl", limit=8))}
+    sources = {
+        "generated": (load_problem_set("generated", context.sizes.generated, 0), None),
+        "GSM8K test": (
+            load_gsm8k_jsonl(gsm8k / "test.jsonl", limit=context.sizes.gsm8k),
+            load_gsm8k_jsonl(gsm8k / "train.jsonl", limit=8),
+        ),
+    }
     store = context.store("arithmetic")
     sections = []
     for name, (problems, pool) in sources.items():
         examples = pool if pool is not None else example_pool(problems, 2, 0)
-        for strategy in tqdm(DEFAULT_STRATEGIES, desc=f"arithmetic, {name}", disable=not context.progress):
+        for strategy in tqdm(
+            DEFAULT_STRATEGIES, desc=f"arithmetic, {name}", disable=not context.progress
+        ):
+
             def run(strategy=strategy) -> dict[str, Any]:
                 result = evaluate_prompting(generate, problems, [strategy], examples, 2)
-                return {"table": result.table(), "first completions": [r["completion"] for r in result.records[:3]]}
+                return {
+                    "table": result.table(),
+                    "first completions": [r["completion"] for r in result.records[:3]],
+                }
+
             store.get(f"{name} {strategy}", run)
         tables = [store.results[f"{name} {s}"]["table"] for s in DEFAULT_STRATEGIES]
         header, rows = tables[0].splitlines()[:2], [t.splitlines()[2] for t in tables]
-        sections.append(f"**{name}** ({len(problems)} problems, greedy, at most 128 new tokens, k=2):\n\n"
-                        + "\n".join(header + rows) + "\n")
+        sections.append(
+            f"**{name}** ({len(problems)} problems, greedy, at most 128 new tokens, k=2):\n\n"
+            + "\n".join(header + rows)
+            + "\n"
+        )
     body = "\n".join(sections)
-    return [page(context, "real-arithmetic", "Prompting SmolLM2-135M-Instruct: arithmetic", body,
-                 "arithmetic", started)]
+    return [
+        page(
+            context,
+            "real-arithmetic",
+            "Prompting SmolLM2-135M-Instruct: arithmetic",
+            body,
+            "arithmetic",
+            started,
+        )
+    ]
 
 
 LORA_RATES, FULL_RATES = (1e-4, 3e-4, 1e-3), (1e-5, 3e-5)
 
 
 def best_rate(metrics: dict[str, list[dict[str, Any]]]) -> float:
-    """The learning rate whose cell reached the highest validation accuracy (ties: the smaller)."""
-    scored = [(max(h["val_accuracy"] for h in runs[0]["history"]), -runs[0]["config"]["learning_rate"])
-              for runs in metrics.values()]
+    """The learning rate whose cell reached the highest validation accuracy (ties: the smaller).
+
+    Args:
+        metrics: a learning-rate sweep's metrics (`SweepResult.metrics`).
+    """
+    scored = [
+        (max(h["val_accuracy"] for h in runs[0]["history"]), -runs[0]["config"]["learning_rate"])
+        for runs in metrics.values()
+    ]
     return -max(scored)[1]
 
 
 def part_ablation(context: Context) -> list[Path]:
-    """A short learning-rate search (by validation accuracy), then the rank, alpha and prompt tables."""
+    """A short learning-rate search (by validation accuracy),
+    then the rank, alpha and prompt tables.
+
+    Args:
+        context: where the real data is, where pages and resumable work go, and how to run.
+
+    Returns:
+        The page, then the tables and plots of every sweep.
+    """
     started = time.perf_counter()
-    settings = Settings(model=context.model, epochs=1, batch_size=8, device=context.device, progress=context.progress)
+    settings = Settings(
+        model=context.model,
+        epochs=1,
+        batch_size=8,
+        device=context.device,
+        progress=context.progress,
+    )
     cells = context.work / "ablation"
     search = rotten_tomatoes(context, context.sizes.search)
     base = CellConfig(r=16, alpha=64.0, template="default")
-    lora = run_sweep(parameter_sweep("learning_rate", list(LORA_RATES), base), search, settings, output=cells)
-    full = run_sweep(parameter_sweep("learning_rate", list(FULL_RATES), replace(base, method="full")),
-                     search, settings, output=cells)
+    lora = run_sweep(
+        parameter_sweep("learning_rate", list(LORA_RATES), base), search, settings, output=cells
+    )
+    full = run_sweep(
+        parameter_sweep("learning_rate", list(FULL_RATES), replace(base, method="full")),
+        search,
+        settings,
+        output=cells,
+    )
     lora_rate, full_rate = best_rate(lora.metrics), best_rate(full.metrics)
-    search_rows = [{"method": method, "learning rate": label,
-                    "best validation accuracy": f"{max(h['val_accuracy'] for h in runs[0]['history']):.3f}"}
-                   for method, result in (("LoRA r=16", lora), ("full", full))
-                   for label, runs in result.metrics.items()]
+    search_rows = [
+        {
+            "method": method,
+            "learning rate": label,
+            "best validation accuracy": f"{max(h['val_accuracy'] for h in runs[0]['history']):.3f}",
+        }
+        for method, result in (("LoRA r=16", lora), ("full", full))
+        for label, runs in result.metrics.items()
+    ]
     data = rotten_tomatoes(context, context.sizes.ablation)
     base = CellConfig(r=16, alpha=64.0, learning_rate=lora_rate)
     full_row = full_cell(base, full_rate)
-    sweeps = [rank_sweep(SEED_RANKS, 4.0, base, full_row), alpha_sweep(SEED_ALPHAS, 16, base, full_row),
-              prompt_sweep(tuple(TEMPLATES), 128, 512.0, base)]
+    sweeps = [
+        rank_sweep(SEED_RANKS, 4.0, base, full_row),
+        alpha_sweep(SEED_ALPHAS, 16, base, full_row),
+        prompt_sweep(tuple(TEMPLATES), 128, 512.0, base),
+    ]
     written, tables = [], []
     for sweep in sweeps:
         result = run_sweep(sweep, data, settings, output=cells)
-        written += write_sweep(result, context.output / "real-ablation", f"{sweep.name} sweep: {context.model} on "
-                               f"Rotten Tomatoes", provenance(f"{COMMAND} --parts ablation"))
-        tables.append(f"### The {sweep.name} table\n\n{markdown_table(table_rows(result))}\n"
-                      f"![validation loss of every cell](results/real-ablation/{sweep.name}-val-loss.png)\n")
+        written += write_sweep(
+            result,
+            context.output / "real-ablation",
+            f"{sweep.name} sweep: {context.model} on Rotten Tomatoes",
+            provenance(f"{COMMAND} --parts ablation"),
+        )
+        tables.append(
+            f"### The {sweep.name} table\n\n{markdown_table(table_rows(result))}\n"
+            f"![validation loss of every cell](results/real-ablation/{sweep.name}-val-loss.png)\n"
+        )
     split = ", ".join(f"{len(data.splits[s])} {s}" for s in ("train", "validation", "test"))
-    body = (f"`{context.model}` fine-tuned through its LM head (prompt + label word, loss on the label word), "
-            f"Rotten Tomatoes ({split}; a seeded sample), 1 epoch, batch 8, seed 0; test accuracy by "
-            f"verbalizer and by strict match, at the last iteration and at the best validation. Beside "
-            f"each cell the seed project's figure (GPT-2 small, full Rotten Tomatoes, strict match).\n\n"
-            f"**Learning rates**, picked by validation accuracy on a smaller sample "
-            f"({', '.join(f'{len(search.splits[s])} {s}' for s in ('train', 'validation'))}): LoRA "
-            f"{lora_rate:g}, full fine-tuning {full_rate:g}.\n\n{markdown_table(search_rows)}\n" + "\n".join(tables))
-    return [page(context, "real-ablation", "The ablation tables on SmolLM2-135M-Instruct", body, "ablation",
-                 started), *written]
+    body = (
+        f"`{context.model}` fine-tuned through its LM head (prompt + label word, loss on the label "
+        f"word), Rotten Tomatoes ({split}; a seeded sample), 1 epoch, batch 8, seed 0; test "
+        "accuracy by verbalizer and by strict match, at the last iteration and at the best "
+        "validation. Beside each cell the seed project's figure (GPT-2 small, full Rotten "
+        "Tomatoes, strict match).\n\n**Learning rates**, picked by validation accuracy on a "
+        "smaller sample "
+        f"({', '.join(f'{len(search.splits[s])} {s}' for s in ('train', 'validation'))}): LoRA "
+        f"{lora_rate:g}, full fine-tuning {full_rate:g}.\n\n{markdown_table(search_rows)}\n"
+        + "\n".join(tables)
+    )
+    return [
+        page(
+            context,
+            "real-ablation",
+            "The ablation tables on SmolLM2-135M-Instruct",
+            body,
+            "ablation",
+            started,
+        ),
+        *written,
+    ]
 
 
 FINETUNE_METHODS = (  # method, epochs, learning rate, options
@@ -287,61 +548,135 @@ FINETUNE_METHODS = (  # method, epochs, learning rate, options
 
 
 def part_finetune(context: Context) -> list[Path]:
-    """Untrained, head, LoRA, merged LoRA and QLoRA sequence classifiers on Rotten Tomatoes."""
+    """Untrained, head, LoRA, merged LoRA and QLoRA sequence classifiers on Rotten Tomatoes.
+
+    Args:
+        context: where the real data is, where pages and resumable work go, and how to run.
+
+    Returns:
+        The page written.
+    """
     started = time.perf_counter()
     data = rotten_tomatoes(context, context.sizes.finetune)
     store = context.store("finetune")
-    for method, epochs, rate, options in tqdm(FINETUNE_METHODS, desc="finetune methods", disable=not context.progress):
+    for method, epochs, rate, options in tqdm(
+        FINETUNE_METHODS, desc="finetune methods", disable=not context.progress
+    ):
+
         def run(method=method, epochs=epochs, rate=rate, options=options) -> dict[str, Any]:
-            config = TrainConfig(epochs=epochs, batch_size=16, learning_rate=rate, device=context.device,
-                                 progress=context.progress)
+            config = TrainConfig(
+                epochs=epochs,
+                batch_size=16,
+                learning_rate=rate,
+                device=context.device,
+                progress=context.progress,
+            )
             result = finetune(data, method, context.model, config, 128, **options)
-            return {"untrained": result.untrained, "best": result.best, "trainable": result.trainable,
-                    "seconds": result.training.seconds}
+            return {
+                "untrained": result.untrained,
+                "best": result.best,
+                "trainable": result.trainable,
+                "seconds": result.training.seconds,
+            }
+
         store.get(method, run)
     first = store.results[FINETUNE_METHODS[0][0]]
     rows = [result_row("untrained", 0, first["untrained"], 0.0)]
     for method, *_ in FINETUNE_METHODS:
         done = store.results[method]
-        rows.append(result_row(get_method(method).label, done["trainable"], done["best"], done["seconds"]))
-    recipes = "; ".join(f"{get_method(m).label} {e} epoch{'s' if e > 1 else ''} at {r:g}"
-                        + (f" (r={o['r']}, alpha {o['alpha']})" if o else "") for m, e, r, o in FINETUNE_METHODS)
+        rows.append(
+            result_row(get_method(method).label, done["trainable"], done["best"], done["seconds"])
+        )
+    recipes = "; ".join(
+        f"{get_method(m).label} {e} epoch{'s' if e > 1 else ''} at {r:g}"
+        + (f" (r={o['r']}, alpha {o['alpha']})" if o else "")
+        for m, e, r, o in FINETUNE_METHODS
+    )
     split = ", ".join(f"{len(data.splits[s])} {s}" for s in ("train", "validation", "test"))
-    body = (f"`{context.model}` with a new classification head (`LlamaForSequenceClassification`, pad = eos), "
-            f"Rotten Tomatoes ({split}; a seeded sample), batch 16, texts cut at 128 tokens; test accuracy "
-            f"and weighted F1 at the best-validation checkpoint; seconds of training on this machine. "
-            f"Learning rates set by hand, not searched: {recipes}.\n\n"
-            f"{markdown_table(rows)}")
-    return [page(context, "real-finetune", "Fine-tuning SmolLM2-135M-Instruct for classification", body,
-                 "finetune", started)]
+    body = (
+        f"`{context.model}` with a new classification head (`LlamaForSequenceClassification`, pad "
+        f"= eos), Rotten Tomatoes ({split}; a seeded sample), batch 16, texts cut at 128 tokens; "
+        "test accuracy and weighted F1 at the best-validation checkpoint; seconds of training on "
+        f"this machine. Learning rates set by hand, not searched: {recipes}.\n\n"
+        f"{markdown_table(rows)}"
+    )
+    return [
+        page(
+            context,
+            "real-finetune",
+            "Fine-tuning SmolLM2-135M-Instruct for classification",
+            body,
+            "finetune",
+            started,
+        )
+    ]
 
 
 def usable_pairs(path: Path) -> tuple[Any, int]:
     """The pairs of a JSONL file whose prompt and answers are all non-empty, and how many were not.
 
     HH-RLHF has a few pairs with an empty answer, which `load_preference_jsonl` rightly refuses.
+
+    Args:
+        path: the JSONL file of preference pairs.
+
+    Returns:
+        `(pairs, dropped)`: the usable pairs as a `Dataset`, and how many pairs were left out.
+
+    Raises:
+        CourseError: if there is no file at `path`.
     """
     if not path.is_file():
-        raise CourseError(f"no preference pairs at {path}: pass --data-dir, the folder holding hh_rlhf_dpo/")
+        raise CourseError(
+            f"no preference pairs at {path}: pass --data-dir, the folder holding hh_rlhf_dpo/"
+        )
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    kept = [check_pair(r, f"{path}: pair {i}") for i, r in enumerate(rows)
-            if all(isinstance(r.get(k), str) and r[k].strip() for k in ("prompt", "chosen", "rejected"))]
+    kept = [
+        check_pair(r, f"{path}: pair {i}")
+        for i, r in enumerate(rows)
+        if all(isinstance(r.get(k), str) and r[k].strip() for k in ("prompt", "chosen", "rejected"))
+    ]
     return Dataset.from_list(kept), len(rows) - len(kept)
 
 
 def fits_in(tokenizer: Any, pair: dict[str, str], max_length: int) -> bool:
-    """Whether the prompt with either answer (and eos) is at most `max_length` tokens."""
+    """Whether the prompt with either answer (and eos) is at most `max_length` tokens.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        pair: one `{"prompt", "chosen", "rejected"}` dict.
+        max_length: the most tokens allowed.
+    """
     ids = tokenize_pair(tokenizer, pair)
-    return len(ids["prompt_ids"]) + max(len(ids["chosen_ids"]), len(ids["rejected_ids"])) <= max_length
+    return (
+        len(ids["prompt_ids"]) + max(len(ids["chosen_ids"]), len(ids["rejected_ids"])) <= max_length
+    )
 
 
 def part_dpo(context: Context) -> list[Path]:
-    """DPO with LoRA on Anthropic HH helpful pairs: held-out preference accuracy before and after."""
+    """DPO with LoRA on Anthropic HH helpful pairs:
+    held-out preference accuracy before and after.
+
+    Args:
+        context: where the real data is, where pages and resumable work go, and how to run.
+
+    Returns:
+        The page written.
+    """
     started = time.perf_counter()
     folder = context.data_dir / "hh_rlhf_dpo"
     n_train, n_test = context.sizes.dpo
-    config = DPORunConfig(beta=0.1, learning_rate=1e-4, epochs=1, batch_size=4, lora=True, r=16, alpha=32.0,
-                          max_length=256, logging_steps=5)
+    config = DPORunConfig(
+        beta=0.1,
+        learning_rate=1e-4,
+        epochs=1,
+        batch_size=4,
+        lora=True,
+        r=16,
+        alpha=32.0,
+        max_length=256,
+        logging_steps=5,
+    )
     tokenizer = load_tokenizer(context.model)
     pairs, dropped = {}, 0
     for split, file, n in (("train", "train.jsonl", n_train), ("test", "validation.jsonl", n_test)):
@@ -351,17 +686,20 @@ def part_dpo(context: Context) -> list[Path]:
         pairs[split] = fits.shuffle(seed=0).select(range(min(n or len(fits), len(fits))))
     run = train_dpo(pairs, context.model, config)
     save_run(run, context.output / "real-dpo", f"DPO on {context.model}, LoRA r=16")
-    body = (f"`{context.model}` + LoRA (r=16, alpha 32, peft's default targets q_proj and v_proj) trained with "
-            f"`trl.DPOTrainer` on {len(pairs['train'])} Anthropic HH helpful-base pairs (a seeded sample), "
-            f"1 epoch, batch 4, beta 0.1, learning rate 1e-4; measured on "
-            f"{len(pairs['test'])} held-out pairs. *likelihood accuracy*: the policy gives the chosen answer a "
-            f"higher log-likelihood than the rejected one, and *likelihood margin* is the mean of "
-            f"log π(chosen) − log π(rejected); *rewards/accuracies*: the implicit reward "
-            f"beta·(log π − log π_ref) of the chosen answer is higher. {run.seconds:.0f} s of training; the "
-            f"reference stayed unchanged: {run.reference_unchanged}. Sampled from the pairs whose prompt and "
-            f"longer answer fit in {config.max_length} tokens (so nothing is truncated, in training or in "
-            f"the measurement); {dropped} pairs with an empty answer were left out.\n\n{before_after_table(run)}\n\n"
-            f"![rewards during training](results/real-dpo/rewards.png)\n")
+    body = (
+        f"`{context.model}` + LoRA (r=16, alpha 32, peft's default targets q_proj and v_proj) "
+        f"trained with `trl.DPOTrainer` on {len(pairs['train'])} Anthropic HH helpful-base pairs "
+        "(a seeded sample), 1 epoch, batch 4, beta 0.1, learning rate 1e-4; measured on "
+        f"{len(pairs['test'])} held-out pairs. *likelihood accuracy*: the policy gives the chosen "
+        "answer a higher log-likelihood than the rejected one, and *likelihood margin* is the "
+        "mean of log π(chosen) − log π(rejected); *rewards/accuracies*: the implicit reward "
+        f"beta·(log π − log π_ref) of the chosen answer is higher. {run.seconds:.0f} s of "
+        f"training; the reference stayed unchanged: {run.reference_unchanged}. Sampled from the "
+        f"pairs whose prompt and longer answer fit in {config.max_length} tokens (so nothing is "
+        f"truncated, in training or in the measurement); {dropped} pairs with an empty answer were "
+        f"left out.\n\n{before_after_table(run)}\n\n"
+        f"![rewards during training](results/real-dpo/rewards.png)\n"
+    )
     return [page(context, "real-dpo", "DPO on SmolLM2-135M-Instruct", body, "dpo", started)]
 
 
@@ -369,28 +707,56 @@ INSTRUCT_EPOCHS, INSTRUCT_LEARNING_RATE = 2, 5e-4
 
 
 def part_instruct(context: Context) -> list[Path]:
-    """LoRA instruction tuning on the generated tasks: exact match of greedy answers before and after."""
+    """LoRA instruction tuning on the generated tasks:
+    exact match of greedy answers before and after.
+
+    Args:
+        context: where the real data is, where pages and resumable work go, and how to run.
+
+    Returns:
+        The page written.
+    """
     started = time.perf_counter()
     n_train, n_validation, n_test = context.sizes.instruct
     splits = generated_instructions(n_train, n_validation, n_test)
     store = context.store("instruct")
 
     def run() -> dict[str, Any]:
-        config = TrainConfig(epochs=INSTRUCT_EPOCHS, batch_size=16, learning_rate=INSTRUCT_LEARNING_RATE,
-                             device=context.device, progress=context.progress)
+        config = TrainConfig(
+            epochs=INSTRUCT_EPOCHS,
+            batch_size=16,
+            learning_rate=INSTRUCT_LEARNING_RATE,
+            device=context.device,
+            progress=context.progress,
+        )
         result = instruct_tune(splits, "lora", context.model, config)
-        return {"untrained": {k: result.untrained[k] for k in ("loss", "accuracy", "per_task")},
-                "best": {k: result.best[k] for k in ("loss", "accuracy", "per_task")},
-                "trainable": result.trainable, "seconds": result.training.seconds, "rows": result.rows()}
+        return {
+            "untrained": {k: result.untrained[k] for k in ("loss", "accuracy", "per_task")},
+            "best": {k: result.best[k] for k in ("loss", "accuracy", "per_task")},
+            "trainable": result.trainable,
+            "seconds": result.training.seconds,
+            "rows": result.rows(),
+        }
 
     done = store.get("lora", run)
-    body = (f"`{context.model}` with peft LoRA (r={INSTRUCT.r}, alpha {INSTRUCT.alpha:g}, every projection; "
-            f"{done['trainable']:,} trainable, the embedding frozen), {INSTRUCT_EPOCHS} epochs at "
-            f"{INSTRUCT_LEARNING_RATE:g}, batch 16, on {n_train} generated examples (loss on the response "
-            f"only); {n_test} test examples, greedy answers, {done['seconds'] / 60:.1f} min of training.\n\n"
-            f"{markdown_table(instruct_rows(done['untrained'], done['best']))}\n"
-            f"{markdown_table(done['rows'])}")
-    return [page(context, "real-instruct", "Instruction tuning SmolLM2-135M-Instruct", body, "instruct", started)]
+    body = (
+        f"`{context.model}` with peft LoRA (r={INSTRUCT.r}, alpha {INSTRUCT.alpha:g}, every "
+        f"projection; {done['trainable']:,} trainable, the embedding frozen), {INSTRUCT_EPOCHS} "
+        f"epochs at {INSTRUCT_LEARNING_RATE:g}, batch 16, on {n_train} generated examples (loss on "
+        f"the response only); {n_test} test examples, greedy answers, {done['seconds'] / 60:.1f} "
+        f"min of training.\n\n{markdown_table(instruct_rows(done['untrained'], done['best']))}\n"
+        f"{markdown_table(done['rows'])}"
+    )
+    return [
+        page(
+            context,
+            "real-instruct",
+            "Instruction tuning SmolLM2-135M-Instruct",
+            body,
+            "instruct",
+            started,
+        )
+    ]
 
 
 CLASS_SETS = (  # (dataset, folder, files: train, validation, test)
@@ -401,61 +767,131 @@ CLASSES_EPOCHS, CLASSES_LEARNING_RATE = 2, 5e-4
 
 
 def part_classes(context: Context) -> list[Path]:
-    """LoRA classifiers on sentence pairs (RTE, eos-free pair encoding) and six classes (emotion)."""
+    """LoRA classifiers on sentence pairs
+    (RTE, eos-free pair encoding) and six classes (emotion).
+
+    Args:
+        context: where the real data is, where pages and resumable work go, and how to run.
+
+    Returns:
+        The page written.
+
+    Raises:
+        CourseError: if `--data-dir` lacks a data set's training file.
+    """
     started = time.perf_counter()
     store = context.store("classes")
     sections = []
     for name, folder, files in CLASS_SETS:
         paths = [context.data_dir / folder / f if f else None for f in files]
         if not paths[0].is_file():
-            raise CourseError(f"no {name} data in {paths[0].parent}: pass --data-dir, the folder holding {folder}/")
-        data = load_classification_data(name, train_file=paths[0], validation_file=paths[1], test_file=paths[2])
+            raise CourseError(
+                f"no {name} data in {paths[0].parent}: pass "
+                f"--data-dir, the folder holding {folder}/"
+            )
+        data = load_classification_data(
+            name, train_file=paths[0], validation_file=paths[1], test_file=paths[2]
+        )
         data = subsample(data, context.sizes.classes)
 
         def run(data=data) -> dict[str, Any]:
-            config = TrainConfig(epochs=CLASSES_EPOCHS, batch_size=16, learning_rate=CLASSES_LEARNING_RATE,
-                                 device=context.device, progress=context.progress)
+            config = TrainConfig(
+                epochs=CLASSES_EPOCHS,
+                batch_size=16,
+                learning_rate=CLASSES_LEARNING_RATE,
+                device=context.device,
+                progress=context.progress,
+            )
             result = finetune(data, "lora", context.model, config, 128, r=8, alpha=16)
-            return {"untrained": result.untrained, "best": result.best, "trainable": result.trainable,
-                    "seconds": result.training.seconds,
-                    "confusion": confusion(data.splits["test"]["label"], result.predictions, data.num_labels)}
+            return {
+                "untrained": result.untrained,
+                "best": result.best,
+                "trainable": result.trainable,
+                "seconds": result.training.seconds,
+                "confusion": confusion(
+                    data.splits["test"]["label"], result.predictions, data.num_labels
+                ),
+            }
 
         done = store.get(name, run)
-        rows = [result_row("untrained", 0, done["untrained"], 0.0),
-                result_row("LoRA (peft)", done["trainable"], done["best"], done["seconds"])]
+        rows = [
+            result_row("untrained", 0, done["untrained"], 0.0),
+            result_row("LoRA (peft)", done["trainable"], done["best"], done["seconds"]),
+        ]
         split = ", ".join(f"{len(data.splits[s])} {s}" for s in ("train", "validation", "test"))
-        sections.append(f"**{name}** ({split}; {data.num_labels} labels):\n\n{markdown_table(rows)}\n"
-                        f"Confusion matrix of the test split (rows: true label):\n\n"
-                        f"{markdown_table(confusion_rows(done['confusion'], data.label_names))}")
-    body = (f"`{context.model}` with a new classification head and peft LoRA (r=8, alpha 16, the default "
-            f"targets), {CLASSES_EPOCHS} epochs at {CLASSES_LEARNING_RATE:g}, batch 16, texts cut at 128 tokens "
-            f"(a pair: the premise is cut first); test accuracy and weighted F1 at the best validation.\n\n"
-            + "\n".join(sections))
-    return [page(context, "real-classes", "Sentence pairs and six classes on SmolLM2-135M-Instruct", body,
-                 "classes", started)]
+        sections.append(
+            f"**{name}** ({split}; {data.num_labels} labels):\n\n{markdown_table(rows)}\n"
+            f"Confusion matrix of the test split (rows: true label):\n\n"
+            f"{markdown_table(confusion_rows(done['confusion'], data.label_names))}"
+        )
+    body = (
+        f"`{context.model}` with a new classification head and peft LoRA (r=8, alpha 16, the "
+        f"default targets), {CLASSES_EPOCHS} epochs at {CLASSES_LEARNING_RATE:g}, batch 16, texts "
+        "cut at 128 tokens (a pair: the premise is cut first); "
+        "test accuracy and weighted F1 at the best validation.\n\n" + "\n".join(sections)
+    )
+    return [
+        page(
+            context,
+            "real-classes",
+            "Sentence pairs and six classes on SmolLM2-135M-Instruct",
+            body,
+            "classes",
+            started,
+        )
+    ]
 
 
 PARTS: dict[str, Callable[[Context], list[Path]]] = {
-    "prompting": part_prompting, "arithmetic": part_arithmetic, "ablation": part_ablation,
-    "finetune": part_finetune, "dpo": part_dpo, "instruct": part_instruct, "classes": part_classes,
+    "prompting": part_prompting,
+    "arithmetic": part_arithmetic,
+    "ablation": part_ablation,
+    "finetune": part_finetune,
+    "dpo": part_dpo,
+    "instruct": part_instruct,
+    "classes": part_classes,
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the chosen parts; a missing model or data directory is one line, not a traceback."""
+    """Run the chosen parts; a missing model or data directory is one line, not a traceback.
+
+    Args:
+        argv: the command-line arguments; None reads `sys.argv`.
+
+    Returns:
+        The exit status: 0, or 2 after a `CourseError`.
+    """
     parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.split("\n\n")[0])
     parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS))
     parser.add_argument("--model", default=SMOLLM2, help="default: %(default)s (the pages' model)")
-    parser.add_argument("--data-dir", type=Path, default=Path("../shared/data"), help="where the real datasets are")
-    parser.add_argument("--output", type=Path, default=Path("docs/results"), help="where the pages are written")
-    parser.add_argument("--work", type=Path, default=Path("runs/real-model"), help="finished work, kept for reruns")
-    parser.add_argument("--scale", choices=list(SCALES), default="cpu", help="cpu sizes (the pages) or full splits")
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path("../shared/data"), help="where the real datasets are"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=Path("docs/results"), help="where the pages are written"
+    )
+    parser.add_argument(
+        "--work", type=Path, default=Path("runs/real-model"), help="finished work, kept for reruns"
+    )
+    parser.add_argument(
+        "--scale", choices=list(SCALES), default="cpu", help="cpu sizes (the pages) or full splits"
+    )
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if present)")
     parser.add_argument("--fresh", action="store_true", help="recompute finished work")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    context = Context(args.model, args.scale, args.data_dir, args.output, args.work, SCALES[args.scale], args.device,
-                      not args.no_progress, args.fresh)
+    context = Context(
+        args.model,
+        args.scale,
+        args.data_dir,
+        args.output,
+        args.work,
+        SCALES[args.scale],
+        args.device,
+        not args.no_progress,
+        args.fresh,
+    )
     try:
         for name in args.parts:
             for path in PARTS[name](context):

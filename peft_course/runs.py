@@ -45,7 +45,18 @@ class RunError(CourseError):
 
 @dataclass
 class RunSpec:
-    """What rebuilds a run's model: the base model, the method with its options, the labels."""
+    """What rebuilds a run's model: the base model, the method with its options, the labels.
+
+    Attributes:
+        model: the base model's name or path, loaded again when the run is reloaded.
+        method: the fine-tuning method (a key of `finetune.METHODS`).
+        label_names: the labels, in the order of the head's outputs.
+        dataset: the name of the data the run trained on.
+        method_options: the keyword options the method's `prepare` was given.
+        max_length: tokens a text kept.
+        seed: the seed the model was loaded and trained with.
+        train_config: the training loop's settings (a `TrainConfig` as a dict).
+    """
 
     model: str
     method: str
@@ -62,24 +73,48 @@ CHECKPOINT = "checkpoint"  # the subdirectory `--resume` continues from
 RESUMABLE_CHANGES = ("device", "progress")
 
 
-def check_run_directory(directory: str | Path, overwrite: bool = False, resume: bool = False) -> Path:
+def check_run_directory(
+    directory: str | Path, overwrite: bool = False, resume: bool = False
+) -> Path:
     """Check that a run may be written to `directory`, without writing anything yet.
 
     Refused: a path that is a file or cannot be written; a finished run unless `overwrite` (or
     `resume`, which continues it); an interrupted run's checkpoint unless `resume` continues it
     or `overwrite` starts afresh, since starting over would discard the epochs it holds.
+
+    Args:
+        directory: the run directory.
+        overwrite: replace a finished or interrupted run.
+        resume: continue an interrupted run from its checkpoint.
+
+    Returns:
+        The directory as a `Path`.
+
+    Raises:
+        RunError: if both `overwrite` and `resume` are set, or the directory holds a run that
+            neither of them allows replacing or continuing.
     """
     directory = check_output_directory(directory)
     if overwrite and resume:
         raise RunError("--overwrite starts afresh and --resume continues: pass one of them")
     if (directory / METRICS_FILE).is_file() and not (overwrite or resume):
-        raise RunError(f"'{directory}' already holds a finished run; pass --overwrite to replace it")
-    if resume and (directory / METRICS_FILE).is_file() and not (directory / CHECKPOINT / "state.json").is_file():
-        raise RunError(f"'{directory}' holds a finished run but no checkpoint to resume from; pass --overwrite "
-                       f"to train it again")
+        raise RunError(
+            f"'{directory}' already holds a finished run; pass --overwrite to replace it"
+        )
+    if (
+        resume
+        and (directory / METRICS_FILE).is_file()
+        and not (directory / CHECKPOINT / "state.json").is_file()
+    ):
+        raise RunError(
+            f"'{directory}' holds a finished run but no checkpoint to resume from; pass "
+            "--overwrite to train it again"
+        )
     if (directory / CHECKPOINT / "state.json").is_file() and not (overwrite or resume):
-        raise RunError(f"'{directory}' holds an interrupted run; pass --resume to continue it or --overwrite "
-                       f"to start afresh")
+        raise RunError(
+            f"'{directory}' holds an interrupted run; pass --resume to continue it or --overwrite "
+            f"to start afresh"
+        )
     return directory
 
 
@@ -95,6 +130,13 @@ def check_resume(directory: str | Path, spec: RunSpec) -> None:
     difference is named, with both values. Without that file there is nothing to compare
     (no checkpoint yet, or one from an older version), and `load_checkpoint` still checks
     that the saved weights fit the model.
+
+    Args:
+        directory: the run directory holding `checkpoint/`.
+        spec: the run about to resume; of its `train_config`, only `RESUMABLE_CHANGES` may differ.
+
+    Raises:
+        RunError: if `spec` differs from the checkpoint's `run.json`.
     """
     saved_file = Path(directory) / CHECKPOINT / RUN_FILE
     if not saved_file.is_file() or not (Path(directory) / CHECKPOINT / "state.json").is_file():
@@ -104,28 +146,56 @@ def check_resume(directory: str | Path, spec: RunSpec) -> None:
     for key, value in new.items():
         old = saved.get(key)
         if key == "train_config":
-            changed = [k for k in value if k not in RESUMABLE_CHANGES and (old or {}).get(k) != value[k]]
+            changed = [
+                k for k in value if k not in RESUMABLE_CHANGES and (old or {}).get(k) != value[k]
+            ]
             if changed:
                 name = changed[0]
-                raise RunError(f"cannot resume '{directory}': its checkpoint was started with {name} "
-                               f"{(old or {}).get(name)!r}, not {value[name]!r}; resume with the same options, or "
-                               f"start afresh with --overwrite")
+                raise RunError(
+                    f"cannot resume '{directory}': its checkpoint was started with {name} "
+                    f"{(old or {}).get(name)!r}, not {value[name]!r}; resume with the same "
+                    "options, or start afresh with --overwrite"
+                )
         elif old != value:
-            raise RunError(f"cannot resume '{directory}': its checkpoint was started with {key} {old!r}, not "
-                           f"{value!r}; resume with the same options, or start afresh with --overwrite")
+            raise RunError(
+                f"cannot resume '{directory}': its checkpoint was started with {key} {old!r}, not "
+                f"{value!r}; resume with the same options, or start afresh with --overwrite"
+            )
 
 
 def start_run(directory: str | Path, spec: RunSpec) -> Path:
-    """Record `spec` beside the checkpoint, so that `--resume` can check it continues the same run."""
-    return atomic_write_text(Path(directory) / CHECKPOINT / RUN_FILE, json.dumps(asdict(spec), indent=2))
+    """Record `spec` beside the checkpoint,
+    so that `--resume` can check it continues the same run.
+
+    Args:
+        directory: the run directory.
+        spec: the run being started.
+
+    Returns:
+        The `checkpoint/run.json` written.
+    """
+    return atomic_write_text(
+        Path(directory) / CHECKPOINT / RUN_FILE, json.dumps(asdict(spec), indent=2)
+    )
 
 
-def save_run(directory: str | Path, result: FinetuneResult, spec: RunSpec, data: ClassificationData) -> Path:
+def save_run(
+    directory: str | Path, result: FinetuneResult, spec: RunSpec, data: ClassificationData
+) -> Path:
     """Write the run's spec, trained weights, metrics, history, plots and results row.
 
     Each file is written to a temporary name and moved into place, and `metrics.json`, which
     marks a run as finished, comes last: an interruption never leaves a half-written file or a
     run that looks finished but is not.
+
+    Args:
+        directory: the run directory.
+        result: the finished fine-tuning run.
+        spec: what rebuilds the run's model.
+        data: the data it trained on (its test labels feed the confusion plot).
+
+    Returns:
+        The run directory.
     """
     directory = Path(directory)
     with replacing(directory / WEIGHTS_FILE) as temporary:
@@ -138,14 +208,22 @@ def save_run(directory: str | Path, result: FinetuneResult, spec: RunSpec, data:
     with replacing(directory / "confusion.png") as temporary:
         plot_confusion(matrix, data.label_names, temporary, f"{spec.method} on {spec.dataset}")
     label = get_method(spec.method).label or spec.method
-    rows = [result_row("untrained", 0, result.untrained, 0.0),
-            result_row(label, result.trainable, result.best, result.training.seconds)]
+    rows = [
+        result_row("untrained", 0, result.untrained, 0.0),
+        result_row(label, result.trainable, result.best, result.training.seconds),
+    ]
     atomic_write_text(directory / "results.md", markdown_table(rows))
     metrics = {
-        "method": spec.method, "model": spec.model, "dataset": spec.dataset,
-        "trainable_params": result.trainable, "total_params": result.total,
-        "untrained": result.untrained, "best_validation": result.best, "last_iteration": result.last,
-        "best_step": result.training.best_step, "seconds": result.training.seconds,
+        "method": spec.method,
+        "model": spec.model,
+        "dataset": spec.dataset,
+        "trainable_params": result.trainable,
+        "total_params": result.total,
+        "untrained": result.untrained,
+        "best_validation": result.best,
+        "last_iteration": result.last,
+        "best_step": result.training.best_step,
+        "seconds": result.training.seconds,
     }
     atomic_write_text(directory / METRICS_FILE, json.dumps(metrics, indent=2))
     return directory
@@ -156,28 +234,50 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise RunError(f"'{path}' is damaged (not valid JSON: {error}); rerun the run that wrote it") from None
+        raise RunError(
+            f"'{path}' is damaged (not valid JSON: {error}); rerun the run that wrote it"
+        ) from None
     if not isinstance(value, dict):
         raise RunError(f"'{path}' is damaged: it holds {describe(value)}, not a JSON object")
     return value
 
 
 def read_spec(directory: str | Path) -> RunSpec:
-    """The `RunSpec` saved in a run directory's `run.json`, checked."""
+    """The `RunSpec` saved in a run directory's `run.json`, checked.
+
+    Args:
+        directory: the run directory.
+
+    Raises:
+        RunError: if `run.json` does not describe a run or names no labels.
+    """
     path = Path(directory) / RUN_FILE
     saved = _read_json(path)
     try:
         spec = RunSpec(**saved)
     except TypeError as error:
-        raise RunError(f"'{path}' does not describe a run ({error}); it was not written by "
-                       f"`peft-course finetune`") from None
+        raise RunError(
+            f"'{path}' does not describe a run ({error}); it was not written by "
+            f"`peft-course finetune`"
+        ) from None
     if not isinstance(spec.label_names, list) or not spec.label_names:
         raise RunError(f"'{path}' is damaged: it names no labels")
     return spec
 
 
 def load_run(directory: str | Path) -> tuple[nn.Module, Any, RunSpec]:
-    """Rebuild a saved run's model (best-validation weights) and tokenizer, ready to predict."""
+    """Rebuild a saved run's model (best-validation weights) and tokenizer, ready to predict.
+
+    Args:
+        directory: a finished run directory.
+
+    Returns:
+        `(model, tokenizer, spec)`: the model in eval mode, its tokenizer and the run's spec.
+
+    Raises:
+        RunError: if the directory is missing, a file, not a finished run, or its weights are
+            damaged or do not fit the model.
+    """
     directory = Path(directory)
     if not directory.exists():
         raise RunError(f"cannot load the run '{directory}': no such directory")
@@ -188,22 +288,29 @@ def load_run(directory: str | Path) -> tuple[nn.Module, Any, RunSpec]:
         interrupted = ""
         if (directory / CHECKPOINT).is_dir():
             interrupted = " (an interrupted run: finish it with finetune --resume)"
-        raise RunError(f"'{directory}' is not a finished run: missing {', '.join(missing)}{interrupted}")
+        raise RunError(
+            f"'{directory}' is not a finished run: missing {', '.join(missing)}{interrupted}"
+        )
     spec = read_spec(directory)
     try:
         weights = load_file(directory / WEIGHTS_FILE)
     except Exception as error:  # safetensors raises its own error type for a truncated file
-        raise RunError(f"'{directory / WEIGHTS_FILE}' is damaged or truncated ({type(error).__name__}: "
-                       f"{str(error).splitlines()[0] if str(error) else ''}); rerun the fine-tuning") from None
+        raise RunError(
+            f"'{directory / WEIGHTS_FILE}' is damaged or truncated ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); rerun the fine-tuning"
+        ) from None
     method = get_method(spec.method)
-    model, tokenizer = method.load(spec.model, "classification", len(spec.label_names), spec.label_names,
-                                   seed=spec.seed)
+    model, tokenizer = method.load(
+        spec.model, "classification", len(spec.label_names), spec.label_names, seed=spec.seed
+    )
     model = method.prepare(model, **spec.method_options)
     expected = {n: tuple(p.shape) for n, p in model.named_parameters() if p.requires_grad}
     found = {n: tuple(t.shape) for n, t in weights.items()}
     if found != expected:
-        raise RunError(f"'{directory}' weights do not fit {spec.method} on {spec.model}: "
-                       f"{sorted(set(found) ^ set(expected))[:4] or 'other shapes'} ...")
+        raise RunError(
+            f"'{directory}' weights do not fit {spec.method} on {spec.model}: "
+            f"{sorted(set(found) ^ set(expected))[:4] or 'other shapes'} ..."
+        )
     load_trainable_state(model, weights)
     if method.finish is not None:
         model = method.finish(model)
@@ -211,27 +318,55 @@ def load_run(directory: str | Path) -> tuple[nn.Module, Any, RunSpec]:
 
 
 def check_texts_to_classify(texts: Any) -> list[str]:
-    """`texts` as a list, if it is a non-empty list of non-blank strings (one string is refused)."""
+    """`texts` as a list, if it is a non-empty list of non-blank strings (one string is refused).
+
+    Args:
+        texts: the texts to classify.
+
+    Raises:
+        CourseError: if there are no texts, or one is empty or blank.
+    """
     texts = check_string_list("texts", texts, allow_empty=True)
     if not texts:
         raise CourseError("no text to classify")
     for position, text in enumerate(texts, start=1):
         if not text.strip():
-            raise CourseError(f"text {position} of {len(texts)} is {'empty' if not text else 'blank'} "
-                              f"({text!r}): give the text to classify")
+            raise CourseError(
+                f"text {position} of {len(texts)} is {'empty' if not text else 'blank'} "
+                f"({text!r}): give the text to classify"
+            )
     return texts
 
 
 @torch.no_grad()
-def predict_texts(model: nn.Module, tokenizer: Any, texts: list[str], max_length: int = 256) -> list[dict[str, Any]]:
-    """The predicted label and the probability of every label, for each text."""
+def predict_texts(
+    model: nn.Module, tokenizer: Any, texts: list[str], max_length: int = 256
+) -> list[dict[str, Any]]:
+    """The predicted label and the probability of every label, for each text.
+
+    Args:
+        model: a classifier (e.g. from `load_run`).
+        tokenizer: its tokenizer.
+        texts: the texts to classify; non-empty and none blank.
+        max_length: tokens a text keeps (longer texts are truncated); at most the model's context.
+
+    Returns:
+        One dict per text: `text`, the predicted `label`, and `probabilities` (label to
+        probability).
+    """
     texts = check_texts_to_classify(texts)
     max_length = check_max_length(max_length, model)
     device = next(model.parameters()).device
-    batch = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt").to(device)
+    batch = tokenizer(
+        texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+    ).to(device)
     probabilities = model(**batch).logits.float().softmax(-1).cpu()
     names = [model.config.id2label[i] for i in range(probabilities.shape[1])]
     return [
-        {"text": text, "label": names[int(row.argmax())], "probabilities": dict(zip(names, row.tolist()))}
+        {
+            "text": text,
+            "label": names[int(row.argmax())],
+            "probabilities": dict(zip(names, row.tolist())),
+        }
         for text, row in zip(texts, probabilities)
     ]

@@ -19,7 +19,14 @@ EMBEDDED_MODEL = "tiny-gpt2"  # built in-process, no download: the default of ev
 
 @dataclass(frozen=True)
 class LoraSettings:
-    """LoRA's hyper-parameters where a chapter does not sweep them (the update is scaled by alpha/r)."""
+    """LoRA's hyper-parameters where a chapter does not sweep them
+    (the update is scaled by alpha/r).
+
+    Attributes:
+        r: the rank of the update.
+        alpha: the update's scale is alpha/r.
+        dropout: dropout on the LoRA path (0: none).
+    """
 
     r: int = 8
     alpha: float = 16.0
@@ -28,18 +35,33 @@ class LoraSettings:
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    """The fine-tuning loop of `peft_course.training` (`peft-course finetune`)."""
+    """The fine-tuning loop of `peft_course.training` (`peft-course finetune`).
+
+    Attributes:
+        epochs: passes over the training split.
+        batch_size: rows a step.
+        weight_decay: AdamW's weight decay.
+        max_length: tokens a text keeps.
+        seed: the training seed.
+        log_every: steps between reads of the loss (each read waits for a GPU to finish).
+    """
 
     epochs: int = 3
     batch_size: int = 32
     weight_decay: float = 0.0
     max_length: int = 256  # tokens a text keeps
     seed: int = 0
+    log_every: int = 10  # steps between reads of the loss (each read waits for a GPU to finish)
 
 
 @dataclass(frozen=True)
 class MethodSettings:
-    """One fine-tuning method's learning rate and the epochs it trains in the demo."""
+    """One fine-tuning method's learning rate and the epochs it trains in the demo.
+
+    Attributes:
+        learning_rate: the method's default learning rate.
+        demo_epochs: the epochs it trains in the demo.
+    """
 
     learning_rate: float
     demo_epochs: int
@@ -47,7 +69,22 @@ class MethodSettings:
 
 @dataclass(frozen=True)
 class AblationSettings:
-    """The ablation tables (`peft_course.ablation`): LoRA and full fine-tuning through the LM head."""
+    """The ablation tables (`peft_course.ablation`):
+    LoRA and full fine-tuning through the LM head.
+
+    Attributes:
+        lora_learning_rate: the learning rate of the LoRA cells (5e-3 collapsed r=128 and r=196
+            on tiny-gpt2).
+        full_learning_rate: the learning rate of the full fine-tuning row.
+        epochs: passes over the training split.
+        batch_size: rows a step.
+        r: the rank where a sweep does not set it.
+        prompt_r: the rank of the prompt table (the seed project ran it at r=128).
+        alpha_ratio: alpha is `alpha_ratio * r` unless set (alpha = 4r).
+        dropout: dropout on the LoRA path.
+        quick_examples: with `--quick`, the rows a split keeps.
+        quick_epochs: with `--quick`, the epochs.
+    """
 
     lora_learning_rate: float = 2e-3  # 5e-3 collapsed r=128 and r=196 on tiny-gpt2
     full_learning_rate: float = 1e-3
@@ -63,7 +100,17 @@ class AblationSettings:
 
 @dataclass(frozen=True)
 class DPOSettings:
-    """Direct Preference Optimization (`peft_course.dpo`), LoRA on tiny-gpt2 by default."""
+    """Direct Preference Optimization (`peft_course.dpo`), LoRA on tiny-gpt2 by default.
+
+    Attributes:
+        beta: the weight of the KL penalty.
+        learning_rate: suits LoRA on tiny-gpt2; full fine-tuning wants about 1e-3.
+        epochs: passes over the training pairs.
+        batch_size: pairs a step.
+        n_train: generated training pairs.
+        n_test: generated held-out pairs.
+        test_fraction: the share of a training file's pairs held out as the test split.
+    """
 
     beta: float = 0.1
     learning_rate: float = 1e-2  # suits LoRA on tiny-gpt2; full fine-tuning wants about 1e-3
@@ -76,7 +123,15 @@ class DPOSettings:
 
 @dataclass(frozen=True)
 class PromptingSettings:
-    """Decoding for the prompting chapter (`peft_course.prompting`)."""
+    """Decoding for the prompting chapter (`peft_course.prompting`).
+
+    Attributes:
+        n_problems: how many problems (generated, or the first N of a file).
+        shots: k, the solved examples of the few-shot strategies.
+        max_new_tokens: the most tokens a completion gets.
+        temperature: the sampling temperature (when sampling instead of greedy decoding).
+        top_p: the nucleus of top-p sampling (when sampling instead of greedy decoding).
+    """
 
     n_problems: int = 27
     shots: int = 2
@@ -87,7 +142,15 @@ class PromptingSettings:
 
 @dataclass(frozen=True)
 class DecodingSettings:
-    """Decoding by hand in the GPT-2 chapter (`peft_course.gpt2`, `peft-course gpt2`)."""
+    """Decoding by hand in the GPT-2 chapter (`peft_course.gpt2`, `peft-course gpt2`).
+
+    Attributes:
+        prompt: the text to continue.
+        max_new_tokens: the most tokens a continuation gets.
+        temperature: the temperature of temperature sampling.
+        top_k: the k of top-k sampling.
+        top_p: the nucleus of top-p sampling.
+    """
 
     prompt: str = "Review: the acting was"
     max_new_tokens: int = 20
@@ -98,7 +161,22 @@ class DecodingSettings:
 
 @dataclass(frozen=True)
 class InstructSettings:
-    """Instruction tuning (`peft_course.instruct`, `peft-course instruct`) on the generated tasks."""
+    """Instruction tuning (`peft_course.instruct`, `peft-course instruct`)
+    on the generated tasks.
+
+    Attributes:
+        learning_rates: the learning rate of each method, `lora` and `full`.
+        epochs: passes over the training split.
+        batch_size: rows a step.
+        r: the LoRA rank.
+        alpha: LoRA's alpha.
+        targets: the modules LoRA adapts; None: every projection of the model (LM head aside).
+        max_length: tokens a training example keeps.
+        max_new_tokens: the most tokens an answer gets.
+        n_train: generated training examples.
+        n_validation: generated validation examples.
+        n_test: generated test examples.
+    """
 
     learning_rates: dict[str, float] = field(default_factory=lambda: {"lora": 5e-3, "full": 3e-3})
     epochs: int = 15

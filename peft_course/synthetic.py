@@ -25,19 +25,60 @@ from typing import Any
 from peft_course.errors import CourseError
 
 POSITIVE_ADJECTIVES = [
-    "good", "great", "superb", "moving", "delightful", "brilliant", "charming", "gripping",
-    "wonderful", "clever", "beautiful", "funny", "touching", "fresh", "memorable", "warm",
+    "good",
+    "great",
+    "superb",
+    "moving",
+    "delightful",
+    "brilliant",
+    "charming",
+    "gripping",
+    "wonderful",
+    "clever",
+    "beautiful",
+    "funny",
+    "touching",
+    "fresh",
+    "memorable",
+    "warm",
 ]
 NEGATIVE_ADJECTIVES = [
-    "bad", "awful", "dull", "boring", "clumsy", "tedious", "bland", "messy",
-    "terrible", "weak", "forgettable", "lifeless", "silly", "stale", "painful", "cold",
+    "bad",
+    "awful",
+    "dull",
+    "boring",
+    "clumsy",
+    "tedious",
+    "bland",
+    "messy",
+    "terrible",
+    "weak",
+    "forgettable",
+    "lifeless",
+    "silly",
+    "stale",
+    "painful",
+    "cold",
 ]
 POSITIVE_VERBS = ["loved", "enjoyed", "adored", "admired", "liked", "savoured"]
 NEGATIVE_VERBS = ["hated", "disliked", "loathed", "regretted", "resented", "despised"]
 SUBJECTS = [
-    "the film", "the movie", "the plot", "the acting", "the script", "the ending",
-    "the soundtrack", "the story", "the cast", "the dialogue", "the pacing", "the director's work",
-    "the first act", "the camera work", "the lead role", "the sequel",
+    "the film",
+    "the movie",
+    "the plot",
+    "the acting",
+    "the script",
+    "the ending",
+    "the soundtrack",
+    "the story",
+    "the cast",
+    "the dialogue",
+    "the pacing",
+    "the director's work",
+    "the first act",
+    "the camera work",
+    "the lead role",
+    "the sequel",
 ]
 INTENSIFIERS = ["", "", "really ", "truly ", "quite ", "very ", "rather "]
 NEGATED_INTENSIFIERS = ["", "", "very ", "really ", "at all "]
@@ -51,7 +92,13 @@ SENTIMENT_LABELS = ["negative", "positive"]
 
 @dataclass(frozen=True)
 class Example:
-    """One generated example: its text and its label (0 = negative, 1 = positive)."""
+    """One generated example: its text and its label (0 = negative, 1 = positive).
+
+    Attributes:
+        text: the sentence.
+        label: the class id (0 = negative, 1 = positive for sentiment; the index into
+            `EMOTION_LABELS` for emotions).
+    """
 
     text: str
     label: int
@@ -72,7 +119,12 @@ def _clause(rng: random.Random, positive: bool) -> str:
 
 
 def make_sentence(rng: random.Random, label: int) -> str:
-    """One sentence with sentiment `label`; a third of them contrast two clauses with "but"."""
+    """One sentence with sentiment `label`; a fifth of them contrast two clauses with "but".
+
+    Args:
+        rng: the random source the words and the sentence's shape are drawn from.
+        label: 0 for a negative sentence, 1 for a positive one.
+    """
     positive = label == 1
     if rng.random() < 0.2:
         first = _clause(rng, not positive)
@@ -89,6 +141,19 @@ def balanced_splits(
 
     Examples are drawn until enough *distinct* ones of each label exist, then dealt into the
     splits in equal shares per label, so every split is balanced and no test example is in train.
+
+    Args:
+        make: `make(rng, label)` draws one (hashable) example of `label`.
+        num_labels: the labels are 0 to `num_labels - 1`.
+        sizes: each split's name and number of examples, a positive multiple of `num_labels`.
+        seed: seeds the random source passed to `make` and the shuffle of each split.
+
+    Returns:
+        Each split's name and its examples, in random order.
+
+    Raises:
+        CourseError: if a size is not a positive multiple of `num_labels`, or that many distinct
+            examples cannot be generated.
     """
     if any(n < num_labels or n % num_labels for n in sizes.values()):
         raise CourseError(f"split sizes must be multiples of the {num_labels} labels, got {sizes}")
@@ -101,7 +166,9 @@ def balanced_splits(
         attempts += 1
         if attempts > 50 * total:
             raise CourseError(f"cannot generate {total} distinct examples; ask for fewer")
-        label = next(k for k in range(num_labels) if len(by_label[k]) < total // num_labels)  # label by label
+        label = next(
+            k for k in range(num_labels) if len(by_label[k]) < total // num_labels
+        )  # label by label
         example = make(rng, label)
         if example not in seen:
             seen.add(example)
@@ -109,7 +176,7 @@ def balanced_splits(
     splits, start = {}, 0
     for name, n in sizes.items():
         share = n // num_labels
-        rows = [e for examples in by_label for e in examples[start:start + share]]
+        rows = [e for examples in by_label for e in examples[start : start + share]]
         rng.shuffle(rows)
         splits[name], start = rows, start + share
     return splits
@@ -118,9 +185,24 @@ def balanced_splits(
 def synthetic_sentiment(
     n_train: int = 2000, n_validation: int = 400, n_test: int = 400, seed: int = 0
 ) -> dict[str, list[Example]]:
-    """Balanced, disjoint train/validation/test splits of generated reviews (same seed, same splits)."""
-    return balanced_splits(lambda rng, label: Example(make_sentence(rng, label), label), 2,
-                           {"train": n_train, "validation": n_validation, "test": n_test}, seed)
+    """Balanced, disjoint train/validation/test splits of generated reviews
+    (same seed, same splits).
+
+    Args:
+        n_train: examples in `train` (even: half of each label).
+        n_validation: examples in `validation` (even).
+        n_test: examples in `test` (even).
+        seed: the generator's seed.
+
+    Returns:
+        The `train`, `validation` and `test` examples.
+    """
+    return balanced_splits(
+        lambda rng, label: Example(make_sentence(rng, label), label),
+        2,
+        {"train": n_train, "validation": n_validation, "test": n_test},
+        seed,
+    )
 
 
 # --- entailment -----------------------------------------------------------------------
@@ -132,7 +214,14 @@ PAIR_VERBS = ["admired", "praised", "thanked", "criticised", "ignored", "intervi
 
 @dataclass(frozen=True)
 class PairExample:
-    """A premise (`text`), a hypothesis (`text_pair`) and whether the first entails the second."""
+    """A premise (`text`), a hypothesis (`text_pair`) and whether the first entails the second.
+
+    Attributes:
+        text: the premise.
+        text_pair: the hypothesis.
+        label: 0 (`entailment`) if the premise entails the hypothesis, 1 (`not_entailment`)
+            if not.
+    """
 
     text: str
     text_pair: str
@@ -140,7 +229,8 @@ class PairExample:
 
 
 def _fact(rng: random.Random) -> tuple[str, str, str]:
-    """(subject, adjective, its negation-free clause), e.g. ("the plot", "dull", "the plot was dull")."""
+    """(subject, adjective, its negation-free clause), e.g.
+    ("the plot", "dull", "the plot was dull")."""
     subject = rng.choice(SUBJECTS)
     adjective = rng.choice(POSITIVE_ADJECTIVES + NEGATIVE_ADJECTIVES)
     return subject, adjective, f"{subject} was {adjective}"
@@ -152,6 +242,10 @@ def make_pair(rng: random.Random, label: int) -> PairExample:
     Premises state two facts (`A and B`) or an action between two people. A hypothesis that
     follows repeats one fact or the action; one that does not negates a fact, states a fact
     about something the premise does not mention, or swaps the two people's roles.
+
+    Args:
+        rng: the random source the pair is drawn from.
+        label: 0 for a hypothesis that follows, 1 for one that does not.
     """
     if rng.random() < 0.35:  # who did what to whom
         first, second = rng.sample(PEOPLE, 2)
@@ -175,8 +269,21 @@ def make_pair(rng: random.Random, label: int) -> PairExample:
 def synthetic_entailment(
     n_train: int = 2000, n_validation: int = 400, n_test: int = 400, seed: int = 0
 ) -> dict[str, list[PairExample]]:
-    """Balanced, disjoint premise/hypothesis splits (negations, unmentioned subjects, swapped roles)."""
-    return balanced_splits(make_pair, 2, {"train": n_train, "validation": n_validation, "test": n_test}, seed)
+    """Balanced, disjoint premise/hypothesis splits
+    (negations, unmentioned subjects, swapped roles).
+
+    Args:
+        n_train: pairs in `train` (even: half of each label).
+        n_validation: pairs in `validation` (even).
+        n_test: pairs in `test` (even).
+        seed: the generator's seed.
+
+    Returns:
+        The `train`, `validation` and `test` pairs.
+    """
+    return balanced_splits(
+        make_pair, 2, {"train": n_train, "validation": n_validation, "test": n_test}, seed
+    )
 
 
 # --- six emotions -------------------------------------------------------------------------
@@ -190,21 +297,50 @@ EMOTION_WORDS = [
     ["afraid", "scared", "nervous", "anxious", "terrified", "worried"],
     ["surprised", "amazed", "astonished", "shocked", "stunned", "startled"],
 ]
-EMOTION_FRAMES = ["i feel {}", "i am feeling {}", "honestly i felt {}", "i was {}", "right now i feel {}",
-                  "i keep feeling {}"]
+EMOTION_FRAMES = [
+    "i feel {}",
+    "i am feeling {}",
+    "honestly i felt {}",
+    "i was {}",
+    "right now i feel {}",
+    "i keep feeling {}",
+]
 EMOTION_DEGREES = ["", "", "very ", "really ", "quite ", "so "]
-EMOTION_ENDINGS = ["", " today", " tonight", " again", " about the news", " after the call", " at work"]
+EMOTION_ENDINGS = [
+    "",
+    " today",
+    " tonight",
+    " again",
+    " about the news",
+    " after the call",
+    " at work",
+]
 
 
 def synthetic_emotion(
     n_train: int = 1200, n_validation: int = 240, n_test: int = 240, seed: int = 0
 ) -> dict[str, list[Example]]:
-    """Six-class sentences in the `emotion` dataset's labels, balanced and disjoint."""
+    """Six-class sentences in the `emotion` dataset's labels, balanced and disjoint.
+
+    Args:
+        n_train: examples in `train` (a multiple of 6).
+        n_validation: examples in `validation` (a multiple of 6).
+        n_test: examples in `test` (a multiple of 6).
+        seed: the generator's seed.
+
+    Returns:
+        The `train`, `validation` and `test` examples, labelled as in `EMOTION_LABELS`.
+    """
+
     def make(rng: random.Random, label: int) -> Example:
         feeling = rng.choice(EMOTION_DEGREES) + rng.choice(EMOTION_WORDS[label])
-        return Example(rng.choice(EMOTION_FRAMES).format(feeling) + rng.choice(EMOTION_ENDINGS), label)
+        return Example(
+            rng.choice(EMOTION_FRAMES).format(feeling) + rng.choice(EMOTION_ENDINGS), label
+        )
 
-    return balanced_splits(make, 6, {"train": n_train, "validation": n_validation, "test": n_test}, seed)
+    return balanced_splits(
+        make, 6, {"train": n_train, "validation": n_validation, "test": n_test}, seed
+    )
 
 
 def review_corpus(seed: int = 0, n_reviews: int = 3000) -> list[str]:
@@ -215,6 +351,10 @@ def review_corpus(seed: int = 0, n_reviews: int = 3000) -> list[str]:
     real GPT-2, pretrained on web text full of reviews and star ratings, has features that
     carry sentiment at the end of a sentence.
     A few lines of numbers and label words are added so that they become single tokens.
+
+    Args:
+        seed: the generator's seed.
+        n_reviews: the number of reviews, alternately negative and positive.
     """
     rng = random.Random(seed + 1)
     reviews = []
@@ -232,19 +372,45 @@ def review_corpus(seed: int = 0, n_reviews: int = 3000) -> list[str]:
 # `Text: ...`, an answer cue, then the answer. The pieces cover the words of the seed project's
 # five prompt templates without reproducing any of them.
 TASK_VERBS = ["Classify", "Read", "Analyze", "Label", "Decide on", "Judge", "Rate"]
-TASK_OBJECTS = ["the following text", "the text below", "this review", "the following review", "the sentence below"]
+TASK_OBJECTS = [
+    "the following text",
+    "the text below",
+    "this review",
+    "the following review",
+    "the sentence below",
+]
 TASK_ASKS = [
-    "as either positive or negative sentiment", "and classify it as either positive or negative",
-    "and determine whether its sentiment is positive or negative", "as positive or negative",
+    "as either positive or negative sentiment",
+    "and classify it as either positive or negative",
+    "and determine whether its sentiment is positive or negative",
+    "as positive or negative",
     "and classify its sentiment as either positive or negative",
 ]
-GOOD_FEELINGS = ["happiness", "satisfaction", "positivity", "joy", "gratitude", "enthusiasm", "appreciation",
-                 "optimism"]
-BAD_FEELINGS = ["sadness", "anger", "negativity", "frustration", "disappointment", "criticism", "dissatisfaction"]
+GOOD_FEELINGS = [
+    "happiness",
+    "satisfaction",
+    "positivity",
+    "joy",
+    "gratitude",
+    "enthusiasm",
+    "appreciation",
+    "optimism",
+]
+BAD_FEELINGS = [
+    "sadness",
+    "anger",
+    "negativity",
+    "frustration",
+    "disappointment",
+    "criticism",
+    "dissatisfaction",
+]
 ADVICE = [
     "Remember to consider the overall tone, context, and emotional cues conveyed in the text.",
-    "Focus on the overall tone and context.", "Consider the emotional intent, tone, and wording used.",
-    "Provide the most accurate classification based on these cues.", "Please answer with one word.",
+    "Focus on the overall tone and context.",
+    "Consider the emotional intent, tone, and wording used.",
+    "Provide the most accurate classification based on these cues.",
+    "Please answer with one word.",
 ]
 CUES = ["Sentiment:", "Sentiment:", "Sentiment:", "Answer:", "Label:"]
 ANSWER_ASIDES = [" this review is", " this review is", " this text is", " clearly"]
@@ -252,17 +418,23 @@ ASIDE_SHARE = 0.3  # answers that go on in other words before the label word
 
 
 def make_instruction(rng: random.Random) -> str:
-    """One instruction: a task sentence, perhaps a definition of the classes, perhaps advice."""
+    """One instruction: a task sentence, perhaps a definition of the classes, perhaps advice.
+
+    Args:
+        rng: the random source the instruction is drawn from.
+    """
     verb = rng.choice(TASK_VERBS)
     verb = f"Please {verb.lower()}" if rng.random() < 0.3 else verb
     sentences = [f"{verb} {rng.choice(TASK_OBJECTS)} {rng.choice(TASK_ASKS)}."]
     if rng.random() < 0.6:
         good = ", ".join(rng.sample(GOOD_FEELINGS, rng.randint(1, 3)))
         bad = ", ".join(rng.sample(BAD_FEELINGS, rng.randint(1, 3)))
-        sentences.append(f"{rng.choice(['Positive', 'A positive sentiment'])} "
-                         f"{rng.choice(['means', 'conveys', 'expresses', 'includes'])} {good}, while "
-                         f"{rng.choice(['negative', 'a negative sentiment'])} "
-                         f"{rng.choice(['means', 'conveys', 'reflects', 'includes'])} {bad}.")
+        sentences.append(
+            f"{rng.choice(['Positive', 'A positive sentiment'])} "
+            f"{rng.choice(['means', 'conveys', 'expresses', 'includes'])} {good}, while "
+            f"{rng.choice(['negative', 'a negative sentiment'])} "
+            f"{rng.choice(['means', 'conveys', 'reflects', 'includes'])} {bad}."
+        )
     if rng.random() < 0.5:
         sentences.append(rng.choice(ADVICE))
     return " ".join(sentences)
@@ -275,6 +447,10 @@ def instruction_corpus(seed: int = 0, n_documents: int = 3000) -> list[str]:
     web would have it; some go on in other words (" this review is positive"), so a model
     pretrained on this writes the bare label word only when it is fairly sure. That is why an
     untrained model scores lower by strict match than by the verbalizer.
+
+    Args:
+        seed: the generator's seed.
+        n_documents: the number of documents.
     """
     rng = random.Random(seed + 2)
     documents = []
@@ -283,7 +459,10 @@ def instruction_corpus(seed: int = 0, n_documents: int = 3000) -> list[str]:
         answer = f" {SENTIMENT_LABELS[label]}"
         if rng.random() < ASIDE_SHARE:
             answer = f"{rng.choice(ANSWER_ASIDES)}{answer}"
-        documents.append(f"{make_instruction(rng)}\n\nText: {make_sentence(rng, label)}\n{rng.choice(CUES)}{answer}")
+        documents.append(
+            f"{make_instruction(rng)}\n\nText: "
+            f"{make_sentence(rng, label)}\n{rng.choice(CUES)}{answer}"
+        )
     return documents
 
 
@@ -294,6 +473,10 @@ def labelled_phrases(seed: int = 0, n_documents: int = 3000) -> list[str]:
     attends about evenly to everything before it) already sees the word's signal strongly at
     the cue. These make the attention that carries sentiment to the cue appear after a few
     hundred pretraining steps instead of thousands, and it then serves the longer documents.
+
+    Args:
+        seed: the generator's seed.
+        n_documents: the number of texts.
     """
     rng = random.Random(seed + 3)
     documents = []
@@ -306,7 +489,12 @@ def labelled_phrases(seed: int = 0, n_documents: int = 3000) -> list[str]:
 
 
 def pretraining_corpus(seed: int = 0) -> list[str]:
-    """The embedded model's pretraining text: reviews, instruction-style documents, short annotations."""
+    """The embedded model's pretraining text:
+    reviews, instruction-style documents, short annotations.
+
+    Args:
+        seed: the seed of all three generators and of the shuffle that mixes them.
+    """
     documents = review_corpus(seed) + instruction_corpus(seed) + labelled_phrases(seed)
     random.Random(seed + 4).shuffle(documents)
     return documents

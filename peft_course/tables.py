@@ -11,8 +11,21 @@ from peft_course.files import atomic_write_text, replacing
 COLUMNS = ("method", "trainable params", "accuracy", "weighted F1", "seconds")
 
 
-def result_row(label: str, trainable: int, scores: dict[str, float], seconds: float) -> dict[str, str]:
-    """One table row: the method's label, what it trains, its test accuracy and weighted F1."""
+def result_row(
+    label: str, trainable: int, scores: dict[str, float], seconds: float
+) -> dict[str, str]:
+    """One table row: the method's label, what it trains, its test accuracy and weighted F1.
+
+    Args:
+        label: the method's name in the `method` column.
+        trainable: the number of trainable parameters (shown with thousands separators).
+        scores: test scores with at least `accuracy` and `f1`, as `classification_metrics`
+            returns them.
+        seconds: the training time in seconds.
+
+    Returns:
+        The row's cells as text, keyed by the names in `COLUMNS`.
+    """
     return {
         "method": label,
         "trainable params": f"{trainable:,}",
@@ -23,17 +36,35 @@ def result_row(label: str, trainable: int, scores: dict[str, float], seconds: fl
 
 
 def is_number(cell: str) -> bool:
-    """`0.812`, `1,536`, `-3e-06`, `0.84 ± 0.02`, `12%`, `-`: what a table shows as a figure."""
-    return bool(re.fullmatch(r"[-+]?[\d,]*\.?\d+(e[-+]?\d+)?%?( ± [\d.]+(e[-+]?\d+)?%?)?|-|n/a", cell.strip()))
+    """`0.812`, `1,536`, `-3e-06`, `0.84 ± 0.02`, `12%`, `-`: what a table shows as a figure.
+
+    Args:
+        cell: one cell's text.
+    """
+    return bool(
+        re.fullmatch(
+            r"[-+]?[\d,]*\.?\d+(e[-+]?\d+)?%?( ± [\d.]+(e[-+]?\d+)?%?)?|-|n/a", cell.strip()
+        )
+    )
 
 
 def cell(value: object) -> str:
-    """A value as one table cell: a line break shown as ↵ and a `|` escaped, so the row stays one row."""
+    """A value as one table cell: a line break shown as ↵ and a `|` escaped,
+    so the row stays one row.
+
+    Args:
+        value: anything; it is shown as `str(value)`.
+    """
     return str(value).replace("|", "\\|").replace("\r\n", "\n").replace("\n", " ↵ ")
 
 
 def markdown_table(rows: list[dict[str, str]], columns: tuple[str, ...] | None = None) -> str:
-    """A GitHub-flavoured Markdown table; a column whose every cell is a number is right-aligned."""
+    """A GitHub-flavoured Markdown table; a column whose every cell is a number is right-aligned.
+
+    Args:
+        rows: the table's rows, each a mapping from column name to cell.
+        columns: the columns to show, in order; None shows the first row's keys.
+    """
     columns = columns or tuple(rows[0])
     align = ["---:" if all(is_number(str(row[c])) for row in rows) else "---" for c in columns]
     lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join(align) + " |"]
@@ -42,28 +73,48 @@ def markdown_table(rows: list[dict[str, str]], columns: tuple[str, ...] | None =
 
 
 def confusion_rows(matrix: list[list[int]], names: list[str]) -> list[dict[str, str]]:
-    """A confusion matrix as table rows: one row per true label, one column per predicted label."""
-    return [{"true label": name, **{other: str(n) for other, n in zip(names, row)}}
-            for name, row in zip(names, matrix)]
+    """A confusion matrix as table rows: one row per true label, one column per predicted label.
+
+    Args:
+        matrix: the counts, rows by true label and columns by predicted label.
+        names: the label names, in label-id order.
+    """
+    return [
+        {"true label": name, **{other: str(n) for other, n in zip(names, row)}}
+        for name, row in zip(names, matrix)
+    ]
 
 
 def read_markdown_table(text: str) -> list[dict[str, str]]:
-    """The rows of the first Markdown table in `text` (the inverse of `markdown_table`)."""
+    """The rows of the first Markdown table in `text` (the inverse of `markdown_table`).
+
+    Args:
+        text: Markdown holding the table (lines that do not start with `|` are skipped).
+    """
     lines = [line for line in text.splitlines() if line.startswith("|")]
     cells = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines]
     return [dict(zip(cells[0], row)) for row in cells[2:]]
 
 
-def write_table(rows: list[dict[str, str]], directory: str | Path, stem: str = "results", note: str = "") -> Path:
+def write_table(
+    rows: list[dict[str, str]], directory: str | Path, stem: str = "results", note: str = ""
+) -> Path:
     """Save the table as `<stem>.md` and `<stem>.csv` in `directory`; returns the Markdown path.
 
-    `note`, when given, follows the Markdown table as its own paragraph (what produced it).
+    Args:
+        rows: the table's rows; the first row's keys are the CSV's columns.
+        directory: where both files are written; it is created if missing.
+        stem: the file name without its extension.
+        note: when given, follows the Markdown table as its own paragraph (what produced it).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     markdown = directory / f"{stem}.md"
     atomic_write_text(markdown, markdown_table(rows) + (f"\n{note}\n" if note else ""))
-    with replacing(directory / f"{stem}.csv") as temporary, open(temporary, "w", newline="") as handle:
+    with (
+        replacing(directory / f"{stem}.csv") as temporary,
+        open(temporary, "w", newline="") as handle,
+    ):
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)

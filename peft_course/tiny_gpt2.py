@@ -44,7 +44,12 @@ def cache_root() -> Path:
 
 
 def tiny_gpt2_config(vocab_size: int, eos_token_id: int) -> GPT2Config:
-    """GPT-2's architecture shrunk to 2 layers of width 64 (4 heads of 16)."""
+    """GPT-2's architecture shrunk to 2 layers of width 64 (4 heads of 16).
+
+    Args:
+        vocab_size: the tokenizer's vocabulary size.
+        eos_token_id: the end-of-text token, also used as the beginning and padding token.
+    """
     return GPT2Config(
         vocab_size=vocab_size,
         n_positions=512,
@@ -58,7 +63,12 @@ def tiny_gpt2_config(vocab_size: int, eos_token_id: int) -> GPT2Config:
 
 
 def train_tokenizer(seed: int = 0, vocab_size: int = VOCAB_SIZE) -> GPT2TokenizerFast:
-    """Train GPT-2's kind of tokenizer (byte-level BPE) on the generated corpus."""
+    """Train GPT-2's kind of tokenizer (byte-level BPE) on the generated corpus.
+
+    Args:
+        seed: which generated corpus (`pretraining_corpus(seed)`) it is trained on.
+        vocab_size: the number of tokens in the vocabulary, `<|endoftext|>` included.
+    """
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(
         pretraining_corpus(seed),
@@ -76,11 +86,18 @@ def train_tokenizer(seed: int = 0, vocab_size: int = VOCAB_SIZE) -> GPT2Tokenize
     )
 
 
-def length_grouped_batches(lengths: list[int], batch_size: int, generator: torch.Generator) -> list[list[int]]:
+def length_grouped_batches(
+    lengths: list[int], batch_size: int, generator: torch.Generator
+) -> list[list[int]]:
     """Row indices in batches of similar length, in random order (one pass over the rows).
 
     Rows are shuffled, cut into groups of 50 batches, sorted by length within a group and dealt
     into batches, so a batch pads little; the batches are then shuffled again.
+
+    Args:
+        lengths: the length (in tokens) of every row.
+        batch_size: rows a batch; the last batch of a group may hold fewer.
+        generator: draws both shuffles, so the same generator state gives the same batches.
     """
     order = torch.randperm(len(lengths), generator=generator).tolist()
     group = 50 * batch_size
@@ -92,10 +109,15 @@ def length_grouped_batches(lengths: list[int], batch_size: int, generator: torch
 
 
 def pretrain(
-    model: PreTrainedModel, tokenizer: GPT2TokenizerFast, texts: list[str],
-    steps: int = PRETRAIN_STEPS, batch_size: int = 32, seed: int = 0,
+    model: PreTrainedModel,
+    tokenizer: GPT2TokenizerFast,
+    texts: list[str],
+    steps: int = PRETRAIN_STEPS,
+    batch_size: int = 32,
+    seed: int = 0,
 ) -> list[float]:
-    """Next-token prediction on `texts`, one document a row (cut to `MAX_TOKENS`); returns the losses.
+    """Next-token prediction on `texts`, one document a row (cut to `MAX_TOKENS`);
+    returns the losses.
 
     Rows are padded to the longest in their batch and the padding is masked out of attention
     and loss. It runs on one CPU thread, so that the thread count (which changes the order of
@@ -103,6 +125,17 @@ def pretrain(
     A CPU with other vector instructions (AVX2 against AVX-512) still rounds differently and
     builds slightly different weights; `benchmarks/cpu_spread.py` measures what that does to
     the course's figures.
+
+    Args:
+        model: the causal language model to train (in place, with AdamW); left in eval mode.
+        tokenizer: the tokenizer whose end-of-text token closes and pads every row.
+        texts: the documents, one training row each.
+        steps: the number of optimizer steps; the rows are gone through as often as that needs.
+        batch_size: rows a step.
+        seed: seeds the batch order.
+
+    Returns:
+        The training loss of every step, in order.
     """
     eos = tokenizer.eos_token_id
     rows = [ids[: MAX_TOKENS - 1] + [eos] for ids in tokenizer(texts)["input_ids"]]
@@ -121,7 +154,9 @@ def pretrain(
             width = max(len(r) for r in batch)
             ids = torch.tensor([r + [eos] * (width - len(r)) for r in batch])
             mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in batch])
-            loss = model(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
+            loss = model(
+                input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)
+            ).loss
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -132,10 +167,24 @@ def pretrain(
     return losses
 
 
-def build_tiny_model(directory: str | Path, make_model: Callable[[int, int], PreTrainedModel], seed: int = 0,
-                     pretrain_steps: int = PRETRAIN_STEPS) -> Path:
+def build_tiny_model(
+    directory: str | Path,
+    make_model: Callable[[int, int], PreTrainedModel],
+    seed: int = 0,
+    pretrain_steps: int = PRETRAIN_STEPS,
+) -> Path:
     """Train the tokenizer, build `make_model(vocab_size, eos_id)` under `seed`, pretrain it, and
-    write both (safetensors) to `directory`: the recipe tiny-gpt2 and tiny-llama share."""
+    write both (safetensors) to `directory`: the recipe tiny-gpt2 and tiny-llama share.
+
+    Args:
+        directory: where the checkpoint is written.
+        make_model: builds the untrained model from the vocabulary size and the end-of-text id.
+        seed: seeds the tokenizer's corpus, the initial weights and the pretraining order.
+        pretrain_steps: the optimizer steps of pretraining.
+
+    Returns:
+        `directory`, as a `Path`.
+    """
     directory = Path(directory)
     tokenizer = train_tokenizer(seed)
     torch.manual_seed(seed)
@@ -146,13 +195,32 @@ def build_tiny_model(directory: str | Path, make_model: Callable[[int, int], Pre
     return directory
 
 
-def build_tiny_gpt2(directory: str | Path, seed: int = 0, pretrain_steps: int = PRETRAIN_STEPS) -> Path:
-    """Write the tokenizer and the briefly pretrained weights (safetensors) to `directory`."""
-    return build_tiny_model(directory, lambda vocab, eos: GPT2LMHeadModel(tiny_gpt2_config(vocab, eos)),
-                            seed, pretrain_steps)
+def build_tiny_gpt2(
+    directory: str | Path, seed: int = 0, pretrain_steps: int = PRETRAIN_STEPS
+) -> Path:
+    """Write the tokenizer and the briefly pretrained weights (safetensors) to `directory`.
+
+    Args:
+        directory: where the checkpoint is written.
+        seed: seeds the tokenizer's corpus, the initial weights and the pretraining order.
+        pretrain_steps: the optimizer steps of pretraining.
+
+    Returns:
+        `directory`, as a `Path`.
+    """
+    return build_tiny_model(
+        directory,
+        lambda vocab, eos: GPT2LMHeadModel(tiny_gpt2_config(vocab, eos)),
+        seed,
+        pretrain_steps,
+    )
 
 
 def tiny_gpt2_path(seed: int = 0) -> Path:
-    """The cached directory of `tiny-gpt2` for `seed`, built on first use (about 20 s)."""
+    """The cached directory of `tiny-gpt2` for `seed`, built on first use (about 20 s).
+
+    Args:
+        seed: the build's seed; each seed is its own model and cache directory.
+    """
     target = cache_root() / f"tiny-gpt2-v{BUILD_VERSION}-seed{seed}"
     return build_directory_once(target, lambda scratch: build_tiny_gpt2(scratch, seed))

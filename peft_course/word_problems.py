@@ -35,6 +35,14 @@ class Problem:
 
     `equation` and `unknown` are set for generated problems (the answer is the equation's
     solution for `unknown`); GSM8K rows carry their reference solution in `reasoning` instead.
+
+    Attributes:
+        question: the question as the model reads it.
+        answer: the gold answer, exact.
+        reasoning: the worked solution; empty when there is none.
+        equation: the filled-in equation `lhs = rhs`; None for a GSM8K row.
+        unknown: the letter the equation is solved for; None for a GSM8K row.
+        kind: the template's name for a generated problem, `gsm8k` for a GSM8K row.
     """
 
     question: str
@@ -47,14 +55,21 @@ class Problem:
     def to_dict(self) -> dict[str, str | None]:
         """A JSON-friendly view (the answer as a decimal or `a/b` string)."""
         return {
-            "question": self.question, "answer": format_number(self.answer),
-            "reasoning": self.reasoning, "equation": self.equation,
-            "unknown": self.unknown, "kind": self.kind,
+            "question": self.question,
+            "answer": format_number(self.answer),
+            "reasoning": self.reasoning,
+            "equation": self.equation,
+            "unknown": self.unknown,
+            "kind": self.kind,
         }
 
 
 def format_number(value: Fraction | int) -> str:
-    """`4`, `4.5`, `-0.25` for terminating decimals, `2/3` otherwise (exact, no float rounding)."""
+    """`4`, `4.5`, `-0.25` for terminating decimals, `2/3` otherwise (exact, no float rounding).
+
+    Args:
+        value: the number to show.
+    """
     value = Fraction(value)
     if value.denominator == 1:
         return str(value.numerator)
@@ -79,24 +94,42 @@ def solve_equation(equation: str, unknown: str) -> Fraction:
     Decimals in the equation are read as exact rationals (`0.2` is 1/5, not a float). The
     unknown is declared positive (a price, a time, a width), which also discards the
     negative root of a quadratic. Anything other than exactly one such root is an error.
+
+    Args:
+        equation: the equation, such as `15*p + 10*(p + 0.2) = 102`.
+        unknown: the letter to solve for.
+
+    Raises:
+        ProblemError: if `equation` has no single `=`, sympy cannot read it, or it has not
+            exactly one positive rational solution.
     """
     if equation.count("=") != 1:
         raise ProblemError(f"'{equation}' is not an equation of the form 'lhs = rhs'")
     symbol = sympy.Symbol(unknown, positive=True)
     try:
-        lhs, rhs = (sympy.sympify(side, rational=True, locals={unknown: symbol})
-                    for side in equation.split("="))
+        lhs, rhs = (
+            sympy.sympify(side, rational=True, locals={unknown: symbol})
+            for side in equation.split("=")
+        )
     except (sympy.SympifyError, SyntaxError, TypeError) as error:
         raise ProblemError(f"sympy cannot read '{equation}': {error}") from error
     roots = sympy.solve(sympy.Eq(lhs, rhs), symbol)
     if len(roots) != 1 or not roots[0].is_rational:
-        raise ProblemError(f"'{equation}' has {roots} as positive solutions for {unknown}, not one rational")
+        raise ProblemError(
+            f"'{equation}' has {roots} as positive solutions for {unknown}, not one rational"
+        )
     return Fraction(int(roots[0].p), int(roots[0].q))
+
+
 # --8<-- [end:solve]
 
 
 def pretty(equation: str) -> str:
-    """`15*p + 10*(p + 0.2)` as a person writes it: `15p + 10(p + 0.2)`; `w**2` as `w^2`."""
+    """`15*p + 10*(p + 0.2)` as a person writes it: `15p + 10(p + 0.2)`; `w**2` as `w^2`.
+
+    Args:
+        equation: an equation or expression in sympy's notation.
+    """
     return re.sub(r"([\w)])\*([a-z(])", r"\1\2", equation).replace("**", "^")
 
 
@@ -113,10 +146,16 @@ def worked_steps(equation: str, unknown: str) -> str:
 
     A linear equation is collected into `a x = b`; a quadratic is set to zero and its
     positive root taken. This is the "reasoning" a chain-of-thought example shows.
+
+    Args:
+        equation: the equation `lhs = rhs`.
+        unknown: the letter to solve for.
     """
     answer = solve_equation(equation, unknown)
     symbol = sympy.Symbol(unknown)
-    lhs, rhs = (sympy.sympify(side, rational=True, locals={unknown: symbol}) for side in equation.split("="))
+    lhs, rhs = (
+        sympy.sympify(side, rational=True, locals={unknown: symbol}) for side in equation.split("=")
+    )
     polynomial = sympy.Poly(sympy.expand(lhs - rhs), symbol)
     shown = f"{unknown} = {format_number(answer)}"
     if polynomial.degree() == 1:
@@ -125,11 +164,16 @@ def worked_steps(equation: str, unknown: str) -> str:
             a, b = -a, -b
         if a == 1:
             return f"Collecting the terms gives {shown}."
-        return f"Collecting the terms gives {_coefficient(a)}{unknown} = {format_number(-b)}, so {shown}."
+        return (
+            f"Collecting the terms gives {_coefficient(a)}{unknown} "
+            f"= {format_number(-b)}, so {shown}."
+        )
     roots = sorted(sympy.solve(polynomial.as_expr(), symbol), key=lambda r: float(r))
     listed = " and ".join(sympy.sstr(r) for r in roots)
-    return (f"Expanding gives {pretty(sympy.sstr(polynomial.as_expr()))} = 0, with roots {listed}. "
-            f"Only a positive value makes sense, so {shown}.")
+    return (
+        f"Expanding gives {pretty(sympy.sstr(polynomial.as_expr()))} = 0, with roots {listed}. "
+        f"Only a positive value makes sense, so {shown}."
+    )
 
 
 # --8<-- [start:template]
@@ -138,8 +182,16 @@ class ProblemTemplate:
     """A kind of word problem: blanks to fill, the equation they describe, and how to draw them.
 
     `question`, `equation` and `setup` are `str.format` strings over the values `draw`
-    returns. `setup` is the first sentence of the worked solution (it names the unknown and
-    states the equation); the algebra after it is derived from the equation.
+    returns.
+
+    Attributes:
+        kind: the template's name, which its problems carry.
+        unknown: the letter the equation is solved for.
+        question: the question with blanks.
+        equation: the equation `lhs = rhs` with blanks.
+        setup: the first sentence of the worked solution (it names the unknown and states the
+            equation); the algebra after it is derived from the equation.
+        draw: draws the blanks' values from a random source.
     """
 
     kind: str
@@ -150,8 +202,17 @@ class ProblemTemplate:
     draw: Callable[[random.Random], dict[str, object]] = field(repr=False)
 
     def make(self, **values: object) -> Problem:
-        """The problem for these values, its answer solved by sympy from the equation."""
-        shown = {name: format_number(v) if isinstance(v, Fraction) else v for name, v in values.items()}
+        """The problem for these values, its answer solved by sympy from the equation.
+
+        Args:
+            **values: the blanks' values by name (a `Fraction` is shown as `format_number` does).
+
+        Raises:
+            ProblemError: if a blank has no value.
+        """
+        shown = {
+            name: format_number(v) if isinstance(v, Fraction) else v for name, v in values.items()
+        }
         try:
             question = self.question.format(**shown)
             equation = self.equation.format(**shown)
@@ -161,11 +222,17 @@ class ProblemTemplate:
         answer = solve_equation(equation, self.unknown)
         reasoning = f"{setup} {pretty(equation)}. {worked_steps(equation, self.unknown)}"
         return Problem(question, answer, reasoning, equation, self.unknown, self.kind)
+
+
 # --8<-- [end:template]
 
 
 def money(value: Fraction) -> str:
-    """An amount of dollars as written on a receipt: `102` or `141.80`."""
+    """An amount of dollars as written on a receipt: `102` or `141.80`.
+
+    Args:
+        value: the amount in dollars.
+    """
     return format_number(value) if value.denominator == 1 else f"{float(value):.2f}"
 
 
@@ -175,29 +242,50 @@ def _half(rng: random.Random, low: int, high: int) -> Fraction:
 
 
 def _draw_price(rng: random.Random) -> dict[str, object]:
-    a, b, cents, price = rng.randint(5, 20), rng.randint(5, 20), rng.choice(range(10, 100, 10)), _half(rng, 2, 8)
+    """The blanks of a `price` problem."""
+    a, b, cents, price = (
+        rng.randint(5, 20),
+        rng.randint(5, 20),
+        rng.choice(range(10, 100, 10)),
+        _half(rng, 2, 8),
+    )
     item = rng.choice(["apples", "rice", "coffee beans", "cheese", "flour"])
-    return {"a": a, "b": b, "cents": cents, "cents_dollars": Fraction(cents, 100), "item": item,
-            "total": money(a * price + b * (price + Fraction(cents, 100)))}
+    return {
+        "a": a,
+        "b": b,
+        "cents": cents,
+        "cents_dollars": Fraction(cents, 100),
+        "item": item,
+        "total": money(a * price + b * (price + Fraction(cents, 100))),
+    }
 
 
 def _draw_meeting(rng: random.Random) -> dict[str, object]:
+    """The blanks of a `meeting` problem."""
     u, v, hours = rng.randint(8, 25), rng.randint(8, 25), _half(rng, 1, 4)
     return {"u": u, "v": v, "distance": (u + v) * hours}
 
 
 def _draw_mixture(rng: random.Random) -> dict[str, object]:
+    """The blanks of a `mixture` problem."""
     while True:  # redraw until the target strength is a whole percentage
         weak, strong = rng.choice([5, 10, 15, 20]), rng.choice([30, 40, 50, 60])
         litres, added = rng.randint(2, 20), rng.randint(2, 20)
         target = Fraction(strong * added + weak * litres, added + litres)
         if target.denominator == 1:
-            return {"weak": weak, "strong": strong, "litres": litres, "target": target,
-                    "weak_share": Fraction(weak, 100), "strong_share": Fraction(strong, 100),
-                    "target_share": target / 100}
+            return {
+                "weak": weak,
+                "strong": strong,
+                "litres": litres,
+                "target": target,
+                "weak_share": Fraction(weak, 100),
+                "strong_share": Fraction(strong, 100),
+                "target_share": target / 100,
+            }
 
 
 def _draw_ages(rng: random.Random) -> dict[str, object]:
+    """The blanks of an `ages` problem."""
     while True:  # redraw until the later ratio is a whole number
         son, now, years = rng.randint(3, 15), rng.randint(3, 7), rng.randint(2, 20)
         later = Fraction(now * son + years, son + years)
@@ -206,13 +294,19 @@ def _draw_ages(rng: random.Random) -> dict[str, object]:
 
 
 def _draw_discount(rng: random.Random) -> dict[str, object]:
+    """The blanks of a `discount` problem."""
     original, percent = 4 * rng.randint(5, 50), rng.choice([10, 15, 20, 25, 30, 40, 50])
     item = rng.choice(["jacket", "lamp", "bicycle", "kettle", "backpack"])
-    return {"item": item, "percent": percent, "share": Fraction(percent, 100),
-            "price": money(original * Fraction(100 - percent, 100))}
+    return {
+        "item": item,
+        "percent": percent,
+        "share": Fraction(percent, 100),
+        "price": money(original * Fraction(100 - percent, 100)),
+    }
 
 
 def _draw_average(rng: random.Random) -> dict[str, object]:
+    """The blanks of an `average` problem."""
     while True:  # redraw until the target average is a whole number
         scores = [rng.randint(55, 100) for _ in range(4)]
         if sum(scores) % 4 == 0:
@@ -220,6 +314,7 @@ def _draw_average(rng: random.Random) -> dict[str, object]:
 
 
 def _draw_pipes(rng: random.Random) -> dict[str, object]:
+    """The blanks of a `pipes` problem."""
     while True:  # redraw until together they take a whole or half number of hours
         a, b = sorted(rng.sample(range(2, 31), 2))
         if (2 * Fraction(a * b, a + b)).denominator == 1:
@@ -227,11 +322,13 @@ def _draw_pipes(rng: random.Random) -> dict[str, object]:
 
 
 def _draw_garden(rng: random.Random) -> dict[str, object]:
+    """The blanks of a `garden` problem."""
     width, longer = rng.randint(3, 20), rng.randint(1, 10)
     return {"longer": longer, "area": width * (width + longer)}
 
 
 def _draw_sharing(rng: random.Random) -> dict[str, object]:
+    """The blanks of a `sharing` problem."""
     ben, times, extra = rng.randint(5, 60), rng.randint(2, 4), rng.randint(1, 20)
     return {"times": times, "extra": extra, "total": ben + times * ben + extra}
 
@@ -240,7 +337,8 @@ TEMPLATES: dict[str, ProblemTemplate] = {
     t.kind: t
     for t in [
         ProblemTemplate(
-            "price", "p",
+            "price",
+            "p",
             "Last month I bought {a} kg of {item}. This month I bought {b} kg, but the price per "
             "kilogram was {cents} cents higher. I paid ${total} for both together. What was last "
             "month's price per kilogram, in dollars?",
@@ -250,7 +348,8 @@ TEMPLATES: dict[str, ProblemTemplate] = {
             _draw_price,
         ),
         ProblemTemplate(
-            "meeting", "t",
+            "meeting",
+            "t",
             "Two towns are {distance} km apart. At noon a cyclist leaves one town at {u} km/h and "
             "another leaves the other town at {v} km/h, riding towards each other. After how many "
             "hours do they meet?",
@@ -259,7 +358,8 @@ TEMPLATES: dict[str, ProblemTemplate] = {
             _draw_meeting,
         ),
         ProblemTemplate(
-            "mixture", "v",
+            "mixture",
+            "v",
             "How many litres of a {strong}% salt solution must be added to {litres} litres of a "
             "{weak}% salt solution to make a {target}% salt solution?",
             "{strong_share}*v + {weak_share}*{litres} = {target_share}*(v + {litres})",
@@ -267,7 +367,8 @@ TEMPLATES: dict[str, ProblemTemplate] = {
             _draw_mixture,
         ),
         ProblemTemplate(
-            "ages", "s",
+            "ages",
+            "s",
             "A mother is {now} times as old as her son. In {years} years she will be {later} times "
             "as old as he will be. How old is the son now?",
             "{now}*s + {years} = {later}*(s + {years})",
@@ -276,7 +377,8 @@ TEMPLATES: dict[str, ProblemTemplate] = {
             _draw_ages,
         ),
         ProblemTemplate(
-            "discount", "x",
+            "discount",
+            "x",
             "After a {percent}% discount a {item} costs ${price}. What was its price before the "
             "discount, in dollars?",
             "(1 - {share})*x = {price}",
@@ -284,7 +386,8 @@ TEMPLATES: dict[str, ProblemTemplate] = {
             _draw_discount,
         ),
         ProblemTemplate(
-            "average", "x",
+            "average",
+            "x",
             "My scores on three tests were {a}, {b} and {c}. What score do I need on the fourth "
             "test to average {mean} over all four tests?",
             "({a} + {b} + {c} + x)/4 = {mean}",
@@ -292,7 +395,8 @@ TEMPLATES: dict[str, ProblemTemplate] = {
             _draw_average,
         ),
         ProblemTemplate(
-            "pipes", "t",
+            "pipes",
+            "t",
             "One pipe fills a tank in {a} hours and a second pipe fills it in {b} hours. How many "
             "hours do the two pipes take to fill the tank together?",
             "t/{a} + t/{b} = 1",
@@ -300,7 +404,8 @@ TEMPLATES: dict[str, ProblemTemplate] = {
             _draw_pipes,
         ),
         ProblemTemplate(
-            "garden", "w",
+            "garden",
+            "w",
             "A rectangular garden is {longer} m longer than it is wide, and its area is {area} "
             "square metres. How wide is it, in metres?",
             "w*(w + {longer}) = {area}",
@@ -308,7 +413,8 @@ TEMPLATES: dict[str, ProblemTemplate] = {
             _draw_garden,
         ),
         ProblemTemplate(
-            "sharing", "b",
+            "sharing",
+            "b",
             "Ann and Ben share ${total}. Ann gets {times} times as much as Ben plus ${extra}. How "
             "many dollars does Ben get?",
             "b + {times}*b + {extra} = {total}",
@@ -326,7 +432,17 @@ PRICE_EXAMPLE = TEMPLATES["price"].make(
 
 # --8<-- [start:generate]
 def generate_problems(n: int, seed: int = 0, kinds: Iterable[str] | None = None) -> list[Problem]:
-    """`n` distinct problems, cycling through `kinds` (default: every template), seeded."""
+    """`n` distinct problems, cycling through `kinds` (default: every template), seeded.
+
+    Args:
+        n: how many problems.
+        seed: seeds the values drawn.
+        kinds: template names from `TEMPLATES`; None: every template.
+
+    Raises:
+        ProblemError: if `kinds` is a string, empty or names an unknown kind, `n` is not a
+            whole number of at least 0, or `n` distinct problems cannot be drawn.
+    """
     if isinstance(kinds, str):
         raise ProblemError(f"kinds must be a list of problem kinds, got the string {kinds!r}")
     kinds = list(TEMPLATES if kinds is None else kinds)
@@ -351,11 +467,20 @@ def generate_problems(n: int, seed: int = 0, kinds: Iterable[str] | None = None)
     else:
         raise ProblemError(f"could not draw {n} distinct problems of kinds {kinds}")
     return problems
+
+
 # --8<-- [end:generate]
 
 
 def parse_number(text: str) -> Fraction:
-    """Read `1,234`, `-4.50` or `3/4` exactly; a `ProblemError` for anything else."""
+    """Read `1,234`, `-4.50` or `3/4` exactly; a `ProblemError` for anything else.
+
+    Args:
+        text: the number as written; commas and `$` signs are ignored.
+
+    Raises:
+        ProblemError: if `text` is not a number.
+    """
     cleaned = text.strip().replace(",", "").replace("$", "")
     try:
         return Fraction(cleaned)
@@ -367,25 +492,47 @@ _CALCULATOR = re.compile(r"<<[^>]*>>")  # GSM8K's calculator annotations: 2+1=<<
 
 
 def gsm8k_problem(row: object, where: str = "row") -> Problem:
-    """One GSM8K record `{"question", "answer": "... #### N"}` as a `Problem`."""
+    """One GSM8K record `{"question", "answer": "... #### N"}` as a `Problem`.
+
+    Args:
+        row: one parsed JSON record.
+        where: where the record is (such as `file:line`), for the messages.
+
+    Raises:
+        ProblemError: if `row` is not an object, lacks a text `question` or `answer`, or its
+            answer does not end in `#### N` with a number.
+    """
     if not isinstance(row, dict):
         raise ProblemError(f"{where}: expected a JSON object, got {type(row).__name__}")
     missing = [key for key in ("question", "answer") if not isinstance(row.get(key), str)]
     if missing:
-        raise ProblemError(f"{where}: missing or non-text field(s) {missing}; the keys are {sorted(row)}")
+        raise ProblemError(
+            f"{where}: missing or non-text field(s) {missing}; the keys are {sorted(row)}"
+        )
     solution, marker, final = row["answer"].rpartition("####")
     if not marker:
         raise ProblemError(f"{where}: the answer does not end in '#### N': {row['answer'][-60:]!r}")
     try:
         answer = parse_number(final)
     except ProblemError:
-        raise ProblemError(f"{where}: the final answer {final.strip()!r} after '####' is not a number") from None
+        raise ProblemError(
+            f"{where}: the final answer {final.strip()!r} after '####' is not a number"
+        ) from None
     reasoning = " ".join(_CALCULATOR.sub("", solution).split())
     return Problem(row["question"].strip(), answer, reasoning, kind="gsm8k")
 
 
 def load_gsm8k_jsonl(path: str | Path, limit: int | None = None) -> list[Problem]:
-    """Read a GSM8K-format JSON Lines file; a malformed line is an error naming its number."""
+    """Read a GSM8K-format JSON Lines file; a malformed line is an error naming its number.
+
+    Args:
+        path: the JSON Lines file; blank lines are skipped.
+        limit: read at most this many problems; None reads them all.
+
+    Raises:
+        ProblemError: if the file is missing, a directory or not UTF-8, `limit` is not a
+            positive integer, a line is not valid JSON, or the file holds no problems.
+    """
     path = Path(path)
     if path.is_dir():
         raise ProblemError(f"cannot read '{path}': it is a directory, not a file")
@@ -400,7 +547,9 @@ def load_gsm8k_jsonl(path: str | Path, limit: int | None = None) -> list[Problem
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as error:
-        raise ProblemError(f"cannot read '{path}': not UTF-8 text ({error.reason} at byte {error.start})") from None
+        raise ProblemError(
+            f"cannot read '{path}': not UTF-8 text ({error.reason} at byte {error.start})"
+        ) from None
     for number, line in enumerate(lines, start=1):
         if limit is not None and len(problems) >= limit:
             break

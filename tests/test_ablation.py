@@ -170,7 +170,7 @@ def test_two_cell_sweep_writes_table_and_plot_then_a_rerun_skips_them(tmp_path, 
     with open(table) as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == ["r", "trainable params", "verbalizer, last", "verbalizer, best", "strict, last",
-                             "strict, best", "seed, last", "seed, best", "seconds"]
+                             "strict, best", "seed project, last", "seed project, best", "seconds"]
     assert [r["r"] for r in rows] == ["untrained (simple-1 template)", "2", "4"]
     assert [r["trainable params"] for r in rows] == ["0", "1,024", "2,048"]  # r * (64 + 192) * 2 blocks
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and markdown.read_text().startswith("| r |")
@@ -237,3 +237,17 @@ def test_cli_ablate_and_its_errors(tmp_path, capsys):
     assert "the LoRA rank r must be a positive integer, got 0" in capsys.readouterr().err
     assert main(["ablate", "rank", "--dataset", "nope", "--output", str(tmp_path)]) == 2
     assert "unknown dataset 'nope'" in capsys.readouterr().err
+
+
+def test_the_seed_projects_page_is_made_from_the_figures_the_tables_print():
+    from pathlib import Path
+
+    from peft_course.ablation import SEED, seed_project_rows
+    from peft_course.tables import markdown_table
+
+    rows = seed_project_rows()
+    assert len(rows) == 1 + sum(len(cells) for cells in SEED.values())
+    assert {"sweep": "prompt", "cell": "simple-1", "last": "0.4446", "best": "0.7270"} in rows
+    page = Path(__file__).resolve().parents[1] / "docs" / "results" / "ablation-seed-project.md"
+    table = page.read_text().split("\n\n*Made by")[0]
+    assert table == markdown_table(rows).rstrip("\n"), "regenerate it: python -m peft_course.reports demo"

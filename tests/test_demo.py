@@ -107,7 +107,7 @@ def test_docs_ablation_tables_are_reproduced(demo_run, sweep):
     first = next(iter(documented[0]))
     assert [row[first] for row in documented] == [row[first] for row in fresh]
     for old, new in zip(documented, fresh):
-        assert (old["seed, last"], old["seed, best"]) == (new["seed, last"], new["seed, best"])
+        assert (old["seed project, last"], old["seed project, best"]) == (new["seed project, last"], new["seed project, best"])
         for column in ("verbalizer, best", "strict, best"):
             assert abs(float(old[column]) - float(new[column])) <= 2 * ABLATION_BEST_SPREAD, (sweep, old[first], column)
         assert all(0 <= float(new[column]) <= 1 for column in ABLATION_COLUMNS)

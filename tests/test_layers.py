@@ -18,7 +18,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "peft_course"
 LAYER_NAMES = ("utilities", "models and data", "techniques", "pipelines", "demo and reports", "commands", "cli")
 LAYERS = {
-    **dict.fromkeys(("errors", "files", "settings", "tables", "plots", "metrics", "system"), 0),
+    **dict.fromkeys(("errors", "files", "settings", "tables", "plots", "metrics", "system", "distributed"), 0),
     **dict.fromkeys(("models", "tiny_gpt2", "tiny_llama", "smollm2", "data", "synthetic", "word_problems"), 1),
     **dict.fromkeys(("counting", "lora", "methods", "qlora", "lm_classification", "prompting", "dpo",
                      "derivations", "gpt2", "decoding"), 2),
