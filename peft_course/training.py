@@ -598,6 +598,7 @@ def train(
             result.best_val_accuracy, result.best_step = scores["accuracy"], step
             result.best_state = trainable_state(model)
 
+    # --8<-- [start:step]
     def step_loss(batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Forward and backward over the batch's pieces; each loss weighted by its share of the
         whole (global) batch, so the gradients add up to the batch's mean gradient."""
@@ -614,6 +615,8 @@ def train(
             (share * distributed.world_size() if sharded else share).backward()
             total_loss = total_loss + share.detach()
         return distributed.sum_gradients(parameters, total_loss, sharded)
+
+    # --8<-- [end:step]
 
     main = distributed.is_main()
     bar = tqdm(

@@ -1,11 +1,10 @@
 """One process of the data-parallel test: run by `torchrun` from tests/test_distributed.py.
 
 It trains tiny-gpt2 with LoRA (dropout off, float32) on 40 rows, `--batch-size` rows per
-process: for 2 epochs in random batches, for 2 epochs in batches grouped by length, for 1
-grouped epoch that is then resumed to 2, and in full fine-tuning with `fsdp=True` for 2
-epochs and for 1 resumed to 2; it writes each
+process: for 2 epochs in random batches and for 2 in batches grouped by length, and in full
+fine-tuning with `fsdp=True` for 2 epochs and for 1 that is then resumed to 2; it writes each
 run's per-step losses, its final weights' checksum and how often it saved a checkpoint to
-`OUT/rank<r>.json`. Run alone (no torchrun), it is the one-process reference.
+`OUT/rank<r>.json`. `report` alone, in one process, is the one-process reference.
 """
 
 from __future__ import annotations
@@ -39,24 +38,30 @@ def run(
     return {"losses": [h["train_loss"] for h in result.history], "weights": weights}
 
 
+def report(out: Path, batch_size: int) -> dict:
+    """Every run of the test, and how many files this process wrote into place."""
+    saves = []  # files this process wrote into place (four a checkpoint)
+    real_replacing = training.replacing
+    training.replacing = lambda path: saves.append(path) or real_replacing(path)
+    try:
+        whole = run(batch_size, out / "whole", 2, False, grouped=False)
+        grouped = run(batch_size, out / "grouped", 2, False, grouped=True)
+        full = run(batch_size, out / "full", 2, False, grouped=False, method="full")
+        run(batch_size, out / "full-resumed", 1, False, grouped=False, method="full")
+        full_resumed = run(batch_size, out / "full-resumed", 2, True, grouped=False, method="full")
+    finally:
+        training.replacing = real_replacing
+    return {"world": distributed.world_size(), "whole": whole, "grouped": grouped, "full": full,
+            "full_resumed": full_resumed, "saves": len(saves)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
     parser.add_argument("--batch-size", type=int, required=True)
     args = parser.parse_args()
-    saves = []  # files this process wrote into place (four a checkpoint)
-    real_replacing = training.replacing
-    training.replacing = lambda path: saves.append(path) or real_replacing(path)
-    whole = run(args.batch_size, args.out / "whole", 2, False, grouped=False)
-    grouped = run(args.batch_size, args.out / "grouped", 2, False, grouped=True)
-    run(args.batch_size, args.out / "resumed", 1, False, grouped=True)
-    resumed = run(args.batch_size, args.out / "resumed", 2, True, grouped=True)
-    full = run(args.batch_size, args.out / "full", 2, False, grouped=False, method="full")
-    run(args.batch_size, args.out / "full-resumed", 1, False, grouped=False, method="full")
-    full_resumed = run(args.batch_size, args.out / "full-resumed", 2, True, grouped=False, method="full")
-    report = {"world": distributed.world_size(), "whole": whole, "grouped": grouped, "resumed": resumed,
-              "full": full, "full_resumed": full_resumed, "saves": len(saves)}
-    (args.out / f"rank{distributed.rank()}.json").write_text(json.dumps(report))
+    result = report(args.out, args.batch_size)
+    (args.out / f"rank{distributed.rank()}.json").write_text(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -28,12 +28,13 @@ def tokenized_sentiment():
     return tokenize(data, tokenizer), tokenizer
 
 
-def lora_run(tokenized, tokenizer, **options):
-    """Per-step training losses and the final trainable weights of 12 LoRA steps."""
+def lora_run(tokenized, tokenizer, rows: int = 120, **options):
+    """Per-step training losses and the final trainable weights of `rows / 10` LoRA steps."""
     model, _ = load_model("tiny-gpt2", "classification", num_labels=2, **NO_DROPOUT)
     model = prepare(model, "lora", r=4, alpha=8)
     config = TrainConfig(epochs=1, batch_size=10, learning_rate=5e-3, eval_every=1, progress=False, **options)
-    small = DatasetDict({"train": tokenized["train"], "validation": tokenized["validation"].select(range(4))})
+    small = DatasetDict({"train": tokenized["train"].select(range(rows)),
+                         "validation": tokenized["validation"].select(range(4))})
     result = train(model, small, tokenizer, config)
     return [h["train_loss"] for h in result.history], result.best_state
 
@@ -89,8 +90,8 @@ def test_compile_gives_the_losses_of_the_plain_loop(tokenized_sentiment, monkeyp
     calls = []
     monkeypatch.setattr(torch, "compile", lambda model, **kw: calls.append(kw) or real_compile(
         model, backend="eager", **kw))
-    plain, _ = lora_run(*tokenized_sentiment)
-    compiled, _ = lora_run(*tokenized_sentiment, compile=True)
+    plain, _ = lora_run(*tokenized_sentiment, rows=40)
+    compiled, _ = lora_run(*tokenized_sentiment, rows=40, compile=True)
     assert calls == [{"dynamic": True}]
     assert max(abs(a - b) for a, b in zip(plain, compiled)) < 1e-5, (plain, compiled)
 
