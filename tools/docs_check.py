@@ -11,6 +11,9 @@ Chromium through Selenium. A page fails on:
 - a code block whose lines are wider than the block (they would need a horizontal scroll), or
   a table or image wider than the content column that does not scroll inside its own box.
 
+The search index fails too if a heading in it holds raw TeX or a fragment (a page under
+`results/` or `images/`, which chapters include) can be found as a page of its own.
+
 A full-page screenshot of each page goes to `build/docs-check/` (the directory is printed).
 
     python tools/docs_check.py --site site --port 8765
@@ -62,6 +65,18 @@ article.querySelectorAll('table, img').forEach(element => {
 });
 return {text: clone.innerText, problems: problems, height: document.body.scrollHeight};
 """
+
+
+def search_problems(site: Path) -> list[str]:
+    """Raw TeX in a heading the search shows, or a fragment (results/, images/) found by search."""
+    index = json.loads((site / "search" / "search_index.json").read_text())
+    problems = []
+    for entry in index["docs"]:
+        if RAW_TEX.search(entry["title"]):
+            problems.append(f"raw TeX in the search title {entry['title']!r} ({entry['location']})")
+        if entry["location"].startswith(("results/", "images/")):
+            problems.append(f"a fragment is a search result: {entry['location']}")
+    return problems
 
 
 def serve(site: Path, port: int) -> http.server.ThreadingHTTPServer:
@@ -199,6 +214,11 @@ def main() -> int:
     finally:
         chrome.quit()
         server.shutdown()
+    searched = search_problems(args.site)
+    failures += bool(searched)
+    print(f"{'FAIL' if searched else 'ok  '} the search index")
+    for problem in searched:
+        print(f"     {problem}")
     print(f"{len(targets)} pages, {failures} with problems; screenshots in {args.screenshots}/")
     return 1 if failures else 0
 
