@@ -469,6 +469,8 @@ def command_instruct(args: argparse.Namespace) -> None:
         args.targets,
         args.train_embeddings,
     )
+    if not distributed.is_main():  # under torchrun, one process writes and prints
+        return
     label = args.method + (
         " + embeddings" if args.train_embeddings and args.method == "lora" else ""
     )
