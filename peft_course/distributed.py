@@ -195,9 +195,14 @@ def assign(parameter: torch.nn.Parameter, value: torch.Tensor) -> None:
     parameter.copy_(value)
 
 
+def is_sharded(model: torch.nn.Module) -> bool:
+    """True once `shard` has split the model's parameters across the processes."""
+    return any(isinstance(p, DTensor) for p in model.parameters())
+
+
 def optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
     """The optimizer's state as one process would hold it: gathered when the model is sharded."""
-    if not any(isinstance(p, DTensor) for p in model.parameters()):
+    if not is_sharded(model):
         return optimizer.state_dict()
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     return get_optimizer_state_dict(model, optimizer, options=options)
@@ -207,7 +212,7 @@ def load_optimizer_state(
     model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict
 ) -> None:
     """Restore an `optimizer_state`, keeping each process's shard when the model is sharded."""
-    if not any(isinstance(p, DTensor) for p in model.parameters()):
+    if not is_sharded(model):
         optimizer.load_state_dict(state)
         return
     options = StateDictOptions(full_state_dict=True)

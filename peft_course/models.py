@@ -492,20 +492,16 @@ def make_loader(
     ]
     generator = torch.Generator().manual_seed(seed)
     rows = dataset.with_format(columns=columns)
-    if world > 1 and shuffle:
-        size = world * batch_size
+    if shuffle and (group_by_length or world > 1):
+        size = world * batch_size  # every process draws the same global batches
         batches = (
             LengthGroupedSampler([len(ids) for ids in dataset["input_ids"]], size, generator)
             if group_by_length
             else BatchSampler(RandomSampler(rows, generator=generator), size, False)
         )
-        sampler = ShardedBatches(batches, rank, world, len(dataset) % size)
-        return DataLoader(rows, batch_sampler=sampler, collate_fn=collator, generator=generator)
-    if shuffle and group_by_length:
-        sampler = LengthGroupedSampler(
-            [len(ids) for ids in dataset["input_ids"]], batch_size, generator
-        )
-        return DataLoader(rows, batch_sampler=sampler, collate_fn=collator, generator=generator)
+        if world > 1:
+            batches = ShardedBatches(batches, rank, world, len(dataset) % size)
+        return DataLoader(rows, batch_sampler=batches, collate_fn=collator, generator=generator)
     return DataLoader(
         rows, batch_size=batch_size, shuffle=shuffle, collate_fn=collator, generator=generator
     )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import bitsandbytes.functional as bnb_functional
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Rectangle
@@ -21,26 +22,9 @@ from matplotlib.patches import Rectangle
 from peft_course.qlora import NF4_BLOCKSIZE, nf4_bytes
 
 FROZEN, TRAINED, INK = "#c5cae9", "#ffcc80", "#263238"
-# The 16 NF4 levels (QLoRA, Dettmers et al. 2023, appendix E): quantiles of a standard normal,
-# scaled to [-1, 1], with an exact zero.
-NF4_LEVELS = (
-    -1.0,
-    -0.6961928,
-    -0.5250731,
-    -0.3949175,
-    -0.2844414,
-    -0.1848449,
-    -0.0910500,
-    0.0,
-    0.0795803,
-    0.1609302,
-    0.2461123,
-    0.3379152,
-    0.4407098,
-    0.5626170,
-    0.7229568,
-    1.0,
-)
+# The 16 NF4 levels (QLoRA, Dettmers et al. 2023): quantiles of a standard normal, scaled to
+# [-1, 1], with an exact zero; read from bitsandbytes, which stores them.
+NF4_LEVELS = tuple(float(v) for v in bnb_functional.get_4bit_type("nf4", device="cpu"))
 
 
 def matrix(ax, x: float, y: float, width: float, height: float, colour: str, label: str) -> None:
