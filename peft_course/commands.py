@@ -728,6 +728,7 @@ POSITIVE_INTEGERS = (
     "batch_size",
     "max_examples",
     "eval_every",
+    "max_tokens_per_batch",
     "r",
     "n_problems",
     "max_new_tokens",
