@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from transformers import GPT2ForSequenceClassification
 
-from peft_course.counting import count_parameters
+from peft_course.models import count_parameters
 from peft_course.methods import prepare_full, prepare_lora
 from peft_course.qlora import (
     nf4_config,

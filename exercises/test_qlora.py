@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from peft_course.models import load_model
-from peft_course.counting import count_parameters
+from peft_course.models import count_parameters
 from peft_course.qlora import quantized_modules, stored_quant_bytes
 
 CONFIGS = [  # (compute dtype, double quantization, modules left unquantized)

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from transformers import set_seed
 
 from peft_course import distributed
-from peft_course.counting import count_parameters
+from peft_course.models import count_parameters
 from peft_course.data import ClassificationData
 from peft_course.errors import CourseError, check_positive_number
 from peft_course.files import atomic_write_text

@@ -1,7 +1,7 @@
 """Counting parameters: how many a method trains, and of how many in all.
 
-The counting chapter builds on `count_parameters`: every table in the course that says
-"trainable params" gets its number from here, read off the real module tree. The rest of the
+The counting chapter builds on `peft_course.models.count_parameters`: every table in the course
+that says "trainable params" gets its number from it, read off the real module tree. The rest of the
 module writes the same numbers as closed-form `sympy` formulas and checks one against the
 other, for three methods and one storage format:
 
@@ -28,46 +28,12 @@ from torch import nn
 
 from peft_course.errors import CourseError, check_string_list
 from peft_course.lora import layer_features, matches
+from peft_course.models import count_parameters
 from peft_course.tables import markdown_table
 
 
 class CountingError(CourseError):
     """A width list, rank, convention, model name or target that cannot be counted."""
-
-
-def _four_bit_parameter_type() -> type | tuple:
-    """bitsandbytes' packed 4-bit parameter class,
-    or `()` (matches nothing) without bitsandbytes."""
-    try:
-        from bitsandbytes.nn import Params4bit
-    except Exception:  # not installed, or its native library fails to load
-        return ()
-    return Params4bit
-
-
-# --8<-- [start:count_parameters]
-def count_parameters(module: nn.Module) -> tuple[int, int]:
-    """`(trainable, total)` parameter counts of `module`.
-
-    Shared tensors (GPT-2 ties its input and output embeddings) are counted once, because
-    `Module.parameters()` yields each tensor once. A 4-bit weight (bitsandbytes' `Params4bit`)
-    packs two weights into each uint8 element, so it counts twice its `numel()`; peft's
-    `print_trainable_parameters` corrects it the same way.
-
-    Args:
-        module: the model or layer to count, submodules included.
-    """
-    packed = _four_bit_parameter_type()
-    trainable = total = 0
-    for parameter in module.parameters():
-        count = parameter.numel() * (2 if isinstance(parameter, packed) else 1)
-        total += count
-        if parameter.requires_grad:
-            trainable += count
-    return trainable, total
-
-
-# --8<-- [end:count_parameters]
 
 
 # ---------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from typing import Any
 from torch import nn
 
 from peft_course import gpt2, lora
-from peft_course.counting import count_parameters
+from peft_course.models import count_parameters
 from peft_course.data import ClassificationData, tokenize
 from peft_course.errors import CourseError, check_int, describe
 from peft_course.methods import (

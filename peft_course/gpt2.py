@@ -25,7 +25,7 @@ from huggingface_hub import snapshot_download
 from safetensors.torch import load_file
 from torch import nn
 
-from peft_course.counting import count_parameters
+from peft_course.models import count_parameters
 from peft_course.errors import CourseError, check_int, check_number, describe
 from peft_course.lora import LoRALayer, check_hyperparameters, merge_and_unload
 from peft_course.models import ModelLoadError, load_tokenizer, looks_like_a_path, resolve_model_path

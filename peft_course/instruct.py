@@ -34,7 +34,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers.pytorch_utils import Conv1D
 
-from peft_course.counting import count_parameters
+from peft_course.models import count_parameters
 from peft_course.data import REGISTRY, DataError, read_table
 from peft_course.errors import CourseError, check_int
 from peft_course.methods import prepare_full, prepare_lora

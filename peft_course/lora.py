@@ -48,7 +48,7 @@ from peft_course.errors import (
     check_string_list,
     describe,
 )
-from peft_course.models import load_model
+from peft_course.models import count_parameters, load_model
 
 ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -175,15 +175,6 @@ def layer_features(base: nn.Module) -> tuple[int, int]:
     raise UnsupportedLayerError(
         f"expected an nn.Linear or transformers' Conv1D, got a {type(base).__name__}"
     )
-
-
-def trainable_count(model: nn.Module) -> int:
-    """Parameters that train (`peft_course.counting.count_parameters` explains the counting).
-
-    Args:
-        model: the model to count.
-    """
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 # --8<-- [start:layer]
@@ -836,8 +827,8 @@ def compare_with_peft(
     ).eval()
     copy_adapter_to_peft(ours, theirs)
     counts = {
-        "trainable (ours)": trainable_count(ours),
-        "trainable (peft)": trainable_count(theirs),
+        "trainable (ours)": count_parameters(ours)[0],
+        "trainable (peft)": count_parameters(theirs)[0],
     }
 
     out_ours = ours(input_ids=input_ids, labels=labels)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from torch import nn
 from datasets import Dataset
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler
 from transformers import (
@@ -226,6 +227,41 @@ def check_max_length(max_length: Any, model_or_name: Any, name: str = "max_lengt
             f"positions; use {name} {limit} or less"
         )
     return max_length
+
+
+def _four_bit_parameter_type() -> type | tuple:
+    """bitsandbytes' packed 4-bit parameter class,
+    or `()` (matches nothing) without bitsandbytes."""
+    try:
+        from bitsandbytes.nn import Params4bit
+    except Exception:  # not installed, or its native library fails to load
+        return ()
+    return Params4bit
+
+
+# --8<-- [start:count_parameters]
+def count_parameters(module: nn.Module) -> tuple[int, int]:
+    """`(trainable, total)` parameter counts of `module`.
+
+    Shared tensors (GPT-2 ties its input and output embeddings) are counted once, because
+    `Module.parameters()` yields each tensor once. A 4-bit weight (bitsandbytes' `Params4bit`)
+    packs two weights into each uint8 element, so it counts twice its `numel()`; peft's
+    `print_trainable_parameters` corrects it the same way.
+
+    Args:
+        module: the model or layer to count, submodules included.
+    """
+    packed = _four_bit_parameter_type()
+    trainable = total = 0
+    for parameter in module.parameters():
+        count = parameter.numel() * (2 if isinstance(parameter, packed) else 1)
+        total += count
+        if parameter.requires_grad:
+            trainable += count
+    return trainable, total
+
+
+# --8<-- [end:count_parameters]
 
 
 # --8<-- [start:ensure_pad]

@@ -31,7 +31,7 @@ from peft_course.ablation import (
     seed_project_rows,
     write_sweep,
 )
-from peft_course.counting import count_parameters
+from peft_course.models import count_parameters
 from peft_course.data import ClassificationData, load_classification_data
 from peft_course.demo import (
     DemoSetting,

@@ -16,7 +16,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from torch import nn
 
-from peft_course.counting import count_parameters
+from peft_course.models import count_parameters
 from peft_course.data import load_classification_data
 from peft_course.dpo import DPORunConfig, film_preferences, train_dpo
 from peft_course.finetune import finetune

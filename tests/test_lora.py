@@ -21,7 +21,7 @@ from peft import get_peft_model
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from peft_course.counting import count_parameters
+from peft_course.models import count_parameters
 from peft_course.lora import (
     ADAPTER_CONFIG, ADAPTER_WEIGHTS, GPT2_TARGETS, LoRAConfig, LoRAError, LoRALayer, UnsupportedLayerError,
     adapter_state_dict, compare_with_peft, inject_lora, load_adapter,

@@ -22,7 +22,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from peft_course import qlora
-from peft_course.counting import count_parameters
+from peft_course.models import count_parameters
 from peft_course.data import ClassificationData
 from peft_course.finetune import finetune
 from peft_course.methods import prepare_lora
