@@ -49,13 +49,13 @@ test: $(VENV)/.installed $(MATHJAX_JS) lint
 # Every results page under docs/ from the code as it is (about 10 CPU minutes); each page ends
 # with the command, CPU capability and versions that made it.
 results: $(VENV)/.installed
-	$(BIN)/python -m peft_course.reports
+	$(BIN)/python -m peft_course.pages embedded
 
 # Every chapter on SmolLM2-135M-Instruct and real data (../shared/data by default, DATA=...):
 # the docs' real-model pages, about two CPU hours in all; resumable, rerun to continue.
 DATA ?= ../shared/data
 real-model: $(VENV)/.installed
-	$(BIN)/python -m peft_course.real_model --data-dir $(DATA)
+	$(BIN)/python -m peft_course.pages real-model --data-dir $(DATA)
 
 # Mutation testing of the autograder (not part of `make test`; about 3 minutes): mutmut makes
 # plausible single mistakes in solutions/, `pytest exercises --solutions` grades each one, and

@@ -39,11 +39,11 @@ from peft_course.methods import prepare_full, prepare_lora
 from peft_course.qlora import (
     nf4_config,
     prepare_qlora,
+    qlora_footprint_rows,
     require_4bit,
     save_random_gpt2,
     theoretical_rows,
 )
-from peft_course.reports import qlora_footprint_rows
 from peft_course.tables import markdown_table
 
 SETTINGS = (  # (method, gradient checkpointing)

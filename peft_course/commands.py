@@ -44,7 +44,7 @@ from peft_course.dpo import (
     before_after_table,
     film_preferences,
     load_preference_jsonl,
-    save_run as save_dpo_run,
+    save_dpo_run,
     split_pairs,
     train_dpo,
 )
@@ -57,7 +57,7 @@ from peft_course.errors import (
     check_positive_number,
 )
 from peft_course.files import atomic_write_text, check_output_directory
-from peft_course.finetune import check_method_options, finetune, get_method
+from peft_course.finetune import check_method_options, finetune, get_method, lora_training_rows
 from peft_course.lm_classification import TEMPLATES
 from peft_course.lora import equivalence_rows
 from peft_course.models import check_max_length, context_length, load_tokenizer, model_config
@@ -71,15 +71,9 @@ from peft_course.prompting import (
     load_problem_set,
 )
 from peft_course.qlora import require_4bit
-from peft_course.decoding import decoding_options
-from peft_course.gpt2 import from_pretrained
+from peft_course.decoding import decoding_options, gpt2_generation_rows
+from peft_course.gpt2 import from_pretrained, gpt2_count_rows, gpt2_parity_rows
 from peft_course.instruct import instruct_rows, instruct_tune, load_instructions
-from peft_course.reports import (
-    gpt2_count_rows,
-    gpt2_generation_rows,
-    gpt2_parity_rows,
-    lora_training_rows,
-)
 from peft_course.runs import (
     RunSpec,
     check_resume,

@@ -16,6 +16,7 @@ import torch
 
 from peft_course.errors import CourseError, check_int, check_number
 from peft_course.gpt2 import GPT2
+from peft_course.settings import DECODING
 
 STRATEGIES = ("greedy", "temperature", "top-k", "top-p")
 
@@ -206,3 +207,67 @@ def generate(
 
 
 # --8<-- [end:generate]
+
+
+def gpt2_generation_rows(
+    model: GPT2,
+    tokenizer: Any,
+    prompt: str = DECODING.prompt,
+    max_new_tokens: int = DECODING.max_new_tokens,
+    seed: int = 0,
+    strategies: tuple[str, ...] = STRATEGIES,
+    temperature: float = DECODING.temperature,
+    top_k: int = DECODING.top_k,
+    top_p: float = DECODING.top_p,
+) -> list[dict[str, str]]:
+    """One continuation of `prompt` per decoding strategy, and how many distinct ones 10 seeds give.
+
+    Args:
+        model: the from-scratch GPT-2.
+        tokenizer: its tokenizer.
+        prompt: the text continued.
+        max_new_tokens: the most tokens a continuation has.
+        seed: seed `seed` gives the shown continuation; seeds `seed ... seed + 9` are counted, so
+            the last column shows what each strategy does to the variety of the text.
+        strategies: the decoding strategies, one row each (of "greedy", "temperature",
+            "top-k", "top-p").
+        temperature: the sampling temperature of every strategy but greedy.
+        top_k: the k of "top-k".
+        top_p: the probability mass of "top-p".
+    """
+    ids = torch.tensor([tokenizer(prompt)["input_ids"]])
+    settings = {
+        "greedy": {},
+        "temperature": {"temperature": temperature},
+        "top-k": {"temperature": temperature, "top_k": top_k},
+        "top-p": {"temperature": temperature, "top_p": top_p},
+    }
+    rows = []
+    for strategy in strategies:
+        options = settings[strategy]
+        texts = []
+        for draw in range(seed, seed + 10):
+            out = generate(
+                model,
+                ids,
+                max_new_tokens,
+                strategy,
+                generator=torch.Generator().manual_seed(draw),
+                eos_token_id=tokenizer.eos_token_id,
+                **options,
+            )
+            texts.append(
+                tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+                .replace("\n", " ")
+                .strip()
+            )
+        shown = ", ".join(f"{k.replace('_', '-')} {v}" for k, v in options.items()) or "-"
+        rows.append(
+            {
+                "strategy": strategy,
+                "settings": shown,
+                "continuation": texts[0] or "(end of text at once)",
+                "distinct in 10 seeds": str(len(set(texts))),
+            }
+        )
+    return rows

@@ -29,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
-from peft_course.derivations import checks_table
 from peft_course.errors import (
     CourseError,
     check_int,
@@ -44,7 +43,6 @@ from peft_course.models import load_model
 from peft_course.plots import plt
 from peft_course.settings import DPO, LORA
 from peft_course.synthetic import INTENSIFIERS, NEGATIVE_ADJECTIVES, POSITIVE_ADJECTIVES, SUBJECTS
-from peft_course.tables import markdown_table
 
 REQUIRED_FIELDS = ("prompt", "chosen", "rejected")
 if TYPE_CHECKING:  # `datasets` is imported where it is used: the loss functions do not need it
@@ -925,7 +923,7 @@ def plot_rewards(history: Sequence[dict[str, float]], path: str | Path, title: s
     return Path(path)
 
 
-def save_run(run: DPORun, output: str | Path, title: str = "") -> tuple[Path, Path]:
+def save_dpo_run(run: DPORun, output: str | Path, title: str = "") -> tuple[Path, Path]:
     """Write `metrics.json` (config, before/after, logged history) and `rewards.png`.
 
     Args:
@@ -961,40 +959,3 @@ def before_after_table(run: DPORun) -> str:
     lines = ["| held-out metric | step 0 | after DPO |", "|---|---|---|"]
     lines += [f"| {k} | {run.before[k]:.4f} | {run.after[k]:.4f} |" for k in keys]
     return "\n".join(lines)
-
-
-FIGURE_RUNS = {  # name: (prefer, lora, learning rate)
-    "lora": ("positive", True, 1e-2),
-    "full": ("positive", False, 1e-3),
-    "lora-negative": ("negative", True, 1e-2),
-}
-
-
-def make_figures(output: str | Path = "docs/images/dpo", seed: int = 0) -> list[Path]:
-    """The docs page's figures and tables
-    (`python -c "from peft_course.dpo import make_figures; make_figures()"`).
-
-    Writes the derivation checks, the by-hand vs TRL comparison, and for each run in
-    `FIGURE_RUNS` the reward curves (`rewards-<name>.png`) and a before/after table.
-
-    Args:
-        output: the directory written into.
-        seed: seeds the models and the pairs of every run.
-
-    Returns:
-        The files written.
-    """
-
-    output = Path(output)
-    output.mkdir(parents=True, exist_ok=True)
-    written = [output / "checks.md", output / "trl-equality.md"]
-    written[0].write_text(checks_table() + "\n")
-    written[1].write_text(markdown_table(compare_with_trl(seed=seed)))
-    for name, (prefer, lora, learning_rate) in FIGURE_RUNS.items():
-        config = DPORunConfig(lora=lora, seed=seed, learning_rate=learning_rate)
-        run = train_dpo(film_preferences(seed=seed, prefer=prefer), config=config)
-        title = f"DPO on film pairs, prefer {prefer}, {'LoRA' if lora else 'full'}"
-        written.append(plot_rewards(run.history, output / f"rewards-{name}.png", title))
-        written.append(output / f"before-after-{name}.md")
-        written[-1].write_text(before_after_table(run) + "\n")
-    return written

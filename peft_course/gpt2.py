@@ -14,6 +14,7 @@ Shapes: `B` batch, `T` positions, `C` width (`n_embd`), `H` heads, `D = C / H`, 
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -28,7 +29,13 @@ from torch import nn
 from peft_course.models import count_parameters
 from peft_course.errors import CourseError, check_int, check_number, describe
 from peft_course.lora import LoRALayer, check_hyperparameters, merge_and_unload
-from peft_course.models import ModelLoadError, load_tokenizer, looks_like_a_path, resolve_model_path
+from peft_course.models import (
+    ModelLoadError,
+    load_model,
+    load_tokenizer,
+    looks_like_a_path,
+    resolve_model_path,
+)
 
 PROJECTIONS = ("q", "k", "v", "out", "fc", "proj")  # attention's q, k, v and output; the MLP's two
 
@@ -802,3 +809,67 @@ def lora_counts(spec: LoRASpec, config: GPT2Config = GPT2Config()) -> tuple[int,
 def seed_project_lora() -> tuple[int, int]:
     """GPT-2 small with rank-8 LoRA on q, k and v: the seed project's 442,368 / 124,439,808."""
     return lora_counts(LoRASpec(r=8, alpha=16.0, targets=("q", "k", "v")))
+
+
+def gpt2_parity_rows(name: str = "tiny-gpt2", seed: int = 0) -> list[dict[str, str]]:
+    """The from-scratch GPT-2 against transformers on the same weights:
+    the largest |logit difference|.
+
+    Language model and classifier, a batch without padding and one padded on both sides (the
+    classifier pools each row's last real token; the LM is compared at the real tokens).
+
+    Args:
+        name: the GPT-2 model to compare on.
+        seed: seeds the weights and the random token ids.
+    """
+    lm, tokenizer = load_model(name, task="causal-lm", seed=seed)
+    ours = from_pretrained(name, seed=seed)
+    ids = torch.randint(
+        1, ours.config.vocab_size, (4, 24), generator=torch.Generator().manual_seed(seed)
+    )
+    padding = torch.ones_like(ids)
+    padding[0, 16:], padding[1, :5] = 0, 0
+    rows = [
+        {
+            "model": f"{name}, LM head",
+            "batch": batch,
+            "max abs logit difference": f"{max_logit_difference(ours, lm, ids, mask):.1e}",
+        }
+        for batch, mask in (("no padding", None), ("padded left and right", padding))
+    ]
+    with tempfile.TemporaryDirectory() as directory:
+        classifier, _ = load_model(name, task="classification", num_labels=3, seed=seed)
+        classifier.save_pretrained(directory)
+        ours = from_pretrained(directory, num_labels=3, pad_token_id=tokenizer.pad_token_id)
+    padded = ids.masked_fill(padding == 0, tokenizer.pad_token_id)
+    rows.append(
+        {
+            "model": f"{name}, classifier (3 labels)",
+            "batch": "padded left and right",
+            "max abs logit difference": (
+                f"{max_logit_difference(ours, classifier, padded, padding):.1e}"
+            ),
+        }
+    )
+    return rows
+
+
+def gpt2_count_rows() -> list[dict[str, str]]:
+    """Trainable and frozen parameters of GPT-2 small with LoRA built in, for a few placements."""
+    rows = []
+    for r, targets, note in (
+        (8, ("q", "k", "v"), "the seed project's configuration"),
+        (8, ("q", "v"), "the LoRA paper's GPT-2 choice"),
+        (4, PROJECTIONS, "every projection"),
+    ):
+        trainable, frozen = lora_counts(LoRASpec(r=r, alpha=2.0 * r, targets=targets))
+        rows.append(
+            {
+                "LoRA on": ", ".join(targets),
+                "r": str(r),
+                "trainable": f"{trainable:,}",
+                "frozen": f"{frozen:,}",
+                "note": note,
+            }
+        )
+    return rows

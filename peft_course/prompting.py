@@ -39,7 +39,7 @@ from peft_course.errors import (
     check_string_list,
     describe,
 )
-from peft_course.files import atomic_write_text, replacing
+from peft_course.files import replacing
 from peft_course.models import load_model, logits_at
 from peft_course.settings import PROMPTING
 from peft_course.tables import markdown_table
@@ -1108,38 +1108,3 @@ def results_page(
         f"no training; counts are predictions of label 0 / label 1):\n\n"
         f"{markdown_table(sentiment_rows(model, tokenizer, seed))}"
     )
-
-
-def write_results_page(directory: str | Path = "docs/results", **options: Any) -> list[Path]:
-    """Write `prompting.md` (`results_page`) and `prompting-prompts.md` (`prompt_gallery`).
-
-    Args:
-        directory: where to write them; created if missing.
-        **options: the arguments of `results_page`; `k` and `seed` go to the gallery too.
-
-    Returns:
-        The paths of the two pages.
-    """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    gallery = directory / "prompting-prompts.md"
-    atomic_write_text(gallery, prompt_gallery(k=options.get("k", 2), seed=options.get("seed", 0)))
-    results = directory / "prompting.md"
-    atomic_write_text(results, results_page(**options))
-    return [results, gallery]
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(
-        description="Regenerate the prompting chapter's results pages."
-    )
-    parser.add_argument("--output", default="docs/results", help="directory of the two pages")
-    parser.add_argument("--model", default="tiny-gpt2")
-    parser.add_argument("--n-problems", type=int, default=27)
-    arguments = parser.parse_args()
-    for written in write_results_page(
-        arguments.output, model_name=arguments.model, n_problems=arguments.n_problems
-    ):
-        print(f"saved {written}")

@@ -400,3 +400,57 @@ def save_random_gpt2(
     model = GPT2ForSequenceClassification(gpt2_config(name, num_labels))
     model.save_pretrained(directory)
     return Path(directory)
+
+
+import tempfile
+
+from peft_course.methods import prepare_full
+from peft_course.models import count_parameters
+
+
+def qlora_footprint_rows(name: str = "gpt2", seed: int = 0) -> list[dict[str, str]]:
+    """`get_memory_footprint()` of GPT-2 `name` (random weights) as full, LoRA and QLoRA models.
+
+    LoRA and QLoRA use r=8 on `c_attn` plus the head copy. The QLoRA row adds the
+    quantization scales, which `get_memory_footprint` does not see, in its own column.
+
+    Args:
+        name: the GPT-2 configuration, built with random weights.
+        seed: seeds the random weights.
+    """
+    rows = []
+    with tempfile.TemporaryDirectory() as directory:
+        save_random_gpt2(directory, name, seed)
+        for method in ("full", "LoRA", "QLoRA"):
+            if method == "QLoRA":
+                require_4bit("cpu")
+                model = GPT2ForSequenceClassification.from_pretrained(
+                    directory, quantization_config=nf4_config(torch.bfloat16), device_map="cpu"
+                )
+                model = prepare_qlora(model, r=8, alpha=16)
+                scales = stored_quant_bytes(model) - sum(
+                    p.numel() for p in model.parameters() if p.dtype == torch.uint8
+                )
+            else:
+                model = GPT2ForSequenceClassification.from_pretrained(directory)
+                model = (
+                    prepare_full(model) if method == "full" else prepare_lora(model, r=8, alpha=16)
+                )
+                scales = 0
+            trainable, total = count_parameters(model)
+            footprint = model.get_memory_footprint()
+            rows.append(
+                {
+                    "method": method,
+                    "trainable": f"{trainable:,}",
+                    "parameters": f"{total:,}",
+                    "get_memory_footprint MB": f"{footprint / MB:,.1f}",
+                    "+ NF4 scales MB": f"{scales / MB:,.1f}",
+                    "vs full": f"{footprint / rows[0]['_bytes']:.0%}" if rows else "100%",
+                    "_bytes": footprint,
+                }
+            )
+            del model
+    for row in rows:
+        row.pop("_bytes")
+    return rows

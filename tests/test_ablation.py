@@ -250,4 +250,4 @@ def test_the_seed_projects_page_is_made_from_the_figures_the_tables_print():
     assert {"sweep": "prompt", "cell": "simple-1", "last": "0.4446", "best": "0.7270"} in rows
     page = Path(__file__).resolve().parents[1] / "docs" / "results" / "ablation-seed-project.md"
     table = page.read_text().split("\n\n*Made by")[0]
-    assert table == markdown_table(rows).rstrip("\n"), "regenerate it: python -m peft_course.reports demo"
+    assert table == markdown_table(rows).rstrip("\n"), "regenerate it: python -m peft_course.pages demo"

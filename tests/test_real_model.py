@@ -1,4 +1,5 @@
-"""The real-model command, run end to end at its smoke size on tiny-gpt2 and generated files.
+"""The real-model pages of `python -m peft_course.pages`, run end to end at their smoke size
+on tiny-gpt2 and generated files.
 
 The pages in docs/results/real-*.md come from SmolLM2 and the real datasets, which tests never
 use; here the same code runs on files in the real datasets' formats, written from the
@@ -15,7 +16,8 @@ import pytest
 
 from peft_course.data import load_classification_data
 from peft_course.dpo import film_preferences
-from peft_course.real_model import PARTS, main
+from peft_course.pages.__main__ import main
+from peft_course.pages.real_model import PARTS
 from peft_course.word_problems import generate_problems
 
 
@@ -55,23 +57,23 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 def run(data_dir: Path, tmp_path: Path, *parts: str) -> int:
-    return main(["--model", "tiny-gpt2", "--scale", "smoke", "--data-dir", str(data_dir), "--output",
-                 str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--no-progress", "--parts", *parts])
+    return main(["--model", "tiny-gpt2", "--scale", "smoke", "--data-dir", str(data_dir), "--results",
+                 str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--no-progress", *parts])
 
 
 def test_every_part_writes_its_page_and_a_rerun_reuses_the_work(data_dir, tmp_path):
     assert run(data_dir, tmp_path, *PARTS) == 0
     pages = sorted(p.name for p in (tmp_path / "out").glob("*.md"))
-    assert pages == sorted(f"real-{name}.md" for name in PARTS)
+    assert pages == sorted(f"{name}.md" for name in PARTS)
     for page in (tmp_path / "out").rglob("*.md"):
-        assert "*Made by `python -m peft_course.real_model --parts" in page.read_text(), f"{page} has no provenance"
+        assert "*Made by `python -m peft_course.pages real-" in page.read_text(), f"{page} has no provenance"
     assert (tmp_path / "out" / "real-ablation" / "rank-val-loss.png").is_file()
     assert (tmp_path / "out" / "real-dpo" / "rewards.png").is_file()
     assert "1 pairs with an empty answer were left out" in (tmp_path / "out" / "real-dpo.md").read_text()
     stored = {p.name: p.read_text() for p in (tmp_path / "work" / "tiny-gpt2-smoke").glob("*.json")}
     assert set(stored) == {"prompting.json", "arithmetic.json", "finetune.json", "instruct.json", "classes.json"}
     first = (tmp_path / "out" / "real-prompting.md").read_text()
-    assert run(data_dir, tmp_path, "prompting", "finetune") == 0  # reused: the same figures
+    assert run(data_dir, tmp_path, "real-prompting", "real-finetune") == 0  # reused: the same figures
     assert {p.name: p.read_text() for p in (tmp_path / "work" / "tiny-gpt2-smoke").glob("*.json")} == stored
     table = lambda text: [line for line in text.splitlines() if line.startswith("|")]  # noqa: E731
     assert table((tmp_path / "out" / "real-prompting.md").read_text()) == table(first)
@@ -79,7 +81,18 @@ def test_every_part_writes_its_page_and_a_rerun_reuses_the_work(data_dir, tmp_pa
 
 def test_a_missing_data_directory_is_one_line(tmp_path, capsys):
     assert main(["--model", "tiny-gpt2", "--scale", "smoke", "--data-dir", str(tmp_path / "nowhere"),
-                 "--output", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--parts", "finetune"]) == 2
+                 "--results", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "real-finetune"]) == 2
     err = capsys.readouterr().err
     assert "no Rotten Tomatoes in" in err and "--data-dir" in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_set_stands_for_its_pages_and_an_unknown_name_is_refused(capsys):
+    from peft_course.pages.__main__ import SETS, build_parser, expand
+
+    parser = build_parser()
+    assert expand(["real-model", "real-dpo", "gpt2"], parser) == [*PARTS, "gpt2"]
+    assert expand([], parser) == list(SETS["embedded"])
+    with pytest.raises(SystemExit) as exited:
+        main(["nope"])
+    assert exited.value.code == 2 and "unknown page name(s) nope" in capsys.readouterr().err

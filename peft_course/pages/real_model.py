@@ -1,18 +1,20 @@
 """Every chapter on a real pretrained language model: SmolLM2-135M-Instruct on real data.
 
-`python -m peft_course.real_model` (or `make real-model`) runs the parts below and
-writes one results page each into `docs/results/` (Markdown tables, PNG curves), with the
-command, the machine and the wall time:
+`python -m peft_course.pages real-model --data-dir ../shared/data` (or `make real-model`)
+runs the parts below and writes one results page each into `docs/results/` (Markdown tables,
+PNG curves), with the command, the machine and the wall time; a part alone is named by its
+page, e.g. `python -m peft_course.pages real-finetune`:
 
-* `prompting`: zero- and k-shot sentiment on Rotten Tomatoes (verbalizer and strict), with and
-  without the chat template;
-* `arithmetic`: direct, few-shot, chain-of-thought and zero-shot CoT on the generated word
-  problems and on GSM8K;
-* `ablation`: a short learning-rate search, then the rank, alpha and prompt tables;
-* `finetune`: untrained, head, LoRA, merged LoRA and QLoRA classifiers;
-* `dpo`: DPO with LoRA on Anthropic HH pairs, preference accuracy before and after;
-* `instruct`: LoRA instruction tuning on the generated tasks, exact match before and after;
-* `classes`: LoRA classifiers on RTE's sentence pairs and the six classes of `emotion`.
+* `real-prompting`: zero- and k-shot sentiment on Rotten Tomatoes (verbalizer and strict),
+  with and without the chat template;
+* `real-arithmetic`: direct, few-shot, chain-of-thought and zero-shot CoT on the generated
+  word problems and on GSM8K;
+* `real-ablation`: a short learning-rate search, then the rank, alpha and prompt tables;
+* `real-finetune`: untrained, head, LoRA, merged LoRA and QLoRA classifiers;
+* `real-dpo`: DPO with LoRA on Anthropic HH pairs, preference accuracy before and after;
+* `real-instruct`: LoRA instruction tuning on the generated tasks, exact match before and
+  after;
+* `real-classes`: LoRA classifiers on RTE's sentence pairs and the six classes of `emotion`.
 
 The sizes are the CPU sizes the pages were made with (5 to 27 minutes a part on 2 cores, the
 ablation about an hour); `--scale full` uses the whole splits for a learner with a GPU
@@ -24,9 +26,7 @@ The real data is read from `--data-dir` (`../shared/data` by default), never fro
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -56,7 +56,7 @@ from peft_course.dpo import (
     DPORunConfig,
     before_after_table,
     check_pair,
-    save_run,
+    save_dpo_run,
     tokenize_pair,
     train_dpo,
 )
@@ -67,6 +67,7 @@ from peft_course.instruct import generated_instructions, instruct_rows, instruct
 from peft_course.lm_classification import TEMPLATES
 from peft_course.metrics import confusion
 from peft_course.models import load_model, load_tokenizer
+from peft_course.pages.stamp import COMMAND
 from peft_course.prompting import (
     DEFAULT_STRATEGIES,
     HFGenerate,
@@ -77,13 +78,10 @@ from peft_course.prompting import (
     sentiment_by_prompting,
 )
 from peft_course.settings import INSTRUCT
-from peft_course.smollm2 import SMOLLM2
 from peft_course.system import provenance
 from peft_course.tables import confusion_rows, markdown_table, result_row
 from peft_course.training import TrainConfig
 from peft_course.word_problems import load_gsm8k_jsonl
-
-COMMAND = "python -m peft_course.real_model"
 
 
 @dataclass(frozen=True)
@@ -157,7 +155,7 @@ class Context:
         model: the model every part loads.
         scale: the name of the sizes in `SCALES` (`cpu`, `full`, `smoke`).
         data_dir: the folder holding the real datasets (`--data-dir`).
-        output: where the pages are written (`--output`).
+        results: where the pages are written (`--results`).
         work: where finished work is kept for reruns (`--work`).
         sizes: how much of each dataset a part uses.
         device: where to train; None: CUDA if present.
@@ -168,7 +166,7 @@ class Context:
     model: str
     scale: str
     data_dir: Path
-    output: Path
+    results: Path
     work: Path
     sizes: Sizes
     device: str | None
@@ -264,25 +262,24 @@ class Store:
         return self.results[key]
 
 
-def page(context: Context, name: str, title: str, body: str, part: str, started: float) -> Path:
-    """Write `docs/results/<name>.md`: the title (bold: the page is included under a
+def page(context: Context, name: str, title: str, body: str, started: float) -> Path:
+    """Write `<name>.md` into `context.results`: the title (bold: the page is included under a
     chapter's heading), the body, and the line saying what made it.
 
     Args:
         context: where the real data is, where pages and resumable work go, and how to run.
-        name: the page's file name, without `.md`, in `context.output`.
+        name: the page's file name, without `.md`, which is also the part's name in `PARTS`.
         title: the page's title.
         body: the page's Markdown.
-        part: the part named in the provenance line's command.
         started: `time.perf_counter()` when the part started, for the wall time.
     """
     minutes = (time.perf_counter() - started) / 60
     note = (
-        provenance(f"{COMMAND} --parts {part}")
+        provenance(f"{COMMAND} {name}")
         + f" Wall time of this run: {minutes:.1f} min (work reused from an earlier run is not "
         "counted)."
     )
-    return atomic_write_text(context.output / f"{name}.md", f"**{title}**\n\n{body}\n{note}\n")
+    return atomic_write_text(context.results / f"{name}.md", f"**{title}**\n\n{body}\n{note}\n")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -375,7 +372,6 @@ def part_prompting(context: Context) -> list[Path]:
             "real-prompting",
             "Prompting SmolLM2-135M-Instruct: sentiment",
             body,
-            "prompting",
             started,
         )
     ]
@@ -431,7 +427,6 @@ def part_arithmetic(context: Context) -> list[Path]:
             "real-arithmetic",
             "Prompting SmolLM2-135M-Instruct: arithmetic",
             body,
-            "arithmetic",
             started,
         )
     ]
@@ -506,9 +501,9 @@ def part_ablation(context: Context) -> list[Path]:
         result = run_sweep(sweep, data, settings, output=cells)
         written += write_sweep(
             result,
-            context.output / "real-ablation",
+            context.results / "real-ablation",
             f"{sweep.name} sweep: {context.model} on Rotten Tomatoes",
-            provenance(f"{COMMAND} --parts ablation"),
+            provenance(f"{COMMAND} real-ablation"),
         )
         tables.append(
             f"### The {sweep.name} table\n\n{markdown_table(table_rows(result))}\n"
@@ -532,7 +527,6 @@ def part_ablation(context: Context) -> list[Path]:
             "real-ablation",
             "The ablation tables on SmolLM2-135M-Instruct",
             body,
-            "ablation",
             started,
         ),
         *written,
@@ -606,7 +600,6 @@ def part_finetune(context: Context) -> list[Path]:
             "real-finetune",
             "Fine-tuning SmolLM2-135M-Instruct for classification",
             body,
-            "finetune",
             started,
         )
     ]
@@ -685,7 +678,7 @@ def part_dpo(context: Context) -> list[Path]:
         dropped += empty
         pairs[split] = fits.shuffle(seed=0).select(range(min(n or len(fits), len(fits))))
     run = train_dpo(pairs, context.model, config)
-    save_run(run, context.output / "real-dpo", f"DPO on {context.model}, LoRA r=16")
+    save_dpo_run(run, context.results / "real-dpo", f"DPO on {context.model}, LoRA r=16")
     body = (
         f"`{context.model}` + LoRA (r=16, alpha 32, peft's default targets q_proj and v_proj) "
         f"trained with `trl.DPOTrainer` on {len(pairs['train'])} Anthropic HH helpful-base pairs "
@@ -700,7 +693,7 @@ def part_dpo(context: Context) -> list[Path]:
         f"left out.\n\n{before_after_table(run)}\n\n"
         f"![rewards during training](results/real-dpo/rewards.png)\n"
     )
-    return [page(context, "real-dpo", "DPO on SmolLM2-135M-Instruct", body, "dpo", started)]
+    return [page(context, "real-dpo", "DPO on SmolLM2-135M-Instruct", body, started)]
 
 
 INSTRUCT_EPOCHS, INSTRUCT_LEARNING_RATE = 2, 5e-4
@@ -753,7 +746,6 @@ def part_instruct(context: Context) -> list[Path]:
             "real-instruct",
             "Instruction tuning SmolLM2-135M-Instruct",
             body,
-            "instruct",
             started,
         )
     ]
@@ -836,71 +828,17 @@ def part_classes(context: Context) -> list[Path]:
             "real-classes",
             "Sentence pairs and six classes on SmolLM2-135M-Instruct",
             body,
-            "classes",
             started,
         )
     ]
 
 
-PARTS: dict[str, Callable[[Context], list[Path]]] = {
-    "prompting": part_prompting,
-    "arithmetic": part_arithmetic,
-    "ablation": part_ablation,
-    "finetune": part_finetune,
-    "dpo": part_dpo,
-    "instruct": part_instruct,
-    "classes": part_classes,
+PARTS: dict[str, Callable[[Context], list[Path]]] = {  # page name: the part that writes it
+    "real-prompting": part_prompting,
+    "real-arithmetic": part_arithmetic,
+    "real-ablation": part_ablation,
+    "real-finetune": part_finetune,
+    "real-dpo": part_dpo,
+    "real-instruct": part_instruct,
+    "real-classes": part_classes,
 }
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the chosen parts; a missing model or data directory is one line, not a traceback.
-
-    Args:
-        argv: the command-line arguments; None reads `sys.argv`.
-
-    Returns:
-        The exit status: 0, or 2 after a `CourseError`.
-    """
-    parser = argparse.ArgumentParser(prog=COMMAND, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS))
-    parser.add_argument("--model", default=SMOLLM2, help="default: %(default)s (the pages' model)")
-    parser.add_argument(
-        "--data-dir", type=Path, default=Path("../shared/data"), help="where the real datasets are"
-    )
-    parser.add_argument(
-        "--output", type=Path, default=Path("docs/results"), help="where the pages are written"
-    )
-    parser.add_argument(
-        "--work", type=Path, default=Path("runs/real-model"), help="finished work, kept for reruns"
-    )
-    parser.add_argument(
-        "--scale", choices=list(SCALES), default="cpu", help="cpu sizes (the pages) or full splits"
-    )
-    parser.add_argument("--device", help="cpu, cuda, ... (default: cuda if present)")
-    parser.add_argument("--fresh", action="store_true", help="recompute finished work")
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    context = Context(
-        args.model,
-        args.scale,
-        args.data_dir,
-        args.output,
-        args.work,
-        SCALES[args.scale],
-        args.device,
-        not args.no_progress,
-        args.fresh,
-    )
-    try:
-        for name in args.parts:
-            for path in PARTS[name](context):
-                print(f"saved {path}")
-    except CourseError as error:
-        print(f"{COMMAND}: error: {error}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
