@@ -85,7 +85,7 @@ from peft_course.runs import (
     start_run,
 )
 from peft_course import distributed, smollm2
-from peft_course.settings import ABLATION, INSTRUCT
+from peft_course.settings import ABLATION, EMBEDDED_MODEL, INSTRUCT
 from peft_course.system import check_device, provenance, system_info
 from peft_course.tables import markdown_table, write_table
 from peft_course.training import TrainConfig, check_checkpoint
@@ -199,7 +199,7 @@ def command_demo(args: argparse.Namespace) -> None:
     print(markdown_table(rows))
     print(f"saved: {path} and {path.with_suffix('.csv')}")
     demo_ablation(args)
-    if not args.no_tuning and args.model == "tiny-gpt2":
+    if not args.no_tuning and args.model == EMBEDDED_MODEL:
         demo_tuning(args)
     if not args.no_real_model:
         demo_real_model(args.output)
@@ -226,7 +226,7 @@ def demo_ablation(args: argparse.Namespace) -> None:
     Args:
         args: the parsed command line of `peft-course demo`.
     """
-    if args.model != "tiny-gpt2":
+    if args.model != EMBEDDED_MODEL:
         print(
             "\nThe ablation tables run on the embedded model only; for another model use "
             "`peft-course ablate` with that model's learning rates (see docs/ablation.md)."

@@ -37,6 +37,7 @@ from peft_course.synthetic import (
     synthetic_entailment,
     synthetic_sentiment,
 )
+from peft_course.settings import TRAINING
 
 SPLITS = ("train", "validation", "test")
 
@@ -750,7 +751,9 @@ def load_classification_data(
     return _finish(source, frames, names, seed, max_examples, sources)
 
 
-def tokenize(data: ClassificationData, tokenizer: Any, max_length: int = 256) -> DatasetDict:
+def tokenize(
+    data: ClassificationData, tokenizer: Any, max_length: int = TRAINING.max_length
+) -> DatasetDict:
     """Tokenize every split (truncated to `max_length`; padding happens later, per batch).
 
     A pair is joined as `text <sep> text_pair`, where the separator is the tokenizer's own

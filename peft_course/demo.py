@@ -19,7 +19,7 @@ from peft_course.finetune import FinetuneResult, finetune, get_method
 from peft_course.instruct import InstructResult, generated_instructions, instruct_tune
 from peft_course.models import load_model
 from peft_course.prompting import balanced_examples, sentiment_by_prompting
-from peft_course.settings import INSTRUCT, LORA, METHODS
+from peft_course.settings import EMBEDDED_MODEL, INSTRUCT, LORA, METHODS, TRAINING
 from peft_course.smollm2 import SMOLLM2
 from peft_course.system import provenance
 from peft_course.tables import result_row
@@ -57,9 +57,9 @@ DEMO_SETTINGS = [  # one row per method, in the table's order
 
 def demo_rows(
     data: ClassificationData,
-    model_name: str = "tiny-gpt2",
-    seed: int = 0,
-    max_length: int = 256,
+    model_name: str = EMBEDDED_MODEL,
+    seed: int = TRAINING.seed,
+    max_length: int = TRAINING.max_length,
     settings: list[DemoSetting] | None = None,
     progress: bool = True,
 ) -> list[dict[str, str]]:
@@ -88,7 +88,7 @@ def demo_rows(
 
 def ablation_results(
     data: ClassificationData,
-    model_name: str = "tiny-gpt2",
+    model_name: str = EMBEDDED_MODEL,
     output: str | Path = "runs/demo/ablation",
     progress: bool = True,
 ) -> list[SweepResult]:

@@ -43,6 +43,7 @@ from peft_course.models import load_model
 from peft_course.plots import plt
 from peft_course.settings import DPO, LORA
 from peft_course.synthetic import INTENSIFIERS, NEGATIVE_ADJECTIVES, POSITIVE_ADJECTIVES, SUBJECTS
+from peft_course.settings import EMBEDDED_MODEL
 
 REQUIRED_FIELDS = ("prompt", "chosen", "rejected")
 if TYPE_CHECKING:  # `datasets` is imported where it is used: the loss functions do not need it
@@ -712,7 +713,7 @@ class DPORun:
 # --8<-- [start:train_dpo]
 def train_dpo(
     pairs: DatasetDict,
-    model_name: str = "tiny-gpt2",
+    model_name: str = EMBEDDED_MODEL,
     config: DPORunConfig | None = None,
     output_dir: str | Path | None = None,
 ) -> DPORun:
@@ -856,7 +857,7 @@ def perturbed_copy(model: torch.nn.Module, scale: float = 0.05, seed: int = 0) -
 
 
 def compare_with_trl(
-    model_name: str = "tiny-gpt2", n_pairs: int = 8, beta: float = 0.5, seed: int = 0
+    model_name: str = EMBEDDED_MODEL, n_pairs: int = 8, beta: float = 0.5, seed: int = 0
 ) -> list[dict[str, Any]]:
     """Rows `metric | by hand | TRL | difference` for a perturbed policy against its reference.
 

@@ -41,7 +41,7 @@ from peft_course.methods import (
 )
 from peft_course.models import check_max_length, load_model
 from peft_course.qlora import load_qlora_model, prepare_qlora
-from peft_course.settings import METHOD_OPTIONS
+from peft_course.settings import EMBEDDED_MODEL, METHOD_OPTIONS, TRAINING
 from peft_course.settings import METHODS as SETTINGS
 from peft_course.training import (
     TrainConfig,
@@ -81,7 +81,7 @@ class Method:
     prepare: Callable[..., nn.Module]
     finish: Callable[[nn.Module], nn.Module] | None = None
     label: str = ""
-    learning_rate: float = 5e-4
+    learning_rate: float = TRAINING.learning_rate
     load: Callable[..., tuple[nn.Module, Any]] = load_model  # QLoRA quantizes while loading
     options: tuple[str, ...] = ()  # the keyword options `prepare` takes
 
@@ -224,9 +224,9 @@ def _scores(metrics: dict[str, Any]) -> dict[str, Any]:
 def finetune(
     data: ClassificationData,
     method: str = "head",
-    model_name: str = "tiny-gpt2",
+    model_name: str = EMBEDDED_MODEL,
     config: TrainConfig | None = None,
-    max_length: int = 256,
+    max_length: int = TRAINING.max_length,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     **method_options: Any,
@@ -296,7 +296,7 @@ from peft_course.tables import result_row
 
 def lora_training_rows(
     data: ClassificationData,
-    model_name: str = "tiny-gpt2",
+    model_name: str = EMBEDDED_MODEL,
     seed: int = 0,
     epochs: int = SETTINGS["lora"].demo_epochs,
     learning_rate: float = SETTINGS["lora"].learning_rate,

@@ -36,6 +36,7 @@ from peft_course.models import (
     looks_like_a_path,
     resolve_model_path,
 )
+from peft_course.settings import EMBEDDED_MODEL, LORA
 
 PROJECTIONS = ("q", "k", "v", "out", "fc", "proj")  # attention's q, k, v and output; the MLP's two
 
@@ -59,8 +60,8 @@ class LoRASpec:
         GPT2Error: if `targets` is a string, empty, or names something not in `PROJECTIONS`.
     """
 
-    r: int = 8
-    alpha: float = 16.0
+    r: int = LORA.r
+    alpha: float = LORA.alpha
     targets: tuple[str, ...] = ("q", "k", "v")
     dropout: float = 0.0
 
@@ -673,7 +674,7 @@ def load_weights(model: GPT2, state: dict[str, torch.Tensor]) -> GPT2:
 
 
 def from_pretrained(
-    name_or_path: str = "tiny-gpt2",
+    name_or_path: str = EMBEDDED_MODEL,
     num_labels: int | None = None,
     lora: LoRASpec | None = None,
     pad_token_id: int | None = None,
@@ -747,8 +748,8 @@ def load_classifier(
 
 def prepare_builtin_lora(
     model: GPT2,
-    r: int = 8,
-    alpha: float = 16.0,
+    r: int = LORA.r,
+    alpha: float = LORA.alpha,
     dropout: float = 0.0,
     targets: Sequence[str] | None = None,
 ) -> GPT2:
@@ -811,7 +812,7 @@ def seed_project_lora() -> tuple[int, int]:
     return lora_counts(LoRASpec(r=8, alpha=16.0, targets=("q", "k", "v")))
 
 
-def gpt2_parity_rows(name: str = "tiny-gpt2", seed: int = 0) -> list[dict[str, str]]:
+def gpt2_parity_rows(name: str = EMBEDDED_MODEL, seed: int = 0) -> list[dict[str, str]]:
     """The from-scratch GPT-2 against transformers on the same weights:
     the largest |logit difference|.
 

@@ -39,7 +39,7 @@ from peft_course.data import REGISTRY, DataError, read_table
 from peft_course.errors import CourseError, check_int
 from peft_course.methods import prepare_full, prepare_lora
 from peft_course.models import check_max_length, load_model, make_loader
-from peft_course.settings import INSTRUCT
+from peft_course.settings import EMBEDDED_MODEL, INSTRUCT, LORA
 from peft_course.synthetic import make_sentence
 from peft_course.system import pick_device
 from peft_course.training import TrainConfig, TrainResult, load_trainable_state, train
@@ -588,8 +588,8 @@ def projection_names(model: torch.nn.Module) -> list[str]:
 def prepare(
     model: torch.nn.Module,
     method: str,
-    r: int = 8,
-    alpha: float = 16.0,
+    r: int = LORA.r,
+    alpha: float = LORA.alpha,
     targets: Sequence[str] | None = None,
     train_embeddings: bool = False,
 ) -> torch.nn.Module:
@@ -625,7 +625,7 @@ def prepare(
 def instruct_tune(
     splits: dict[str, list[Example]],
     method: str = "lora",
-    model_name: str = "tiny-gpt2",
+    model_name: str = EMBEDDED_MODEL,
     config: TrainConfig | None = None,
     max_length: int = INSTRUCT.max_length,
     r: int = INSTRUCT.r,

@@ -40,6 +40,7 @@ from peft_course.errors import CourseError
 from peft_course.methods import prepare_full, prepare_lora
 from peft_course.models import logits_at, make_loader
 from peft_course.system import pick_device, use_bf16
+from peft_course.settings import TRAINING
 
 # --8<-- [start:templates]
 TEMPLATES: dict[str, str] = {  # the five instructions of the seed project's prompt ablation
@@ -166,7 +167,7 @@ def encode_examples(
     labels: Sequence[int],
     tokenizer: Any,
     prompt_format: PromptFormat,
-    max_length: int = 256,
+    max_length: int = TRAINING.max_length,
 ) -> Dataset:
     """Token ids of `prompt + label word` per example, with the LM labels on the label word only.
 
@@ -212,7 +213,10 @@ def encode_examples(
 
 
 def encode(
-    data: ClassificationData, tokenizer: Any, prompt_format: PromptFormat, max_length: int = 256
+    data: ClassificationData,
+    tokenizer: Any,
+    prompt_format: PromptFormat,
+    max_length: int = TRAINING.max_length,
 ) -> DatasetDict:
     """`encode_examples` on every split of `data`, after checking that the two fit together.
 

@@ -49,6 +49,7 @@ from peft_course.errors import (
     describe,
 )
 from peft_course.models import count_parameters, load_model
+from peft_course.settings import EMBEDDED_MODEL, LORA
 
 ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -88,8 +89,8 @@ class LoRAConfig:
             or a list is a string.
     """
 
-    r: int = 8
-    alpha: float = 16.0
+    r: int = LORA.r
+    alpha: float = LORA.alpha
     dropout: float = 0.0
     targets: list[str] = field(default_factory=lambda: ["c_attn"])
     trainable: list[str] = field(default_factory=list)
@@ -199,8 +200,8 @@ class LoRALayer(nn.Module):
     def __init__(
         self,
         base: nn.Module,
-        r: int = 8,
-        alpha: float = 16.0,
+        r: int = LORA.r,
+        alpha: float = LORA.alpha,
         dropout: float = 0.0,
         use_rslora: bool = False,
     ) -> None:
@@ -417,8 +418,8 @@ def default_targets(model: nn.Module) -> list[str]:
 # --8<-- [start:prepare]
 def prepare_lora_scratch(
     model: nn.Module,
-    r: int = 8,
-    alpha: float = 16.0,
+    r: int = LORA.r,
+    alpha: float = LORA.alpha,
     targets: Sequence[str] | None = None,
     trainable: Sequence[str] = ("score",),
     dropout: float = 0.0,
@@ -869,10 +870,14 @@ def equivalence_rows(seed: int = 0) -> list[dict[str, str]]:
     Args:
         seed: the seed of the models, the random inputs and the random `B`.
     """
-    tiny, _ = load_model("tiny-gpt2", "classification", num_labels=2, seed=seed)
+    tiny, _ = load_model(EMBEDDED_MODEL, "classification", num_labels=2, seed=seed)
     cases = [
-        ("tiny-gpt2", tiny, LoRAConfig(8, 16, targets=["c_attn"], trainable=["score"])),
-        ("tiny-gpt2", tiny, LoRAConfig(4, 8, targets=list(GPT2_TARGETS), trainable=["score"])),
+        (
+            EMBEDDED_MODEL,
+            tiny,
+            LoRAConfig(LORA.r, LORA.alpha, targets=["c_attn"], trainable=["score"]),
+        ),
+        (EMBEDDED_MODEL, tiny, LoRAConfig(4, 8, targets=list(GPT2_TARGETS), trainable=["score"])),
         (
             "random GPT2Config",
             random_gpt2(seed),

@@ -17,6 +17,7 @@ from torch import nn
 
 from peft_course.errors import CourseError, check_string_list, describe
 from peft_course.lora import check_hyperparameters
+from peft_course.settings import LORA
 
 
 # --8<-- [start:head_only]
@@ -70,8 +71,8 @@ def prepare_full(model: nn.Module) -> nn.Module:
 # --8<-- [start:prepare_lora]
 def prepare_lora(
     model: nn.Module,
-    r: int = 8,
-    alpha: float = 16.0,
+    r: int = LORA.r,
+    alpha: float = LORA.alpha,
     dropout: float = 0.0,
     targets: list[str] | None = None,
     bias: str = "none",
@@ -139,8 +140,8 @@ def prepare_lora(
 
 # --8<-- [start:check_lora_options]
 def check_lora_options(
-    r: Any = 8,
-    alpha: Any = 16.0,
+    r: Any = LORA.r,
+    alpha: Any = LORA.alpha,
     dropout: Any = 0.0,
     targets: Any = None,
     bias: Any = "none",

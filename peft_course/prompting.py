@@ -51,6 +51,7 @@ from peft_course.word_problems import (
     generate_problems,
     load_gsm8k_jsonl,
 )
+from peft_course.settings import EMBEDDED_MODEL
 
 Generate = Callable[[str], str]
 
@@ -416,7 +417,7 @@ class HFGenerate:
 # --8<-- [end:hf_generate]
 
 
-def load_generate(model_name: str = "tiny-gpt2", seed: int = 0, **options: Any) -> HFGenerate:
+def load_generate(model_name: str = EMBEDDED_MODEL, seed: int = 0, **options: Any) -> HFGenerate:
     """Load `model_name` as a causal LM and wrap it
     (options: `max_new_tokens`, `do_sample`, ...).
 
@@ -1067,7 +1068,7 @@ def prompt_gallery(question: str | None = None, k: int = 2, seed: int = 0) -> st
 
 
 def results_page(
-    model_name: str = "tiny-gpt2",
+    model_name: str = EMBEDDED_MODEL,
     n_problems: int = 27,
     k: int = 2,
     seed: int = 0,

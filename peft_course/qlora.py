@@ -34,7 +34,7 @@ from transformers.pytorch_utils import Conv1D
 from peft_course.errors import CourseError
 from peft_course.methods import check_lora_options, prepare_lora
 from peft_course.models import DEFAULT_MODEL, ModelLoadError, Task, load_model
-from peft_course.settings import METHODS
+from peft_course.settings import LORA, METHODS
 from peft_course.system import bnb_4bit_support
 
 # Modules that must stay in full precision: the classification heads (GPT-2's `score`,
@@ -194,8 +194,8 @@ def quantized_modules(model: nn.Module) -> list[str]:
 # --8<-- [start:prepare]
 def prepare_qlora(
     model: nn.Module,
-    r: int = 8,
-    alpha: float = 16.0,
+    r: int = LORA.r,
+    alpha: float = LORA.alpha,
     dropout: float = 0.0,
     targets: list[str] | None = None,
     gradient_checkpointing: bool = True,

@@ -35,6 +35,7 @@ from peft_course.tables import markdown_table, result_row
 from peft_course.metrics import confusion
 from peft_course.plots import plot_confusion, plot_history
 from peft_course.training import load_trainable_state
+from peft_course.settings import TRAINING
 
 RUN_FILE, WEIGHTS_FILE, METRICS_FILE = "run.json", "weights.safetensors", "metrics.json"
 
@@ -63,8 +64,8 @@ class RunSpec:
     label_names: list[str]
     dataset: str = ""
     method_options: dict[str, Any] = field(default_factory=dict)
-    max_length: int = 256
-    seed: int = 0
+    max_length: int = TRAINING.max_length
+    seed: int = TRAINING.seed
     train_config: dict[str, Any] = field(default_factory=dict)
 
 
@@ -340,7 +341,7 @@ def check_texts_to_classify(texts: Any) -> list[str]:
 
 @torch.no_grad()
 def predict_texts(
-    model: nn.Module, tokenizer: Any, texts: list[str], max_length: int = 256
+    model: nn.Module, tokenizer: Any, texts: list[str], max_length: int = TRAINING.max_length
 ) -> list[dict[str, Any]]:
     """The predicted label and the probability of every label, for each text.
 

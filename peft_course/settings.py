@@ -40,6 +40,7 @@ class TrainingSettings:
     Attributes:
         epochs: passes over the training split.
         batch_size: rows a step.
+        learning_rate: AdamW's learning rate where no method or chapter sets one.
         weight_decay: AdamW's weight decay.
         max_length: tokens a text keeps.
         seed: the training seed.
@@ -48,6 +49,7 @@ class TrainingSettings:
 
     epochs: int = 3
     batch_size: int = 32
+    learning_rate: float = 5e-4
     weight_decay: float = 0.0
     max_length: int = 256  # tokens a text keeps
     seed: int = 0

@@ -28,9 +28,10 @@ from tokenizers import ByteLevelBPETokenizer
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast, PreTrainedModel
 
 from peft_course.files import build_directory_once
+from peft_course.settings import EMBEDDED_MODEL
 from peft_course.synthetic import pretraining_corpus
 
-TINY_GPT2 = "tiny-gpt2"
+TINY_GPT2 = EMBEDDED_MODEL
 EOS_TOKEN = "<|endoftext|>"
 VOCAB_SIZE = 1024
 PRETRAIN_STEPS = 450

@@ -75,7 +75,7 @@ class TrainConfig:
 
     epochs: int = TRAINING.epochs
     batch_size: int = TRAINING.batch_size
-    learning_rate: float = 5e-4
+    learning_rate: float = TRAINING.learning_rate
     weight_decay: float = TRAINING.weight_decay
     max_grad_norm: float = 1.0
     eval_every: int | None = None
@@ -86,7 +86,7 @@ class TrainConfig:
     log_every: int = TRAINING.log_every  # steps between reads of the loss for the progress bar
     compile: bool = False  # torch.compile the model's forward pass
     fsdp: bool = False  # under torchrun: shard parameters, gradients and optimizer state
-    seed: int = 0
+    seed: int = TRAINING.seed
     device: str | None = None
     bf16: bool | None = None
     progress: bool = True

@@ -22,7 +22,7 @@ from peft_course.dpo import (
     load_preference_jsonl,
     perturbed_copy,
     preference_metrics,
-    save_run,
+    save_dpo_run,
     sequence_logprobs,
     split_pairs,
     tokenize_pair,
@@ -46,7 +46,9 @@ def test_sequence_logprobs_sums_completion_tokens_only():
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(3, 7, 11, generator=generator)
     input_ids = torch.randint(0, 11, (3, 7), generator=generator)
-    completion_mask = torch.tensor([[0, 0, 1, 1, 1, 0, 0], [0, 1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 1, 1, 0]])
+    completion_mask = torch.tensor(
+        [[0, 0, 1, 1, 1, 0, 0], [0, 1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 1, 1, 0]]
+    )
     expected = torch.zeros(3)
     for row in range(3):
         for t in range(1, 7):  # the token at t is predicted by the logits at t - 1
@@ -89,7 +91,9 @@ def test_collate_matches_trl_collator(causal):
     theirs = DataCollatorForPreference(pad_token_id=tokenizer.pad_token_id)(examples)
     for key in ("input_ids", "attention_mask", "completion_mask"):
         assert torch.equal(ours[key], theirs[key]), key
-    assert all(e["chosen_ids"][-1] == tokenizer.eos_token_id for e in examples), "eos ends each completion"
+    assert all(e["chosen_ids"][-1] == tokenizer.eos_token_id for e in examples), (
+        "eos ends each completion"
+    )
 
 
 def test_loss_and_rewards_equal_trl(causal):
@@ -100,8 +104,15 @@ def test_loss_and_rewards_equal_trl(causal):
     ours = preference_metrics(policy, tokenizer, pairs, beta=0.5, reference=reference)
     theirs = trl_metrics(policy, reference, tokenizer, pairs, beta=0.5)
     assert abs(ours["loss"] - math.log(2)) > 1e-3, "the policy must differ from the reference"
-    for key in ("loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
-                "logps/chosen", "logps/rejected"):
+    for key in (
+        "loss",
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/accuracies",
+        "rewards/margins",
+        "logps/chosen",
+        "logps/rejected",
+    ):
         assert ours[key] == pytest.approx(theirs[key], abs=TRL_TOLERANCE), key
     # TRL 1.x: label_smoothing is read by the robust/EXO/AOT losses, not by the sigmoid loss
     smoothed = trl_metrics(policy, reference, tokenizer, pairs, beta=0.5, label_smoothing=0.3)
@@ -111,7 +122,9 @@ def test_loss_and_rewards_equal_trl(causal):
 def test_trl_loss_is_ln2_when_policy_is_reference(causal):
     reference, tokenizer = causal
     policy = perturbed_copy(reference, scale=0.0)
-    metrics = trl_metrics(policy, reference, tokenizer, list(film_preferences(4, 1)["train"]), beta=0.1)
+    metrics = trl_metrics(
+        policy, reference, tokenizer, list(film_preferences(4, 1)["train"]), beta=0.1
+    )
     assert metrics["loss"] == pytest.approx(math.log(2), abs=1e-6)
     assert metrics["rewards/margins"] == 0.0
 
@@ -119,7 +132,9 @@ def test_trl_loss_is_ln2_when_policy_is_reference(causal):
 def test_lora_dpo_reverses_the_ranking_and_keeps_the_reference(tmp_path):
     """The pretrained model prefers praise; DPO on pairs that prefer panning must reverse that."""
     pairs = film_preferences(96, 48, seed=0, prefer="negative")
-    run = train_dpo(pairs, config=DPORunConfig(lora=True, learning_rate=1e-2, epochs=2, batch_size=16))
+    run = train_dpo(
+        pairs, config=DPORunConfig(lora=True, learning_rate=1e-2, epochs=2, batch_size=16)
+    )
     before, after = run.before, run.after
     assert before["loss"] == pytest.approx(math.log(2), abs=1e-6) and before["rewards/margins"] == 0
     assert before["likelihood_accuracy"] < 0.2, before
@@ -129,19 +144,28 @@ def test_lora_dpo_reverses_the_ranking_and_keeps_the_reference(tmp_path):
     assert run.reference_unchanged, "LoRA must leave the base (the reference) untouched"
     assert len(run.history) >= 4 and all(key in run.history[0] for key in METRIC_KEYS)
     assert run.history[-1]["rewards/margins"] > run.history[0]["rewards/margins"]
-    metrics, plot = save_run(run, tmp_path)
+    metrics, plot = save_dpo_run(run, tmp_path)
     saved = json.loads(metrics.read_text())
-    assert saved["after"]["rewards/accuracies"] == after["rewards/accuracies"] and saved["config"]["lora"]
+    assert (
+        saved["after"]["rewards/accuracies"] == after["rewards/accuracies"]
+        and saved["config"]["lora"]
+    )
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
 
 def test_full_dpo_with_explicit_reference():
-    run = train_dpo(film_preferences(48, 32, prefer="negative"),
-                    config=DPORunConfig(lora=False, learning_rate=1e-3, epochs=1, batch_size=16))
+    run = train_dpo(
+        film_preferences(48, 32, prefer="negative"),
+        config=DPORunConfig(lora=False, learning_rate=1e-3, epochs=1, batch_size=16),
+    )
     assert run.reference_unchanged
     fresh = frozen_weights(load_model("tiny-gpt2", task="causal-lm")[0])
-    assert all(torch.equal(fresh[k], v) for k, v in frozen_weights(run.reference).items()), "reference moved"
-    assert not all(torch.equal(fresh[k], v) for k, v in frozen_weights(run.model).items()), "policy did not train"
+    assert all(torch.equal(fresh[k], v) for k, v in frozen_weights(run.reference).items()), (
+        "reference moved"
+    )
+    assert not all(torch.equal(fresh[k], v) for k, v in frozen_weights(run.model).items()), (
+        "policy did not train"
+    )
     assert run.after["rewards/margins"] > 0.1
 
 
@@ -165,13 +189,16 @@ def test_jsonl_round_trip_and_split(tmp_path):
     assert (len(split["train"]), len(split["test"])) == (8, 2)
 
 
-@pytest.mark.parametrize("row,message", [
-    ({"prompt": "a", "chosen": " b"}, "'rejected'"),
-    ({"chosen": " b", "rejected": " c"}, "'prompt'"),
-    ({"prompt": "a", "chosen": "  ", "rejected": " c"}, "'chosen' completion is empty"),
-    ({"prompt": "a", "chosen": " b", "rejected": ""}, "'rejected' completion is empty"),
-    ({"prompt": "a", "chosen": [{"role": "assistant"}], "rejected": " c"}, "must be text"),
-])
+@pytest.mark.parametrize(
+    "row,message",
+    [
+        ({"prompt": "a", "chosen": " b"}, "'rejected'"),
+        ({"chosen": " b", "rejected": " c"}, "'prompt'"),
+        ({"prompt": "a", "chosen": "  ", "rejected": " c"}, "'chosen' completion is empty"),
+        ({"prompt": "a", "chosen": " b", "rejected": ""}, "'rejected' completion is empty"),
+        ({"prompt": "a", "chosen": [{"role": "assistant"}], "rejected": " c"}, "must be text"),
+    ],
+)
 def test_bad_pairs_are_refused(row, message):
     with pytest.raises(PreferenceDataError, match=message):
         check_pairs([row])
@@ -211,7 +238,8 @@ def test_bad_beta_is_refused(beta, causal):
 
 def test_check_pairs_keeps_only_the_three_fields():
     assert check_pairs([{"prompt": "", "chosen": " a", "rejected": " b", "score": 3}]) == [
-        {"prompt": "", "chosen": " a", "rejected": " b"}]
+        {"prompt": "", "chosen": " a", "rejected": " b"}
+    ]
     with pytest.raises(PreferenceDataError, match="no preference pairs"):
         check_pairs([])
     assert F.logsigmoid(torch.tensor(-200.0)).isfinite()  # why dpo_loss uses logsigmoid
@@ -227,8 +255,14 @@ def test_unsaved_model_needs_an_explicit_reference(causal, tmp_path):
     from peft_course.dpo import make_dpo_config
 
     _, tokenizer = causal
-    config = GPT2Config(vocab_size=len(tokenizer), n_layer=1, n_embd=16, n_head=2,
-                        bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_layer=1,
+        n_embd=16,
+        n_head=2,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     model = GPT2LMHeadModel(config)
     assert model.config._name_or_path == ""
     pairs = film_preferences(4, 1)["train"]
@@ -236,5 +270,7 @@ def test_unsaved_model_needs_an_explicit_reference(causal, tmp_path):
     with pytest.raises((OSError, ValueError), match="''"):
         DPOTrainer(model=model, args=args, train_dataset=pairs, processing_class=tokenizer)
     reference = copy.deepcopy(model)
-    trainer = DPOTrainer(model=model, ref_model=reference, args=args, train_dataset=pairs, processing_class=tokenizer)
+    trainer = DPOTrainer(
+        model=model, ref_model=reference, args=args, train_dataset=pairs, processing_class=tokenizer
+    )
     assert trainer.ref_model is reference

@@ -55,6 +55,7 @@ from peft_course.settings import INSTRUCT, LORA
 from peft_course.smollm2 import is_installed
 from peft_course.tables import COLUMNS, confusion_rows, markdown_table, result_row, write_table
 from peft_course.training import TrainConfig
+from peft_course.settings import EMBEDDED_MODEL
 
 # The groups whose pages name their own command (`peft-course demo`, `peft-course ablate`).
 SELF_STAMPED = ("demo", "ablation")
@@ -158,7 +159,7 @@ def lora_pages(results: Path = RESULTS) -> list[Path]:
 
 def qlora_accuracy_rows(
     data: ClassificationData,
-    model_name: str = "tiny-gpt2",
+    model_name: str = EMBEDDED_MODEL,
     seeds: tuple[int, ...] = (0,),
     epochs: int = 4,
     learning_rate: float = QLORA_LEARNING_RATE,
@@ -262,7 +263,7 @@ def gpt2_pages(results: Path = RESULTS) -> list[Path]:
     Args:
         results: the directory the pages are written to.
     """
-    model, tokenizer = gpt2.from_pretrained("tiny-gpt2").eval(), load_tokenizer("tiny-gpt2")
+    model, tokenizer = gpt2.from_pretrained(EMBEDDED_MODEL).eval(), load_tokenizer(EMBEDDED_MODEL)
     tables = {
         "gpt2-parity": gpt2.gpt2_parity_rows(),
         "gpt2-count": gpt2.gpt2_count_rows(),
