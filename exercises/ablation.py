@@ -10,32 +10,42 @@ from collections.abc import Sequence
 import torch
 
 
-def answer_labels(prompt_ids: Sequence[int], answer_ids: Sequence[int]) -> tuple[list[int], list[int]]:
+def answer_labels(
+    prompt_ids: Sequence[int], answer_ids: Sequence[int]
+) -> tuple[list[int], list[int]]:
     """`(input_ids, labels)` for training on the answer only: the prompt's labels are -100.
 
     The model reads `prompt + answer`; the LM loss ignores every -100, so only the label word's
     tokens are learned (transformers shifts the labels by one position itself).
     """
     raise NotImplementedError(
-        "input_ids is prompt + answer; labels has the same length: -100 for each prompt token, then the answer ids"
+        "input_ids is prompt + answer; labels has the same length: -100 for each prompt token, "
+        "then the answer ids"
     )
 
 
-def verbalizer_predictions(next_token_logits: torch.Tensor, label_token_ids: Sequence[int]) -> list[int]:
+def verbalizer_predictions(
+    next_token_logits: torch.Tensor, label_token_ids: Sequence[int]
+) -> list[int]:
     """For each row of `[n, vocab]` logits, the index of the label whose token scores highest.
 
     Only the label tokens compete: the verbalizer always names a label.
     """
-    raise NotImplementedError("select the label tokens' columns (logits[:, ids]), then argmax over dim 1")
+    raise NotImplementedError(
+        "select the label tokens' columns (logits[:, ids]), then argmax over dim 1"
+    )
 
 
 def is_strict_match(completion: str, label_word: str) -> bool:
     """Strict match: the generated text is the label word, surrounding whitespace aside."""
-    raise NotImplementedError("compare both strings after .strip(): ' positive' matches 'positive', 'positive.' does not")
+    raise NotImplementedError(
+        "compare both strings after .strip(): ' positive' matches 'positive', 'positive.' does not"
+    )
 
 
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (divide by n - 1); the std of one value is 0."""
     raise NotImplementedError(
-        "mean = sum / n; std = sqrt(sum of squared deviations / (n - 1)); one value has std 0; no values: ValueError"
+        "mean = sum / n; std = sqrt(sum of squared deviations / (n - 1)); one value has std 0; "
+        "no values: ValueError"
     )

@@ -30,10 +30,16 @@ SOLUTIONS = EXERCISES.parent / "solutions"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("peft_course autograder")
-    group.addoption("--solutions", action="store_true",
-                    help="grade the reference answers in solutions/ instead of your files in exercises/")
-    group.addoption("--implementation-dir", default=None,
-                    help="grade the modules in this directory instead (same file names)")
+    group.addoption(
+        "--solutions",
+        action="store_true",
+        help="grade the reference answers in solutions/ instead of your files in exercises/",
+    )
+    group.addoption(
+        "--implementation-dir",
+        default=None,
+        help="grade the modules in this directory instead (same file names)",
+    )
 
 
 def implementation_dir(config: pytest.Config) -> Path:
@@ -78,10 +84,20 @@ def load(request: pytest.FixtureRequest) -> Callable[[str], ModuleType]:
     """`load("warmup")` returns the graded `warmup` module from the chosen directory."""
     directory = implementation_dir(request.config)
     return lambda name: import_from(directory, name)
+
+
 # --8<-- [end:load]
 
 
-_EXACT = (int, float, bool, str, list, tuple, dict)  # builtins whose look-alike subclasses don't count
+_EXACT = (
+    int,
+    float,
+    bool,
+    str,
+    list,
+    tuple,
+    dict,
+)  # builtins whose look-alike subclasses don't count
 
 
 def check_returns(value: object, expected: type | tuple[type, ...], what: str) -> None:
@@ -94,7 +110,8 @@ def check_returns(value: object, expected: type | tuple[type, ...], what: str) -
     got = type(value)
     assert got in kinds or any(k not in _EXACT and issubclass(got, k) for k in kinds), (
         f"{what} must return {' or '.join(k.__name__ for k in kinds)} (its docstring promises it), "
-        f"got {got.__module__}.{got.__qualname__}".replace("builtins.", ""))
+        f"got {got.__module__}.{got.__qualname__}".replace("builtins.", "")
+    )
 
 
 @pytest.fixture(scope="session", name="returns")
@@ -123,4 +140,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     passed = len(terminalreporter.stats.get("passed", []))
     terminalreporter.write_sep("=", "exercises")
     terminalreporter.write_line(
-        f"{passed} checks passed, {len(failed) - len(not_done)} wrong, {len(not_done)} not done yet")
+        f"{passed} checks passed, {len(failed) - len(not_done)} wrong, {len(not_done)} not done yet"
+    )

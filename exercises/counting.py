@@ -24,11 +24,14 @@ def mlp_parameter_count(widths: list[int]) -> int:
 
 def bitfit_parameter_count(widths: list[int]) -> int:
     """Parameters BitFit trains in that network: the biases only."""
-    raise NotImplementedError("one bias per unit of every layer but the input: which widths is that?")
+    raise NotImplementedError(
+        "one bias per unit of every layer but the input: which widths is that?"
+    )
 
 
-def adapter_parameter_count(widths: list[int], rank: int, placement: str = "hidden",
-                            bias: str = "both") -> int:
+def adapter_parameter_count(
+    widths: list[int], rank: int, placement: str = "hidden", bias: str = "both"
+) -> int:
     """Parameters of bottleneck adapters (`width -> rank -> width`) after the chosen layers.
 
     `placement`: `"hidden"` (after every hidden layer) or `"hidden+output"` (after the

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import sympy as sp
 import torch
-import torch.nn.functional as F
+import torch.nn.functional as F  # noqa: F401  (F.logsigmoid for dpo_loss)
 
 
-def sequence_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+def sequence_logprobs(
+    logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor
+) -> torch.Tensor:
     """Return `log pi(completion | prompt)` for each row of a batch, shape `(batch,)`.
 
     `logits` is `(batch, length, vocab)`; the logits at position `t` are the model's
@@ -20,12 +22,18 @@ def sequence_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, completion_
     """
     raise NotImplementedError(
         "log_softmax the logits of positions 0..L-2, gather the log-probability of the next token "
-        "(input_ids[:, 1:]) with .gather(-1, ...), multiply by completion_mask[:, 1:] and sum over positions"
+        "(input_ids[:, 1:]) with .gather(-1, ...), multiply by completion_mask[:, 1:] and sum over "
+        "positions"
     )
 
 
-def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, reference_chosen: torch.Tensor,
-             reference_rejected: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def dpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    reference_chosen: torch.Tensor,
+    reference_rejected: torch.Tensor,
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return `(loss, chosen_rewards, rejected_rewards)` of the sigmoid DPO loss.
 
     Each argument holds one sequence log-probability per pair. The implicit reward of a

@@ -38,5 +38,6 @@ def best_evaluation(history: Sequence[dict[str, float]]) -> dict[str, float]:
     The entries need not be in step order.
     """
     raise NotImplementedError(
-        "max() over the entries with a key of (val_accuracy, -step); an empty history is a ValueError"
+        "max() over the entries with a key of (val_accuracy, -step); an empty history is a "
+        "ValueError"
     )

@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 
-def encode_example(tokenizer: Any, instruction: str, context: str, response: str, max_length: int) -> dict:
+def encode_example(
+    tokenizer: Any, instruction: str, context: str, response: str, max_length: int
+) -> dict:
     """`{"input_ids": [...], "labels": [...]}` for one instruction-tuning example.
 
     The text is `"### Instruction: " + instruction`, then (only when `context` is not blank)
@@ -25,14 +27,17 @@ def encode_example(tokenizer: Any, instruction: str, context: str, response: str
     raise NotImplementedError(
         "tokenize ' ' + response (plus eos), '\\n\\n### Response:', '### Instruction: ' + "
         "instruction and, if any, '\\n\\n### Context: ' + context, each with "
-        'add_special_tokens=False; room = max_length - len(header) - len(answer); cut the '
-        'context to room - len(instruction) (not below 0), the instruction to room; labels: '
-        '-100 * len(prompt) + answer'
+        "add_special_tokens=False; room = max_length - len(header) - len(answer); cut the "
+        "context to room - len(instruction) (not below 0), the instruction to room; labels: "
+        "-100 * len(prompt) + answer"
     )
 
 
-def pair_ids(first: list[int], second: list[int], separator: int, max_length: int) -> tuple[list[int], list[int]]:
-    """`(input_ids, attention_mask)` of a sentence pair joined by `separator`, at most `max_length` long.
+def pair_ids(
+    first: list[int], second: list[int], separator: int, max_length: int
+) -> tuple[list[int], list[int]]:
+    """`(input_ids, attention_mask)` of a sentence pair joined by `separator`, at most
+    `max_length` long.
 
     The ids are `first + [separator] + second`. The separator is a real token the model must
     read (GPT-2 uses its end-of-text id, which is also its pad id), so its attention-mask entry
@@ -40,9 +45,9 @@ def pair_ids(first: list[int], second: list[int], separator: int, max_length: in
     cut the end of `second` only when `first` is already empty.
     """
     raise NotImplementedError(
-        'second = second[:max_length - 1]; first = first[:max(0, max_length - 1 - '
-        'len(second))]; ids = first + [separator] + second; the mask is all ones (the '
-        'separator is read, not padding)'
+        "second = second[:max_length - 1]; first = first[:max(0, max_length - 1 - "
+        "len(second))]; ids = first + [separator] + second; the mask is all ones (the "
+        "separator is read, not padding)"
     )
 
 
@@ -53,6 +58,5 @@ def exact_match(prediction: str, answer: str) -> bool:
     final `"."` removed (then stripped again) before comparing.
     """
     raise NotImplementedError(
-        "normalize both: ' '.join(text.lower().split()), then .removesuffix('.').strip(); "
-        'compare'
+        "normalize both: ' '.join(text.lower().split()), then .removesuffix('.').strip(); compare"
     )

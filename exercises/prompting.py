@@ -12,14 +12,15 @@ Grade them with `pytest exercises -k prompting`.
 
 from __future__ import annotations
 
-import re
+import re  # noqa: F401  (re.finditer for extract_answer)
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
 import torch
 
-from peft_course.word_problems import Problem, format_number
+from peft_course.word_problems import Problem
+from peft_course.word_problems import format_number  # noqa: F401  (the answers in few_shot_prompt)
 
 
 def few_shot_prompt(question: str, examples: Sequence[Problem], k: int) -> str:
@@ -40,9 +41,9 @@ def few_shot_prompt(question: str, examples: Sequence[Problem], k: int) -> str:
     the colon. Raise `ValueError` when `k < 1` or there are fewer than `k` examples.
     """
     raise NotImplementedError(
-        "check k first (raise ValueError), then join one f\"Q: {e.question}\\nA: The answer is "
-        "{format_number(e.answer)}.\\n\\n\" per example in examples[:k], and wrap them between the "
-        "instruction line and \"Q: {question}\\nA:\""
+        'check k first (raise ValueError), then join one f"Q: {e.question}\\nA: The answer is '
+        '{format_number(e.answer)}.\\n\\n" per example in examples[:k], and wrap them between the '
+        'instruction line and "Q: {question}\\nA:"'
     )
 
 
@@ -84,6 +85,7 @@ def verbalizer_scores(
     """
     raise NotImplementedError(
         "tokenize each label word (add_special_tokens=False) and keep its first id; call "
-        "model.eval() and, under torch.no_grad(), for each prompt run model(input_ids=...).logits[0, -1], apply torch.log_softmax, index the "
+        "model.eval() and, under torch.no_grad(), for each prompt run "
+        "model(input_ids=...).logits[0, -1], apply torch.log_softmax, index the "
         "first ids; torch.stack the rows. Check for repeated first ids first"
     )

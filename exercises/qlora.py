@@ -28,7 +28,8 @@ from transformers import BitsAndBytesConfig
 
 
 def nf4_config(
-    compute_dtype: torch.dtype = torch.bfloat16, double_quant: bool = True,
+    compute_dtype: torch.dtype = torch.bfloat16,
+    double_quant: bool = True,
     skip_modules: tuple[str, ...] = ("score", "classifier", "lm_head"),
 ) -> BitsAndBytesConfig:
     """A 4-bit NF4 `BitsAndBytesConfig`: matrix products in `compute_dtype`, double
@@ -36,7 +37,8 @@ def nf4_config(
     classification and language-model heads)."""
     raise NotImplementedError(
         "BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', "
-        "bnb_4bit_use_double_quant=..., bnb_4bit_compute_dtype=..., llm_int8_skip_modules=list(...)); "
+        "bnb_4bit_use_double_quant=..., bnb_4bit_compute_dtype=..., "
+        "llm_int8_skip_modules=list(...)); "
         "the skip list keeps its 8-bit name but is read for 4-bit too"
     )
 

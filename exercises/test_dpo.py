@@ -26,7 +26,9 @@ def dpo(load):
 def random_batch(seed: int):
     """Random logits and tokens; each row a prompt, then a completion, then padding."""
     generator = torch.Generator().manual_seed(seed)
-    rows, length, vocab = (int(v) for v in torch.randint(2, 9, (3,), generator=generator) * torch.tensor([1, 2, 3]))
+    rows, length, vocab = (
+        int(v) for v in torch.randint(2, 9, (3,), generator=generator) * torch.tensor([1, 2, 3])
+    )
     logits = 3 * torch.randn(rows, length, vocab, generator=generator)
     input_ids = torch.randint(0, vocab, (rows, length), generator=generator)
     completion_mask = torch.zeros(rows, length, dtype=torch.long)
@@ -43,10 +45,12 @@ def test_sequence_logprob(dpo, seed):
     got = dpo.sequence_logprobs(logits, input_ids, completion_mask)
     expected = reference.sequence_logprobs(logits, input_ids, completion_mask)
     assert got.shape == expected.shape, (
-        f"expected one number per row, shape {tuple(expected.shape)}, got {tuple(got.shape)}")
+        f"expected one number per row, shape {tuple(expected.shape)}, got {tuple(got.shape)}"
+    )
     assert torch.allclose(got, expected, atol=TOLERANCE), (
         f"expected {expected.tolist()}, got {got.tolist()} (are the logits shifted by one? "
-        f"are prompt and padding masked?)")
+        f"are prompt and padding masked?)"
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.bool, torch.float32, torch.int32])
@@ -56,7 +60,8 @@ def test_sequence_logprob_takes_any_mask_dtype(dpo, dtype):
     got = dpo.sequence_logprobs(logits, input_ids, completion_mask.to(dtype))
     assert torch.allclose(got, expected, atol=TOLERANCE), (
         f"a completion mask of dtype {dtype} should give the same sums as 0/1 integers: "
-        f"expected {expected.tolist()}, got {got.tolist()}")
+        f"expected {expected.tolist()}, got {got.tolist()}"
+    )
 
 
 def test_sequence_logprob_ignores_prompt_and_padding(dpo):
@@ -64,7 +69,8 @@ def test_sequence_logprob_ignores_prompt_and_padding(dpo):
     completion_mask[:, :] = 0
     got = dpo.sequence_logprobs(logits, input_ids, completion_mask)
     assert torch.allclose(got, torch.zeros_like(got)), (
-        f"with no completion tokens expected 0 per row, got {got.tolist()}")
+        f"with no completion tokens expected 0 per row, got {got.tolist()}"
+    )
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -76,32 +82,47 @@ def test_dpo_loss(dpo, seed):
     loss, chosen, rejected = dpo.dpo_loss(*logps, beta)
     expected = reference.dpo_loss(*logps, beta)
     assert torch.allclose(chosen, expected.chosen_rewards, atol=TOLERANCE), (
-        f"chosen rewards: expected beta * (policy - reference) = {expected.chosen_rewards.tolist()}, "
-        f"got {chosen.tolist()}")
+        "chosen rewards: expected beta * (policy - reference) = "
+        f"{expected.chosen_rewards.tolist()}, "
+        f"got {chosen.tolist()}"
+    )
     assert torch.allclose(rejected, expected.rejected_rewards, atol=TOLERANCE), (
-        f"rejected rewards: expected {expected.rejected_rewards.tolist()}, got {rejected.tolist()}")
+        f"rejected rewards: expected {expected.rejected_rewards.tolist()}, got {rejected.tolist()}"
+    )
     assert loss.dim() == 0, "the loss must be one number (the mean over pairs)"
     assert torch.allclose(loss, expected.loss, atol=TOLERANCE), (
-        f"loss: expected {expected.loss.item():.6f}, got {loss.item():.6f}")
+        f"loss: expected {expected.loss.item():.6f}, got {loss.item():.6f}"
+    )
 
 
 def test_dpo_loss_is_ln2_at_the_start(dpo):
     logps = -10 * torch.rand(5)
     loss, _, _ = dpo.dpo_loss(logps, logps - 1, logps, logps - 1, 0.1)
     assert loss.item() == pytest.approx(math.log(2)), (
-        f"policy = reference: expected ln 2 = 0.6931, got {loss.item():.4f}")
+        f"policy = reference: expected ln 2 = 0.6931, got {loss.item():.4f}"
+    )
 
 
 def test_dpo_loss_does_not_underflow(dpo):
-    loss, _, _ = dpo.dpo_loss(torch.tensor([-500.0]), torch.tensor([-1.0]), torch.tensor([-1.0]),
-                              torch.tensor([-500.0]), 1.0)
-    assert torch.isfinite(loss), "a very wrong pair gave an infinite loss: use F.logsigmoid, not log(sigmoid(...))"
+    loss, _, _ = dpo.dpo_loss(
+        torch.tensor([-500.0]),
+        torch.tensor([-1.0]),
+        torch.tensor([-1.0]),
+        torch.tensor([-500.0]),
+        1.0,
+    )
+    assert torch.isfinite(loss), (
+        "a very wrong pair gave an infinite loss: use F.logsigmoid, not log(sigmoid(...))"
+    )
     assert loss.item() == pytest.approx(998.0, rel=1e-4)
 
 
 def test_reward_from_policy(dpo):
     check = derivations.check_reward_from_policy(dpo.reward_from_policy)
-    assert check.holds, f"putting pi* = pi_ref exp(r/beta)/Z into your expression does not give r back: {check.detail}"
+    assert check.holds, (
+        "putting pi* = pi_ref exp(r/beta)/Z into your expression does not give r back: "
+        f"{check.detail}"
+    )
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -109,7 +130,10 @@ def test_reward_from_policy_on_numbers(dpo, seed):
     generator = torch.Generator().manual_seed(seed)
     r, pi_ref, beta, z = (float(v) for v in torch.rand(4, generator=generator) + 0.1)
     pi_star = pi_ref * math.exp(r / beta) / z
-    got = float(dpo.reward_from_policy(sp.Float(pi_star), sp.Float(pi_ref), sp.Float(beta), sp.Float(z)))
+    got = float(
+        dpo.reward_from_policy(sp.Float(pi_star), sp.Float(pi_ref), sp.Float(beta), sp.Float(z))
+    )
     assert got == pytest.approx(r, abs=1e-9), (
         f"with pi*={pi_star:.4f}, pi_ref={pi_ref:.4f}, beta={beta:.4f}, Z={z:.4f}: "
-        f"expected r={r:.6f}, got {got:.6f}")
+        f"expected r={r:.6f}, got {got:.6f}"
+    )

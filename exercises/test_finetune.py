@@ -1,4 +1,5 @@
-"""Grades exercises/finetune.py: freezing, the LoRA config for classification, the best checkpoint."""
+"""Grades exercises/finetune.py: freezing, the LoRA config for classification, the best
+checkpoint."""
 
 import random
 
@@ -15,12 +16,21 @@ def finetune(load):
 
 def tiny_classifier(seed: int, n_embd: int = 16, n_layer: int = 2, labels: int = 2):
     torch.manual_seed(seed)
-    config = GPT2Config(n_embd=n_embd, n_layer=n_layer, n_head=2, vocab_size=50, n_positions=32,
-                        num_labels=labels, pad_token_id=0)
+    config = GPT2Config(
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=2,
+        vocab_size=50,
+        n_positions=32,
+        num_labels=labels,
+        pad_token_id=0,
+    )
     return GPT2ForSequenceClassification(config)
 
 
-@pytest.mark.parametrize("names", [["score.weight"], ["transformer.h.0.attn.c_attn.bias", "score.weight"], []])
+@pytest.mark.parametrize(
+    "names", [["score.weight"], ["transformer.h.0.attn.c_attn.bias", "score.weight"], []]
+)
 def test_freeze_all_but(finetune, names):
     model = tiny_classifier(0)
     returned = finetune.freeze_all_but(model, names)
@@ -48,7 +58,9 @@ def test_freeze_all_but_unfreezes_too(finetune):
     for p in model.parameters():
         p.requires_grad = False
     finetune.freeze_all_but(model, ["score.weight"])
-    assert model.score.weight.requires_grad, "a frozen parameter named in `trainable` must train again"
+    assert model.score.weight.requires_grad, (
+        "a frozen parameter named in `trainable` must train again"
+    )
 
 
 def test_freeze_all_but_rejects_unknown_names(finetune):
@@ -59,31 +71,51 @@ def test_freeze_all_but_rejects_unknown_names(finetune):
 @pytest.mark.parametrize("seed", range(3))
 def test_lora_config_trains_adapters_and_head(finetune, seed):
     rng = random.Random(seed)
-    r, n_embd, n_layer, labels = rng.choice([1, 2, 4, 8]), rng.choice([16, 32]), rng.randint(1, 3), rng.randint(2, 5)
+    r, n_embd, n_layer, labels = (
+        rng.choice([1, 2, 4, 8]),
+        rng.choice([16, 32]),
+        rng.randint(1, 3),
+        rng.randint(2, 5),
+    )
     targets = rng.choice([["c_attn"], ["c_attn", "c_fc"], ["attn.c_proj"]])
-    widths = {"c_attn": (n_embd, 3 * n_embd), "c_fc": (n_embd, 4 * n_embd), "attn.c_proj": (n_embd, n_embd)}
+    widths = {
+        "c_attn": (n_embd, 3 * n_embd),
+        "c_fc": (n_embd, 4 * n_embd),
+        "attn.c_proj": (n_embd, n_embd),
+    }
     alpha = rng.choice([1.0, 8.0, 32.0])
     config = finetune.lora_classification_config(r, alpha, targets)
     model = get_peft_model(tiny_classifier(seed, n_embd, n_layer, labels), config)
     trainable, _ = model.get_nb_trainable_parameters()
     expected = n_layer * sum(r * sum(widths[t]) for t in targets) + n_embd * labels
     assert trainable == expected, (
-        f"r={r}, targets={targets}: expected {expected:,} trainable (adapters + the {n_embd}x{labels} head), "
-        f"got {trainable:,}. Is the head trained (task_type)?")
+        f"r={r}, targets={targets}: expected {expected:,} trainable "
+        f"(adapters + the {n_embd}x{labels} head), "
+        f"got {trainable:,}. Is the head trained (task_type)?"
+    )
     assert (config.r, config.lora_alpha) == (r, alpha), (
-        f"expected r={r}, lora_alpha={alpha}; got r={config.r}, lora_alpha={config.lora_alpha}")
+        f"expected r={r}, lora_alpha={alpha}; got r={config.r}, lora_alpha={config.lora_alpha}"
+    )
     assert sorted(config.target_modules) == sorted(targets), f"expected target_modules {targets}"
 
 
 def test_best_evaluation(finetune):
-    history = [{"step": 10, "val_accuracy": 0.6}, {"step": 20, "val_accuracy": 0.8},
-               {"step": 30, "val_accuracy": 0.8}, {"step": 40, "val_accuracy": 0.7}]
-    assert finetune.best_evaluation(history)["step"] == 20, "expected the earliest of the tied best (step 20)"
+    history = [
+        {"step": 10, "val_accuracy": 0.6},
+        {"step": 20, "val_accuracy": 0.8},
+        {"step": 30, "val_accuracy": 0.8},
+        {"step": 40, "val_accuracy": 0.7},
+    ]
+    assert finetune.best_evaluation(history)["step"] == 20, (
+        "expected the earliest of the tied best (step 20)"
+    )
     shuffled = [history[3], history[2], history[0], history[1]]
     got = finetune.best_evaluation(shuffled)
     assert got["step"] == 20, (
-        f"history not in step order {[h['step'] for h in shuffled]}: on a tie the earliest is the lowest "
-        f"step (20), not the first in the list; got step {got['step']}")
+        f"history not in step order {[h['step'] for h in shuffled]}: "
+        "on a tie the earliest is the lowest "
+        f"step (20), not the first in the list; got step {got['step']}"
+    )
     assert got is history[1], "return the history entry itself (the same dict), not a copy"
     rng = random.Random(0)
     for _ in range(20):
@@ -91,10 +123,13 @@ def test_best_evaluation(finetune):
         rng.shuffle(history)
         best = max(h["val_accuracy"] for h in history)
         expected = min(h["step"] for h in history if h["val_accuracy"] == best)
-        assert finetune.best_evaluation(history)["step"] == expected, f"history {history}: expected step {expected}"
+        assert finetune.best_evaluation(history)["step"] == expected, (
+            f"history {history}: expected step {expected}"
+        )
     single = {"step": 5, "val_accuracy": 0.0}
     assert finetune.best_evaluation([single]) is single, "a one-entry history: that entry"
     with pytest.raises(ValueError) as error:
         finetune.best_evaluation([])
     assert error.value.args and error.value.args[0], (
-        "the ValueError should carry a message saying what is wrong (an empty history)")
+        "the ValueError should carry a message saying what is wrong (an empty history)"
+    )

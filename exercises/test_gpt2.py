@@ -37,10 +37,14 @@ def tiny():
 
 def test_causal_mask_without_padding(gpt2):
     got = gpt2.attention_mask(None, 4, 4)
-    expected = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    expected = torch.tensor(
+        [[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1]], dtype=torch.bool
+    )
     assert got.dtype == torch.bool, f"return booleans (True = may attend), got {got.dtype}"
     assert tuple(got.shape) == (1, 1, 4, 4), f"expected shape (1, 1, 4, 4), got {tuple(got.shape)}"
-    assert torch.equal(got[0, 0], expected), f"query i sees keys 0..i:\n{expected.int()}\ngot\n{got[0, 0].int()}"
+    assert torch.equal(got[0, 0], expected), (
+        f"query i sees keys 0..i:\n{expected.int()}\ngot\n{got[0, 0].int()}"
+    )
 
 
 def test_mask_for_the_newest_queries_with_a_cache(gpt2):
@@ -54,27 +58,48 @@ def test_mask_for_the_newest_queries_with_a_cache(gpt2):
 def test_mask_hides_padding_but_never_a_whole_row(gpt2):
     padding = torch.tensor([[1, 1, 0, 0], [0, 0, 1, 1]])  # right- and left-padded rows
     got = gpt2.attention_mask(padding, 4, 4)
-    assert tuple(got.shape) == (2, 1, 4, 4), f"expected one mask per row, (2, 1, 4, 4), got {tuple(got.shape)}"
-    expected = torch.tensor([
-        [[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 1, 0, 1]],  # pad queries 2, 3 see the real keys and themselves
-        [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 1]],  # pad queries 0, 1 see only themselves
-    ], dtype=torch.bool)
+    assert tuple(got.shape) == (2, 1, 4, 4), (
+        f"expected one mask per row, (2, 1, 4, 4), got {tuple(got.shape)}"
+    )
+    expected = torch.tensor(
+        [
+            [
+                [1, 0, 0, 0],
+                [1, 1, 0, 0],
+                [1, 1, 1, 0],
+                [1, 1, 0, 1],
+            ],  # pad queries 2, 3 see the real keys and themselves
+            [
+                [1, 0, 0, 0],
+                [0, 1, 0, 0],
+                [0, 0, 1, 0],
+                [0, 0, 1, 1],
+            ],  # pad queries 0, 1 see only themselves
+        ],
+        dtype=torch.bool,
+    )
     assert torch.equal(got[:, 0], expected), (
-        f"padding keys are hidden, yet each query sees its own position:\nexpected\n{expected.int()}\n"
-        f"got\n{got[:, 0].int()}")
+        "padding keys are hidden, yet each query sees its own position:"
+        f"\nexpected\n{expected.int()}\n"
+        f"got\n{got[:, 0].int()}"
+    )
 
 
 def test_the_model_with_your_mask_equals_transformers(gpt2, tiny, monkeypatch):
     model, theirs, _ = tiny
     monkeypatch.setattr(reference, "attention_mask", gpt2.attention_mask)
-    ids = torch.randint(0, model.config.vocab_size, (3, 10), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(
+        0, model.config.vocab_size, (3, 10), generator=torch.Generator().manual_seed(0)
+    )
     padding = torch.ones(3, 10, dtype=torch.long)
     padding[0, 6:] = 0
     padding[1, :4] = 0
     difference = reference.max_logit_difference(model, theirs, ids, padding)
     assert difference < TOLERANCE, (
-        f"with your mask the from-scratch GPT-2's logits differ from transformers' by {difference:.3g} "
-        f"at the real tokens (allowed {TOLERANCE}): is padding hidden and the causal order kept?")
+        "with your mask the from-scratch GPT-2's logits differ from transformers' by "
+        f"{difference:.3g} "
+        f"at the real tokens (allowed {TOLERANCE}): is padding hidden and the causal order kept?"
+    )
 
 
 # --- copy_conv1d ------------------------------------------------------------------------
@@ -95,17 +120,27 @@ def test_copy_conv1d_computes_what_conv1d_computes(gpt2, d_in, d_out):
         conv.weight.add_(1.0)  # the copy must not share storage with the source
         drift = (linear(x) - conv(x)).abs().max().item()
     assert error < TOLERANCE, (
-        f"Linear({d_in}, {d_out}) after the copy differs from the Conv1D by {error:.3g}: Conv1D stores "
-        f"(in, out), Linear (out, in), so copy the transpose")
-    assert drift > 0.5, "changing the Conv1D's weight afterwards changed your Linear too: copy the values"
-    assert isinstance(linear.weight, nn.Parameter), "copy into linear.weight in place; keep it a Parameter"
+        f"Linear({d_in}, {d_out}) after the copy differs from the Conv1D by {error:.3g}: "
+        "Conv1D stores "
+        f"(in, out), Linear (out, in), so copy the transpose"
+    )
+    assert drift > 0.5, (
+        "changing the Conv1D's weight afterwards changed your Linear too: copy the values"
+    )
+    assert isinstance(linear.weight, nn.Parameter), (
+        "copy into linear.weight in place; keep it a Parameter"
+    )
 
 
-@pytest.mark.parametrize("weight_shape, bias_shape", [((24, 8), (24,)), ((8, 24), (8,)), ((8, 16), (24,))])
+@pytest.mark.parametrize(
+    "weight_shape, bias_shape", [((24, 8), (24,)), ((8, 24), (8,)), ((8, 16), (24,))]
+)
 def test_copy_conv1d_refuses_a_shape_that_does_not_fit(gpt2, weight_shape, bias_shape):
     with pytest.raises(ValueError) as error:
         gpt2.copy_conv1d(nn.Linear(8, 24), torch.zeros(weight_shape), torch.zeros(bias_shape))
-    assert error.value.args and error.value.args[0], "the ValueError should say which shape does not fit"
+    assert error.value.args and error.value.args[0], (
+        "the ValueError should say which shape does not fit"
+    )
 
 
 # --- top_p_filter -----------------------------------------------------------------------
@@ -123,24 +158,32 @@ def test_top_p_equals_transformers(gpt2, p, seed):
     before = logits.clone()
     expected = TopPLogitsWarper(p)(None, logits.clone())
     got = gpt2.top_p_filter(logits, p)
-    assert torch.equal(logits, before), "top_p_filter must return a new tensor and leave its input as it was"
+    assert torch.equal(logits, before), (
+        "top_p_filter must return a new tensor and leave its input as it was"
+    )
     kept, wanted = torch.isfinite(got).sum(-1).tolist(), torch.isfinite(expected).sum(-1).tolist()
     assert torch.equal(got, expected), (
-        f"p={p}: transformers keeps {wanted} tokens per row, you kept {kept} (dropped ones are -inf, the "
-        f"rest unchanged)")
+        f"p={p}: transformers keeps {wanted} tokens per row, you kept {kept} "
+        "(dropped ones are -inf, the "
+        f"rest unchanged)"
+    )
 
 
 def test_top_p_works_on_any_leading_shape(gpt2):
     logits = tied_logits(5, (2, 3, 30))
     expected = TopPLogitsWarper(0.7)(None, logits.reshape(6, 30).clone()).reshape(2, 3, 30)
-    assert torch.equal(gpt2.top_p_filter(logits, 0.7), expected), "filter along the last dimension only"
+    assert torch.equal(gpt2.top_p_filter(logits, 0.7), expected), (
+        "filter along the last dimension only"
+    )
 
 
 @pytest.mark.parametrize("p", [0.0, -0.1, 1.5])
 def test_top_p_refuses_p_outside_0_1(gpt2, p):
     with pytest.raises(ValueError) as error:
         gpt2.top_p_filter(tied_logits(0), p)
-    assert error.value.args and error.value.args[0], f"the ValueError should say that p={p} is outside (0, 1]"
+    assert error.value.args and error.value.args[0], (
+        f"the ValueError should say that p={p} is outside (0, 1]"
+    )
 
 
 @pytest.mark.parametrize("p", [0.25, 0.5, 0.75])
@@ -152,8 +195,10 @@ def test_top_p_at_an_exact_boundary(gpt2, p):
     got = gpt2.top_p_filter(logits, p)
     kept, wanted = torch.isfinite(got).sum(-1).tolist(), torch.isfinite(expected).sum(-1).tolist()
     assert torch.equal(got, expected), (
-        f"p={p} on four equal logits: transformers keeps {wanted} tokens per row, you kept {kept}; a token "
-        f"whose running total is exactly 1 - p is dropped")
+        f"p={p} on four equal logits: transformers keeps {wanted} tokens per row, "
+        f"you kept {kept}; a token "
+        f"whose running total is exactly 1 - p is dropped"
+    )
 
 
 # --- greedy_decode ----------------------------------------------------------------------
@@ -176,13 +221,23 @@ def test_greedy_equals_transformers_generate(gpt2, tiny, text):
     model, theirs, tokenizer = tiny
     prompt = torch.tensor([tokenizer(text)["input_ids"]])
     got = gpt2.greedy_decode(model, prompt, 12)
-    assert tuple(got.shape) == (1, prompt.shape[1] + 12), f"expected the prompt plus 12 tokens, got {tuple(got.shape)}"
-    expected = theirs.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=12, do_sample=False,
-                               pad_token_id=tokenizer.eos_token_id)  # stops at end-of-text: compare up to there
-    assert got[:, :expected.shape[1]].tolist() == expected.tolist(), (
-        f"{text!r}: transformers' greedy tokens are {expected[0].tolist()}, yours {got[0].tolist()}")
+    assert tuple(got.shape) == (1, prompt.shape[1] + 12), (
+        f"expected the prompt plus 12 tokens, got {tuple(got.shape)}"
+    )
+    expected = theirs.generate(
+        prompt,
+        attention_mask=torch.ones_like(prompt),
+        max_new_tokens=12,
+        do_sample=False,
+        pad_token_id=tokenizer.eos_token_id,
+    )  # stops at end-of-text: compare up to there
+    assert got[:, : expected.shape[1]].tolist() == expected.tolist(), (
+        f"{text!r}: transformers' greedy tokens are {expected[0].tolist()}, yours {got[0].tolist()}"
+    )
     full = decoding.generate(model, prompt, 12)
-    assert got.tolist() == full.tolist(), f"{text!r}: after end-of-text, expected {full[0].tolist()}"
+    assert got.tolist() == full.tolist(), (
+        f"{text!r}: after end-of-text, expected {full[0].tolist()}"
+    )
 
 
 def test_greedy_decoding_uses_the_kv_cache(gpt2, tiny):
@@ -192,5 +247,7 @@ def test_greedy_decoding_uses_the_kv_cache(gpt2, tiny):
     gpt2.greedy_decode(recorder, prompt, 5)
     expected = [(prompt.shape[1], False)] + [(1, True)] * 4
     assert recorder.calls == expected, (
-        f"expected calls reading (positions, cache given) {expected}: the prompt once, then one new "
-        f"token at a time with past_key_values; got {recorder.calls}")
+        f"expected calls reading (positions, cache given) {expected}: the prompt once, "
+        "then one new "
+        f"token at a time with past_key_values; got {recorder.calls}"
+    )

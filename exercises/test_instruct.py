@@ -51,56 +51,86 @@ def test_labels_are_the_response_only(instruct, tokenizer, returns, instruction,
     returns(got["input_ids"], list, "encode_example's input_ids")
     returns(got["labels"], list, "encode_example's labels")
     assert got["input_ids"] == expected_ids, (
-        f"{text!r}: the ids must be the whole text tokenized at once, then the end-of-text id {eos}:\n"
-        f"expected {expected_ids}\ngot      {got['input_ids']}")
+        f"{text!r}: the ids must be the whole text tokenized at once, "
+        f"then the end-of-text id {eos}:\n"
+        f"expected {expected_ids}\ngot      {got['input_ids']}"
+    )
     assert got["labels"] == expected_labels, (
-        f"{text!r}: -100 on the {n_prompt} prompt tokens, then the response's ids and the end-of-text:\n"
-        f"expected {expected_labels}\ngot      {got['labels']}")
+        f"{text!r}: -100 on the {n_prompt} prompt tokens, "
+        "then the response's ids and the end-of-text:\n"
+        f"expected {expected_labels}\ngot      {got['labels']}"
+    )
 
 
 def test_no_context_header_without_a_context(instruct, tokenizer):
     got = instruct.encode_example(tokenizer, "Name a colour.", "  ", "red", 256)
-    assert "Context" not in tokenizer.decode(got["input_ids"]), "a blank context leaves out the context header"
+    assert "Context" not in tokenizer.decode(got["input_ids"]), (
+        "a blank context leaves out the context header"
+    )
 
 
 @pytest.mark.parametrize("seed", range(3))
 def test_equals_the_course_encoder(instruct, tokenizer, seed):
     for example in reference.generated_instructions(10, 5, 5, seed=seed)["train"]:
         expected = reference.encode(example, tokenizer, 64)
-        got = instruct.encode_example(tokenizer, example.instruction, example.context, example.response, 64)
+        got = instruct.encode_example(
+            tokenizer, example.instruction, example.context, example.response, 64
+        )
         assert got == expected, f"{example}: expected {expected}, got {got}"
 
 
 @pytest.mark.parametrize("max_length", [24, 30, 40, 60])
 def test_a_long_context_is_cut_first_and_the_response_never(instruct, tokenizer, max_length):
     response = "the third one"
-    got = instruct.encode_example(tokenizer, "Which one?", " ".join(["word"] * 60), response, max_length)
-    answer = tokenizer(" " + response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    got = instruct.encode_example(
+        tokenizer, "Which one?", " ".join(["word"] * 60), response, max_length
+    )
+    answer = tokenizer(" " + response, add_special_tokens=False)["input_ids"] + [
+        tokenizer.eos_token_id
+    ]
     header = tokenizer("\n\n### Response:", add_special_tokens=False)["input_ids"]
     instruction = tokenizer("### Instruction: Which one?", add_special_tokens=False)["input_ids"]
     assert len(got["input_ids"]) == max_length, (
-        f"cut to max_length {max_length} exactly, got {len(got['input_ids'])} tokens")
-    assert got["input_ids"][-len(answer):] == answer, "the response and its end-of-text must stay whole"
-    assert got["input_ids"][-len(answer) - len(header):-len(answer)] == header, "the response header must stay whole"
+        f"cut to max_length {max_length} exactly, got {len(got['input_ids'])} tokens"
+    )
+    assert got["input_ids"][-len(answer) :] == answer, (
+        "the response and its end-of-text must stay whole"
+    )
+    assert got["input_ids"][-len(answer) - len(header) : -len(answer)] == header, (
+        "the response header must stay whole"
+    )
     room = max_length - len(header) - len(answer)  # what the instruction and the context share
     kept = instruction[:room]
-    assert got["input_ids"][:len(kept)] == kept, (
-        f"the context is cut before the instruction: the first {len(kept)} ids must be the instruction's"
-        + ("" if len(kept) == len(instruction) else " (cut too: it alone is longer than the room left)"))
-    assert [t for t in got["labels"] if t != -100] == answer, "the labels are still the whole response"
+    assert got["input_ids"][: len(kept)] == kept, (
+        f"the context is cut before the instruction: the first {len(kept)} ids "
+        "must be the instruction's"
+        + (
+            ""
+            if len(kept) == len(instruction)
+            else " (cut too: it alone is longer than the room left)"
+        )
+    )
+    assert [t for t in got["labels"] if t != -100] == answer, (
+        "the labels are still the whole response"
+    )
 
 
 def test_a_long_instruction_without_context_is_cut(instruct, tokenizer):
     got = instruct.encode_example(tokenizer, " ".join(["please"] * 80), "", "yes", 20)
-    expected = reference.encode(reference.Example(" ".join(["please"] * 80), "", "yes"), tokenizer, 20)
+    expected = reference.encode(
+        reference.Example(" ".join(["please"] * 80), "", "yes"), tokenizer, 20
+    )
     assert got == expected and len(got["input_ids"]) == 20, (
-        f"with no context to cut, the instruction's end is cut: expected {expected}, got {got}")
+        f"with no context to cut, the instruction's end is cut: expected {expected}, got {got}"
+    )
 
 
 def test_a_response_that_cannot_fit_is_refused(instruct, tokenizer):
     with pytest.raises(ValueError) as error:
         instruct.encode_example(tokenizer, "Say it.", "", " ".join(["long"] * 40), 16)
-    assert error.value.args and error.value.args[0], "the ValueError should say that the response does not fit"
+    assert error.value.args and error.value.args[0], (
+        "the ValueError should say that the response does not fit"
+    )
 
 
 def test_the_boundary_of_what_fits(instruct, tokenizer):
@@ -109,13 +139,16 @@ def test_the_boundary_of_what_fits(instruct, tokenizer):
     header = len(tokenizer("\n\n### Response:", add_special_tokens=False)["input_ids"])
     got = instruct.encode_example(tokenizer, "Say it.", "", "yes", header + answer + 1)
     assert len(got["input_ids"]) == header + answer + 1, (
-        f"max_length {header + answer + 1} leaves room for one instruction token: expected that many ids")
+        f"max_length {header + answer + 1} leaves room for one instruction token: "
+        "expected that many ids"
+    )
     with pytest.raises(ValueError):
         instruct.encode_example(tokenizer, "Say it.", "", "yes", header + answer)
 
 
 class WithBOS:
-    """The tokenizer made to start every text with a special token unless told not to, as Llama's does."""
+    """The tokenizer made to start every text with a special token unless told not to, as
+    Llama's does."""
 
     def __init__(self, tokenizer) -> None:
         self.tokenizer, self.eos_token_id = tokenizer, tokenizer.eos_token_id
@@ -129,14 +162,23 @@ def test_pieces_are_tokenized_without_special_tokens(instruct, tokenizer):
     expected = instruct.encode_example(tokenizer, "Add them.", "2 and 3", "5", 256)
     got = instruct.encode_example(WithBOS(tokenizer), "Add them.", "2 and 3", "5", 256)
     assert got == expected, (
-        "with a tokenizer that adds a start token, each piece must be tokenized with add_special_tokens=False "
-        f"(or start tokens land inside the text): expected {expected['input_ids']}, got {got['input_ids']}")
+        "with a tokenizer that adds a start token, each piece must be tokenized with "
+        "add_special_tokens=False "
+        f"(or start tokens land inside the text): expected {expected['input_ids']}, "
+        f"got {got['input_ids']}"
+    )
 
 
 # --- pair_ids ---------------------------------------------------------------------------
 
-PAIRS = [([1, 2, 3], [4, 5], 8), ([1, 2, 3, 4, 5, 6], [7, 8], 6), ([1, 2], [3, 4, 5, 6, 7, 8], 5),
-         ([1], [2], 3), ([], [2, 3], 4), ([1, 2, 3], [4, 5], 6)]
+PAIRS = [
+    ([1, 2, 3], [4, 5], 8),
+    ([1, 2, 3, 4, 5, 6], [7, 8], 6),
+    ([1, 2], [3, 4, 5, 6, 7, 8], 5),
+    ([1], [2], 3),
+    ([], [2, 3], 4),
+    ([1, 2, 3], [4, 5], 6),
+]
 
 
 @pytest.mark.parametrize("first, second, max_length", PAIRS)
@@ -145,14 +187,19 @@ def test_pair_ids(instruct, returns, first, second, max_length):
     returns(ids, list, "pair_ids' input_ids")
     expected = join_pair(first, second, 0, max_length)
     assert ids == expected, (
-        f"first={first}, second={second}, separator 0, max_length {max_length}: expected {expected} (cut the "
-        f"first text before the second), got {ids}")
+        f"first={first}, second={second}, separator 0, max_length {max_length}: "
+        f"expected {expected} (cut the "
+        f"first text before the second), got {ids}"
+    )
     assert mask == [1] * len(ids), (
-        f"the separator (id 0 here, GPT-2's end-of-text and pad id) is read: every mask entry is 1, got {mask}")
+        "the separator (id 0 here, GPT-2's end-of-text and pad id) is read: "
+        f"every mask entry is 1, got {mask}"
+    )
 
 
 def test_pair_ids_equals_the_course_tokenizer_path(instruct, tokenizer):
-    """The generated entailment pairs, tokenized the way `peft_course.data.tokenize` does for GPT-2."""
+    """The generated entailment pairs, tokenized the way `peft_course.data.tokenize` does for
+    GPT-2."""
     from peft_course.data import load_classification_data, tokenize
 
     data = load_classification_data("synthetic-entailment", max_examples=8)
@@ -162,21 +209,35 @@ def test_pair_ids_equals_the_course_tokenizer_path(instruct, tokenizer):
         second = tokenizer(row["text_pair"], add_special_tokens=False)["input_ids"]
         ids, mask = instruct.pair_ids(first, second, tokenizer.eos_token_id, 24)
         assert (ids, mask) == (encoded["input_ids"], encoded["attention_mask"]), (
-            f"{row['text']!r} / {row['text_pair']!r}: expected {encoded['input_ids']}, got {ids}")
+            f"{row['text']!r} / {row['text_pair']!r}: expected {encoded['input_ids']}, got {ids}"
+        )
 
 
 # --- exact_match ------------------------------------------------------------------------
 
-CASES = [("positive", "positive", True), ("Positive", "positive", True), ("positive.", "positive", True),
-         ("  1 2  5 ", "1 2 5", True), ("1 2 5.", "1 2 5", True), ("a\tb\nc", "a b c", True),
-         ("The Answer", "the answer.", True), ("1 25", "1 2 5", False), ("positive review", "positive", False),
-         ("negative", "positive", False), ("", "positive", False), ("5 .", "5", True), ("5..", "5", False),
-         ("", "", True)]
+CASES = [
+    ("positive", "positive", True),
+    ("Positive", "positive", True),
+    ("positive.", "positive", True),
+    ("  1 2  5 ", "1 2 5", True),
+    ("1 2 5.", "1 2 5", True),
+    ("a\tb\nc", "a b c", True),
+    ("The Answer", "the answer.", True),
+    ("1 25", "1 2 5", False),
+    ("positive review", "positive", False),
+    ("negative", "positive", False),
+    ("", "positive", False),
+    ("5 .", "5", True),
+    ("5..", "5", False),
+    ("", "", True),
+]
 
 
 @pytest.mark.parametrize("prediction, answer, expected", CASES)
 def test_exact_match(instruct, prediction, answer, expected):
     got = instruct.exact_match(prediction, answer)
     assert got is expected, (
-        f"exact_match({prediction!r}, {answer!r}) should be {expected} (case, runs of whitespace and one final "
-        f"full stop do not count), got {got!r}")
+        f"exact_match({prediction!r}, {answer!r}) should be {expected} "
+        "(case, runs of whitespace and one final "
+        f"full stop do not count), got {got!r}"
+    )

@@ -24,10 +24,12 @@ def prompting(load):
 
 def test_few_shot_prompt_layout(prompting):
     examples = [Problem("What is 2 + 3?", Fraction(5)), Problem("Half of 9?", Fraction(9, 2))]
-    expected = ("Answer each question with a number.\n\n"
-                "Q: What is 2 + 3?\nA: The answer is 5.\n\n"
-                "Q: Half of 9?\nA: The answer is 4.5.\n\n"
-                "Q: What is 1 + 1?\nA:")
+    expected = (
+        "Answer each question with a number.\n\n"
+        "Q: What is 2 + 3?\nA: The answer is 5.\n\n"
+        "Q: Half of 9?\nA: The answer is 4.5.\n\n"
+        "Q: What is 1 + 1?\nA:"
+    )
     got = prompting.few_shot_prompt("What is 1 + 1?", examples, 2)
     assert got == expected, f"expected\n{expected!r}\ngot\n{got!r}"
 
@@ -52,7 +54,9 @@ def test_few_shot_prompt_rejects_a_bad_k(prompting, k):
 def test_few_shot_prompt_error_names_the_problem(prompting):
     with pytest.raises(ValueError) as error:
         prompting.few_shot_prompt("Q?", [Problem("What is 1?", Fraction(1))], 3)
-    assert "3" in str(error.value), f"the ValueError should name the k that is wrong (3), got {str(error.value)!r}"
+    assert "3" in str(error.value), (
+        f"the ValueError should name the k that is wrong (3), got {str(error.value)!r}"
+    )
 
 
 @pytest.mark.parametrize("k", [1, 2])
@@ -112,16 +116,20 @@ PHRASINGS = [
 @pytest.mark.parametrize("text,expected", PHRASINGS)
 def test_extract_answer(prompting, text, expected):
     got = prompting.extract_answer(text)
-    assert got == expected and (got is None) == (expected is None), \
+    assert got == expected and (got is None) == (expected is None), (
         f"extract_answer({text!r}): expected {expected!r}, got {got!r}"
+    )
     if expected is not None:
-        assert isinstance(got, Fraction), f"extract_answer({text!r}) must return a Fraction, got {got!r}"
+        assert isinstance(got, Fraction), (
+            f"extract_answer({text!r}) must return a Fraction, got {got!r}"
+        )
 
 
 def test_extract_answer_returns_exact_fractions(prompting):
     got = prompting.extract_answer("It costs 0.1 dollars")
-    assert isinstance(got, Fraction) and got == Fraction(1, 10), \
+    assert isinstance(got, Fraction) and got == Fraction(1, 10), (
         f"expected Fraction(1, 10) exactly (not a float), got {got!r}"
+    )
 
 
 # --- verbalizer_scores ----------------------------------------------------------------
@@ -139,7 +147,10 @@ def test_verbalizer_scores_match_the_models_probabilities(prompting, tiny_lm, se
     """Compared with the course's batched implementation; float32 rounding allows 1e-4."""
     model, tokenizer = tiny_lm
     rng = random.Random(seed)
-    prompts = [f"Review: {make_sentence(rng, rng.randint(0, 1))}\nSentiment:" for _ in range(rng.randint(2, 4))]
+    prompts = [
+        f"Review: {make_sentence(rng, rng.randint(0, 1))}\nSentiment:"
+        for _ in range(rng.randint(2, 4))
+    ]
     words = rng.sample(WORDS[:-1], rng.randint(2, 3))
     expected = reference.verbalizer_scores(model, tokenizer, prompts, words)
     model.train()  # dropout on: the function must switch it off itself
@@ -148,18 +159,21 @@ def test_verbalizer_scores_match_the_models_probabilities(prompting, tiny_lm, se
     finally:
         model.eval()
     assert not got.requires_grad, "scoring needs no gradients: run the model under torch.no_grad()"
-    assert tuple(got.shape) == (len(prompts), len(words)), \
+    assert tuple(got.shape) == (len(prompts), len(words)), (
         f"expected shape {(len(prompts), len(words))}, got {tuple(got.shape)}"
-    assert torch.allclose(got.float(), expected, atol=1e-4), \
+    )
+    assert torch.allclose(got.float(), expected, atol=1e-4), (
         f"label words {words}: expected log-probabilities\n{expected}\ngot\n{got}"
+    )
 
 
 def test_verbalizer_uses_the_first_token_of_a_long_word(prompting, tiny_lm):
     model, tokenizer = tiny_lm
     got = prompting.verbalizer_scores(model, tokenizer, ["the film was"], [" one star", " five"])
     expected = reference.verbalizer_scores(model, tokenizer, ["the film was"], [" one", " five"])
-    assert torch.allclose(got.float(), expected, atol=1e-4), \
+    assert torch.allclose(got.float(), expected, atol=1e-4), (
         f"' one star' should score as its first token ' one': expected {expected}, got {got}"
+    )
 
 
 def test_verbalizer_rejects_words_with_the_same_first_token(prompting, tiny_lm):
@@ -167,7 +181,8 @@ def test_verbalizer_rejects_words_with_the_same_first_token(prompting, tiny_lm):
     with pytest.raises(ValueError) as error:
         prompting.verbalizer_scores(model, tokenizer, ["the film was"], [" one star", " one"])
     assert "one star" in str(error.value), (
-        f"the ValueError should name the label words that collide, got {str(error.value)!r}")
+        f"the ValueError should name the label words that collide, got {str(error.value)!r}"
+    )
 
 
 class WithBOS:
@@ -190,10 +205,16 @@ def test_verbalizer_with_a_tokenizer_that_adds_a_start_token(prompting, tiny_lm)
     prompts, words = ["the film was", "a fine cast, and"], [" good", " bad"]
     firsts = [tokenizer(word, add_special_tokens=False)["input_ids"][0] for word in words]
     with torch.no_grad():
-        expected = torch.stack([
-            torch.log_softmax(model(input_ids=torch.tensor([with_bos(p)["input_ids"]])).logits[0, -1], -1)[firsts]
-            for p in prompts])
+        expected = torch.stack(
+            [
+                torch.log_softmax(
+                    model(input_ids=torch.tensor([with_bos(p)["input_ids"]])).logits[0, -1], -1
+                )[firsts]
+                for p in prompts
+            ]
+        )
     got = prompting.verbalizer_scores(model, with_bos, prompts, words)
     assert torch.allclose(got.float(), expected, atol=1e-4), (
         f"with a tokenizer that adds a start token: expected\n{expected}\ngot\n{got}. Tokenize the "
-        "label words with add_special_tokens=False")
+        "label words with add_special_tokens=False"
+    )

@@ -17,8 +17,11 @@ def check(got: int, expected: int, what: str) -> None:
 @pytest.mark.parametrize("d_in,d_out,bias", [(3, 5, True), (768, 2, False), (1024, 512, True)])
 def test_linear_layer(warmup, d_in, d_out, bias):
     layer = nn.Linear(d_in, d_out, bias=bias)
-    check(warmup.count_trainable_parameters(layer), d_in * d_out + (d_out if bias else 0),
-          f"nn.Linear({d_in}, {d_out}, bias={bias})")
+    check(
+        warmup.count_trainable_parameters(layer),
+        d_in * d_out + (d_out if bias else 0),
+        f"nn.Linear({d_in}, {d_out}, bias={bias})",
+    )
 
 
 def test_frozen_parameters_do_not_count(warmup):
@@ -45,8 +48,11 @@ def test_shared_weight_counts_once(warmup):
 
 def test_returns_an_int(warmup, returns):
     returns(warmup.count_trainable_parameters(nn.Linear(3, 5)), int, "count_trainable_parameters")
-    returns(warmup.count_trainable_parameters(nn.Linear(3, 5).requires_grad_(False)), int,
-            "count_trainable_parameters of a frozen layer")
+    returns(
+        warmup.count_trainable_parameters(nn.Linear(3, 5).requires_grad_(False)),
+        int,
+        "count_trainable_parameters of a frozen layer",
+    )
 
 
 def test_random_models(warmup):

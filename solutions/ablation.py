@@ -10,7 +10,9 @@ from collections.abc import Sequence
 import torch
 
 
-def answer_labels(prompt_ids: Sequence[int], answer_ids: Sequence[int]) -> tuple[list[int], list[int]]:
+def answer_labels(
+    prompt_ids: Sequence[int], answer_ids: Sequence[int]
+) -> tuple[list[int], list[int]]:
     """`(input_ids, labels)` for training on the answer only: the prompt's labels are -100.
 
     The model reads `prompt + answer`; the LM loss ignores every -100, so only the label word's
@@ -19,7 +21,9 @@ def answer_labels(prompt_ids: Sequence[int], answer_ids: Sequence[int]) -> tuple
     return list(prompt_ids) + list(answer_ids), [-100] * len(prompt_ids) + list(answer_ids)
 
 
-def verbalizer_predictions(next_token_logits: torch.Tensor, label_token_ids: Sequence[int]) -> list[int]:
+def verbalizer_predictions(
+    next_token_logits: torch.Tensor, label_token_ids: Sequence[int]
+) -> list[int]:
     """For each row of `[n, vocab]` logits, the index of the label whose token scores highest.
 
     Only the label tokens compete: the verbalizer always names a label.

@@ -24,8 +24,9 @@ def bitfit_parameter_count(widths: list[int]) -> int:
     return sum(widths[1:])
 
 
-def adapter_parameter_count(widths: list[int], rank: int, placement: str = "hidden",
-                            bias: str = "both") -> int:
+def adapter_parameter_count(
+    widths: list[int], rank: int, placement: str = "hidden", bias: str = "both"
+) -> int:
     """Parameters of bottleneck adapters (`width -> rank -> width`) after the chosen layers.
 
     `placement`: `"hidden"` (after every hidden layer) or `"hidden+output"` (after the
@@ -33,7 +34,12 @@ def adapter_parameter_count(widths: list[int], rank: int, placement: str = "hidd
     `rank`-vector), `"up"` (a `width`-vector) or `"none"`.
     """
     adapted = widths[1:-1] if placement == "hidden" else widths[1:]
-    biases = {"both": lambda w: rank + w, "down": lambda w: rank, "up": lambda w: w, "none": lambda w: 0}[bias]
+    biases = {
+        "both": lambda w: rank + w,
+        "down": lambda w: rank,
+        "up": lambda w: w,
+        "none": lambda w: 0,
+    }[bias]
     return sum(2 * rank * w + biases(w) for w in adapted)
 
 
@@ -52,7 +58,12 @@ def gpt2_lora_formula(targets: list[str]) -> sp.Expr:
     (d -> 4d) and `mlp.c_proj` (4d -> d); every block has each of them.
     """
     r, d, n = sp.symbols("r d_model n_layer", integer=True, positive=True)
-    shapes = {"attn.c_attn": (d, 3 * d), "attn.c_proj": (d, d), "mlp.c_fc": (d, 4 * d), "mlp.c_proj": (4 * d, d)}
+    shapes = {
+        "attn.c_attn": (d, 3 * d),
+        "attn.c_proj": (d, d),
+        "mlp.c_fc": (d, 4 * d),
+        "mlp.c_proj": (4 * d, d),
+    }
     return n * r * sum(sum(shapes[target]) for target in targets)
 
 

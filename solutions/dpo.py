@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 
 
-def sequence_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+def sequence_logprobs(
+    logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor
+) -> torch.Tensor:
     """Return `log pi(completion | prompt)` for each row of a batch, shape `(batch,)`.
 
     `logits` is `(batch, length, vocab)`; the logits at position `t` are the model's
@@ -23,8 +25,13 @@ def sequence_logprobs(logits: torch.Tensor, input_ids: torch.Tensor, completion_
     return (token_logps * completion_mask[:, 1:]).sum(dim=-1)
 
 
-def dpo_loss(policy_chosen: torch.Tensor, policy_rejected: torch.Tensor, reference_chosen: torch.Tensor,
-             reference_rejected: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def dpo_loss(
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    reference_chosen: torch.Tensor,
+    reference_rejected: torch.Tensor,
+    beta: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return `(loss, chosen_rewards, rejected_rewards)` of the sigmoid DPO loss.
 
     Each argument holds one sequence log-probability per pair. The implicit reward of a

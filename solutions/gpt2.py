@@ -23,7 +23,7 @@ def attention_mask(padding_mask: torch.Tensor | None, queries: int, keys: int) -
     if padding_mask is None:
         return causal[None, None]
     own = torch.zeros(queries, keys, dtype=torch.bool)
-    own[:, keys - queries:] = torch.eye(queries, dtype=torch.bool)
+    own[:, keys - queries :] = torch.eye(queries, dtype=torch.bool)
     return (causal & padding_mask.bool()[:, None, None, :]) | own
 
 
@@ -37,8 +37,10 @@ def copy_conv1d(linear: nn.Linear, weight: torch.Tensor, bias: torch.Tensor) -> 
     """
     fits = tuple(weight.shape) == (linear.in_features, linear.out_features)
     if not fits or tuple(bias.shape) != (linear.out_features,):
-        raise ValueError(f"a Conv1D weight {tuple(weight.shape)} / bias {tuple(bias.shape)} does not "
-                         f"fit Linear({linear.in_features}, {linear.out_features})")
+        raise ValueError(
+            f"a Conv1D weight {tuple(weight.shape)} / bias {tuple(bias.shape)} does not "
+            f"fit Linear({linear.in_features}, {linear.out_features})"
+        )
     with torch.no_grad():
         linear.weight.copy_(weight.T)
         linear.bias.copy_(bias)

@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 
-def encode_example(tokenizer: Any, instruction: str, context: str, response: str, max_length: int) -> dict:
+def encode_example(
+    tokenizer: Any, instruction: str, context: str, response: str, max_length: int
+) -> dict:
     """`{"input_ids": [...], "labels": [...]}` for one instruction-tuning example.
 
     The text is `"### Instruction: " + instruction`, then (only when `context` is not blank)
@@ -22,6 +24,7 @@ def encode_example(tokenizer: Any, instruction: str, context: str, response: str
     when the response header, the response and its end-of-text alone leave no room for at
     least one instruction token.
     """
+
     def ids(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"]
 
@@ -31,15 +34,20 @@ def encode_example(tokenizer: Any, instruction: str, context: str, response: str
     middle = ids("\n\n### Context: " + context.strip()) if context.strip() else []
     room = max_length - len(header) - len(answer)
     if room < 1:
-        raise ValueError(f"the response ({len(answer)} tokens) and its header do not fit max_length {max_length}")
+        raise ValueError(
+            f"the response ({len(answer)} tokens) and its header do not fit max_length {max_length}"
+        )
     middle = middle[: max(0, room - len(first))]
     first = first[:room]
     prompt = first + middle + header
     return {"input_ids": prompt + answer, "labels": [-100] * len(prompt) + answer}
 
 
-def pair_ids(first: list[int], second: list[int], separator: int, max_length: int) -> tuple[list[int], list[int]]:
-    """`(input_ids, attention_mask)` of a sentence pair joined by `separator`, at most `max_length` long.
+def pair_ids(
+    first: list[int], second: list[int], separator: int, max_length: int
+) -> tuple[list[int], list[int]]:
+    """`(input_ids, attention_mask)` of a sentence pair joined by `separator`, at most
+    `max_length` long.
 
     The ids are `first + [separator] + second`. The separator is a real token the model must
     read (GPT-2 uses its end-of-text id, which is also its pad id), so its attention-mask entry
@@ -58,6 +66,7 @@ def exact_match(prediction: str, answer: str) -> bool:
     Both are lower-cased, their whitespace collapsed to single spaces and stripped, and a
     final `"."` removed (then stripped again) before comparing.
     """
+
     def normal(text: str) -> str:
         return " ".join(text.lower().split()).removesuffix(".").strip()
 

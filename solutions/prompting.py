@@ -84,7 +84,7 @@ def extract_answer(text: str) -> Fraction | None:
     text = text.replace("\u2212", "-")
     markers = list(_MARKER.finditer(text))
     if markers:
-        after = _numbers(text[markers[-1].end():])
+        after = _numbers(text[markers[-1].end() :])
         return after[0] if after else None
     numbers = _numbers(text)
     return numbers[-1] if numbers else None

@@ -11,7 +11,8 @@ from transformers import BitsAndBytesConfig
 
 
 def nf4_config(
-    compute_dtype: torch.dtype = torch.bfloat16, double_quant: bool = True,
+    compute_dtype: torch.dtype = torch.bfloat16,
+    double_quant: bool = True,
     skip_modules: tuple[str, ...] = ("score", "classifier", "lm_head"),
 ) -> BitsAndBytesConfig:
     """A 4-bit NF4 `BitsAndBytesConfig` with every choice explicit (see the exercise)."""

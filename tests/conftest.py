@@ -36,17 +36,18 @@ def tiny_classifier():
     return load_model("tiny-gpt2", "classification", num_labels=2)
 
 
-
 @pytest.fixture
 def stop_training_after_one_epoch(monkeypatch):
     """`stop(module)` makes `module.train` raise KeyboardInterrupt after its first epoch (as Ctrl-C
     would, once that epoch's checkpoint is saved) and returns the real `train`, to put back."""
+
     def stop(module):
         real_train = module.train
 
         def interrupted(*args, **kwargs):
             def interrupt(epoch, _):
                 raise KeyboardInterrupt
+
             return real_train(*args, on_epoch_end=interrupt, **kwargs)
 
         monkeypatch.setattr(module, "train", interrupted)

@@ -25,14 +25,26 @@ NO_DROPOUT = {"resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
 
 
 def run(
-    batch_size: int, checkpoint: Path, epochs: int, resume: bool, grouped: bool, method: str = "lora"
+    batch_size: int,
+    checkpoint: Path,
+    epochs: int,
+    resume: bool,
+    grouped: bool,
+    method: str = "lora",
 ) -> dict:
     model, tokenizer = load_model("tiny-gpt2", "classification", num_labels=2, **NO_DROPOUT)
     model = prepare(model, "lora", r=4, alpha=8) if method == "lora" else prepare(model, "full")
     data = tokenize(load_classification_data("synthetic-sentiment", max_examples=40), tokenizer)
     data = DatasetDict({"train": data["train"], "validation": data["validation"].select(range(4))})
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=5e-3 if method == "lora" else 1e-3,
-                         eval_every=1, progress=False, group_by_length=grouped, fsdp=method == "full")
+    config = TrainConfig(
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=5e-3 if method == "lora" else 1e-3,
+        eval_every=1,
+        progress=False,
+        group_by_length=grouped,
+        fsdp=method == "full",
+    )
     result = train(model, data, tokenizer, config, checkpoint, resume)
     weights = sum(float(t.double().abs().sum()) for t in trainable_state(model).values())
     return {"losses": [h["train_loss"] for h in result.history], "weights": weights}
@@ -51,8 +63,14 @@ def report(out: Path, batch_size: int) -> dict:
         full_resumed = run(batch_size, out / "full-resumed", 2, True, grouped=False, method="full")
     finally:
         training.replacing = real_replacing
-    return {"world": distributed.world_size(), "whole": whole, "grouped": grouped, "full": full,
-            "full_resumed": full_resumed, "saves": len(saves)}
+    return {
+        "world": distributed.world_size(),
+        "whole": whole,
+        "grouped": grouped,
+        "full": full,
+        "full_resumed": full_resumed,
+        "saves": len(saves),
+    }
 
 
 def main() -> None:

@@ -17,8 +17,19 @@ ROOT = Path(__file__).resolve().parents[1]
 def start(*options: str) -> subprocess.Popen:
     """`pytest exercises/test_warmup.py` with `options`, started in the background."""
     return subprocess.Popen(
-        [sys.executable, "-m", "pytest", "exercises/test_warmup.py", "-p", "no:cacheprovider", *options],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "exercises/test_warmup.py",
+            "-p",
+            "no:cacheprovider",
+            *options,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
     )
 
@@ -30,13 +41,18 @@ def graded(tmp_path_factory):
     shutil.copy(ROOT / "solutions" / "warmup.py", wrong / "warmup.py")
     text = (wrong / "warmup.py").read_text().replace("if p.requires_grad", "")
     (wrong / "warmup.py").write_text(text)  # counts frozen parameters too
-    runs = {"stubs": start(), "solutions": start("--solutions"),
-            "wrong": start("--implementation-dir", str(wrong)),
-            "missing": start("--implementation-dir", str(empty))}
+    runs = {
+        "stubs": start(),
+        "solutions": start("--solutions"),
+        "wrong": start("--implementation-dir", str(wrong)),
+        "missing": start("--implementation-dir", str(empty)),
+    }
     results = {}
     for name, process in runs.items():
         stdout, stderr = process.communicate(timeout=300)
-        results[name] = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+        results[name] = subprocess.CompletedProcess(
+            process.args, process.returncode, stdout, stderr
+        )
     return results, wrong, empty
 
 

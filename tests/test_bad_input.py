@@ -41,15 +41,23 @@ def fails(capsys, argv: list[str], *needles: str) -> str:
     return lines[0]
 
 
-def reviews_csv(path: Path, n: int = 40, label=lambda i: i % 2, text=lambda i: f"review number {i}") -> Path:
-    pd.DataFrame({"text": [text(i) for i in range(n)], "label": [label(i) for i in range(n)]}).to_csv(path, index=False)
+def reviews_csv(
+    path: Path, n: int = 40, label=lambda i: i % 2, text=lambda i: f"review number {i}"
+) -> Path:
+    pd.DataFrame(
+        {"text": [text(i) for i in range(n)], "label": [label(i) for i in range(n)]}
+    ).to_csv(path, index=False)
     return path
 
 
 def snapshot(directory: Path) -> dict[str, str]:
-    """Every file under `directory` and a hash of its bytes: what a failing command must not change."""
-    return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(directory.rglob("*")) if p.is_file()}
+    """Every file under `directory` and a hash of its bytes: what a failing command must not
+    change."""
+    return {
+        str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -62,98 +70,182 @@ def finished_run(tmp_path_factory) -> Path:
 
 # --- the user's own data files: every row checked, the file and its line named ----------------
 
+
 def test_bad_label_names_the_file_and_its_line_not_the_split(tmp_path, capsys):
-    """The issue's case: row 31 of a 31-row file has label 7 (the file's line 32, after the header)."""
+    """The issue's case: row 31 of a 31-row file has label 7 (the file's line 32, after the
+    header)."""
     bad = reviews_csv(tmp_path / "bad.csv", 31, label=lambda i: 7 if i == 30 else i % 2)
-    line = fails(capsys, ["demo", "--train-file", bad, "--no-progress", "--output", tmp_path / "demo"],
-                 f"{bad}, line 32: label 7 is outside 0..1")
+    line = fails(
+        capsys,
+        ["demo", "--train-file", bad, "--no-progress", "--output", tmp_path / "demo"],
+        f"{bad}, line 32: label 7 is outside 0..1",
+    )
     assert "synthetic-sentiment" not in line  # a local file is never called by a registry name
-    fails(capsys, ["finetune", "--method", "head", "--train-file", bad, "--output", tmp_path / "run", *FAST],
-          f"{bad}, line 32: label 7")
+    fails(
+        capsys,
+        ["finetune", "--method", "head", "--train-file", bad, "--output", tmp_path / "run", *FAST],
+        f"{bad}, line 32: label 7",
+    )
 
 
 def test_a_two_row_file_reports_the_bad_label_before_its_size(tmp_path, capsys):
     bad = reviews_csv(tmp_path / "two.csv", 2, label=lambda i: 7 if i == 1 else 0)
-    fails(capsys, ["finetune", "--method", "head", "--train-file", bad, *FAST], "two.csv, line 3: label 7 is outside")
+    fails(
+        capsys,
+        ["finetune", "--method", "head", "--train-file", bad, *FAST],
+        "two.csv, line 3: label 7 is outside",
+    )
     small = reviews_csv(tmp_path / "small.csv", 2)
-    fails(capsys, ["finetune", "--method", "head", "--train-file", small, *FAST], "small.csv has 2 row(s): too few")
+    fails(
+        capsys,
+        ["finetune", "--method", "head", "--train-file", small, *FAST],
+        "small.csv has 2 row(s): too few",
+    )
 
 
-@pytest.mark.parametrize("labels,needle", [
-    ([0, 1, 0.5, 1], "line 4: label 0.5 is not a whole number"),
-    ([0, 1, "", 1], "line 4: no label"),
-    ([0, 1, "maybe", 1], "line 4: label 'maybe' is not one of the label names"),
-    ([0, 1, -1, 1], "line 4: label -1 is outside 0..1"),
-])
+@pytest.mark.parametrize(
+    "labels,needle",
+    [
+        ([0, 1, 0.5, 1], "line 4: label 0.5 is not a whole number"),
+        ([0, 1, "", 1], "line 4: no label"),
+        ([0, 1, "maybe", 1], "line 4: label 'maybe' is not one of the label names"),
+        ([0, 1, -1, 1], "line 4: label -1 is outside 0..1"),
+    ],
+)
 def test_bad_labels_are_refused_not_truncated(tmp_path, capsys, labels, needle):
     path = tmp_path / "labels.csv"
-    pd.DataFrame({"text": [f"text {i}" for i in range(40)], "label": (labels * 10)}).to_csv(path, index=False)
-    fails(capsys, ["finetune", "--method", "head", "--train-file", path, "--label-names", "neg", "pos", *FAST], needle)
+    pd.DataFrame({"text": [f"text {i}" for i in range(40)], "label": (labels * 10)}).to_csv(
+        path, index=False
+    )
+    fails(
+        capsys,
+        [
+            "finetune",
+            "--method",
+            "head",
+            "--train-file",
+            path,
+            "--label-names",
+            "neg",
+            "pos",
+            *FAST,
+        ],
+        needle,
+    )
 
 
-@pytest.mark.parametrize("cell,needle", [("", "line 5: no 'review'"), ("   ", "line 5: 'review' is blank")])
+@pytest.mark.parametrize(
+    "cell,needle", [("", "line 5: no 'review'"), ("   ", "line 5: 'review' is blank")]
+)
 def test_missing_or_blank_text_names_the_column_and_line(tmp_path, capsys, cell, needle):
     path = tmp_path / "texts.csv"
     texts = [f"text {i}" for i in range(40)]
     texts[3] = cell
     pd.DataFrame({"review": texts, "label": [i % 2 for i in range(40)]}).to_csv(path, index=False)
-    fails(capsys, ["finetune", "--method", "head", "--train-file", path, "--text-column", "review", *FAST], needle)
+    fails(
+        capsys,
+        ["finetune", "--method", "head", "--train-file", path, "--text-column", "review", *FAST],
+        needle,
+    )
 
 
 def test_csv_lines_count_quoted_newlines_and_blank_lines(tmp_path):
-    """A review may span lines inside quotes; the message still names the line its record starts on."""
+    """A review may span lines inside quotes; the message still names the line its record
+    starts on."""
     from peft_course.data import DataError, load_classification_data
 
     path = tmp_path / "multi.csv"
-    path.write_text('text,label\n"first line\nsecond line",0\n\n"ok",1\n' + "".join(f"t{i},{i % 2}\n" for i in range(20))
-                    + "bad,5\n")
-    with pytest.raises(DataError, match=r"multi.csv, line 26: label 5"):  # 1 header + 2 + 1 blank + 1 + 20 lines
+    path.write_text(
+        'text,label\n"first line\nsecond line",0\n\n"ok",1\n'
+        + "".join(f"t{i},{i % 2}\n" for i in range(20))
+        + "bad,5\n"
+    )
+    with pytest.raises(
+        DataError, match=r"multi.csv, line 26: label 5"
+    ):  # 1 header + 2 + 1 blank + 1 + 20 lines
         load_classification_data(train_file=path, label_names=["a", "b"])
 
 
 def test_parquet_with_numbers_stored_as_text(tmp_path, capsys):
-    """Whole numbers stored as text ("0", "1") are read as those numbers; other text must be a label name."""
+    """Whole numbers stored as text ("0", "1") are read as those numbers; other text must be a
+    label name."""
     from peft_course.data import DataError, load_classification_data
 
-    frame = pd.DataFrame({"text": [f"text {i}" for i in range(40)], "label": [str(i % 2) for i in range(40)]})
+    frame = pd.DataFrame(
+        {"text": [f"text {i}" for i in range(40)], "label": [str(i % 2) for i in range(40)]}
+    )
     frame.to_parquet(tmp_path / "text-labels.parquet", index=False)
     data = load_classification_data(train_file=tmp_path / "text-labels.parquet")
     assert data.name == "text-labels.parquet" and set(data.splits["train"]["label"]) == {0, 1}
     frame.loc[6, "label"] = "1.5"
     frame.to_parquet(tmp_path / "bad.parquet", index=False)
-    with pytest.raises(DataError, match=r"bad.parquet, row 7: label '1.5' is not one of the label names"):
+    with pytest.raises(
+        DataError, match=r"bad.parquet, row 7: label '1.5' is not one of the label names"
+    ):
         load_classification_data(train_file=tmp_path / "bad.parquet", label_names=["neg", "pos"])
     numbers = pd.DataFrame({"text": list(range(40)), "label": [i % 2 for i in range(40)]})
     numbers.to_parquet(tmp_path / "numbers.parquet", index=False)
-    fails(capsys, ["finetune", "--method", "head", "--train-file", tmp_path / "numbers.parquet", *FAST],
-          "numbers.parquet, row 1: 'text' holds 0, not text")
+    fails(
+        capsys,
+        ["finetune", "--method", "head", "--train-file", tmp_path / "numbers.parquet", *FAST],
+        "numbers.parquet, row 1: 'text' holds 0, not text",
+    )
 
 
 def test_a_directory_or_an_empty_file_as_train_file(tmp_path, capsys):
-    fails(capsys, ["finetune", "--method", "head", "--train-file", tmp_path, *FAST], "it is a directory, not a file")
+    fails(
+        capsys,
+        ["finetune", "--method", "head", "--train-file", tmp_path, *FAST],
+        "it is a directory, not a file",
+    )
     (tmp_path / "empty.csv").write_text("")
-    fails(capsys, ["finetune", "--method", "head", "--train-file", tmp_path / "empty.csv", *FAST], "the file is empty")
+    fails(
+        capsys,
+        ["finetune", "--method", "head", "--train-file", tmp_path / "empty.csv", *FAST],
+        "the file is empty",
+    )
     (tmp_path / "header.csv").write_text("text,label\n")
-    fails(capsys, ["finetune", "--method", "head", "--train-file", tmp_path / "header.csv", *FAST], "holds no rows")
+    fails(
+        capsys,
+        ["finetune", "--method", "head", "--train-file", tmp_path / "header.csv", *FAST],
+        "holds no rows",
+    )
 
 
 def test_jsonl_is_read_line_by_line(tmp_path, capsys):
     good = "".join(json.dumps({"text": f"t {i}", "label": i % 2}) + "\n" for i in range(30))
     (tmp_path / "broken.jsonl").write_text(good + '{"text": "a", label: 1}\n')
-    fails(capsys, ["finetune", "--method", "head", "--train-file", tmp_path / "broken.jsonl", *FAST],
-          "broken.jsonl, line 31: not valid JSON")
+    fails(
+        capsys,
+        ["finetune", "--method", "head", "--train-file", tmp_path / "broken.jsonl", *FAST],
+        "broken.jsonl, line 31: not valid JSON",
+    )
     (tmp_path / "array.jsonl").write_text(json.dumps([{"text": "a", "label": 0}] * 30))
-    fails(capsys, ["finetune", "--method", "head", "--train-file", tmp_path / "array.jsonl", *FAST],
-          "array.jsonl, line 1: a JSON array, not an object")
+    fails(
+        capsys,
+        ["finetune", "--method", "head", "--train-file", tmp_path / "array.jsonl", *FAST],
+        "array.jsonl, line 1: a JSON array, not an object",
+    )
     (tmp_path / "missing.jsonl").write_text(good + json.dumps({"text": "no label here"}) + "\n")
-    fails(capsys, ["finetune", "--method", "head", "--train-file", tmp_path / "missing.jsonl", *FAST],
-          "missing.jsonl, line 31: no label")
+    fails(
+        capsys,
+        ["finetune", "--method", "head", "--train-file", tmp_path / "missing.jsonl", *FAST],
+        "missing.jsonl, line 31: no label",
+    )
 
 
 def test_test_or_validation_file_without_train_file_is_refused(tmp_path, capsys):
     test = reviews_csv(tmp_path / "test.csv", 10)
-    fails(capsys, ["finetune", "--method", "head", "--test-file", test, *FAST], "--test-file needs --train-file")
-    fails(capsys, ["demo", "--validation-file", test, "--no-progress"], "--validation-file needs --train-file")
+    fails(
+        capsys,
+        ["finetune", "--method", "head", "--test-file", test, *FAST],
+        "--test-file needs --train-file",
+    )
+    fails(
+        capsys,
+        ["demo", "--validation-file", test, "--no-progress"],
+        "--validation-file needs --train-file",
+    )
     from peft_course.data import load_classification_data
 
     with pytest.raises(CourseError, match="test_file is given without train_file"):
@@ -162,86 +254,145 @@ def test_test_or_validation_file_without_train_file_is_refused(tmp_path, capsys)
 
 # --- options out of range ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("option,value,needle", [
-    ("--max-examples", "0", "--max-examples must be a positive integer, got 0"),
-    ("--max-examples", "-5", "--max-examples must be a positive integer, got -5"),
-    ("--learning-rate", "0", "--learning-rate must be positive, got 0"),
-    ("--learning-rate", "-0.01", "--learning-rate must be positive, got -0.01"),
-    ("--epochs", "0", "--epochs must be a positive integer, got 0"),
-    ("--batch-size", "0", "--batch-size must be a positive integer, got 0"),
-    ("--weight-decay", "-1", "--weight-decay must be in [0, inf), got -1"),
-    ("--dropout", "1", "--dropout must be in [0, 1), got 1"),
-    ("--r", "0", "--r must be a positive integer, got 0"),
-    ("--max-length", "1000", "--max-length 1000 is longer than the model 'tiny-gpt2' can read: it has 512 positions"),
-    ("--max-length", "1", "--max-length must be an integer of at least 2, got 1"),
-    ("--device", "gpu", "unknown device 'gpu': use cpu, cuda or cuda:N"),
-])
+
+@pytest.mark.parametrize(
+    "option,value,needle",
+    [
+        ("--max-examples", "0", "--max-examples must be a positive integer, got 0"),
+        ("--max-examples", "-5", "--max-examples must be a positive integer, got -5"),
+        ("--learning-rate", "0", "--learning-rate must be positive, got 0"),
+        ("--learning-rate", "-0.01", "--learning-rate must be positive, got -0.01"),
+        ("--epochs", "0", "--epochs must be a positive integer, got 0"),
+        ("--batch-size", "0", "--batch-size must be a positive integer, got 0"),
+        ("--weight-decay", "-1", "--weight-decay must be in [0, inf), got -1"),
+        ("--dropout", "1", "--dropout must be in [0, 1), got 1"),
+        ("--r", "0", "--r must be a positive integer, got 0"),
+        (
+            "--max-length",
+            "1000",
+            "--max-length 1000 is longer than the model 'tiny-gpt2' can read: it has 512 positions",
+        ),
+        ("--max-length", "1", "--max-length must be an integer of at least 2, got 1"),
+        ("--device", "gpu", "unknown device 'gpu': use cpu, cuda or cuda:N"),
+    ],
+)
 def test_out_of_range_options_fail_before_any_work(tmp_path, capsys, option, value, needle):
     output = tmp_path / "run"
-    fails(capsys, ["finetune", "--method", "lora", "--output", output, *FAST, option, value], needle)
+    fails(
+        capsys, ["finetune", "--method", "lora", "--output", output, *FAST, option, value], needle
+    )
     assert not output.exists()  # checked before anything was written
 
 
 def test_label_names_that_repeat(capsys):
-    fails(capsys, ["finetune", "--method", "head", "--label-names", "pos", "pos", *FAST],
-          "--label-names repeats 'pos'")
+    fails(
+        capsys,
+        ["finetune", "--method", "head", "--label-names", "pos", "pos", *FAST],
+        "--label-names repeats 'pos'",
+    )
 
 
 def test_devices_this_machine_does_not_have(capsys):
     fails(capsys, ["finetune", "--method", "head", "--device", "cuda:99", *FAST], "'cuda:99'")
     if not torch.cuda.is_available():
-        fails(capsys, ["finetune", "--method", "head", "--device", "cuda", *FAST],
-              "device 'cuda' asked for, but CUDA is not available here")
+        fails(
+            capsys,
+            ["finetune", "--method", "head", "--device", "cuda", *FAST],
+            "device 'cuda' asked for, but CUDA is not available here",
+        )
 
 
 def test_the_learning_rate_given_is_the_one_used(tmp_path):
-    """`--learning-rate` is taken as given (it was `args.learning_rate or default`, so 0 became 0.02)."""
+    """`--learning-rate` is taken as given (it was `args.learning_rate or default`, so 0 became
+    0.02)."""
     output = tmp_path / "run"
-    assert main(["finetune", "--method", "head", "--learning-rate", "0.003", "--output", str(output), *FAST]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--method",
+                "head",
+                "--learning-rate",
+                "0.003",
+                "--output",
+                str(output),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     assert json.loads((output / "run.json").read_text())["train_config"]["learning_rate"] == 0.003
 
 
-@pytest.mark.parametrize("command", [
-    ["finetune", "--method", "head", *FAST], ["prompt", "--n-problems", "1"], ["dpo", "--n-train", "4"],
-    ["demo", "--no-progress"], ["ablate", "rank", "--values", "2", "--no-progress"], ["lora", "--no-progress"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["finetune", "--method", "head", *FAST],
+        ["prompt", "--n-problems", "1"],
+        ["dpo", "--n-train", "4"],
+        ["demo", "--no-progress"],
+        ["ablate", "rank", "--values", "2", "--no-progress"],
+        ["lora", "--no-progress"],
+    ],
+)
 def test_output_that_is_a_file_or_cannot_be_written(tmp_path, capsys, monkeypatch, command):
     (tmp_path / "taken").write_text("my notes")
     fails(capsys, [*command, "--output", tmp_path / "taken"], "is a file, not a directory")
     assert (tmp_path / "taken").read_text() == "my notes"
-    fails(capsys, [*command, "--output", tmp_path / "taken" / "below"], "is a file, not a directory")
+    fails(
+        capsys, [*command, "--output", tmp_path / "taken" / "below"], "is a file, not a directory"
+    )
     locked = tmp_path / "locked"
     locked.mkdir()
     import os
 
     real_access = os.access
-    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode))
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: False if Path(p) == locked else real_access(p, mode)
+    )
     fails(capsys, [*command, "--output", locked], "is a directory you cannot write to")
     fails(capsys, [*command, "--output", locked / "new"], "cannot create --output")
 
 
 def test_ablate_values_that_are_one_cell(tmp_path, capsys):
-    fails(capsys, ["ablate", "alpha", "--values", "64", "64.0", "--output", tmp_path],
-          "--values gives the same value twice ('64' and '64.0')")
-    fails(capsys, ["ablate", "targets", "--values", "c_attn,c_fc", "c_fc,c_attn", "--output", tmp_path],
-          "same value")
-    fails(capsys, ["ablate", "rank", "--values", "8", "eight", "--output", tmp_path],
-          "--values must be whole numbers, got 8 eight")
+    fails(
+        capsys,
+        ["ablate", "alpha", "--values", "64", "64.0", "--output", tmp_path],
+        "--values gives the same value twice ('64' and '64.0')",
+    )
+    fails(
+        capsys,
+        ["ablate", "targets", "--values", "c_attn,c_fc", "c_fc,c_attn", "--output", tmp_path],
+        "same value",
+    )
+    fails(
+        capsys,
+        ["ablate", "rank", "--values", "8", "eight", "--output", tmp_path],
+        "--values must be whole numbers, got 8 eight",
+    )
     assert not (tmp_path / "cells").exists()
 
 
 # --- reloading a run: predict, --resume ----------------------------------------------------------
+
 
 def test_predict_refuses_empty_text_and_missing_runs(tmp_path, capsys, finished_run):
     fails(capsys, ["predict", "--run", finished_run, ""], "text 1 of 1 is empty")
     fails(capsys, ["predict", "--run", finished_run, "good", "   "], "text 2 of 2 is blank")
     fails(capsys, ["predict", "--run", tmp_path / "nowhere", "good"], "no such directory")
     (tmp_path / "file").write_text("x")
-    fails(capsys, ["predict", "--run", tmp_path / "file", "good"], "it is a file, not a run directory")
+    fails(
+        capsys, ["predict", "--run", tmp_path / "file", "good"], "it is a file, not a run directory"
+    )
 
 
-@pytest.mark.parametrize("name,needle", [("run.json", "is damaged (not valid JSON"),
-                                         ("weights.safetensors", "is damaged or truncated")])
+@pytest.mark.parametrize(
+    "name,needle",
+    [
+        ("run.json", "is damaged (not valid JSON"),
+        ("weights.safetensors", "is damaged or truncated"),
+    ],
+)
 def test_predict_with_a_truncated_file(tmp_path, capsys, finished_run, name, needle):
     import shutil
 
@@ -252,24 +403,47 @@ def test_predict_with_a_truncated_file(tmp_path, capsys, finished_run, name, nee
     fails(capsys, ["predict", "--run", copy, "the film was good"], name, needle)
 
 
-def test_interrupted_finetune_says_how_to_resume_and_checks_what_it_resumes(tmp_path, capsys, monkeypatch,
-                                                                             stop_training_after_one_epoch):
+def test_interrupted_finetune_says_how_to_resume_and_checks_what_it_resumes(
+    tmp_path, capsys, monkeypatch, stop_training_after_one_epoch
+):
     import peft_course.finetune as finetune_module
 
     output = tmp_path / "run"
-    command = ["finetune", "--method", "head", "--output", str(output), "--max-examples", "40", "--epochs", "2",
-               "--no-progress"]
+    command = [
+        "finetune",
+        "--method",
+        "head",
+        "--output",
+        str(output),
+        "--max-examples",
+        "40",
+        "--epochs",
+        "2",
+        "--no-progress",
+    ]
     real_train = stop_training_after_one_epoch(finetune_module)
     assert main(command) == 130
-    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bars of the work done
-    assert last.startswith("peft-course finetune: interrupted;") and "with --resume to continue" in last, last
+    last = (
+        capsys.readouterr().err.strip().splitlines()[-1]
+    )  # after the progress bars of the work done
+    assert (
+        last.startswith("peft-course finetune: interrupted;")
+        and "with --resume to continue" in last
+    ), last
     monkeypatch.setattr(finetune_module, "train", real_train)
 
     fails(capsys, command, "holds an interrupted run; pass --resume to continue it")
     before = snapshot(output)
-    fails(capsys, [*command, "--resume", "--method", "lora"],
-          "its checkpoint was started with method 'head', not 'lora'")
-    fails(capsys, [*command, "--resume", "--learning-rate", "0.5"], "started with learning_rate 0.02, not 0.5")
+    fails(
+        capsys,
+        [*command, "--resume", "--method", "lora"],
+        "its checkpoint was started with method 'head', not 'lora'",
+    )
+    fails(
+        capsys,
+        [*command, "--resume", "--learning-rate", "0.5"],
+        "started with learning_rate 0.02, not 0.5",
+    )
     assert snapshot(output) == before
     optimizer = output / "checkpoint" / "optimizer.pt"
     saved = optimizer.read_bytes()
@@ -293,64 +467,125 @@ def test_a_checkpoint_of_another_method_is_refused_by_its_weights(tmp_path):
     train(prepare(model, "head"), tokenize(data, tokenizer), tokenizer, config, tmp_path)
     other, _ = load_model("tiny-gpt2")
     with pytest.raises(CourseError, match="trainable.safetensors holds other trainable weights"):
-        train(prepare(other, "full"), tokenize(data, tokenizer), tokenizer, config, tmp_path, resume=True)
+        train(
+            prepare(other, "full"),
+            tokenize(data, tokenizer),
+            tokenizer,
+            config,
+            tmp_path,
+            resume=True,
+        )
 
 
 def test_failing_commands_leave_a_finished_run_as_it_was(tmp_path, capsys, finished_run):
     before = snapshot(finished_run)
     output = ["--output", finished_run]
     fails(capsys, ["finetune", "--method", "head", *output, *FAST], "already holds a finished run")
-    fails(capsys, ["finetune", "--method", "head", "--overwrite", "--epochs", "0", *output], "--epochs")
+    fails(
+        capsys,
+        ["finetune", "--method", "head", "--overwrite", "--epochs", "0", *output],
+        "--epochs",
+    )
     fails(capsys, ["finetune", "--method", "lora", "--overwrite", "--r", "0", *output], "--r")
-    fails(capsys, ["finetune", "--method", "head", "--overwrite", "--label-names", "a", "a", *output], "repeats")
-    fails(capsys, ["finetune", "--method", "head", "--overwrite", "--test-file", "t.csv", *output], "--train-file")
+    fails(
+        capsys,
+        ["finetune", "--method", "head", "--overwrite", "--label-names", "a", "a", *output],
+        "repeats",
+    )
+    fails(
+        capsys,
+        ["finetune", "--method", "head", "--overwrite", "--test-file", "t.csv", *output],
+        "--train-file",
+    )
     assert snapshot(finished_run) == before
 
 
-# --- models ----------------------------------------------------------------------------------------
+# --- models ---------------------------------------------------------------------------------------
+
 
 def test_model_directories_that_cannot_load(tmp_path, capsys):
     from transformers import GPT2Config, GPT2LMHeadModel
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    fails(capsys, ["finetune", "--method", "head", "--model", empty, *FAST],
-          "is not a usable model directory: it has no config.json, no tokenizer files")
+    fails(
+        capsys,
+        ["finetune", "--method", "head", "--model", empty, *FAST],
+        "is not a usable model directory: it has no config.json, no tokenizer files",
+    )
     pickled = tmp_path / "pickled"
     config = GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=100)
     config.save_pretrained(pickled)
     torch.save(GPT2LMHeadModel(config).state_dict(), pickled / "pytorch_model.bin")
-    fails(capsys, ["finetune", "--method", "head", "--model", pickled, *FAST],
-          "pytorch_model.bin: pickled weights, not loaded")
-    fails(capsys, ["finetune", "--method", "head", "--model", tmp_path / "nothing" / "here", *FAST],
-          "no such directory")
-    fails(capsys, ["finetune", "--method", "head", "--model", empty, "--output", tmp_path / "run", *FAST], "no config.json")
+    fails(
+        capsys,
+        ["finetune", "--method", "head", "--model", pickled, *FAST],
+        "pytorch_model.bin: pickled weights, not loaded",
+    )
+    fails(
+        capsys,
+        ["finetune", "--method", "head", "--model", tmp_path / "nothing" / "here", *FAST],
+        "no such directory",
+    )
+    fails(
+        capsys,
+        ["finetune", "--method", "head", "--model", empty, "--output", tmp_path / "run", *FAST],
+        "no config.json",
+    )
     assert not (tmp_path / "run").exists()  # refused before anything was written
 
 
 def test_a_hub_id_that_cannot_be_reached(monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    fails(capsys, ["prompt", "--model", "someone/not-a-model", "--n-problems", "1"],
-          "could not load 'someone/not-a-model'", "--model tiny-gpt2")
+    fails(
+        capsys,
+        ["prompt", "--model", "someone/not-a-model", "--n-problems", "1"],
+        "could not load 'someone/not-a-model'",
+        "--model tiny-gpt2",
+    )
 
 
 # --- prompting: a finished run's log survives a failing rerun -------------------------------------
 
+
 def test_a_failing_prompt_rerun_keeps_the_finished_log(tmp_path, capsys, monkeypatch):
     output = tmp_path / "prompt"
-    command = ["prompt", "--strategy", "zero-shot", "--n-problems", "2", "--max-new-tokens", "4", "--output", output]
+    command = [
+        "prompt",
+        "--strategy",
+        "zero-shot",
+        "--n-problems",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--output",
+        output,
+    ]
     assert main([str(a) for a in command]) == 0
     capsys.readouterr()
     before = snapshot(output)
-    fails(capsys, [*command[:-2], "--strategy", "few-shot", "--shots", "0", "--output", output], "needs k >= 1")
-    fails(capsys, [*command[:-2], "--max-new-tokens", "600", "--output", output], "--max-new-tokens 600 leaves no room for the prompt")
-    fails(capsys, [*command[:-2], "--strategy", "zero-shot", "zero-shot", "--output", output], "--strategy repeats")
+    fails(
+        capsys,
+        [*command[:-2], "--strategy", "few-shot", "--shots", "0", "--output", output],
+        "needs k >= 1",
+    )
+    fails(
+        capsys,
+        [*command[:-2], "--max-new-tokens", "600", "--output", output],
+        "--max-new-tokens 600 leaves no room for the prompt",
+    )
+    fails(
+        capsys,
+        [*command[:-2], "--strategy", "zero-shot", "zero-shot", "--output", output],
+        "--strategy repeats",
+    )
     fails(capsys, [*command[:-2], "--top-p", "0", "--output", output], "--top-p must be in (0, 1]")
     import peft_course.commands as commands
 
     def interrupted(*args, **kwargs):
         def generate(prompt):
             raise KeyboardInterrupt
+
         return generate
 
     monkeypatch.setattr(commands, "load_generate", interrupted)
@@ -359,6 +594,7 @@ def test_a_failing_prompt_rerun_keeps_the_finished_log(tmp_path, capsys, monkeyp
 
 
 # --- the Python API: a string where a list belongs, a wrong type where a number belongs ---------
+
 
 def test_a_string_where_a_list_belongs_is_named():
     from peft_course.data import load_classification_data
@@ -370,25 +606,35 @@ def test_a_string_where_a_list_belongs_is_named():
     from peft_course.runs import predict_texts
     from peft_course.word_problems import generate_problems
 
-    with pytest.raises(CourseError, match="label_names must be a list of strings, got the string 'negative positive'"):
+    with pytest.raises(
+        CourseError,
+        match="label_names must be a list of strings, got the string 'negative positive'",
+    ):
         load_classification_data(label_names="negative positive")
     with pytest.raises(CourseError, match="strategies must be a list, got the string 'zero-shot'"):
         evaluate_prompting(lambda p: "4", generate_problems(1), "zero-shot")
     model, tokenizer = load_model("tiny-gpt2")
-    with pytest.raises(CourseError, match="texts must be a list of strings, got the string 'a review'"):
+    with pytest.raises(
+        CourseError, match="texts must be a list of strings, got the string 'a review'"
+    ):
         predict_texts(model, tokenizer, "a review")
     for prepare in (prepare_lora, prepare_lora_scratch, prepare_qlora):
-        with pytest.raises(CourseError, match="targets must be a list of strings, got the string 'c_attn'"):
+        with pytest.raises(
+            CourseError, match="targets must be a list of strings, got the string 'c_attn'"
+        ):
             prepare(model, targets="c_attn")
 
 
-@pytest.mark.parametrize("kwargs,needle", [
-    ({"epochs": "3"}, "epochs must be a positive integer, got the string '3'"),
-    ({"epochs": True}, "epochs must be a positive integer, got True (a bool)"),
-    ({"batch_size": 2.0}, "batch_size must be a positive integer, got 2.0"),
-    ({"learning_rate": "1e-3"}, "learning_rate must be a number, got the string '1e-3'"),
-    ({"device": "gpu"}, "unknown device 'gpu'"),
-])
+@pytest.mark.parametrize(
+    "kwargs,needle",
+    [
+        ({"epochs": "3"}, "epochs must be a positive integer, got the string '3'"),
+        ({"epochs": True}, "epochs must be a positive integer, got True (a bool)"),
+        ({"batch_size": 2.0}, "batch_size must be a positive integer, got 2.0"),
+        ({"learning_rate": "1e-3"}, "learning_rate must be a number, got the string '1e-3'"),
+        ({"device": "gpu"}, "unknown device 'gpu'"),
+    ],
+)
 def test_train_config_names_the_field_and_the_type(kwargs, needle):
     from peft_course.training import TrainConfig
 
@@ -403,7 +649,9 @@ def test_a_fractional_rank_is_refused(tiny_classifier):
     model, _ = tiny_classifier
     with pytest.raises(CourseError, match=r"the LoRA rank r must be a positive integer, got 8.5"):
         prepare_lora(model, r=8.5)
-    with pytest.raises(CourseError, match=r"the LoRA rank r must be a positive integer, got True \(a bool\)"):
+    with pytest.raises(
+        CourseError, match=r"the LoRA rank r must be a positive integer, got True \(a bool\)"
+    ):
         LoRAConfig(r=True)
 
 

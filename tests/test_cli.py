@@ -33,13 +33,15 @@ def test_unknown_dataset_is_one_line_not_a_traceback(capsys):
 
 
 def test_only_user_errors_become_one_line(monkeypatch, capsys):
-    """`CourseError` is the user's mistake (one line, code 2); anything else is a bug and keeps its traceback."""
+    """`CourseError` is the user's mistake (one line, code 2); anything else is a bug and keeps
+    its traceback."""
     import peft_course.commands as commands
     from peft_course.errors import CourseError
 
     def raising(error):
         def handler(args):
             raise error
+
         return handler
 
     monkeypatch.setattr(commands, "command_info", raising(CourseError("first line\n  second line")))
@@ -58,7 +60,27 @@ def test_ctrl_c_during_ablate_says_that_rerunning_continues(monkeypatch, tmp_pat
         raise KeyboardInterrupt
 
     monkeypatch.setattr(ablation, "run_cell", interrupted)
-    assert main(["ablate", "rank", "--values", "2", "--no-full", "--max-examples", "24", "--epochs", "1",
-                 "--output", str(tmp_path), "--no-progress"]) == 130
+    assert (
+        main(
+            [
+                "ablate",
+                "rank",
+                "--values",
+                "2",
+                "--no-full",
+                "--max-examples",
+                "24",
+                "--epochs",
+                "1",
+                "--output",
+                str(tmp_path),
+                "--no-progress",
+            ]
+        )
+        == 130
+    )
     last = capsys.readouterr().err.strip().splitlines()[-1]
-    assert last.startswith("peft-course ablate: interrupted; finished cells are kept in") and "rerun the same" in last
+    assert (
+        last.startswith("peft-course ablate: interrupted; finished cells are kept in")
+        and "rerun the same" in last
+    )

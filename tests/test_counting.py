@@ -30,6 +30,7 @@ def bnb_4bit() -> None:
 
 # --- the feed-forward network --------------------------------------------------------
 
+
 def test_mlp_size_and_bitfit_from_formula_and_modules():
     model = c.build_mlp(c.MLP_WIDTHS)
     assert sum(isinstance(m, nn.Linear) for m in model.modules()) == 10
@@ -45,9 +46,14 @@ def count_all(model: nn.Module) -> int:
 
 
 EXPECTED_ADAPTERS = {  # (placement, bias) -> adapter parameters for rank 4
-    ("hidden", "both"): 9_234, ("hidden", "down"): 8_212, ("hidden", "up"): 9_198, ("hidden", "none"): 8_176,
-    ("hidden+output", "both"): 9_247, ("hidden+output", "down"): 8_224,
-    ("hidden+output", "up"): 9_207, ("hidden+output", "none"): 8_184,
+    ("hidden", "both"): 9_234,
+    ("hidden", "down"): 8_212,
+    ("hidden", "up"): 9_198,
+    ("hidden", "none"): 8_176,
+    ("hidden+output", "both"): 9_247,
+    ("hidden+output", "down"): 8_224,
+    ("hidden+output", "up"): 9_207,
+    ("hidden+output", "none"): 8_184,
 }
 
 
@@ -55,25 +61,41 @@ def test_adapter_conventions_table_and_which_give_1_31_percent():
     rows = c.adapter_convention_table(c.MLP_WIDTHS, rank=4)
     assert len(rows) == 16
     for row in rows:
-        assert row.adapter_parameters == row.counted_parameters == EXPECTED_ADAPTERS[row.placement, row.bias]
+        assert (
+            row.adapter_parameters
+            == row.counted_parameters
+            == EXPECTED_ADAPTERS[row.placement, row.bias]
+        )
         whole = 700_073 + (row.adapter_parameters if row.denominator == "base+adapters" else 0)
         assert row.percent == pytest.approx(100 * row.adapter_parameters / whole, rel=1e-12)
     rounded = c.matching_conventions(rows, 1.31)
     assert [(r.placement, r.bias, r.denominator) for r in rounded] == [("hidden", "up", "base")]
     truncated = c.matching_conventions(rows, 1.31, rounding="truncate")
     assert {(r.placement, r.bias, r.denominator) for r in truncated} == {
-        ("hidden", "both", "base"), ("hidden", "up", "base"), ("hidden+output", "up", "base")}
+        ("hidden", "both", "base"),
+        ("hidden", "up", "base"),
+        ("hidden+output", "up", "base"),
+    }
 
 
 @settings(max_examples=25, deadline=None)
-@given(widths=st.lists(st.integers(1, 48), min_size=2, max_size=7), rank=st.integers(1, 6),
-       placement=st.sampled_from(c.PLACEMENTS), bias=st.sampled_from(c.ADAPTER_BIASES))
+@given(
+    widths=st.lists(st.integers(1, 48), min_size=2, max_size=7),
+    rank=st.integers(1, 6),
+    placement=st.sampled_from(c.PLACEMENTS),
+    bias=st.sampled_from(c.ADAPTER_BIASES),
+)
 def test_formulas_equal_module_counts_for_any_widths(widths, rank, placement, bias):
     model = c.build_mlp(widths)
     assert c.evaluate_mlp(c.MLP_PARAMETERS, widths) == count_all(model)
-    assert c.evaluate_mlp(c.MLP_BIASES, widths) == c.count_parameters(c.bitfit(c.build_mlp(widths)))[0]
+    assert (
+        c.evaluate_mlp(c.MLP_BIASES, widths) == c.count_parameters(c.bitfit(c.build_mlp(widths)))[0]
+    )
     adapted = c.add_adapters(model, c.mlp_adapter_targets(widths, placement), rank, bias)
-    assert c.evaluate_mlp(c.adapter_formula(placement, bias), widths, rank) == c.count_parameters(adapted)[0]
+    assert (
+        c.evaluate_mlp(c.adapter_formula(placement, bias), widths, rank)
+        == c.count_parameters(adapted)[0]
+    )
 
 
 def test_adapter_starts_as_the_identity_and_then_changes_the_output():
@@ -101,21 +123,28 @@ def test_adapters_in_a_gpt2_start_as_the_identity():
         assert torch.equal(model(input_ids=ids).logits, expected)
     trainable = c.count_parameters(model)[0]
     formula = 2 * c.n_layer * c.adapter_term(c.d_model)  # two adapters per block
-    assert trainable == formula.subs({c.n_layer: 2, c.d_model: 32, c.r: 4}) == 2 * 2 * (2 * 32 * 4 + 4 + 32)
+    assert (
+        trainable
+        == formula.subs({c.n_layer: 2, c.d_model: 32, c.r: 4})
+        == 2 * 2 * (2 * 32 * 4 + 4 + 32)
+    )
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: c.check_widths([5]), "input and an output"),
-    (lambda: c.check_widths([5, 0]), "positive integer"),
-    (lambda: c.Adapter(8, 0), "rank"),
-    (lambda: c.adapter_formula("everywhere"), "unknown placement"),
-    (lambda: c.adapter_term(c.d[1], "sideways"), "unknown adapter bias"),
-    (lambda: c.match_modules(c.build_mlp([4, 2]), ["fc9"]), "no module"),
-    (lambda: c.count_method("bitfit", "mlp", targets=["fc1"]), "takes no targets"),
-    (lambda: c.count_method("lora", "mlp", targets=["fc99"]), "not a layer"),
-    (lambda: c.count_method("prefix"), "unknown method"),
-    (lambda: c.lora_formulas(GPT2_SMALL, ["q_proj"]), "no layer of gpt2-small"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: c.check_widths([5]), "input and an output"),
+        (lambda: c.check_widths([5, 0]), "positive integer"),
+        (lambda: c.Adapter(8, 0), "rank"),
+        (lambda: c.adapter_formula("everywhere"), "unknown placement"),
+        (lambda: c.adapter_term(c.d[1], "sideways"), "unknown adapter bias"),
+        (lambda: c.match_modules(c.build_mlp([4, 2]), ["fc9"]), "no module"),
+        (lambda: c.count_method("bitfit", "mlp", targets=["fc1"]), "takes no targets"),
+        (lambda: c.count_method("lora", "mlp", targets=["fc99"]), "not a layer"),
+        (lambda: c.count_method("prefix"), "unknown method"),
+        (lambda: c.lora_formulas(GPT2_SMALL, ["q_proj"]), "no layer of gpt2-small"),
+    ],
+)
 def test_bad_input_is_named(call, message):
     with pytest.raises(c.CountingError, match=message):
         call()
@@ -123,13 +152,23 @@ def test_bad_input_is_named(call, message):
 
 # --- GPT-2 small and LoRA ---------------------------------------------------------------
 
+
 def test_gpt2_small_base_and_head(gpt2_cpu):
-    assert c.evaluate_architecture(c.GPT2_BASE, GPT2_SMALL) == count_all(gpt2_cpu.transformer) == 124_439_808
-    assert c.evaluate_architecture(c.HEAD, GPT2_SMALL, labels=2) == count_all(gpt2_cpu.score) == 1_536
+    assert (
+        c.evaluate_architecture(c.GPT2_BASE, GPT2_SMALL)
+        == count_all(gpt2_cpu.transformer)
+        == 124_439_808
+    )
+    assert (
+        c.evaluate_architecture(c.HEAD, GPT2_SMALL, labels=2) == count_all(gpt2_cpu.score) == 1_536
+    )
     meta = c.build_classifier("gpt2-small", labels=2)  # what every count below is made on
-    assert {n: p.shape for n, p in meta.named_parameters()} == {n: p.shape for n, p in gpt2_cpu.named_parameters()}
+    assert {n: p.shape for n, p in meta.named_parameters()} == {
+        n: p.shape for n, p in gpt2_cpu.named_parameters()
+    }
     assert c.evaluate_architecture(c.GPT2_BIASES, GPT2_SMALL) == sum(
-        p.numel() for n, p in gpt2_cpu.named_parameters() if n.endswith("bias"))
+        p.numel() for n, p in gpt2_cpu.named_parameters() if n.endswith("bias")
+    )
 
 
 EXPECTED_LORA = {  # case name -> (trainable, all params)
@@ -156,9 +195,12 @@ def test_lora_cases_formula_equals_peft(lora_counts, name):
 
 def test_lora_parameters_alone(lora_counts):
     assert {name: count.lora_parameters for name, count in lora_counts.items()} == {
-        "LoraConfig(): head left frozen": 294_912, "r=8 on c_attn, SEQ_CLS": 294_912,
-        "r=4 on 4 projections, SEQ_CLS": 589_824, "r=128, lora_only bias, 20 labels": 4_718_592,
-        "r=8 on separate q, k, v (OPT-125m)": 442_368}
+        "LoraConfig(): head left frozen": 294_912,
+        "r=8 on c_attn, SEQ_CLS": 294_912,
+        "r=4 on 4 projections, SEQ_CLS": 589_824,
+        "r=128, lora_only bias, 20 labels": 4_718_592,
+        "r=8 on separate q, k, v (OPT-125m)": 442_368,
+    }
 
 
 def test_lora_without_task_type_leaves_the_new_head_frozen():
@@ -172,8 +214,10 @@ def test_lora_without_task_type_leaves_the_new_head_frozen():
 def test_modules_to_save_keeps_the_head_twice(lora_counts):
     model = c.peft_model(c.LORA_CASES[3])
     heads = {n: p for n, p in model.named_parameters() if "score" in n}
-    assert sorted(heads) == ["base_model.model.score.modules_to_save.default.weight",
-                             "base_model.model.score.original_module.weight"]
+    assert sorted(heads) == [
+        "base_model.model.score.modules_to_save.default.weight",
+        "base_model.model.score.original_module.weight",
+    ]
     original, copy = heads.values()
     assert original is not copy and original.shape == copy.shape == (20, 768)
     counted = lora_counts["r=128, lora_only bias, 20 labels"]
@@ -181,10 +225,15 @@ def test_modules_to_save_keeps_the_head_twice(lora_counts):
     assert f"{counted.percent:.2f}" == "3.69"
 
 
-@pytest.mark.parametrize("model, targets, rank", [
-    ("gpt2-small", ("c_attn",), 1), ("gpt2-small", ("c_proj",), 16),
-    ("gpt2-small", ("c_fc", "c_attn"), 3), ("opt-125m", ("q_proj", "k_proj", "v_proj"), 8),
-])
+@pytest.mark.parametrize(
+    "model, targets, rank",
+    [
+        ("gpt2-small", ("c_attn",), 1),
+        ("gpt2-small", ("c_proj",), 16),
+        ("gpt2-small", ("c_fc", "c_attn"), 3),
+        ("opt-125m", ("q_proj", "k_proj", "v_proj"), 8),
+    ],
+)
 def test_general_lora_formula_against_module_tree_and_peft(model, targets, rank):
     arch = c.architecture(model)
     base = c.build_classifier(model)
@@ -193,7 +242,11 @@ def test_general_lora_formula_against_module_tree_and_peft(model, targets, rank)
     peft_trainable, _ = c.apply_lora(base, case.lora_config()).get_nb_trainable_parameters()
     closed_form = c.lora_formulas(arch, targets)[0]
     assert len(shapes) == 12 * (len(targets) + (targets == ("c_proj",)))  # c_proj: attn and mlp
-    assert c.lora_count(rank, shapes) == c.evaluate_architecture(closed_form, arch, rank=rank) == peft_trainable
+    assert (
+        c.lora_count(rank, shapes)
+        == c.evaluate_architecture(closed_form, arch, rank=rank)
+        == peft_trainable
+    )
 
 
 def test_closed_forms_of_the_named_configurations():
@@ -202,7 +255,11 @@ def test_closed_forms_of_the_named_configurations():
     four = c.lora_formulas(GPT2_SMALL, ["c_attn", "attn.c_proj", "c_fc", "mlp.c_proj"])[0]
     assert sp.simplify(four - 16 * c.r * c.d_model * c.n_layer) == 0
     qkv = c.lora_formulas(c.architecture("opt-125m"), ["q_proj", "k_proj", "v_proj"])[0]
-    assert c.evaluate_architecture(qkv, c.architecture("opt-125m"), rank=8) == 12 * 3 * 8 * (768 + 768) == 442_368
+    assert (
+        c.evaluate_architecture(qkv, c.architecture("opt-125m"), rank=8)
+        == 12 * 3 * 8 * (768 + 768)
+        == 442_368
+    )
 
 
 def test_peft_lora_on_the_real_gpt2_starts_as_the_base(gpt2_cpu):
@@ -214,7 +271,10 @@ def test_peft_lora_on_the_real_gpt2_starts_as_the_base(gpt2_cpu):
         before = gpt2_cpu.transformer.h[3].attn.c_attn(x)
         peft = c.apply_lora(gpt2_cpu, c.LORA_CASES[0].lora_config())
         try:
-            assert peft.get_nb_trainable_parameters() == EXPECTED_LORA["LoraConfig(): head left frozen"]
+            assert (
+                peft.get_nb_trainable_parameters()
+                == EXPECTED_LORA["LoraConfig(): head left frozen"]
+            )
             wrapped = gpt2_cpu.transformer.h[3].attn.c_attn
             assert type(wrapped).__module__.startswith("peft") and torch.equal(wrapped(x), before)
             wrapped.lora_B["default"].weight.fill_(0.01)
@@ -226,14 +286,26 @@ def test_peft_lora_on_the_real_gpt2_starts_as_the_base(gpt2_cpu):
 
 # --- the count command's breakdowns ---------------------------------------------------------
 
-@pytest.mark.parametrize("method, model, rank, expected", [
-    ("bitfit", "mlp", 8, 1_023), ("bitfit", "gpt2-small", 8, 11 * 768 * 12 + 768 + 1_536),
-    ("adapter", "mlp", 4, 9_234), ("adapter", "gpt2-small", 8, 24 * (2 * 768 * 8 + 8 + 768) + 1_536),
-    ("lora", "mlp", 4, 4 * (1024 + 1 + 2 * 1022)), ("lora", "gpt2-small", 8, 294_912 + 1_536),
-])
+
+@pytest.mark.parametrize(
+    "method, model, rank, expected",
+    [
+        ("bitfit", "mlp", 8, 1_023),
+        ("bitfit", "gpt2-small", 8, 11 * 768 * 12 + 768 + 1_536),
+        ("adapter", "mlp", 4, 9_234),
+        ("adapter", "gpt2-small", 8, 24 * (2 * 768 * 8 + 8 + 768) + 1_536),
+        ("lora", "mlp", 4, 4 * (1024 + 1 + 2 * 1022)),
+        ("lora", "gpt2-small", 8, 294_912 + 1_536),
+    ],
+)
 def test_count_method_breakdown(method, model, rank, expected):
     result = c.count_method(method, model, rank=rank)
-    assert result.trainable == result.formula_value == sum(row.trainable for row in result.rows) == expected
+    assert (
+        result.trainable
+        == result.formula_value
+        == sum(row.trainable for row in result.rows)
+        == expected
+    )
     text = c.format_method_count(result)
     assert f"{expected:,}" in text and "(matches the module count)" in text
 
@@ -247,22 +319,29 @@ def test_count_method_reports_the_share_of_the_base_too():
 def test_count_method_breakdown_groups_blocks():
     rows = c.count_method("lora", "gpt2-small", rank=4, targets=["c_fc"]).rows
     assert [(r.module, r.modules, r.each) for r in rows] == [
-        ("transformer.h.*.mlp.c_fc.lora_A", 12, 4 * 768), ("transformer.h.*.mlp.c_fc.lora_B", 12, 4 * 3072),
-        ("score.modules_to_save", 1, 1_536)]
+        ("transformer.h.*.mlp.c_fc.lora_A", 12, 4 * 768),
+        ("transformer.h.*.mlp.c_fc.lora_B", 12, 4 * 3072),
+        ("score.modules_to_save", 1, 1_536),
+    ]
 
 
 # --- QLoRA storage ---------------------------------------------------------------------------
 
+
 def test_nf4_bits_formulas():
     assert c.nf4_bits_per_parameter(double_quant=False) == sp.Rational(9, 2)
-    assert c.nf4_bits_per_parameter(double_quant=True) == 4 + sp.Rational(8, 64) + sp.Rational(32, 64 * 256)
+    assert c.nf4_bits_per_parameter(double_quant=True) == 4 + sp.Rational(8, 64) + sp.Rational(
+        32, 64 * 256
+    )
     assert f"{float(c.nf4_bits_per_parameter(True)):.3f}" == "4.127"
     assert f"{float(c.nf4_bits_per_parameter(True)) / 8:.4f}" == "0.5159"  # bytes per parameter
 
 
 @pytest.mark.parametrize("double_quant", [False, True])
 def test_nf4_storage_of_c_attn_matches_the_formula(bnb_4bit, double_quant):
-    weight = torch.randn(2304, 768, generator=torch.Generator().manual_seed(0))  # Linear4bit: out x in
+    weight = torch.randn(
+        2304, 768, generator=torch.Generator().manual_seed(0)
+    )  # Linear4bit: out x in
     stored = c.quantize_nf4(weight, double_quant)
     assert stored.packed_shape == (884_736, 1) and stored.packed_dtype == "uint8"
     assert stored.absmax_bytes == 27_648 * (1 if double_quant else 4)  # one scale per 64 weights
@@ -284,15 +363,22 @@ def test_quantized_gpt2_small_blocks(bnb_4bit):
     stored = c.quant_storage(c_attn.weight, c_attn.weight.quant_state)
     assert stored.shape == (2304, 768)
     assert stored.bits_per_parameter == float(c.nf4_bits_per_parameter(True))
-    quantized = sum(m.weight.quant_state.shape.numel() for m in model.modules() if isinstance(m, bnb.nn.Linear4bit))
+    quantized = sum(
+        m.weight.quant_state.shape.numel()
+        for m in model.modules()
+        if isinstance(m, bnb.nn.Linear4bit)
+    )
     assert quantized == c.GPT2_PROJECTION_WEIGHTS.subs({c.d_model: 768, c.n_layer: 1}) == 7_077_888
 
 
 # --- the docs page -------------------------------------------------------------------------
+
 
 def test_docs_page_shows_the_numbers_the_package_computes(bnb_4bit):
     from pathlib import Path
 
     page = (Path(__file__).resolve().parents[1] / "docs" / "counting.md").read_text()
     for name, table in c.counting_tables().items():
-        assert table in page, f"docs/counting.md is out of date: the '{name}' table differs (print_tables())"
+        assert table in page, (
+            f"docs/counting.md is out of date: the '{name}' table differs (print_tables())"
+        )

@@ -7,7 +7,13 @@ import pandas as pd
 import pytest
 
 from peft_course.data import (
-    REGISTRY, DataError, get_spec, join_pair, load_classification_data, read_table, tokenize,
+    REGISTRY,
+    DataError,
+    get_spec,
+    join_pair,
+    load_classification_data,
+    read_table,
+    tokenize,
 )
 from peft_course.synthetic import synthetic_sentiment
 
@@ -26,14 +32,31 @@ def write(frame: pd.DataFrame, path) -> str:
 
 
 def reviews(n: int = 40, label=lambda i: i % 2) -> pd.DataFrame:
-    return pd.DataFrame({"review": [f"review number {i}" for i in range(n)], "stars": [label(i) for i in range(n)]})
+    return pd.DataFrame(
+        {"review": [f"review number {i}" for i in range(n)], "stars": [label(i) for i in range(n)]}
+    )
 
 
 def test_registry_entries():
     assert len(get_spec("twitter-financial-news-topic").label_names) == 20
-    assert get_spec("emotion").label_names == ("sadness", "joy", "love", "anger", "fear", "surprise")
-    assert get_spec("rte").columns == {"text": "sentence1", "text_pair": "sentence2", "label": "label"}
-    assert get_spec("dolly").columns == {"instruction": "instruction", "context": "context", "response": "response"}
+    assert get_spec("emotion").label_names == (
+        "sadness",
+        "joy",
+        "love",
+        "anger",
+        "fear",
+        "surprise",
+    )
+    assert get_spec("rte").columns == {
+        "text": "sentence1",
+        "text_pair": "sentence2",
+        "label": "label",
+    }
+    assert get_spec("dolly").columns == {
+        "instruction": "instruction",
+        "context": "context",
+        "response": "response",
+    }
     assert {"imdb", "rotten_tomatoes", "synthetic-sentiment"} <= REGISTRY.keys()
 
 
@@ -54,27 +77,48 @@ def test_synthetic_sentiment_is_fixed_balanced_disjoint_and_needs_more_than_word
 def test_local_files_in_every_format(tmp_path, suffix):
     train = write(reviews(40), tmp_path / f"train{suffix}")
     test = write(reviews(10), tmp_path / f"test{suffix}")
-    data = load_classification_data(train_file=train, test_file=test, text_column="review",
-                                     label_column="stars", label_names=["bad", "good"])
+    data = load_classification_data(
+        train_file=train,
+        test_file=test,
+        text_column="review",
+        label_column="stars",
+        label_names=["bad", "good"],
+    )
     assert data.label_names == ["bad", "good"]
     assert len(data.splits["test"]) == 10
-    assert len(data.splits["train"]) + len(data.splits["validation"]) == 40  # validation carved from train
+    assert (
+        len(data.splits["train"]) + len(data.splits["validation"]) == 40
+    )  # validation carved from train
     assert data.splits["train"].column_names == ["text", "label"]
     assert set(data.splits["train"]["label"]) == {0, 1}
 
 
 def test_string_labels_map_through_label_names(tmp_path):
-    frame = pd.DataFrame({"premise": ["a", "b", "c", "d"] * 5, "hypothesis": ["e"] * 20,
-                          "label": ["entailment", "not_entailment"] * 10})
-    data = load_classification_data("rte", train_file=write(frame, tmp_path / "t.csv"),
-                                    text_column="premise", text_pair_column="hypothesis")
+    frame = pd.DataFrame(
+        {
+            "premise": ["a", "b", "c", "d"] * 5,
+            "hypothesis": ["e"] * 20,
+            "label": ["entailment", "not_entailment"] * 10,
+        }
+    )
+    data = load_classification_data(
+        "rte",
+        train_file=write(frame, tmp_path / "t.csv"),
+        text_column="premise",
+        text_pair_column="hypothesis",
+    )
     assert data.label_names == ["entailment", "not_entailment"]
     assert data.splits["train"].to_pandas()["label"].isin([0, 1]).all()
 
 
 def test_sentence_pairs_join_with_the_end_of_text_token(tmp_path, tiny_tokenizer):
-    frame = pd.DataFrame({"sentence1": ["the film was good"] * 20, "sentence2": ["it was bad"] * 20,
-                          "label": [0, 1] * 10})
+    frame = pd.DataFrame(
+        {
+            "sentence1": ["the film was good"] * 20,
+            "sentence2": ["it was bad"] * 20,
+            "label": [0, 1] * 10,
+        }
+    )
     data = load_classification_data("rte", train_file=write(frame, tmp_path / "rte.tsv"))
     assert data.is_pair
     row = tokenize(data, tiny_tokenizer)["train"][0]
@@ -102,6 +146,7 @@ def test_max_examples_subsamples_every_split(sentiment):
 
 # --- every bad input gets an error that names the problem --------------------------------------
 
+
 def test_unknown_dataset_lists_the_known_ones():
     with pytest.raises(DataError, match="unknown dataset 'imbd'.*imdb.*rotten_tomatoes"):
         load_classification_data("imbd")
@@ -121,22 +166,36 @@ def test_missing_column_lists_the_columns(tmp_path):
 def test_label_out_of_range_names_the_row(tmp_path):
     train = write(reviews(40, label=lambda i: 2 if i == 7 else i % 2), tmp_path / "train.csv")
     test = write(reviews(10), tmp_path / "test.csv")
-    with pytest.raises(DataError, match=r"train.csv, line 9: label 2 is outside 0..1"):  # row 8 of the data
-        load_classification_data(train_file=train, test_file=test, validation_file=test,
-                                 text_column="review", label_column="stars", label_names=["bad", "good"])
+    with pytest.raises(
+        DataError, match=r"train.csv, line 9: label 2 is outside 0..1"
+    ):  # row 8 of the data
+        load_classification_data(
+            train_file=train,
+            test_file=test,
+            validation_file=test,
+            text_column="review",
+            label_column="stars",
+            label_names=["bad", "good"],
+        )
 
 
 def test_negative_label_is_out_of_range(tmp_path):
     train = write(reviews(20, label=lambda i: -1 if i == 0 else 0), tmp_path / "train.jsonl")
     with pytest.raises(DataError, match="label -1"):
-        load_classification_data(train_file=train, text_column="review", label_column="stars",
-                                 label_names=["a", "b"])
+        load_classification_data(
+            train_file=train, text_column="review", label_column="stars", label_names=["a", "b"]
+        )
 
 
 def test_unknown_string_label(tmp_path):
     frame = pd.DataFrame({"text": ["x"] * 20, "label": ["pos"] * 19 + ["meh"]})
-    with pytest.raises(DataError, match=r"t.csv, line 21: label 'meh' is not one of the label names \['neg', 'pos'\]"):
-        load_classification_data(train_file=write(frame, tmp_path / "t.csv"), label_names=["neg", "pos"])
+    with pytest.raises(
+        DataError,
+        match=r"t.csv, line 21: label 'meh' is not one of the label names \['neg', 'pos'\]",
+    ):
+        load_classification_data(
+            train_file=write(frame, tmp_path / "t.csv"), label_names=["neg", "pos"]
+        )
 
 
 def test_empty_split(tmp_path):
@@ -144,7 +203,9 @@ def test_empty_split(tmp_path):
     empty = tmp_path / "test.csv"
     empty.write_text("review,stars\n")
     with pytest.raises(DataError, match="test.csv holds no rows: the test split would be empty"):
-        load_classification_data(train_file=train, test_file=str(empty), text_column="review", label_column="stars")
+        load_classification_data(
+            train_file=train, test_file=str(empty), text_column="review", label_column="stars"
+        )
 
 
 def test_unreadable_files(tmp_path):
@@ -164,5 +225,8 @@ def test_unreadable_files(tmp_path):
 def test_hub_dataset_offline_says_what_to_do_instead(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
-    with pytest.raises(DataError, match="could not load 'rotten_tomatoes' from the hub.*--train-file.*synthetic-sentiment"):
+    with pytest.raises(
+        DataError,
+        match="could not load 'rotten_tomatoes' from the hub.*--train-file.*synthetic-sentiment",
+    ):
         load_classification_data("rotten_tomatoes")

@@ -26,7 +26,9 @@ RESULTS = ROOT / "docs" / "results"
 # kernel set building its own tiny-gpt2, plus the docs' own 2-thread run. The tolerances are twice
 # the largest measured range, since a fresh run and the docs' may sit at opposite ends of it and a
 # CPU not measured may land a little outside.
-CPU_SPREAD = 0.025  # largest range of one demo accuracy across kernel sets at one seed (QLoRA, from scratch)
+CPU_SPREAD = (
+    0.025  # largest range of one demo accuracy across kernel sets at one seed (QLoRA, from scratch)
+)
 LORA_SPREAD = 0.025  # largest |LoRA-like row - LoRA (peft)| in one run (from scratch; QLoRA 0.020)
 ABLATION_BEST_SPREAD = 0.055  # best-validation cells across kernel sets at one seed (r=196)
 # Last-iteration cells move by up to 0.20 between kernel sets (alpha=256 and r=128 end their third
@@ -41,9 +43,21 @@ def demo_run(tmp_path_factory):
     prompted on generated reviews, is left out here to keep the suite short; `real_model_rows`
     is tested on its own in tests/test_llama.py."""
     output = tmp_path_factory.mktemp("demo")
-    run = subprocess.run([sys.executable, "-m", "peft_course", "demo", "--output", str(output), "--no-progress",
-                          "--no-real-model", "--no-tuning"],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "peft_course",
+            "demo",
+            "--output",
+            str(output),
+            "--no-progress",
+            "--no-real-model",
+            "--no-tuning",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     with open(output / "results.csv") as handle:
         return output, {row["method"]: row for row in csv.DictReader(handle)}
@@ -63,7 +77,9 @@ def test_each_method_shows_its_effect(demo_run):
     _, rows = demo_run
     untrained, head, lora = (accuracy(rows, m) for m in ("untrained", "head only", "LoRA (peft)"))
     assert head >= untrained + 0.10, "a trained head must beat the untrained model clearly"
-    assert lora >= head + 0.10, "LoRA changes the layers below the head: it must beat head-only clearly"
+    assert lora >= head + 0.10, (
+        "LoRA changes the layers below the head: it must beat head-only clearly"
+    )
     # merging folds B A into W; logits move by ~1e-6, which can flip at most a near-tie (1 of 400)
     assert abs(accuracy(rows, "merged LoRA") - lora) <= 1 / 400
     for method in ("LoRA (from scratch)", "QLoRA (NF4)"):
@@ -87,7 +103,10 @@ def test_docs_table_is_reproduced(demo_run):
     """The docs' table comes from this command: a fresh run on any CPU lands within the measured
     cross-CPU spread of it (twice the spread: the two runs may sit at opposite ends)."""
     _, rows = demo_run
-    documented = {row["method"]: float(row["accuracy"]) for row in read_markdown_table((RESULTS / "demo.md").read_text())}
+    documented = {
+        row["method"]: float(row["accuracy"])
+        for row in read_markdown_table((RESULTS / "demo.md").read_text())
+    }
     assert documented.keys() == rows.keys()
     for method, figure in documented.items():
         assert abs(accuracy(rows, method) - figure) <= 2 * CPU_SPREAD, method
@@ -107,9 +126,16 @@ def test_docs_ablation_tables_are_reproduced(demo_run, sweep):
     first = next(iter(documented[0]))
     assert [row[first] for row in documented] == [row[first] for row in fresh]
     for old, new in zip(documented, fresh):
-        assert (old["seed project, last"], old["seed project, best"]) == (new["seed project, last"], new["seed project, best"])
+        assert (old["seed project, last"], old["seed project, best"]) == (
+            new["seed project, last"],
+            new["seed project, best"],
+        )
         for column in ("verbalizer, best", "strict, best"):
-            assert abs(float(old[column]) - float(new[column])) <= 2 * ABLATION_BEST_SPREAD, (sweep, old[first], column)
+            assert abs(float(old[column]) - float(new[column])) <= 2 * ABLATION_BEST_SPREAD, (
+                sweep,
+                old[first],
+                column,
+            )
         assert all(0 <= float(new[column]) <= 1 for column in ABLATION_COLUMNS)
     assert (output / "ablation" / f"{sweep}-val-loss.png").stat().st_size > 0
 
@@ -121,7 +147,10 @@ def test_every_lora_cell_learns_through_the_lm_head(demo_run):
     for sweep in ("rank", "alpha", "prompt"):
         with open(output / "ablation" / f"{sweep}.csv") as handle:
             rows = list(csv.DictReader(handle))
-        untrained, cells = rows[0], [r for r in rows[1:] if next(iter(r.values())) != "full fine-tuning"]
+        untrained, cells = (
+            rows[0],
+            [r for r in rows[1:] if next(iter(r.values())) != "full fine-tuning"],
+        )
         assert float(untrained["verbalizer, best"]) <= 0.55
         for row in cells:
             for column in ("verbalizer, best", "strict, best"):
@@ -132,12 +161,18 @@ def test_readme_quotes_the_docs_tables():
     """One source for each published number: the README's copies are the docs' results pages."""
     readme = (ROOT / "README.md").read_text()
     for page in ("demo.md", "ablation-rank.md", "demo-real-model.md"):
-        table = "\n".join(line for line in (RESULTS / page).read_text().splitlines() if line.startswith("|"))
-        assert table in readme, f"README's copy of docs/results/{page} differs: run `make results` and copy it"
+        table = "\n".join(
+            line for line in (RESULTS / page).read_text().splitlines() if line.startswith("|")
+        )
+        assert table in readme, (
+            f"README's copy of docs/results/{page} differs: run `make results` and copy it"
+        )
 
 
 def test_every_results_page_says_what_produced_it():
     pages = sorted(RESULTS.glob("*.md")) + sorted((ROOT / "docs" / "images" / "dpo").glob("*.md"))
     assert pages
     for page in pages:
-        assert "*Made by `" in page.read_text(), f"{page.name} does not say which command produced it"
+        assert "*Made by `" in page.read_text(), (
+            f"{page.name} does not say which command produced it"
+        )

@@ -51,11 +51,26 @@ def launch(out: Path, processes: int, batch_size: int) -> subprocess.Popen:
     """Start `torchrun --nproc_per_node processes` of the worker, each process on one thread."""
     out.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    prefix = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-              "--master_addr", "127.0.0.1", "--master_port", str(free_port())]
+    prefix = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        str(processes),
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+    ]
     command = prefix + [str(WORKER), str(out), "--batch-size", str(batch_size)]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
 
 
 def finish(process: subprocess.Popen, timeout: int = 120) -> tuple[int, str]:
@@ -83,26 +98,71 @@ def test_two_processes_train_as_one_with_twice_the_batch(tmp_path):
         assert len(expected) == 10, "40 rows in batches of 8 for 2 epochs are 10 steps"
         for rank, report in enumerate(ranks):
             got = report[run]["losses"]
-            assert len(got) == 10 and max(abs(a - b) for a, b in zip(expected, got)) < 1e-5, (run, rank, expected, got)
-            assert abs(report[run]["weights"] - reference[run]["weights"]) < 1e-6 * reference[run]["weights"], \
-                (run, rank)
-    assert all(report["full_resumed"]["losses"] == report["full"]["losses"] for report in ranks), \
+            assert len(got) == 10 and max(abs(a - b) for a, b in zip(expected, got)) < 1e-5, (
+                run,
+                rank,
+                expected,
+                got,
+            )
+            assert (
+                abs(report[run]["weights"] - reference[run]["weights"])
+                < 1e-6 * reference[run]["weights"]
+            ), (run, rank)
+    assert all(report["full_resumed"]["losses"] == report["full"]["losses"] for report in ranks), (
         "resuming a sharded (FSDP) run changed it"
+    )
     epochs = 2 + 2 + 2 + 1 + 1
-    assert ranks[0]["saves"] == 4 * epochs and ranks[1]["saves"] == 0, "only rank 0 writes checkpoints"
+    assert ranks[0]["saves"] == 4 * epochs and ranks[1]["saves"] == 0, (
+        "only rank 0 writes checkpoints"
+    )
 
 
 def test_only_rank_0_writes_the_run_and_prints(tmp_path, monkeypatch, capsys):
-    """Another rank (here: RANK=1 of a one-process group) trains as rank 0 does but writes nothing."""
+    """Another rank (here: RANK=1 of a one-process group) trains as rank 0 does but writes
+    nothing."""
     from peft_course.cli import main
 
     monkeypatch.setenv("RANK", "1")
     output = tmp_path / "run"
-    assert main(["finetune", "--method", "head", "--epochs", "1", "--max-examples", "40", "--output", str(output),
-                 "--max-tokens-per-batch", "64", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--method",
+                "head",
+                "--epochs",
+                "1",
+                "--max-examples",
+                "40",
+                "--output",
+                str(output),
+                "--max-tokens-per-batch",
+                "64",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out == "", "a rank other than 0 printed"
     assert not output.exists() or not any(output.rglob("*")), "a rank other than 0 wrote files"
     monkeypatch.setenv("RANK", "0")
-    assert main(["finetune", "--method", "head", "--epochs", "1", "--max-examples", "40", "--output", str(output),
-                 "--max-tokens-per-batch", "64", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                "--method",
+                "head",
+                "--epochs",
+                "1",
+                "--max-examples",
+                "40",
+                "--output",
+                str(output),
+                "--max-tokens-per-batch",
+                "64",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert (output / "metrics.json").is_file() and "saved:" in capsys.readouterr().out

@@ -23,8 +23,12 @@ def test_fine_tune_from_a_script(capsys):
     from peft_course.training import TrainConfig
 
     data = load_classification_data("synthetic-sentiment", max_examples=200)
-    result = finetune(data, method="head", model_name="tiny-gpt2",
-                      config=TrainConfig(epochs=2, learning_rate=2e-2))
+    result = finetune(
+        data,
+        method="head",
+        model_name="tiny-gpt2",
+        config=TrainConfig(epochs=2, learning_rate=2e-2),
+    )
     print(result.untrained["accuracy"], result.best["accuracy"])
     # --8<-- [end:finetune]
     untrained, best = map(float, capsys.readouterr().out.split()[-2:])

@@ -76,7 +76,8 @@ def test_dpo_loss_formula_and_gradient():
     torch.testing.assert_close(result.chosen_rewards, chosen_reward.detach())
     torch.testing.assert_close(result.rejected_rewards, rejected_reward.detach())
     result.loss.backward()
-    # derivation step 4: d loss / d log pi(y_w) = -beta sigmoid(r_l - r_w) (per pair, / pairs for the mean)
+    # derivation step 4: d loss / d log pi(y_w) = -beta sigmoid(r_l - r_w) (per pair, / pairs for
+    # the mean)
     weight = beta * torch.sigmoid(rejected_reward - chosen_reward).detach() / 5
     torch.testing.assert_close(pc.grad, -weight)
     torch.testing.assert_close(pr.grad, weight)

@@ -14,7 +14,14 @@ from peft_course.data import load_classification_data, tokenize
 from peft_course.finetune import finetune, prepare
 from peft_course.models import ModelLoadError, load_model
 from peft_course.synthetic import NEGATIVE_ADJECTIVES, POSITIVE_ADJECTIVES, SUBJECTS
-from peft_course.runs import RunError, RunSpec, check_run_directory, load_run, predict_texts, save_run
+from peft_course.runs import (
+    RunError,
+    RunSpec,
+    check_run_directory,
+    load_run,
+    predict_texts,
+    save_run,
+)
 from peft_course.training import TrainConfig, train
 
 QUICK = {  # method -> (epochs, learning rate, options): a few seconds each on a 2-core CPU
@@ -32,15 +39,28 @@ def small():
 @pytest.fixture(scope="module")
 def lora_run(small):
     epochs, lr, options = QUICK["lora"]
-    return finetune(small, "lora", config=TrainConfig(epochs=epochs, learning_rate=lr, progress=False), **options)
+    return finetune(
+        small,
+        "lora",
+        config=TrainConfig(epochs=epochs, learning_rate=lr, progress=False),
+        **options,
+    )
 
 
 @pytest.mark.parametrize("method", ["head", "full"])
 def test_method_learns(small, method):
     epochs, lr, options = QUICK[method]
-    result = finetune(small, method, config=TrainConfig(epochs=epochs, learning_rate=lr, progress=False), **options)
+    result = finetune(
+        small,
+        method,
+        config=TrainConfig(epochs=epochs, learning_rate=lr, progress=False),
+        **options,
+    )
     history = result.training.history
-    assert history[-1]["val_loss"] < history[0]["val_loss"] or history[-1]["train_loss"] < history[0]["train_loss"]
+    assert (
+        history[-1]["val_loss"] < history[0]["val_loss"]
+        or history[-1]["train_loss"] < history[0]["train_loss"]
+    )
     assert result.best["accuracy"] > result.untrained["accuracy"] + 0.1
 
 
@@ -54,8 +74,15 @@ def test_peft_lora_learns_and_trains_adapters_plus_head(lora_run):
 
 def test_merged_predicts_what_unmerged_predicts(small, lora_run):
     epochs, lr, options = QUICK["lora"]
-    merged = finetune(small, "merged", config=TrainConfig(epochs=epochs, learning_rate=lr, progress=False), **options)
-    assert not any("lora" in name for name, _ in merged.model.named_parameters())  # no LoRA code left
+    merged = finetune(
+        small,
+        "merged",
+        config=TrainConfig(epochs=epochs, learning_rate=lr, progress=False),
+        **options,
+    )
+    assert not any(
+        "lora" in name for name, _ in merged.model.named_parameters()
+    )  # no LoRA code left
     assert merged.predictions == lora_run.predictions
     assert merged.best["accuracy"] == lora_run.best["accuracy"]
 
@@ -91,11 +118,21 @@ def topic_file(path, n: int = 400, num_labels: int = 20) -> str:
 
 
 def test_twenty_class_path_end_to_end(tmp_path):
-    data = load_classification_data("twitter-financial-news-topic", train_file=topic_file(tmp_path / "topics.csv"))
+    data = load_classification_data(
+        "twitter-financial-news-topic", train_file=topic_file(tmp_path / "topics.csv")
+    )
     assert data.num_labels == 20
-    result = finetune(data, "lora", config=TrainConfig(epochs=4, learning_rate=1e-2, progress=False), r=8, alpha=16)
+    result = finetune(
+        data,
+        "lora",
+        config=TrainConfig(epochs=4, learning_rate=1e-2, progress=False),
+        r=8,
+        alpha=16,
+    )
     assert result.best["accuracy"] > 0.3  # chance is 0.05
-    save_run(tmp_path / "run", result, RunSpec("tiny-gpt2", "full", data.label_names, data.name), data)
+    save_run(
+        tmp_path / "run", result, RunSpec("tiny-gpt2", "full", data.label_names, data.name), data
+    )
     assert (tmp_path / "run" / "confusion.png").stat().st_size > 0
 
 
@@ -105,11 +142,18 @@ def test_sentence_pair_path_end_to_end(tmp_path):
     for i in range(200):  # entailed when the hypothesis repeats the premise's colour
         colour, other = rng.sample(["red", "blue", "green", "black"], 2)
         entailed = i % 2 == 0
-        rows.append({"sentence1": f"the car is {colour}", "sentence2": f"it is {colour if entailed else other}",
-                     "label": "entailment" if entailed else "not_entailment"})
+        rows.append(
+            {
+                "sentence1": f"the car is {colour}",
+                "sentence2": f"it is {colour if entailed else other}",
+                "label": "entailment" if entailed else "not_entailment",
+            }
+        )
     pd.DataFrame(rows).to_csv(tmp_path / "rte.tsv", sep="\t", index=False)
     data = load_classification_data("rte", train_file=str(tmp_path / "rte.tsv"))
-    result = finetune(data, "head", config=TrainConfig(epochs=1, learning_rate=1e-2, progress=False))
+    result = finetune(
+        data, "head", config=TrainConfig(epochs=1, learning_rate=1e-2, progress=False)
+    )
     assert 0.0 <= result.best["accuracy"] <= 1.0 and result.trainable == 128
 
 
@@ -140,7 +184,9 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, small):
                 raise KeyboardInterrupt
 
         try:
-            return train(model, tokenize(small, tokenizer), tokenizer, config, checkpoint, resume, interrupt)
+            return train(
+                model, tokenize(small, tokenizer), tokenizer, config, checkpoint, resume, interrupt
+            )
         except KeyboardInterrupt:
             return None
 
@@ -154,8 +200,18 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, small):
 
 def test_cli_finetune_then_predict(tmp_path, capsys):
     output = tmp_path / "run"
-    args = ["finetune", "--method", "head", "--epochs", "1", "--max-examples", "100", "--output", str(output),
-            "--no-progress"]
+    args = [
+        "finetune",
+        "--method",
+        "head",
+        "--epochs",
+        "1",
+        "--max-examples",
+        "100",
+        "--output",
+        str(output),
+        "--no-progress",
+    ]
     assert main(args) == 0
     assert main(args) == 2  # a finished run is refused
     assert "already holds a finished run" in capsys.readouterr().err
@@ -165,17 +221,46 @@ def test_cli_finetune_then_predict(tmp_path, capsys):
 
 
 def test_cli_bad_lora_rank(tmp_path, capsys):
-    assert main(["finetune", "--method", "lora", "--r", "0", "--output", str(tmp_path / "x"), "--no-progress",
-                 "--max-examples", "50"]) == 2
+    assert (
+        main(
+            [
+                "finetune",
+                "--method",
+                "lora",
+                "--r",
+                "0",
+                "--output",
+                str(tmp_path / "x"),
+                "--no-progress",
+                "--max-examples",
+                "50",
+            ]
+        )
+        == 2
+    )
     assert "--r must be a positive integer, got 0" in capsys.readouterr().err
 
 
 def test_qlora_run_reloads_quantized_and_predicts_the_same(tmp_path):
     data = load_classification_data("synthetic-sentiment", max_examples=64)
-    result = finetune(data, "qlora", config=TrainConfig(epochs=1, batch_size=16, learning_rate=5e-3, progress=False))
-    save_run(tmp_path, result, RunSpec("tiny-gpt2", "qlora", data.label_names, data.name, {"r": 8, "alpha": 16}), data)
+    result = finetune(
+        data,
+        "qlora",
+        config=TrainConfig(epochs=1, batch_size=16, learning_rate=5e-3, progress=False),
+    )
+    save_run(
+        tmp_path,
+        result,
+        RunSpec("tiny-gpt2", "qlora", data.label_names, data.name, {"r": 8, "alpha": 16}),
+        data,
+    )
     model, tokenizer, _ = load_run(tmp_path)
-    assert type(model.get_submodule("base_model.model.transformer.h.0.attn.c_attn").base_layer).__name__ == "Linear4bit"
+    assert (
+        type(
+            model.get_submodule("base_model.model.transformer.h.0.attn.c_attn").base_layer
+        ).__name__
+        == "Linear4bit"
+    )
     texts = data.splits["test"]["text"][:8]
     result.model.eval()
     expected = predict_texts(result.model, result.tokenizer, texts)

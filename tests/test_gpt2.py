@@ -43,7 +43,7 @@ def random_ids(vocab: int, shape: tuple[int, int], seed: int = 0) -> torch.Tenso
 def padding(rows: int, length: int) -> torch.Tensor:
     """Row 0 padded on the right, row 1 on the left, the rest not at all."""
     mask = torch.ones(rows, length, dtype=torch.long)
-    mask[0, length // 2:] = 0
+    mask[0, length // 2 :] = 0
     mask[1, :3] = 0
     return mask
 
@@ -87,10 +87,17 @@ def test_padding_does_not_change_the_real_tokens(tiny):
 def test_classifier_equals_transformers(tmp_path):
     reference, tokenizer = load_model("tiny-gpt2", task="classification", num_labels=3, seed=1)
     reference.save_pretrained(tmp_path)
-    model = gpt2.from_pretrained(str(tmp_path), num_labels=3, pad_token_id=tokenizer.pad_token_id).eval()
+    model = gpt2.from_pretrained(
+        str(tmp_path), num_labels=3, pad_token_id=tokenizer.pad_token_id
+    ).eval()
     pad = tokenizer.pad_token_id
-    ids = random_ids(model.config.vocab_size, (3, 9), seed=2).clamp(min=1).masked_fill_(
-        torch.tensor([[False] * 6 + [True] * 3, [True] * 2 + [False] * 7, [False] * 9]), pad)
+    ids = (
+        random_ids(model.config.vocab_size, (3, 9), seed=2)
+        .clamp(min=1)
+        .masked_fill_(
+            torch.tensor([[False] * 6 + [True] * 3, [True] * 2 + [False] * 7, [False] * 9]), pad
+        )
+    )
     mask = (ids != pad).long()
     with torch.no_grad():
         ours = model(ids, attention_mask=mask).logits
@@ -112,16 +119,28 @@ def test_zero_B_gives_the_base_logits_and_merging_keeps_the_trained_ones(tiny):
         trained = model(ids).logits
     assert (trained - base(ids).logits).abs().max() > 1e-3, "a non-zero B must change the logits"
     merged = gpt2.merge(model)
-    assert not any(isinstance(m, LoRALayer) for m in merged.modules()) and merged.config.lora is None
+    assert (
+        not any(isinstance(m, LoRALayer) for m in merged.modules()) and merged.config.lora is None
+    )
     with torch.no_grad():
         assert (merged(ids).logits - trained).abs().max() < TOLERANCE
 
 
 def test_lora_goes_where_the_config_says(tiny):
-    model = gpt2.GPT2(gpt2.GPT2Config(vocab_size=50, n_positions=16, n_embd=8, n_layer=3, n_head=2,
-                                      lora=gpt2.LoRASpec(r=2, targets=("k", "out", "proj"))))
+    model = gpt2.GPT2(
+        gpt2.GPT2Config(
+            vocab_size=50,
+            n_positions=16,
+            n_embd=8,
+            n_layer=3,
+            n_head=2,
+            lora=gpt2.LoRASpec(r=2, targets=("k", "out", "proj")),
+        )
+    )
     wrapped = sorted(name for name, m in model.named_modules() if isinstance(m, LoRALayer))
-    assert wrapped == sorted(f"h.{i}.{part}" for i in range(3) for part in ("attn.k", "attn.out", "mlp.proj"))
+    assert wrapped == sorted(
+        f"h.{i}.{part}" for i in range(3) for part in ("attn.k", "attn.out", "mlp.proj")
+    )
     gpt2.freeze_all_but_lora(model)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable == {f"{w}.lora_{m}" for w in wrapped for m in "AB"}
@@ -140,9 +159,14 @@ def test_greedy_equals_transformers_generate(tiny):
     for text in ("The film was", "A dull"):
         prompt = torch.tensor([tokenizer(text)["input_ids"]])
         ours = decoding.generate(model, prompt, 20, eos_token_id=tokenizer.eos_token_id)
-        theirs = reference.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=20,
-                                    do_sample=False, eos_token_id=tokenizer.eos_token_id,
-                                    pad_token_id=tokenizer.eos_token_id)
+        theirs = reference.generate(
+            prompt,
+            attention_mask=torch.ones_like(prompt),
+            max_new_tokens=20,
+            do_sample=False,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.eos_token_id,
+        )
         assert ours.tolist() == theirs.tolist(), f"{text!r}: {ours.tolist()} != {theirs.tolist()}"
 
 
@@ -153,8 +177,9 @@ def test_cached_and_uncached_decoding_agree_and_repeat(tiny, strategy):
 
     def run(use_cache: bool) -> list[list[int]]:
         generator = torch.Generator().manual_seed(3)
-        return decoding.generate(model, prompt, 12, strategy, temperature=1.3, generator=generator,
-                             use_cache=use_cache).tolist()
+        return decoding.generate(
+            model, prompt, 12, strategy, temperature=1.3, generator=generator, use_cache=use_cache
+        ).tolist()
 
     assert run(True) == run(False), "the KV cache must not change the chosen tokens"
     assert run(True) == run(True), "a fixed generator must give the same sample"
@@ -163,8 +188,19 @@ def test_cached_and_uncached_decoding_agree_and_repeat(tiny, strategy):
 def test_sampling_depends_on_the_generator(tiny):
     model, _, tokenizer = tiny
     prompt = torch.tensor([tokenizer("The cast was")["input_ids"]])
-    draws = {tuple(decoding.generate(model, prompt, 12, "temperature", temperature=2.0,
-                                 generator=torch.Generator().manual_seed(s))[0].tolist()) for s in range(4)}
+    draws = {
+        tuple(
+            decoding.generate(
+                model,
+                prompt,
+                12,
+                "temperature",
+                temperature=2.0,
+                generator=torch.Generator().manual_seed(s),
+            )[0].tolist()
+        )
+        for s in range(4)
+    }
     assert len(draws) > 1, "four seeds at temperature 2 gave one and the same text: is it sampling?"
 
 
@@ -189,11 +225,17 @@ def test_top_p_equals_transformers(seed, p):
     assert torch.equal(decoding.top_p_filter(logits, p), expected)
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"strategy": "top-p", "top_p": 0.0}, "top_p"), ({"strategy": "top-p", "top_p": 1.5}, "top_p"),
-    ({"strategy": "top-k", "top_k": 0}, "top_k"), ({"strategy": "temperature", "temperature": 0.0}, "temperature"),
-    ({"strategy": "temperature", "temperature": -1.0}, "temperature"), ({"strategy": "beam"}, "beam"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"strategy": "top-p", "top_p": 0.0}, "top_p"),
+        ({"strategy": "top-p", "top_p": 1.5}, "top_p"),
+        ({"strategy": "top-k", "top_k": 0}, "top_k"),
+        ({"strategy": "temperature", "temperature": 0.0}, "temperature"),
+        ({"strategy": "temperature", "temperature": -1.0}, "temperature"),
+        ({"strategy": "beam"}, "beam"),
+    ],
+)
 def test_bad_decoding_settings_are_refused(tiny, options, message):
     model, _, _ = tiny
     with pytest.raises(CourseError, match=message):
@@ -212,9 +254,13 @@ def test_a_prompt_longer_than_the_context_is_refused(tiny):
 # --- checkpoints ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("model_type, architecture", [("bert", "BertModel"), ("llama", "LlamaForCausalLM")])
+@pytest.mark.parametrize(
+    "model_type, architecture", [("bert", "BertModel"), ("llama", "LlamaForCausalLM")]
+)
 def test_a_checkpoint_that_is_not_gpt2_is_refused(tmp_path, model_type, architecture):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": model_type, "architectures": [architecture]}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": model_type, "architectures": [architecture]})
+    )
     with pytest.raises(CourseError, match=f"{model_type} checkpoint .*not GPT-2"):
         gpt2.from_pretrained(str(tmp_path))
 
@@ -223,7 +269,9 @@ def test_a_shape_mismatch_names_the_tensor(tmp_path):
     source = resolve_model_path("tiny-gpt2")
     (tmp_path / "config.json").write_text(open(f"{source}/config.json").read())
     state = gpt2.read_weights(gpt2.checkpoint_directory("tiny-gpt2"))
-    state["h.1.mlp.c_fc.weight"] = state["h.1.mlp.c_fc.weight"].T.contiguous()  # stored the Linear way
+    state["h.1.mlp.c_fc.weight"] = state[
+        "h.1.mlp.c_fc.weight"
+    ].T.contiguous()  # stored the Linear way
     save_file(state, tmp_path / "model.safetensors")
     with pytest.raises(CourseError, match=r"h\.1\.mlp\.c_fc"):
         gpt2.from_pretrained(str(tmp_path))
@@ -243,10 +291,17 @@ def test_a_checkpoint_without_safetensors_is_refused(tmp_path):
 def test_builtin_lora_fine_tunes_a_classifier():
     """Through the course's loop on generated reviews: accuracy well above the untrained model's."""
     data = load_classification_data("synthetic-sentiment", max_examples=400)
-    result = finetune(data, "gpt2-scratch", config=TrainConfig(epochs=3, learning_rate=5e-3, progress=False),
-                      r=8, alpha=16.0)
+    result = finetune(
+        data,
+        "gpt2-scratch",
+        config=TrainConfig(epochs=3, learning_rate=5e-3, progress=False),
+        r=8,
+        alpha=16.0,
+    )
     config = result.model.config
-    lora_params = config.n_layer * 3 * (8 * config.n_embd + config.n_embd * 8)  # layers x (q, k, v) x (A + B)
+    lora_params = (
+        config.n_layer * 3 * (8 * config.n_embd + config.n_embd * 8)
+    )  # layers x (q, k, v) x (A + B)
     head = config.n_embd * 2
     assert result.trainable == lora_params + head
     assert result.best["accuracy"] > result.untrained["accuracy"] + 0.15
@@ -261,9 +316,14 @@ def test_cli_prints_the_counts_and_every_strategy(capsys):
     assert all(f"| {strategy} |" in out for strategy in decoding.STRATEGIES)
 
 
-@pytest.mark.parametrize("argv, message", [(["--strategy", "top-p", "--top-p", "1.5"], "top.p"),
-                                           (["--strategy", "top-k", "--top-k", "0"], "top.k"),
-                                           (["--strategy", "beam"], "beam")])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--strategy", "top-p", "--top-p", "1.5"], "top.p"),
+        (["--strategy", "top-k", "--top-k", "0"], "top.k"),
+        (["--strategy", "beam"], "beam"),
+    ],
+)
 def test_cli_bad_decoding_is_one_line(capsys, argv, message):
     from peft_course.cli import main
 

@@ -16,12 +16,37 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "peft_course"
-LAYER_NAMES = ("utilities", "models and data", "techniques", "pipelines", "demo and reports", "commands", "cli")
+LAYER_NAMES = (
+    "utilities",
+    "models and data",
+    "techniques",
+    "pipelines",
+    "demo and reports",
+    "commands",
+    "cli",
+)
 LAYERS = {
-    **dict.fromkeys(("errors", "files", "settings", "tables", "plots", "metrics", "system", "distributed"), 0),
-    **dict.fromkeys(("models", "tiny_gpt2", "tiny_llama", "smollm2", "data", "synthetic", "word_problems"), 1),
-    **dict.fromkeys(("counting", "lora", "methods", "qlora", "lm_classification", "prompting", "dpo",
-                     "derivations", "gpt2", "decoding"), 2),
+    **dict.fromkeys(
+        ("errors", "files", "settings", "tables", "plots", "metrics", "system", "distributed"), 0
+    ),
+    **dict.fromkeys(
+        ("models", "tiny_gpt2", "tiny_llama", "smollm2", "data", "synthetic", "word_problems"), 1
+    ),
+    **dict.fromkeys(
+        (
+            "counting",
+            "lora",
+            "methods",
+            "qlora",
+            "lm_classification",
+            "prompting",
+            "dpo",
+            "derivations",
+            "gpt2",
+            "decoding",
+        ),
+        2,
+    ),
     **dict.fromkeys(("training", "finetune", "runs", "ablation", "instruct"), 3),
     **dict.fromkeys(("demo", "reports", "real_model"), 4),
     "commands": 5,
@@ -43,10 +68,18 @@ def internal_imports(path: Path) -> list[tuple[str, int, str | None]]:
                 continue
             targets: list[str] = []
             if isinstance(child, ast.Import):
-                targets = [a.name.split(".")[1] for a in child.names if a.name.startswith("peft_course.")]
-            elif isinstance(child, ast.ImportFrom) and (child.module or "").startswith("peft_course"):
+                targets = [
+                    a.name.split(".")[1] for a in child.names if a.name.startswith("peft_course.")
+                ]
+            elif isinstance(child, ast.ImportFrom) and (child.module or "").startswith(
+                "peft_course"
+            ):
                 module = child.module or ""
-                targets = [a.name for a in child.names] if module == "peft_course" else [module.split(".")[1]]
+                targets = (
+                    [a.name for a in child.names]
+                    if module == "peft_course"
+                    else [module.split(".")[1]]
+                )
             found.extend((target, child.lineno, function) for target in targets)
             visit(child, function)
 
@@ -58,18 +91,27 @@ GRAPH = {path.stem: internal_imports(path) for path in sorted(PACKAGE.glob("*.py
 
 
 def test_every_module_has_a_layer():
-    assert not set(GRAPH) - set(LAYERS), f"give these modules a layer: {sorted(set(GRAPH) - set(LAYERS))}"
+    assert not set(GRAPH) - set(LAYERS), (
+        f"give these modules a layer: {sorted(set(GRAPH) - set(LAYERS))}"
+    )
 
 
 def test_imports_only_go_down():
-    upward = [f"{module}.py:{line} ({LAYER_NAMES[LAYERS[module]]}) imports {target} ({LAYER_NAMES[LAYERS[target]]})"
-              for module, imports in GRAPH.items() for target, line, _ in imports
-              if LAYERS[target] > LAYERS[module]]
+    upward = [
+        f"{module}.py:{line} ({LAYER_NAMES[LAYERS[module]]}) imports {target} "
+        f"({LAYER_NAMES[LAYERS[target]]})"
+        for module, imports in GRAPH.items()
+        for target, line, _ in imports
+        if LAYERS[target] > LAYERS[module]
+    ]
     assert not upward, "\n".join(upward)
 
 
 def test_no_import_cycles_even_through_imports_inside_functions():
-    graph = {module: {target for target, _, _ in imports if target != module} for module, imports in GRAPH.items()}
+    graph = {
+        module: {target for target, _, _ in imports if target != module}
+        for module, imports in GRAPH.items()
+    }
     try:
         graphlib.TopologicalSorter(graph).prepare()
     except graphlib.CycleError as error:
@@ -77,23 +119,33 @@ def test_no_import_cycles_even_through_imports_inside_functions():
 
 
 def test_internal_imports_are_at_the_top():
-    inside = {(module, target, fn) for module, imports in GRAPH.items() for target, _, fn in imports if fn}
+    inside = {
+        (module, target, fn) for module, imports in GRAPH.items() for target, _, fn in imports if fn
+    }
     assert inside == FUNCTION_LEVEL_ALLOWED, (
         f"imports inside functions: {sorted(inside - FUNCTION_LEVEL_ALLOWED)}; "
-        f"expected but gone: {sorted(FUNCTION_LEVEL_ALLOWED - inside)}")
+        f"expected but gone: {sorted(FUNCTION_LEVEL_ALLOWED - inside)}"
+    )
 
 
 def test_help_imports_no_torch():
     """`peft-course --help` builds the parser from `peft_course.settings` and loads no torch
-    (measured: `peft-course finetune --help` 1.5 s, against 7.4 s when the parser imported the models)."""
-    code = ("import sys; from peft_course.cli import build_parser; build_parser(); "
-            "print(sorted(m for m in ('torch', 'transformers', 'peft', 'trl') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    (measured: `peft-course finetune --help` 1.5 s, against 7.4 s when the parser imported the
+    models)."""
+    code = (
+        "import sys; from peft_course.cli import build_parser; build_parser(); "
+        "print(sorted(m for m in ('torch', 'transformers', 'peft', 'trl') if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == "[]", f"--help imported {result.stdout.strip()}"
 
 
 def test_the_test_sees_function_level_imports(tmp_path):
     """A check of the checker: an import inside a function is found, with its function."""
     sample = tmp_path / "sample.py"
-    sample.write_text("from peft_course import lora\n\ndef f():\n    from peft_course.demo import demo_rows\n")
+    sample.write_text(
+        "from peft_course import lora\n\ndef f():\n    from peft_course.demo import demo_rows\n"
+    )
     assert internal_imports(sample) == [("lora", 1, None), ("demo", 4, "f")]

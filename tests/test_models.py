@@ -16,8 +16,13 @@ def bert_directory(tmp_path_factory):
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "film", "was", "good", "bad", "."]
     (directory / "vocab.txt").write_text("\n".join(words) + "\n")
     BertTokenizerFast(vocab_file=str(directory / "vocab.txt")).save_pretrained(directory)
-    config = BertConfig(vocab_size=len(words), hidden_size=32, num_hidden_layers=1,
-                        num_attention_heads=2, intermediate_size=64)
+    config = BertConfig(
+        vocab_size=len(words),
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
     BertForMaskedLM(config).save_pretrained(directory)
     return directory
 
@@ -63,7 +68,9 @@ def test_local_gpt2_directory_loads(tmp_path):
 
 def test_pickle_weights_are_refused(tmp_path):
     """A checkpoint with only a pickled `pytorch_model.bin` is not loaded (pickle runs code)."""
-    config = GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=100, bos_token_id=0, eos_token_id=0)
+    config = GPT2Config(
+        n_layer=1, n_embd=16, n_head=2, vocab_size=100, bos_token_id=0, eos_token_id=0
+    )
     config.save_pretrained(tmp_path)
     torch.save(GPT2LMHeadModel(config).state_dict(), tmp_path / "pytorch_model.bin")
     load_tokenizer("tiny-gpt2").save_pretrained(tmp_path)
@@ -79,11 +86,14 @@ def test_unreachable_hub_names_the_alternatives(monkeypatch):
     assert "hub" in message and "--model PATH" in message and "tiny-gpt2" in message
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"task": "translation"}, "unknown task"),
-    ({"num_labels": 0}, "num_labels"),
-    ({"num_labels": 2, "label_names": ["a"]}, "1 label names"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"task": "translation"}, "unknown task"),
+        ({"num_labels": 0}, "num_labels"),
+        ({"num_labels": 2, "label_names": ["a"]}, "1 label names"),
+    ],
+)
 def test_bad_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):
         load_model("tiny-gpt2", **kwargs)
@@ -91,7 +101,9 @@ def test_bad_arguments(kwargs, match):
 
 def test_a_directory_that_is_not_a_checkpoint_says_what_it_lacks(tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ModelLoadError, match="no config.json, no tokenizer files .* no safetensors weights"):
+    with pytest.raises(
+        ModelLoadError, match="no config.json, no tokenizer files .* no safetensors weights"
+    ):
         load_model(str(tmp_path / "empty"))
     with pytest.raises(ModelLoadError, match="no tokenizer files"):
         load_tokenizer(str(tmp_path / "empty"))

@@ -75,17 +75,22 @@ def test_one_shot_chain_of_thought_shows_the_worked_price_example():
         "Q: Last month I bought 15 kg of apples. This month I bought 10 kg, but the price per "
         "kilogram was 20 cents higher. I paid $102 for both together. What was last month's price "
         "per kilogram, in dollars?\n"
-        "A: Let p be last month's price per kilogram in dollars. Last month cost 15p and this month "
+        "A: Let p be last month's price per kilogram in dollars. Last month cost 15p and this "
+        "month "
         "cost 10(p + 0.2), so 15p + 10(p + 0.2) = 102. Collecting the terms gives 25p = 100, so "
         "p = 4. The answer is 4.\n\n"
         "Q: What is 1 + 1?\nA:"
     )
     assert chain_of_thought_prompt("Q?", EXAMPLES[0]).startswith(
-        "Solve each problem step by step, then give the answer.\n\nQ: What is 2 + 3?\nA: Adding gives 5. The answer is 5.\n\n")
+        "Solve each problem step by step, then give the answer.\n\n"
+        "Q: What is 2 + 3?\nA: Adding gives 5. The answer is 5.\n\n"
+    )
 
 
 def test_zero_shot_cot_prompt_text():
-    assert zero_shot_cot_prompt("What is 6 * 7?") == "Q: What is 6 * 7?\nA: Let's think step by step."
+    assert (
+        zero_shot_cot_prompt("What is 6 * 7?") == "Q: What is 6 * 7?\nA: Let's think step by step."
+    )
 
 
 def test_few_shot_cot_and_a_new_template_are_just_data():
@@ -93,9 +98,12 @@ def test_few_shot_cot_and_a_new_template_are_just_data():
         "Solve each problem step by step, then give the answer.\n\n"
         "Q: What is 2 + 3?\nA: Adding gives 5. The answer is 5.\n\nQ: Q?\nA:"
     )
-    terse = PromptTemplate("terse", instruction="Numbers only.", from_pool=True, cue=" The answer is")
+    terse = PromptTemplate(
+        "terse", instruction="Numbers only.", from_pool=True, cue=" The answer is"
+    )
     assert build_prompt(terse, "Q?", EXAMPLES, k=1) == (
-        "Numbers only.\n\nQ: What is 2 + 3?\nA: The answer is 5.\n\nQ: Q?\nA: The answer is")
+        "Numbers only.\n\nQ: What is 2 + 3?\nA: The answer is 5.\n\nQ: Q?\nA: The answer is"
+    )
 
 
 def test_builder_errors_name_the_problem():
@@ -116,12 +124,16 @@ def test_every_gold_answer_satisfies_its_equation():
     assert {p.kind for p in problems} == set(TEMPLATES)
     for problem in problems:
         symbol = sympy.Symbol(problem.unknown)
-        lhs, rhs = (sympy.sympify(side, rational=True, locals={problem.unknown: symbol})
-                    for side in problem.equation.split("="))
+        lhs, rhs = (
+            sympy.sympify(side, rational=True, locals={problem.unknown: symbol})
+            for side in problem.equation.split("=")
+        )
         gold = sympy.Rational(problem.answer.numerator, problem.answer.denominator)
         assert sympy.simplify((lhs - rhs).subs(symbol, gold)) == 0, problem
         assert problem.answer > 0
-        assert problem.reasoning.endswith(f"{problem.unknown} = {format_number(problem.answer)}."), problem.reasoning
+        assert problem.reasoning.endswith(
+            f"{problem.unknown} = {format_number(problem.answer)}."
+        ), problem.reasoning
 
 
 def test_price_example_is_the_one_from_the_chapter():
@@ -130,7 +142,11 @@ def test_price_example_is_the_one_from_the_chapter():
 
 
 def test_generation_is_seeded_and_distinct():
-    first, again, other = generate_problems(20, seed=7), generate_problems(20, seed=7), generate_problems(20, seed=8)
+    first, again, other = (
+        generate_problems(20, seed=7),
+        generate_problems(20, seed=7),
+        generate_problems(20, seed=8),
+    )
     assert first == again and first != other
     assert len({p.question for p in first}) == 20
     assert [p.kind for p in generate_problems(3, kinds=["garden"])] == ["garden"] * 3
@@ -138,32 +154,45 @@ def test_generation_is_seeded_and_distinct():
         generate_problems(2, kinds=["calculus"])
 
 
-@pytest.mark.parametrize("equation,unknown,answer", [
-    ("15*p + 10*(p + 0.2) = 102", "p", Fraction(4)),
-    ("t/2 + t/6 = 1", "t", Fraction(3, 2)),
-    ("w*(w + 3) = 40", "w", Fraction(5)),   # the root -8 is discarded: w is positive
-    ("0.3*v + 0.05*12 = 0.2*(v + 12)", "v", Fraction(18)),
-])
+@pytest.mark.parametrize(
+    "equation,unknown,answer",
+    [
+        ("15*p + 10*(p + 0.2) = 102", "p", Fraction(4)),
+        ("t/2 + t/6 = 1", "t", Fraction(3, 2)),
+        ("w*(w + 3) = 40", "w", Fraction(5)),  # the root -8 is discarded: w is positive
+        ("0.3*v + 0.05*12 = 0.2*(v + 12)", "v", Fraction(18)),
+    ],
+)
 def test_solve_equation(equation, unknown, answer):
     assert solve_equation(equation, unknown) == answer
 
 
-@pytest.mark.parametrize("equation,message", [
-    ("p + 1", "not an equation"),
-    ("p = p + 1", "not one rational"),
-    ("(x - 1)*(x - 2) = 0", "not one rational"),
-    ("x**2 = 2", "not one rational"),
-    ("3*x + = 2", "cannot read"),
-])
+@pytest.mark.parametrize(
+    "equation,message",
+    [
+        ("p + 1", "not an equation"),
+        ("p = p + 1", "not one rational"),
+        ("(x - 1)*(x - 2) = 0", "not one rational"),
+        ("x**2 = 2", "not one rational"),
+        ("3*x + = 2", "cannot read"),
+    ],
+)
 def test_solve_equation_rejects_bad_equations(equation, message):
     with pytest.raises(ProblemError, match=message):
         solve_equation(equation, "x" if "x" in equation else "p")
 
 
-@pytest.mark.parametrize("value,text", [
-    (Fraction(4), "4"), (Fraction(9, 2), "4.5"), (Fraction(-1, 4), "-0.25"),
-    (Fraction(1, 8), "0.125"), (Fraction(2, 3), "2/3"), (Fraction(1, 20), "0.05"),
-])
+@pytest.mark.parametrize(
+    "value,text",
+    [
+        (Fraction(4), "4"),
+        (Fraction(9, 2), "4.5"),
+        (Fraction(-1, 4), "-0.25"),
+        (Fraction(1, 8), "0.125"),
+        (Fraction(2, 3), "2/3"),
+        (Fraction(1, 20), "0.05"),
+    ],
+)
 def test_format_number(value, text):
     assert format_number(value) == text
 
@@ -172,7 +201,9 @@ def test_format_number_agrees_with_decimal_on_random_terminating_fractions():
     """`decimal` divides exactly when the result terminates; its plain form must match ours."""
     rng = random.Random(0)
     for _ in range(200):
-        value = Fraction(rng.randint(-10**6, 10**6), 2 ** rng.randint(0, 6) * 5 ** rng.randint(0, 6))
+        value = Fraction(
+            rng.randint(-(10**6), 10**6), 2 ** rng.randint(0, 6) * 5 ** rng.randint(0, 6)
+        )
         exact = Decimal(value.numerator) / Decimal(value.denominator)
         assert format_number(value) == format(exact.normalize(), "f"), value
 
@@ -183,24 +214,33 @@ def write_jsonl(path: Path, rows: list) -> Path:
 
 
 def test_gsm8k_loader(tmp_path):
-    path = write_jsonl(tmp_path / "gsm8k.jsonl", [
-        {"question": "Eggs?", "answer": "16 - 3 = <<16-3=13>>13 eggs.\nSo 13 * 2 = <<13*2=26>>26.\n#### 26"},
-        {"question": "A house?", "answer": "It costs 80,000 + 50,000.\n#### 130,000"},
-        {"question": "Change?", "answer": "He is short.\n#### -4.5"},
-    ])
+    path = write_jsonl(
+        tmp_path / "gsm8k.jsonl",
+        [
+            {
+                "question": "Eggs?",
+                "answer": "16 - 3 = <<16-3=13>>13 eggs.\nSo 13 * 2 = <<13*2=26>>26.\n#### 26",
+            },
+            {"question": "A house?", "answer": "It costs 80,000 + 50,000.\n#### 130,000"},
+            {"question": "Change?", "answer": "He is short.\n#### -4.5"},
+        ],
+    )
     problems = load_gsm8k_jsonl(path)
     assert [p.answer for p in problems] == [26, 130000, Fraction(-9, 2)]
     assert problems[0].reasoning == "16 - 3 = 13 eggs. So 13 * 2 = 26."
     assert len(load_gsm8k_jsonl(path, limit=2)) == 2
 
 
-@pytest.mark.parametrize("row,message", [
-    ('{"question": "Q?", "answer": "12"}', r":2: the answer does not end in '#### N'"),
-    ('{"question": "Q?"}', r":2: missing or non-text field\(s\) \['answer'\]"),
-    ('{"question": "Q?", "answer": "so\\n#### twelve"}', r":2: the final answer 'twelve'"),
-    ('{"question": "Q?", "answer": ', r":2: not valid JSON"),
-    ('["Q?", "#### 1"]', r":2: expected a JSON object, got list"),
-])
+@pytest.mark.parametrize(
+    "row,message",
+    [
+        ('{"question": "Q?", "answer": "12"}', r":2: the answer does not end in '#### N'"),
+        ('{"question": "Q?"}', r":2: missing or non-text field\(s\) \['answer'\]"),
+        ('{"question": "Q?", "answer": "so\\n#### twelve"}', r":2: the final answer 'twelve'"),
+        ('{"question": "Q?", "answer": ', r":2: not valid JSON"),
+        ('["Q?", "#### 1"]', r":2: expected a JSON object, got list"),
+    ],
+)
 def test_gsm8k_loader_names_the_bad_line(tmp_path, row, message):
     path = write_jsonl(tmp_path / "bad.jsonl", [{"question": "Fine?", "answer": "#### 1"}, row])
     with pytest.raises(ProblemError, match=message):
@@ -246,7 +286,7 @@ PHRASINGS = [
     ("It was 4.5.", Fraction(9, 2)),
     ("They are 1, 2, 3", Fraction(3)),
     ("Works 9-5 each day", Fraction(9)),  # "-5" after a digit is a range, not a negative
-    ("version2 of step3", None),            # digits inside words are not numbers
+    ("version2 of step3", None),  # digits inside words are not numbers
     ("", None),
     ("I don't know.", None),
     ("The answer is four.", None),
@@ -283,7 +323,10 @@ def scripted_reasoner(answers: dict[str, Fraction]):
         gold = answers[question]
         worked = "Collecting the terms" in prompt or prompt.endswith("Let's think step by step.")
         said = gold if worked else gold + 1
-        return f" So x = {format_number(said)}. The answer is {format_number(said)}.\nQ: What is 99?\nA: The answer is 99."
+        return (
+            f" So x = {format_number(said)}. The answer is {format_number(said)}.\n"
+            "Q: What is 99?\nA: The answer is 99."
+        )
 
     return generate
 
@@ -294,8 +337,13 @@ def test_chain_of_thought_scores_100_and_zero_shot_0_with_a_scripted_model(tmp_p
     generate = scripted_reasoner({p.question: p.answer for p in problems})
     log = tmp_path / "runs" / "completions.jsonl"
     result = evaluate_prompting(generate, problems, list(STRATEGIES), examples, k=2, log_path=log)
-    assert result.accuracy() == {"zero-shot": 0.0, "few-shot": 0.0, "cot": 1.0, "zero-shot-cot": 1.0,
-                                 "few-shot-cot": 1.0}
+    assert result.accuracy() == {
+        "zero-shot": 0.0,
+        "few-shot": 0.0,
+        "cot": 1.0,
+        "zero-shot-cot": 1.0,
+        "few-shot-cot": 1.0,
+    }
     rows = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(rows) == len(STRATEGIES) * len(problems)
     first = rows[0]
@@ -308,7 +356,9 @@ def test_chain_of_thought_scores_100_and_zero_shot_0_with_a_scripted_model(tmp_p
 def test_harness_compares_numbers_exactly_not_as_text():
     problems = [Problem("Half of 9?", Fraction(9, 2)), Problem("A third?", Fraction(1, 3))]
     replies = {"Half of 9?": "It is $4.50", "A third?": "about 0.33"}
-    result = evaluate_prompting(lambda p: replies[p.rsplit("Q: ", 1)[1].split("\n")[0]], problems, ["zero-shot"])
+    result = evaluate_prompting(
+        lambda p: replies[p.rsplit("Q: ", 1)[1].split("\n")[0]], problems, ["zero-shot"]
+    )
     assert [r["correct"] for r in result.records] == [True, False]
 
 
@@ -339,8 +389,12 @@ def test_hf_generate_greedy_returns_only_new_text(tiny_lm):
     generate = HFGenerate(model, tokenizer, max_new_tokens=8)
     prompt = zero_shot_prompt("What is 2 + 3?")
     completion = generate(prompt)
-    ids = model.generate(**tokenizer(prompt, return_tensors="pt"), max_new_tokens=8, do_sample=False)
-    assert completion == tokenizer.decode(ids[0, len(tokenizer(prompt)["input_ids"]):], skip_special_tokens=True)
+    ids = model.generate(
+        **tokenizer(prompt, return_tensors="pt"), max_new_tokens=8, do_sample=False
+    )
+    assert completion == tokenizer.decode(
+        ids[0, len(tokenizer(prompt)["input_ids"]) :], skip_special_tokens=True
+    )
     assert len(tokenizer(completion)["input_ids"]) <= 8
     assert generate(prompt) == completion  # greedy is deterministic
 
@@ -350,7 +404,9 @@ def test_hf_generate_sampling_is_seeded_and_long_prompts_are_cut(tiny_lm):
     sample = HFGenerate(model, tokenizer, max_new_tokens=6, do_sample=True, temperature=1.5, seed=1)
     prompts = ["the film was", "the plot was", "I loved the", "honestly , the cast"]
     first = [sample(p) for p in prompts]
-    assert [sample(p) for p in reversed(prompts)] == first[::-1]  # per-prompt seeding: order does not matter
+    assert [sample(p) for p in reversed(prompts)] == first[
+        ::-1
+    ]  # per-prompt seeding: order does not matter
     assert len(set(first)) > 1
     long_prompt = "the film was great " * 200  # 800 tokens, more than the 512 of the context
     assert isinstance(sample(long_prompt), str) and sample.truncated == 1
@@ -367,14 +423,22 @@ def hand_logprob(model, tokenizer, prompt: str, word: str) -> tuple[float, float
     return per_token[0], sum(per_token)
 
 
-REVIEWS = ["I loved the plot", "the acting was not good", "honestly , the cast was really dull",
-           "the start was dull , but I adored the ending", "a must see", "the film was"]
+REVIEWS = [
+    "I loved the plot",
+    "the acting was not good",
+    "honestly , the cast was really dull",
+    "the start was dull , but I adored the ending",
+    "a must see",
+    "the film was",
+]
 
 
 def test_verbalizer_scores_match_a_hand_computation(tiny_lm):
     """Batched, right-padded scores equal one-row-at-a-time log-softmax (float32: 1e-5)."""
     model, tokenizer = tiny_lm
-    prompts = [sentiment_prompt(t) for t in REVIEWS[:4]] + REVIEWS[4:]  # different lengths: padding is used
+    prompts = [sentiment_prompt(t) for t in REVIEWS[:4]] + REVIEWS[
+        4:
+    ]  # different lengths: padding is used
     words = [" negative", " positive", " one star"]
     assert len(tokenizer(" one star", add_special_tokens=False)["input_ids"]) == 2
     first = verbalizer_scores(model, tokenizer, prompts, words, batch_size=4)
@@ -385,7 +449,8 @@ def test_verbalizer_scores_match_a_hand_computation(tiny_lm):
             expected_first, expected_sum = hand_logprob(model, tokenizer, prompt, word)
             assert first[i, j].item() == pytest.approx(expected_first, abs=1e-5)
             assert summed[i, j].item() == pytest.approx(expected_sum, abs=1e-5)
-    # single-token words: both reductions agree; the two-token word's sum is lower than its first token
+    # single-token words: both reductions agree; the two-token word's sum is lower than its first
+    # token
     assert torch.allclose(first[:, :2], summed[:, :2], atol=1e-5)
     assert (summed[:, 2] < first[:, 2]).all()
 
@@ -412,7 +477,8 @@ def test_verbalizer_accuracy():
 def test_sentiment_prompt_and_balanced_examples():
     assert sentiment_prompt("so dull", examples=[("loved it", 1), ("awful", 0)]) == (
         "Review: loved it\nSentiment: positive\n\nReview: awful\nSentiment: negative\n\n"
-        "Review: so dull\nSentiment:")
+        "Review: so dull\nSentiment:"
+    )
     texts, labels = [f"review {i}" for i in range(40)], [int(i % 4 == 0) for i in range(40)]
     picked = balanced_examples(texts, labels, 6, seed=2)
     assert sorted(label for _, label in picked) == [0, 0, 0, 1, 1, 1]
@@ -438,8 +504,12 @@ def test_a_failed_run_leaves_the_previous_log_as_it_was(tmp_path):
     with pytest.raises(RuntimeError):
         evaluate_prompting(breaks_on_the_second_prompt, problems, ["zero-shot"], log_path=log)
     with pytest.raises(CourseError, match="needs k >= 1"):  # found before the first prompt is sent
-        evaluate_prompting(breaks_on_the_second_prompt, problems, ["zero-shot", "few-shot"], k=0, log_path=log)
-    assert log.read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == ["completions.jsonl"]
+        evaluate_prompting(
+            breaks_on_the_second_prompt, problems, ["zero-shot", "few-shot"], k=0, log_path=log
+        )
+    assert log.read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == [
+        "completions.jsonl"
+    ]
 
 
 @pytest.mark.parametrize("name", ["tiny-gpt2", "tiny-llama"])
@@ -453,12 +523,19 @@ def test_a_shared_prefix_runs_once_and_changes_nothing(name, monkeypatch):
 
     model, tokenizer = load_model(name, "causal-lm")
     data = load_classification_data("synthetic-sentiment", max_examples=24)
-    examples = prompting.balanced_examples(data.splits["train"]["text"], data.splits["train"]["label"], 4, 0)
-    rows = [tokenizer(prompting.sentiment_prompt(t, examples=examples))["input_ids"] for t in data.splits["test"]["text"]]
+    examples = prompting.balanced_examples(
+        data.splits["train"]["text"], data.splits["train"]["label"], 4, 0
+    )
+    rows = [
+        tokenizer(prompting.sentiment_prompt(t, examples=examples))["input_ids"]
+        for t in data.splits["test"]["text"]
+    ]
     assert prompting.shared_prefix_length(rows) >= prompting.SHARED_PREFIX_MIN
     cached = prompting.next_token_logprobs(model, tokenizer, rows, batch_size=5)
     monkeypatch.setattr(prompting, "SHARED_PREFIX_MIN", 10**9)  # every prompt whole
     whole = prompting.next_token_logprobs(model, tokenizer, rows, batch_size=5)
     assert (cached - whole).abs().max() < 1e-4
     assert torch.equal(cached.argmax(dim=1), whole.argmax(dim=1))
-    assert prompting.shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2, "each row keeps a token of its own"
+    assert prompting.shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2, (
+        "each row keeps a token of its own"
+    )

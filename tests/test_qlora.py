@@ -28,8 +28,15 @@ from peft_course.finetune import finetune
 from peft_course.methods import prepare_lora
 from peft_course.models import load_model
 from peft_course.qlora import (
-    QLoRAUnavailableError, gpt2_config, load_qlora_model, nf4_bytes, nf4_config,
-    prepare_qlora, quantized_modules, stored_quant_bytes, weight_split,
+    QLoRAUnavailableError,
+    gpt2_config,
+    load_qlora_model,
+    nf4_bytes,
+    nf4_config,
+    prepare_qlora,
+    quantized_modules,
+    stored_quant_bytes,
+    weight_split,
 )
 from peft_course.system import bnb_4bit_support
 from peft_course.training import TrainConfig, trainable_state
@@ -37,10 +44,14 @@ from peft_course.training import TrainConfig, trainable_state
 BLOCK_MATRICES = ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj")
 
 
-def batch(vocab: int, labels: int, seed: int = 0, rows: int = 8, length: int = 16) -> dict[str, torch.Tensor]:
+def batch(
+    vocab: int, labels: int, seed: int = 0, rows: int = 8, length: int = 16
+) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
-    return {"input_ids": torch.randint(1, vocab, (rows, length), generator=generator),
-            "labels": torch.randint(0, labels, (rows,), generator=generator)}
+    return {
+        "input_ids": torch.randint(1, vocab, (rows, length), generator=generator),
+        "labels": torch.randint(0, labels, (rows,), generator=generator),
+    }
 
 
 def no_dropout(model: nn.Module) -> nn.Module:
@@ -51,6 +62,7 @@ def no_dropout(model: nn.Module) -> nn.Module:
 
 
 # ---- the config and the quantized model --------------------------------------------------------
+
 
 def test_config_spells_out_nf4_double_quant_bf16_and_spares_the_heads():
     config = nf4_config()
@@ -64,7 +76,9 @@ def test_config_spells_out_nf4_double_quant_bf16_and_spares_the_heads():
 def test_block_weights_are_packed_nf4_and_the_head_is_not():
     model, _ = load_qlora_model("tiny-gpt2", num_labels=3, seed=0)
     reference, _ = load_model("tiny-gpt2", "classification", num_labels=3, seed=0)
-    expected = [f"transformer.h.{i}.{m}" for i in range(model.config.n_layer) for m in BLOCK_MATRICES]
+    expected = [
+        f"transformer.h.{i}.{m}" for i in range(model.config.n_layer) for m in BLOCK_MATRICES
+    ]
     assert quantized_modules(model) == expected
     for name in expected:
         layer, original = model.get_submodule(name), reference.get_submodule(name)
@@ -73,7 +87,9 @@ def test_block_weights_are_packed_nf4_and_the_head_is_not():
         assert layer.weight.numel() * 2 == original.weight.numel()
         assert layer.weight.quant_state.quant_type == "nf4" and layer.weight.quant_state.nested
     assert type(model.score) is nn.Linear and model.score.weight.dtype == torch.float32
-    assert torch.equal(model.score.weight, reference.score.weight), "the head must be the same seeded head"
+    assert torch.equal(model.score.weight, reference.score.weight), (
+        "the head must be the same seeded head"
+    )
 
 
 def test_transformers_default_also_spares_the_score_head():
@@ -82,26 +98,37 @@ def test_transformers_default_also_spares_the_score_head():
     config = nf4_config()
     config.llm_int8_skip_modules = None
     model, _ = load_model("tiny-gpt2", "classification", num_labels=2, quantization_config=config)
-    assert type(model.score) is nn.Linear and len(quantized_modules(model)) == 4 * model.config.n_layer
+    assert (
+        type(model.score) is nn.Linear and len(quantized_modules(model)) == 4 * model.config.n_layer
+    )
 
 
 @pytest.mark.parametrize("double_quant,bound", [(False, 0.1521), (True, 0.2)])
 def test_dequantized_weights_stay_within_half_the_widest_nf4_gap(double_quant, bound):
     config = nf4_config(double_quant=double_quant)
-    model, _ = load_model("tiny-gpt2", "classification", num_labels=2, seed=0, quantization_config=config)
+    model, _ = load_model(
+        "tiny-gpt2", "classification", num_labels=2, seed=0, quantization_config=config
+    )
     reference, _ = load_model("tiny-gpt2", "classification", num_labels=2, seed=0)
     for name in quantized_modules(model):
         weight = model.get_submodule(name).weight
         restored = bnb.functional.dequantize_4bit(weight.data, weight.quant_state).float()
-        original = reference.get_submodule(name).weight.T  # Conv1D stores (in, out); Linear4bit (out, in)
+        original = reference.get_submodule(
+            name
+        ).weight.T  # Conv1D stores (in, out); Linear4bit (out, in)
         blocks = original.reshape(-1, 64)
         absmax = blocks.abs().amax(dim=1, keepdim=True)
         error = (restored.reshape(-1, 64) - blocks).abs() / absmax
-        assert error.max() <= bound, f"{name}: NF4 error {error.max():.4f} absmax, more than {bound}"
-        assert error.mean() < 0.05, f"{name}: mean error {error.mean():.4f} absmax, too coarse for NF4"
+        assert error.max() <= bound, (
+            f"{name}: NF4 error {error.max():.4f} absmax, more than {bound}"
+        )
+        assert error.mean() < 0.05, (
+            f"{name}: mean error {error.mean():.4f} absmax, too coarse for NF4"
+        )
 
 
 # ---- preparing and training ----------------------------------------------------------------------
+
 
 @pytest.fixture
 def prepared():
@@ -113,12 +140,18 @@ def test_only_adapters_and_the_head_copy_train(prepared):
     model, _ = prepared
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable == [
-        f"base_model.model.transformer.h.{i}.attn.c_attn.lora_{ab}.default.weight" for i in range(2) for ab in "AB"
+        f"base_model.model.transformer.h.{i}.attn.c_attn.lora_{ab}.default.weight"
+        for i in range(2)
+        for ab in "AB"
     ] + ["base_model.model.score.modules_to_save.default.weight"]
-    assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if p.dtype != torch.uint8)
+    assert all(
+        p.dtype == torch.float32 for n, p in model.named_parameters() if p.dtype != torch.uint8
+    )
     assert model.base_model.model.transformer.gradient_checkpointing
     # the same counts as LoRA on the unquantized model, once the packed weights count double
-    lora = prepare_lora(load_model("tiny-gpt2", "classification", num_labels=3, seed=0)[0], r=4, alpha=8)
+    lora = prepare_lora(
+        load_model("tiny-gpt2", "classification", num_labels=3, seed=0)[0], r=4, alpha=8
+    )
     assert count_parameters(model) == count_parameters(lora)
 
 
@@ -139,9 +172,13 @@ def test_head_gets_gradients_and_the_loss_falls(prepared):
         loss = model(**inputs).loss
         loss.backward()
         if step == 0:
-            assert head.grad is not None and head.grad.abs().sum() > 0, "the head copy must receive gradients"
+            assert head.grad is not None and head.grad.abs().sum() > 0, (
+                "the head copy must receive gradients"
+            )
             lora_b = model.base_model.model.transformer.h[0].attn.c_attn.lora_B["default"].weight
-            assert lora_b.grad.abs().sum() > 0, "gradients must flow through the 4-bit weights to LoRA"
+            assert lora_b.grad.abs().sum() > 0, (
+                "gradients must flow through the 4-bit weights to LoRA"
+            )
         optimizer.step()
         optimizer.zero_grad()
         losses.append(loss.item())
@@ -177,7 +214,9 @@ def test_saved_trainable_weights_reload_into_a_fresh_quantized_model(prepared, t
         optimizer.zero_grad()
     state = trainable_state(model)
     assert any("score" in name for name in state), "the trained head must be saved"
-    assert not any(t.dtype == torch.uint8 for t in state.values()), "the frozen 4-bit base is not saved"
+    assert not any(t.dtype == torch.uint8 for t in state.values()), (
+        "the frozen 4-bit base is not saved"
+    )
     save_file(state, tmp_path / "weights.safetensors")
 
     fresh, _ = load_qlora_model("tiny-gpt2", num_labels=3, seed=0)
@@ -189,7 +228,10 @@ def test_saved_trainable_weights_reload_into_a_fresh_quantized_model(prepared, t
         for name, value in weights.items():
             parameters[name].copy_(value)
         model.eval(), fresh.eval()
-        expected, got = model(input_ids=inputs["input_ids"]).logits, fresh(input_ids=inputs["input_ids"]).logits
+        expected, got = (
+            model(input_ids=inputs["input_ids"]).logits,
+            fresh(input_ids=inputs["input_ids"]).logits,
+        )
     assert torch.allclose(got, expected, atol=1e-6)
     assert got.argmax(-1).tolist() == expected.argmax(-1).tolist()
 
@@ -199,7 +241,9 @@ def test_a_training_step_after_evaluation_works(prepared):
     would repack the 4-bit weights for inference at the evaluation and the step would fail."""
     model, tokenizer = prepared
     assert not any(getattr(m, "support_avx512bf16_for_cpu", False) for m in model.modules())
-    batch = tokenizer(["the film was superb", "I hated the plot"], return_tensors="pt", padding=True)
+    batch = tokenizer(
+        ["the film was superb", "I hated the plot"], return_tensors="pt", padding=True
+    )
     model.eval()
     with torch.no_grad():
         model(**batch)
@@ -209,25 +253,38 @@ def test_a_training_step_after_evaluation_works(prepared):
 
 
 def test_finetune_qlora_runs_the_shared_loop(sentiment):
-    small = ClassificationData(sentiment.name, DatasetDict({
-        "train": sentiment.splits["train"].select(range(64)),
-        "validation": sentiment.splits["validation"].select(range(32)),
-        "test": sentiment.splits["test"].select(range(32)),
-    }), sentiment.label_names)
-    result = finetune(small, "qlora", config=TrainConfig(epochs=1, batch_size=16, learning_rate=5e-3,
-                                                              progress=False))
+    small = ClassificationData(
+        sentiment.name,
+        DatasetDict(
+            {
+                "train": sentiment.splits["train"].select(range(64)),
+                "validation": sentiment.splits["validation"].select(range(32)),
+                "test": sentiment.splits["test"].select(range(32)),
+            }
+        ),
+        sentiment.label_names,
+    )
+    result = finetune(
+        small,
+        "qlora",
+        config=TrainConfig(epochs=1, batch_size=16, learning_rate=5e-3, progress=False),
+    )
     base = sum(p.numel() for p in load_model("tiny-gpt2", num_labels=2)[0].parameters())
-    # 4,224 trainable: r=8 A and B on two c_attn layers (2 x 8 x (64 + 192)) plus the 128-weight head copy;
-    # the total is the unquantized model's count plus the LoRA layers (4-bit weights counted as unpacked)
+    # 4,224 trainable: r=8 A and B on two c_attn layers (2 x 8 x (64 + 192)) plus the 128-weight
+    # head copy; the total is the unquantized model's count plus the LoRA layers (4-bit weights
+    # counted as unpacked)
     assert (result.trainable, result.total) == (4224, base + 4224)
     assert len(result.training.history) == 1 and 0.0 <= result.best["accuracy"] <= 1.0
 
 
-# ---- bytes ----------------------------------------------------------------------------------------
+# ---- bytes ---------------------------------------------------------------------------------------
+
 
 def test_nf4_byte_formula_matches_what_bitsandbytes_stores():
     model, _ = load_qlora_model("tiny-gpt2", num_labels=2, seed=0)
-    matrices = [model.get_submodule(n).weight.quant_state.shape.numel() for n in quantized_modules(model)]
+    matrices = [
+        model.get_submodule(n).weight.quant_state.shape.numel() for n in quantized_modules(model)
+    ]
     assert stored_quant_bytes(model) == sum(nf4_bytes(n) for n in matrices)
     n = 64 * 256 * 100  # whole blocks: the paper's bits per weight come out exactly
     assert nf4_bytes(n, double_quant=False) * 8 / n == 4.5
@@ -237,18 +294,24 @@ def test_nf4_byte_formula_matches_what_bitsandbytes_stores():
 def test_gpt2_small_split_by_arithmetic():
     split = weight_split(gpt2_config("gpt2"))
     d, blocks = 768, 12
-    assert split["quantized"] == blocks * 12 * d * d  # c_attn 3d^2, c_proj d^2, c_fc 4d^2, mlp.c_proj 4d^2
+    assert (
+        split["quantized"] == blocks * 12 * d * d
+    )  # c_attn 3d^2, c_proj d^2, c_fc 4d^2, mlp.c_proj 4d^2
     assert split["embeddings"] == (50257 + 1024) * d
     assert split["total"] == 124_439_808 + 2 * d  # GPT-2 small plus a 2-label head
     with pytest.raises(ValueError, match="gpt2-medium"):
         gpt2_config("gpt2-huge")
 
 
-# ---- when 4-bit cannot run --------------------------------------------------------------------------
+# ---- when 4-bit cannot run -----------------------------------------------------------------------
+
 
 def test_clear_error_when_4bit_is_unavailable(monkeypatch):
-    monkeypatch.setattr(qlora, "bnb_4bit_support",
-                        lambda device=None: (False, "bitsandbytes 0.42 cannot run 4-bit NF4 on 'cpu'"))
+    monkeypatch.setattr(
+        qlora,
+        "bnb_4bit_support",
+        lambda device=None: (False, "bitsandbytes 0.42 cannot run 4-bit NF4 on 'cpu'"),
+    )
     with pytest.raises(QLoRAUnavailableError, match="pip install") as error:
         load_qlora_model("tiny-gpt2")
     assert "--method lora" in str(error.value) and "0.42" in str(error.value)

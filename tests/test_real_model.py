@@ -33,32 +33,61 @@ def data_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("data")
     sentiment = load_classification_data("synthetic-sentiment", max_examples=64)
     for split, rows in sentiment.splits.items():
-        write_jsonl(root / "rotten_tomatoes" / f"{split}.jsonl",
-                    [{"text": t, "label": y} for t, y in zip(rows["text"], rows["label"])])
+        write_jsonl(
+            root / "rotten_tomatoes" / f"{split}.jsonl",
+            [{"text": t, "label": y} for t, y in zip(rows["text"], rows["label"])],
+        )
     for split, seed in (("train", 1), ("test", 2)):
-        write_jsonl(root / "gsm8k" / f"{split}.jsonl",
-                    [{"question": p.question, "answer": f"So it is {p.answer}.\n#### {p.answer}"}
-                     for p in generate_problems(12, seed=seed)])
+        write_jsonl(
+            root / "gsm8k" / f"{split}.jsonl",
+            [
+                {"question": p.question, "answer": f"So it is {p.answer}.\n#### {p.answer}"}
+                for p in generate_problems(12, seed=seed)
+            ],
+        )
     pairs = film_preferences(24, 12, seed=0)
-    write_jsonl(root / "hh_rlhf_dpo" / "train.jsonl", list(pairs["train"]) + [{"prompt": "x", "chosen": "y", "rejected": ""}])
+    write_jsonl(
+        root / "hh_rlhf_dpo" / "train.jsonl",
+        list(pairs["train"]) + [{"prompt": "x", "chosen": "y", "rejected": ""}],
+    )
     write_jsonl(root / "hh_rlhf_dpo" / "validation.jsonl", list(pairs["test"]))
     entailment = load_classification_data("synthetic-entailment", max_examples=32)
     (root / "rte").mkdir()
     for split, name in (("train", "train.tsv"), ("test", "dev.tsv")):
         rows = entailment.splits[split]
-        lines = [f"{i}\t{a}\t{b}\t{entailment.label_names[y]}"
-                 for i, (a, b, y) in enumerate(zip(rows["text"], rows["text_pair"], rows["label"]))]
-        (root / "rte" / name).write_text("index\tsentence1\tsentence2\tlabel\n" + "\n".join(lines) + "\n")
+        lines = [
+            f"{i}\t{a}\t{b}\t{entailment.label_names[y]}"
+            for i, (a, b, y) in enumerate(zip(rows["text"], rows["text_pair"], rows["label"]))
+        ]
+        (root / "rte" / name).write_text(
+            "index\tsentence1\tsentence2\tlabel\n" + "\n".join(lines) + "\n"
+        )
     emotion = load_classification_data("synthetic-emotion", max_examples=36)
     for split, rows in emotion.splits.items():
-        write_jsonl(root / "emotion" / f"{split}.jsonl",
-                    [{"text": t, "label": y} for t, y in zip(rows["text"], rows["label"])])
+        write_jsonl(
+            root / "emotion" / f"{split}.jsonl",
+            [{"text": t, "label": y} for t, y in zip(rows["text"], rows["label"])],
+        )
     return root
 
 
 def run(data_dir: Path, tmp_path: Path, *parts: str) -> int:
-    return main(["--model", "tiny-gpt2", "--scale", "smoke", "--data-dir", str(data_dir), "--results",
-                 str(tmp_path / "out"), "--work", str(tmp_path / "work"), "--no-progress", *parts])
+    return main(
+        [
+            "--model",
+            "tiny-gpt2",
+            "--scale",
+            "smoke",
+            "--data-dir",
+            str(data_dir),
+            "--results",
+            str(tmp_path / "out"),
+            "--work",
+            str(tmp_path / "work"),
+            "--no-progress",
+            *parts,
+        ]
+    )
 
 
 def test_every_part_writes_its_page_and_a_rerun_reuses_the_work(data_dir, tmp_path):
@@ -66,22 +95,53 @@ def test_every_part_writes_its_page_and_a_rerun_reuses_the_work(data_dir, tmp_pa
     pages = sorted(p.name for p in (tmp_path / "out").glob("*.md"))
     assert pages == sorted(f"{name}.md" for name in PARTS)
     for page in (tmp_path / "out").rglob("*.md"):
-        assert "*Made by `python -m peft_course.pages real-" in page.read_text(), f"{page} has no provenance"
+        assert "*Made by `python -m peft_course.pages real-" in page.read_text(), (
+            f"{page} has no provenance"
+        )
     assert (tmp_path / "out" / "real-ablation" / "rank-val-loss.png").is_file()
     assert (tmp_path / "out" / "real-dpo" / "rewards.png").is_file()
-    assert "1 pairs with an empty answer were left out" in (tmp_path / "out" / "real-dpo.md").read_text()
+    assert (
+        "1 pairs with an empty answer were left out"
+        in (tmp_path / "out" / "real-dpo.md").read_text()
+    )
     stored = {p.name: p.read_text() for p in (tmp_path / "work" / "tiny-gpt2-smoke").glob("*.json")}
-    assert set(stored) == {"prompting.json", "arithmetic.json", "finetune.json", "instruct.json", "classes.json"}
+    assert set(stored) == {
+        "prompting.json",
+        "arithmetic.json",
+        "finetune.json",
+        "instruct.json",
+        "classes.json",
+    }
     first = (tmp_path / "out" / "real-prompting.md").read_text()
-    assert run(data_dir, tmp_path, "real-prompting", "real-finetune") == 0  # reused: the same figures
-    assert {p.name: p.read_text() for p in (tmp_path / "work" / "tiny-gpt2-smoke").glob("*.json")} == stored
+    assert (
+        run(data_dir, tmp_path, "real-prompting", "real-finetune") == 0
+    )  # reused: the same figures
+    assert {
+        p.name: p.read_text() for p in (tmp_path / "work" / "tiny-gpt2-smoke").glob("*.json")
+    } == stored
     table = lambda text: [line for line in text.splitlines() if line.startswith("|")]  # noqa: E731
     assert table((tmp_path / "out" / "real-prompting.md").read_text()) == table(first)
 
 
 def test_a_missing_data_directory_is_one_line(tmp_path, capsys):
-    assert main(["--model", "tiny-gpt2", "--scale", "smoke", "--data-dir", str(tmp_path / "nowhere"),
-                 "--results", str(tmp_path / "out"), "--work", str(tmp_path / "work"), "real-finetune"]) == 2
+    assert (
+        main(
+            [
+                "--model",
+                "tiny-gpt2",
+                "--scale",
+                "smoke",
+                "--data-dir",
+                str(tmp_path / "nowhere"),
+                "--results",
+                str(tmp_path / "out"),
+                "--work",
+                str(tmp_path / "work"),
+                "real-finetune",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "no Rotten Tomatoes in" in err and "--data-dir" in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()

@@ -19,7 +19,17 @@ import sympy as sp
 import torch
 
 from peft_course import (
-    ablation, counting, decoding, derivations, dpo, gpt2, instruct, lm_classification, lora, prompting, qlora,
+    ablation,
+    counting,
+    decoding,
+    derivations,
+    dpo,
+    gpt2,
+    instruct,
+    lm_classification,
+    lora,
+    prompting,
+    qlora,
 )
 from peft_course.word_problems import generate_problems
 
@@ -28,7 +38,9 @@ SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions"
 
 def solution(module: str):
     """`solutions/<module>.py`, imported by path under a name of its own."""
-    spec = importlib.util.spec_from_file_location(f"_reference_{module}", SOLUTIONS / f"{module}.py")
+    spec = importlib.util.spec_from_file_location(
+        f"_reference_{module}", SOLUTIONS / f"{module}.py"
+    )
     loaded = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = loaded
     spec.loader.exec_module(loaded)
@@ -59,15 +71,32 @@ MIRRORS = {
 @pytest.mark.parametrize("module,name", sorted(MIRRORS))
 def test_the_solution_is_named_like_the_package_function(module, name):
     reference = getattr(solution(module), name, None)
-    assert reference is not None, f"solutions/{module}.py has no {name} (the package calls it {MIRRORS[module, name].__name__})"
+    assert reference is not None, (
+        f"solutions/{module}.py has no {name} "
+        f"(the package calls it {MIRRORS[module, name].__name__})"
+    )
     assert name == MIRRORS[module, name].__name__
 
 
 def test_matches():
     reference = solution("lora").matches
-    names = ["transformer.h.0.attn.c_attn", "transformer.h.10.attn.c_proj", "transformer.h.1.mlp.c_proj",
-             "score", "c_attn", "transformer.h.0.attn.c_attnx"]
-    for targets in (["c_attn"], ["attn.c_proj"], ["c_proj"], ["proj"], ["score"], [], ["h.1.mlp.c_proj", "score"]):
+    names = [
+        "transformer.h.0.attn.c_attn",
+        "transformer.h.10.attn.c_proj",
+        "transformer.h.1.mlp.c_proj",
+        "score",
+        "c_attn",
+        "transformer.h.0.attn.c_attnx",
+    ]
+    for targets in (
+        ["c_attn"],
+        ["attn.c_proj"],
+        ["c_proj"],
+        ["proj"],
+        ["score"],
+        [],
+        ["h.1.mlp.c_proj", "score"],
+    ):
         for name in names:
             assert reference(name, targets) == lora.matches(name, targets), (name, targets)
 
@@ -81,22 +110,34 @@ def test_lora_count_and_nf4_numbers():
         assert counts.lora_count(rank, shapes) == counting.lora_count(rank, shapes)
     for double_quant in (True, False):
         for blocksize in (32, 64, 128):
-            # the package answers with an exact sympy Rational, the solution with a float: equal as numbers
+            # the package answers with an exact sympy Rational, the solution with a float: equal as
+            # numbers
             assert counts.nf4_bits_per_parameter(double_quant, blocksize) == float(
-                counting.nf4_bits_per_parameter(double_quant, blocksize))
+                counting.nf4_bits_per_parameter(double_quant, blocksize)
+            )
         for n in (1, 2, 63, 64, 65, 255, 256, 257, 64 * 256, 64 * 256 + 1, 123_457):
-            assert storage.nf4_bytes(n, double_quant) == qlora.nf4_bytes(n, double_quant), (n, double_quant)
+            assert storage.nf4_bytes(n, double_quant) == qlora.nf4_bytes(n, double_quant), (
+                n,
+                double_quant,
+            )
 
 
 def test_nf4_config_and_quantized_modules():
     from peft_course.models import load_model
 
     reference = solution("qlora")
-    for dtype, double_quant, skip in ((torch.bfloat16, True, ("score", "classifier", "lm_head")),
-                                      (torch.float32, False, ("score", "c_fc"))):
-        ours, theirs = reference.nf4_config(dtype, double_quant, skip), qlora.nf4_config(dtype, double_quant, skip)
+    for dtype, double_quant, skip in (
+        (torch.bfloat16, True, ("score", "classifier", "lm_head")),
+        (torch.float32, False, ("score", "c_fc")),
+    ):
+        ours, theirs = (
+            reference.nf4_config(dtype, double_quant, skip),
+            qlora.nf4_config(dtype, double_quant, skip),
+        )
         assert ours.to_dict() == theirs.to_dict()
-    model, _ = load_model("tiny-gpt2", "classification", num_labels=2, quantization_config=qlora.nf4_config())
+    model, _ = load_model(
+        "tiny-gpt2", "classification", num_labels=2, quantization_config=qlora.nf4_config()
+    )
     assert reference.quantized_modules(model) == qlora.quantized_modules(model) != []
 
 
@@ -106,8 +147,12 @@ def test_sequence_logprobs_and_dpo_loss():
     logits = torch.randn(3, 7, 11, generator=generator)
     input_ids = torch.randint(0, 11, (3, 7), generator=generator)
     mask = torch.tensor([[0, 0, 1, 1, 1, 0, 0], [0, 1, 1, 1, 1, 1, 1], [0, 0, 0, 0, 0, 0, 1]])
-    torch.testing.assert_close(reference.sequence_logprobs(logits, input_ids, mask),
-                               dpo.sequence_logprobs(logits, input_ids, mask), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        reference.sequence_logprobs(logits, input_ids, mask),
+        dpo.sequence_logprobs(logits, input_ids, mask),
+        atol=1e-6,
+        rtol=0,
+    )
     logps = [torch.randn(5, generator=generator) * 30 for _ in range(4)]
     for beta in (0.01, 0.1, 1.0):
         ours = reference.dpo_loss(*logps, beta)
@@ -126,19 +171,38 @@ def test_mean_std_and_strict_match():
     reference = solution("ablation")
     for values in ([0.8, 0.9, 1.0], [0.7], [0.5, 0.5], [0.1, 0.25, 0.75, 0.9]):
         assert reference.mean_std(values) == pytest.approx(ablation.mean_std(values), abs=1e-12)
-    for completion in (" positive", " Positive.", "positive", " positive review", " negative", "", " pos"):
+    for completion in (
+        " positive",
+        " Positive.",
+        "positive",
+        " positive review",
+        " negative",
+        "",
+        " pos",
+    ):
         for word in (" positive", " negative"):
-            assert reference.is_strict_match(completion, word) == lm_classification.is_strict_match(completion, word)
+            assert reference.is_strict_match(completion, word) == lm_classification.is_strict_match(
+                completion, word
+            )
 
 
 def test_few_shot_prompt_and_extract_answer():
     reference = solution("prompting")
     problems = generate_problems(6, seed=0)
     for k in (1, 2, 4):
-        assert reference.few_shot_prompt(problems[0].question, problems[1:], k) == prompting.few_shot_prompt(
-            problems[0].question, problems[1:], k)
-    texts = ["The answer is 42.", "so 3 + 4 = 7\n#### 7", "It costs $1,250.50 in all.", "no number here",
-             "The Answer is -3/4", "first 5 then 6", "#### 12 and later 13", ""]
+        assert reference.few_shot_prompt(
+            problems[0].question, problems[1:], k
+        ) == prompting.few_shot_prompt(problems[0].question, problems[1:], k)
+    texts = [
+        "The answer is 42.",
+        "so 3 + 4 = 7\n#### 7",
+        "It costs $1,250.50 in all.",
+        "no number here",
+        "The Answer is -3/4",
+        "first 5 then 6",
+        "#### 12 and later 13",
+        "",
+    ]
     for text in texts:
         assert reference.extract_answer(text) == prompting.extract_answer(text), text
     assert prompting.extract_answer("#### 7") == Fraction(7)
@@ -148,7 +212,9 @@ def test_attention_mask_and_top_p_filter():
     reference = solution("gpt2")
     padding = torch.tensor([[1, 1, 1, 0, 0], [0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
     for mask, queries in ((None, 5), (padding, 5), (padding, 1), (padding, 3)):
-        assert torch.equal(reference.attention_mask(mask, queries, 5), gpt2.attention_mask(mask, queries, 5))
+        assert torch.equal(
+            reference.attention_mask(mask, queries, 5), gpt2.attention_mask(mask, queries, 5)
+        )
     logits = (torch.randn(3, 40, generator=torch.Generator().manual_seed(0)) * 2).round(decimals=1)
     for p in (1e-6, 0.3, 0.9, 1.0):
         assert torch.equal(reference.top_p_filter(logits, p), decoding.top_p_filter(logits, p)), p
@@ -161,9 +227,15 @@ def test_instruction_encoding_pairs_and_exact_match():
     reference, tokenizer = solution("instruct"), load_tokenizer("tiny-gpt2")
     for example in instruct.generated_instructions(10, 5, 5)["test"]:
         for max_length in (40, 64, 256):
-            assert reference.encode_example(tokenizer, example.instruction, example.context, example.response,
-                                            max_length) == instruct.encode(example, tokenizer, max_length)
-    for first, second, n in (([1, 2, 3], [4], 3), ([1], [2, 3, 4], 3), ([], [5], 2), ([1, 2], [3, 4], 10)):
+            assert reference.encode_example(
+                tokenizer, example.instruction, example.context, example.response, max_length
+            ) == instruct.encode(example, tokenizer, max_length)
+    for first, second, n in (
+        ([1, 2, 3], [4], 3),
+        ([1], [2, 3, 4], 3),
+        ([], [5], 2),
+        ([1, 2], [3, 4], 10),
+    ):
         assert reference.pair_ids(first, second, 0, n)[0] == join_pair(first, second, 0, n)
     for a, b in (("Positive.", "positive"), ("1 2", "1  2 "), ("5..", "5"), ("", "")):
         assert reference.exact_match(a, b) == instruct.exact_match(a, b)

@@ -9,7 +9,13 @@ from datasets import Dataset
 from peft_course.data import load_classification_data, tokenize
 from peft_course.finetune import finetune, prepare
 from peft_course.methods import head_parameter_names, prepare_head_only
-from peft_course.training import TrainConfig, evaluate_classifier, load_trainable_state, train, trainable_state
+from peft_course.training import (
+    TrainConfig,
+    evaluate_classifier,
+    load_trainable_state,
+    train,
+    trainable_state,
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +31,9 @@ def test_head_only_trains_only_the_head(tiny_classifier):
 
 
 def test_full_fine_tuning_loss_falls_and_beats_the_untrained_model(small_sentiment):
-    result = finetune(small_sentiment, "full", config=TrainConfig(epochs=3, learning_rate=1e-3, progress=False))
+    result = finetune(
+        small_sentiment, "full", config=TrainConfig(epochs=3, learning_rate=1e-3, progress=False)
+    )
     history = result.training.history
     assert history[-1]["train_loss"] < 0.8 * history[0]["train_loss"]
     assert history[-1]["val_loss"] < history[0]["val_loss"]
@@ -44,18 +52,27 @@ def test_best_state_restores_the_best_validation_weights(tiny_classifier, small_
     model, tokenizer = tiny_classifier
     tokenized = tokenize(small_sentiment, tokenizer)
     prepare_head_only(model)
-    result = train(model, tokenized, tokenizer, TrainConfig(epochs=2, learning_rate=2e-2, progress=False))
+    result = train(
+        model, tokenized, tokenizer, TrainConfig(epochs=2, learning_rate=2e-2, progress=False)
+    )
     assert result.best_val_accuracy == max(h["val_accuracy"] for h in result.history)
     load_trainable_state(model, result.best_state)
-    assert evaluate_classifier(model, tokenized["validation"], tokenizer)["accuracy"] == result.best_val_accuracy
+    assert (
+        evaluate_classifier(model, tokenized["validation"], tokenizer)["accuracy"]
+        == result.best_val_accuracy
+    )
     assert set(trainable_state(model)) == {"score.weight"}
 
 
 def test_eval_every_records_more_evaluations(tiny_classifier, small_sentiment):
     model, tokenizer = tiny_classifier
     prepare_head_only(model)
-    result = train(model, tokenize(small_sentiment, tokenizer), tokenizer,
-                   TrainConfig(epochs=1, batch_size=50, eval_every=4, progress=False))
+    result = train(
+        model,
+        tokenize(small_sentiment, tokenizer),
+        tokenizer,
+        TrainConfig(epochs=1, batch_size=50, eval_every=4, progress=False),
+    )
     assert [h["step"] for h in result.history] == [4, 8]
 
 
@@ -98,22 +115,38 @@ def test_devices_are_checked_up_front():
         check_device(0)
 
 
-def test_a_truncated_checkpoint_is_named_before_anything_loads(tmp_path, tiny_classifier, small_sentiment):
+def test_a_truncated_checkpoint_is_named_before_anything_loads(
+    tmp_path, tiny_classifier, small_sentiment
+):
     from peft_course.errors import CourseError
     from peft_course.training import check_checkpoint
 
     model, tokenizer = tiny_classifier
     prepare_head_only(model)
-    train(model, tokenize(small_sentiment, tokenizer), tokenizer, TrainConfig(epochs=1, progress=False), tmp_path)
+    train(
+        model,
+        tokenize(small_sentiment, tokenizer),
+        tokenizer,
+        TrainConfig(epochs=1, progress=False),
+        tmp_path,
+    )
     check_checkpoint(tmp_path)
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left behind
+    assert not [
+        p for p in tmp_path.iterdir() if p.name.startswith(".")
+    ]  # no temporary file left behind
     weights = tmp_path / "best.safetensors"
     weights.write_bytes(weights.read_bytes()[:-10])
     with pytest.raises(CourseError, match="best.safetensors is damaged or truncated"):
         check_checkpoint(tmp_path)
     with pytest.raises(CourseError, match="best.safetensors is damaged or truncated"):
-        train(model, tokenize(small_sentiment, tokenizer), tokenizer, TrainConfig(epochs=2, progress=False),
-              tmp_path, resume=True)
+        train(
+            model,
+            tokenize(small_sentiment, tokenizer),
+            tokenizer,
+            TrainConfig(epochs=2, progress=False),
+            tmp_path,
+            resume=True,
+        )
 
 
 def test_length_grouped_batches_pad_less_and_visit_every_row_once():
@@ -122,20 +155,28 @@ def test_length_grouped_batches_pad_less_and_visit_every_row_once():
     from peft_course.models import load_tokenizer, make_loader
 
     tokenizer = load_tokenizer("tiny-gpt2")
-    rows = [" ".join(["word"] * n) for n in torch.randint(1, 60, (200,), generator=torch.Generator().manual_seed(0))]
+    rows = [
+        " ".join(["word"] * n)
+        for n in torch.randint(1, 60, (200,), generator=torch.Generator().manual_seed(0))
+    ]
     dataset = Dataset.from_dict({"text": rows}).map(
-        lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"])
+        lambda b: tokenizer(b["text"]), batched=True, remove_columns=["text"]
+    )
     dataset = dataset.add_column("labels", [0] * len(dataset))
 
     def padding(group: bool, seed: int = 0) -> tuple[int, list[list[int]]]:
-        loader = make_loader(dataset, tokenizer, 16, True, seed, torch.device("cpu"), group_by_length=group)
+        loader = make_loader(
+            dataset, tokenizer, 16, True, seed, torch.device("cpu"), group_by_length=group
+        )
         batches = [batch["attention_mask"] for batch in loader]
         return sum(int((m == 0).sum()) for m in batches), [m.sum(1).tolist() for m in batches]
 
     grouped, lengths = padding(True)
     plain, _ = padding(False)
     assert grouped < plain / 4, (grouped, plain)
-    assert sorted(n for batch in lengths for n in batch) == sorted(len(ids) for ids in dataset["input_ids"])
+    assert sorted(n for batch in lengths for n in batch) == sorted(
+        len(ids) for ids in dataset["input_ids"]
+    )
     assert padding(True)[1] == lengths and padding(True, seed=1)[1] != lengths
 
 

@@ -71,14 +71,14 @@ EQUIVALENT = [
     ),
     Equivalent(
         "gpt2.attention_mask",
-        "own[:, keys - queries:] = torch.eye(queries, dtype=torch.bool)",
-        "own[:, keys - queries:] = torch.eye(queries, dtype=None)",
+        "own[:, keys - queries :] = torch.eye(queries, dtype=torch.bool)",
+        "own[:, keys - queries :] = torch.eye(queries, dtype=None)",
         _BOOL_TARGET,
     ),
     Equivalent(
         "gpt2.attention_mask",
-        "own[:, keys - queries:] = torch.eye(queries, dtype=torch.bool)",
-        "own[:, keys - queries:] = torch.eye(queries, )",
+        "own[:, keys - queries :] = torch.eye(queries, dtype=torch.bool)",
+        "own[:, keys - queries :] = torch.eye(queries, )",
         _BOOL_TARGET,
     ),
     Equivalent(
