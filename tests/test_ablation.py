@@ -327,9 +327,8 @@ def test_cli_ablate_and_its_errors(tmp_path, capsys):
         )
         == 0
     )
-    assert (
-        "| simple-1 | 65,536 |" in capsys.readouterr().out
-    )  # the seed's r=128: 128 * (64 + 192) * 2
+    # the seed's r=128: 128 * (64 + 192) * 2
+    assert "| simple-1 | 65,536 |" in capsys.readouterr().out
     assert main(["ablate", "dropout", "--output", str(tmp_path)]) == 2
     assert "sweeping dropout needs --values" in capsys.readouterr().err
     assert main(["ablate", "prompt", "--values", "nope", "--output", str(tmp_path)]) == 2

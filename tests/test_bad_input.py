@@ -160,9 +160,8 @@ def test_csv_lines_count_quoted_newlines_and_blank_lines(tmp_path):
         + "".join(f"t{i},{i % 2}\n" for i in range(20))
         + "bad,5\n"
     )
-    with pytest.raises(
-        DataError, match=r"multi.csv, line 26: label 5"
-    ):  # 1 header + 2 + 1 blank + 1 + 20 lines
+    # line 26: 1 header + 2 + 1 blank + 1 + 20 lines
+    with pytest.raises(DataError, match=r"multi.csv, line 26: label 5"):
         load_classification_data(train_file=path, label_names=["a", "b"])
 
 
@@ -423,9 +422,8 @@ def test_interrupted_finetune_says_how_to_resume_and_checks_what_it_resumes(
     ]
     real_train = stop_training_after_one_epoch(finetune_module)
     assert main(command) == 130
-    last = (
-        capsys.readouterr().err.strip().splitlines()[-1]
-    )  # after the progress bars of the work done
+    # after the progress bars of the work done
+    last = capsys.readouterr().err.strip().splitlines()[-1]
     assert (
         last.startswith("peft-course finetune: interrupted;")
         and "with --resume to continue" in last

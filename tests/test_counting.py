@@ -339,9 +339,8 @@ def test_nf4_bits_formulas():
 
 @pytest.mark.parametrize("double_quant", [False, True])
 def test_nf4_storage_of_c_attn_matches_the_formula(bnb_4bit, double_quant):
-    weight = torch.randn(
-        2304, 768, generator=torch.Generator().manual_seed(0)
-    )  # Linear4bit: out x in
+    # Linear4bit: out x in
+    weight = torch.randn(2304, 768, generator=torch.Generator().manual_seed(0))
     stored = c.quantize_nf4(weight, double_quant)
     assert stored.packed_shape == (884_736, 1) and stored.packed_dtype == "uint8"
     assert stored.absmax_bytes == 27_648 * (1 if double_quant else 4)  # one scale per 64 weights

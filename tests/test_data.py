@@ -86,9 +86,8 @@ def test_local_files_in_every_format(tmp_path, suffix):
     )
     assert data.label_names == ["bad", "good"]
     assert len(data.splits["test"]) == 10
-    assert (
-        len(data.splits["train"]) + len(data.splits["validation"]) == 40
-    )  # validation carved from train
+    # validation carved from train
+    assert len(data.splits["train"]) + len(data.splits["validation"]) == 40
     assert data.splits["train"].column_names == ["text", "label"]
     assert set(data.splits["train"]["label"]) == {0, 1}
 
@@ -166,9 +165,8 @@ def test_missing_column_lists_the_columns(tmp_path):
 def test_label_out_of_range_names_the_row(tmp_path):
     train = write(reviews(40, label=lambda i: 2 if i == 7 else i % 2), tmp_path / "train.csv")
     test = write(reviews(10), tmp_path / "test.csv")
-    with pytest.raises(
-        DataError, match=r"train.csv, line 9: label 2 is outside 0..1"
-    ):  # row 8 of the data
+    # line 9 is row 8 of the data
+    with pytest.raises(DataError, match=r"train.csv, line 9: label 2 is outside 0..1"):
         load_classification_data(
             train_file=train,
             test_file=test,

@@ -80,9 +80,8 @@ def test_merged_predicts_what_unmerged_predicts(small, lora_run):
         config=TrainConfig(epochs=epochs, learning_rate=lr, progress=False),
         **options,
     )
-    assert not any(
-        "lora" in name for name, _ in merged.model.named_parameters()
-    )  # no LoRA code left
+    # no LoRA code left
+    assert not any("lora" in name for name, _ in merged.model.named_parameters())
     assert merged.predictions == lora_run.predictions
     assert merged.best["accuracy"] == lora_run.best["accuracy"]
 

@@ -269,9 +269,8 @@ def test_a_shape_mismatch_names_the_tensor(tmp_path):
     source = resolve_model_path("tiny-gpt2")
     (tmp_path / "config.json").write_text(open(f"{source}/config.json").read())
     state = gpt2.read_weights(gpt2.checkpoint_directory("tiny-gpt2"))
-    state["h.1.mlp.c_fc.weight"] = state[
-        "h.1.mlp.c_fc.weight"
-    ].T.contiguous()  # stored the Linear way
+    # stored the Linear way
+    state["h.1.mlp.c_fc.weight"] = state["h.1.mlp.c_fc.weight"].T.contiguous()
     save_file(state, tmp_path / "model.safetensors")
     with pytest.raises(CourseError, match=r"h\.1\.mlp\.c_fc"):
         gpt2.from_pretrained(str(tmp_path))
@@ -299,9 +298,8 @@ def test_builtin_lora_fine_tunes_a_classifier():
         alpha=16.0,
     )
     config = result.model.config
-    lora_params = (
-        config.n_layer * 3 * (8 * config.n_embd + config.n_embd * 8)
-    )  # layers x (q, k, v) x (A + B)
+    # layers x (q, k, v) x (A + B)
+    lora_params = config.n_layer * 3 * (8 * config.n_embd + config.n_embd * 8)
     head = config.n_embd * 2
     assert result.trainable == lora_params + head
     assert result.best["accuracy"] > result.untrained["accuracy"] + 0.15

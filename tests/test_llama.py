@@ -95,9 +95,8 @@ def test_lora_from_scratch_equals_peft_on_every_projection_kind(seed):
     adapted = copy.deepcopy(base)
     assert len(inject_lora(adapted, config)) == 7 * 2, "seven projections in each of the 2 layers"
     randomize_b(adapted, seed)
-    with (
-        torch.no_grad()
-    ):  # the adapters compared do move the output (measured 0.094), so equality means something
+    # the adapters compared do move the output (measured 0.094), so equality means something
+    with torch.no_grad():
         assert (adapted(input_ids=ids).logits - base(input_ids=ids).logits).abs().max() > 1e-2
 
 

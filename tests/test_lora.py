@@ -97,9 +97,8 @@ def test_initialisation_leaves_the_output_unchanged(kind):
     assert torch.count_nonzero(layer.lora_B) == 0
     bound = 1 / math.sqrt(64)  # kaiming_uniform_(a=sqrt(5)) on fan_in = 64
     assert layer.lora_A.abs().max() <= bound and layer.lora_A.abs().max() > 0.8 * bound
-    assert layer.lora_A.std() > 0.5 * bound / math.sqrt(
-        3
-    )  # not collapsed: uniform std is bound/sqrt(3)
+    # not collapsed: uniform std is bound/sqrt(3)
+    assert layer.lora_A.std() > 0.5 * bound / math.sqrt(3)
 
 
 @pytest.mark.parametrize("use_rslora,expected", [(False, 32 / 16), (True, 32 / 4)])

@@ -21,9 +21,8 @@ def test_weighted_metrics_by_hand():
 def test_never_predicted_class_scores_zero_not_nan():
     scores = classification_metrics([0, 1, 1, 1], [1, 1, 1, 1])
     assert scores["accuracy"] == 0.75
-    assert scores["precision"] == pytest.approx(
-        0.75 * 0.75
-    )  # class 0: 0 (zero_division), class 1: 3/4
+    # class 0: 0 (zero_division), class 1: 3/4
+    assert scores["precision"] == pytest.approx(0.75 * 0.75)
 
 
 def test_confusion_matrix_keeps_every_label():

@@ -404,9 +404,8 @@ def test_hf_generate_sampling_is_seeded_and_long_prompts_are_cut(tiny_lm):
     sample = HFGenerate(model, tokenizer, max_new_tokens=6, do_sample=True, temperature=1.5, seed=1)
     prompts = ["the film was", "the plot was", "I loved the", "honestly , the cast"]
     first = [sample(p) for p in prompts]
-    assert [sample(p) for p in reversed(prompts)] == first[
-        ::-1
-    ]  # per-prompt seeding: order does not matter
+    # per-prompt seeding: order does not matter
+    assert [sample(p) for p in reversed(prompts)] == first[::-1]
     assert len(set(first)) > 1
     long_prompt = "the film was great " * 200  # 800 tokens, more than the 512 of the context
     assert isinstance(sample(long_prompt), str) and sample.truncated == 1
@@ -436,9 +435,8 @@ REVIEWS = [
 def test_verbalizer_scores_match_a_hand_computation(tiny_lm):
     """Batched, right-padded scores equal one-row-at-a-time log-softmax (float32: 1e-5)."""
     model, tokenizer = tiny_lm
-    prompts = [sentiment_prompt(t) for t in REVIEWS[:4]] + REVIEWS[
-        4:
-    ]  # different lengths: padding is used
+    # different lengths: padding is used
+    prompts = [sentiment_prompt(t) for t in REVIEWS[:4]] + REVIEWS[4:]
     words = [" negative", " positive", " one star"]
     assert len(tokenizer(" one star", add_special_tokens=False)["input_ids"]) == 2
     first = verbalizer_scores(model, tokenizer, prompts, words, batch_size=4)

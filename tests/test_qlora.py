@@ -113,9 +113,8 @@ def test_dequantized_weights_stay_within_half_the_widest_nf4_gap(double_quant, b
     for name in quantized_modules(model):
         weight = model.get_submodule(name).weight
         restored = bnb.functional.dequantize_4bit(weight.data, weight.quant_state).float()
-        original = reference.get_submodule(
-            name
-        ).weight.T  # Conv1D stores (in, out); Linear4bit (out, in)
+        # Conv1D stores (in, out); Linear4bit (out, in)
+        original = reference.get_submodule(name).weight.T
         blocks = original.reshape(-1, 64)
         absmax = blocks.abs().amax(dim=1, keepdim=True)
         error = (restored.reshape(-1, 64) - blocks).abs() / absmax
@@ -294,9 +293,8 @@ def test_nf4_byte_formula_matches_what_bitsandbytes_stores():
 def test_gpt2_small_split_by_arithmetic():
     split = weight_split(gpt2_config("gpt2"))
     d, blocks = 768, 12
-    assert (
-        split["quantized"] == blocks * 12 * d * d
-    )  # c_attn 3d^2, c_proj d^2, c_fc 4d^2, mlp.c_proj 4d^2
+    # c_attn 3d^2, c_proj d^2, c_fc 4d^2, mlp.c_proj 4d^2
+    assert split["quantized"] == blocks * 12 * d * d
     assert split["embeddings"] == (50257 + 1024) * d
     assert split["total"] == 124_439_808 + 2 * d  # GPT-2 small plus a 2-label head
     with pytest.raises(ValueError, match="gpt2-medium"):

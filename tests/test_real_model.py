@@ -113,9 +113,8 @@ def test_every_part_writes_its_page_and_a_rerun_reuses_the_work(data_dir, tmp_pa
         "classes.json",
     }
     first = (tmp_path / "out" / "real-prompting.md").read_text()
-    assert (
-        run(data_dir, tmp_path, "real-prompting", "real-finetune") == 0
-    )  # reused: the same figures
+    # reused: the same figures
+    assert run(data_dir, tmp_path, "real-prompting", "real-finetune") == 0
     assert {
         p.name: p.read_text() for p in (tmp_path / "work" / "tiny-gpt2-smoke").glob("*.json")
     } == stored

@@ -131,9 +131,8 @@ def test_a_truncated_checkpoint_is_named_before_anything_loads(
         tmp_path,
     )
     check_checkpoint(tmp_path)
-    assert not [
-        p for p in tmp_path.iterdir() if p.name.startswith(".")
-    ]  # no temporary file left behind
+    # no temporary file left behind
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     weights = tmp_path / "best.safetensors"
     weights.write_bytes(weights.read_bytes()[:-10])
     with pytest.raises(CourseError, match="best.safetensors is damaged or truncated"):
