@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from peft_course.counting import add_adapters, build_mlp, mlp_adapter_targets
+from peft_course.tolerances import FLOAT64_ATOL
 
 
 @pytest.fixture
@@ -154,7 +155,7 @@ def test_nf4_bits_per_parameter(counting, returns, double_quant):
     """bitsandbytes' own storage is the reference: the packed 4-bit codes, the absmax scales,
     and (double quantization) the scales of the scales. The per-tensor code tables are left
     out: they do not grow with the weight. The tensors hold a whole number of 256-block
-    groups, so the match is exact up to float rounding (1e-9)."""
+    groups, so the match is exact up to float rounding (FLOAT64_ATOL, 1e-9)."""
     from peft_course.system import bnb_4bit_support
 
     works, why = bnb_4bit_support("cpu")
@@ -183,7 +184,7 @@ def test_nf4_bits_per_parameter(counting, returns, double_quant):
             assert default == got, (
                 f"the default block size is 64: expected {got} bits, got {default}"
             )
-        assert got == pytest.approx(expected, abs=1e-9), (
+        assert got == pytest.approx(expected, abs=FLOAT64_ATOL), (
             f"blocksize {blocksize}, double_quant={double_quant}: expected {expected} bits, "
             f"got {got}"
         )

@@ -2,7 +2,8 @@
 
 The first two are compared on random batches with the package's versions
 (`peft_course.dpo`); float32 sums computed in a different order differ by ~1e-6, so
-comparisons allow 1e-5. The derivation step is checked by sympy (`peft_course.derivations`).
+comparisons allow 1e-5 (`peft_course.tolerances.LOGPROB_ATOL`). The derivation step is checked
+by sympy (`peft_course.derivations`).
 """
 
 import math
@@ -13,8 +14,8 @@ import torch
 
 from peft_course import derivations
 from peft_course import dpo as reference
+from peft_course.tolerances import FLOAT64_ATOL, LARGE_LOSS_RTOL, LOGPROB_ATOL
 
-TOLERANCE = 1e-5
 SEEDS = [0, 1, 2, 3]
 
 
@@ -47,7 +48,7 @@ def test_sequence_logprob(dpo, seed):
     assert got.shape == expected.shape, (
         f"expected one number per row, shape {tuple(expected.shape)}, got {tuple(got.shape)}"
     )
-    assert torch.allclose(got, expected, atol=TOLERANCE), (
+    assert torch.allclose(got, expected, atol=LOGPROB_ATOL), (
         f"expected {expected.tolist()}, got {got.tolist()} (are the logits shifted by one? "
         f"are prompt and padding masked?)"
     )
@@ -58,7 +59,7 @@ def test_sequence_logprob_takes_any_mask_dtype(dpo, dtype):
     logits, input_ids, completion_mask = random_batch(5)
     expected = reference.sequence_logprobs(logits, input_ids, completion_mask)
     got = dpo.sequence_logprobs(logits, input_ids, completion_mask.to(dtype))
-    assert torch.allclose(got, expected, atol=TOLERANCE), (
+    assert torch.allclose(got, expected, atol=LOGPROB_ATOL), (
         f"a completion mask of dtype {dtype} should give the same sums as 0/1 integers: "
         f"expected {expected.tolist()}, got {got.tolist()}"
     )
@@ -81,16 +82,16 @@ def test_dpo_loss(dpo, seed):
     logps = [-30 * torch.rand(n, generator=generator) for _ in range(4)]
     loss, chosen, rejected = dpo.dpo_loss(*logps, beta)
     expected = reference.dpo_loss(*logps, beta)
-    assert torch.allclose(chosen, expected.chosen_rewards, atol=TOLERANCE), (
+    assert torch.allclose(chosen, expected.chosen_rewards, atol=LOGPROB_ATOL), (
         "chosen rewards: expected beta * (policy - reference) = "
         f"{expected.chosen_rewards.tolist()}, "
         f"got {chosen.tolist()}"
     )
-    assert torch.allclose(rejected, expected.rejected_rewards, atol=TOLERANCE), (
+    assert torch.allclose(rejected, expected.rejected_rewards, atol=LOGPROB_ATOL), (
         f"rejected rewards: expected {expected.rejected_rewards.tolist()}, got {rejected.tolist()}"
     )
     assert loss.dim() == 0, "the loss must be one number (the mean over pairs)"
-    assert torch.allclose(loss, expected.loss, atol=TOLERANCE), (
+    assert torch.allclose(loss, expected.loss, atol=LOGPROB_ATOL), (
         f"loss: expected {expected.loss.item():.6f}, got {loss.item():.6f}"
     )
 
@@ -114,7 +115,7 @@ def test_dpo_loss_does_not_underflow(dpo):
     assert torch.isfinite(loss), (
         "a very wrong pair gave an infinite loss: use F.logsigmoid, not log(sigmoid(...))"
     )
-    assert loss.item() == pytest.approx(998.0, rel=1e-4)
+    assert loss.item() == pytest.approx(998.0, rel=LARGE_LOSS_RTOL)
 
 
 def test_reward_from_policy(dpo):
@@ -133,7 +134,7 @@ def test_reward_from_policy_on_numbers(dpo, seed):
     got = float(
         dpo.reward_from_policy(sp.Float(pi_star), sp.Float(pi_ref), sp.Float(beta), sp.Float(z))
     )
-    assert got == pytest.approx(r, abs=1e-9), (
+    assert got == pytest.approx(r, abs=FLOAT64_ATOL), (
         f"with pi*={pi_star:.4f}, pi_ref={pi_ref:.4f}, beta={beta:.4f}, Z={z:.4f}: "
         f"expected r={r:.6f}, got {got:.6f}"
     )

@@ -3,7 +3,8 @@
 The padding mask is plugged into the course's from-scratch GPT-2 and its logits compared with
 transformers' `GPT2LMHeadModel`; the Conv1D copy with transformers' `Conv1D`; the top-p filter
 with `TopPLogitsWarper`; greedy decoding with `generate(do_sample=False)`. Float32 results of
-equivalent computations differ by rounding (at most 4e-6 measured here), so logits allow 1e-5;
+equivalent computations differ by rounding (at most 4e-6 measured here), so logits allow
+`peft_course.tolerances.LOGITS_ATOL` (1e-5);
 filters and tokens must match exactly.
 """
 
@@ -16,8 +17,7 @@ from transformers.pytorch_utils import Conv1D
 from peft_course import decoding
 from peft_course import gpt2 as reference
 from peft_course.models import load_model
-
-TOLERANCE = 1e-5
+from peft_course.tolerances import LOGITS_ATOL
 
 
 @pytest.fixture
@@ -95,10 +95,10 @@ def test_the_model_with_your_mask_equals_transformers(gpt2, tiny, monkeypatch):
     padding[0, 6:] = 0
     padding[1, :4] = 0
     difference = reference.max_logit_difference(model, theirs, ids, padding)
-    assert difference < TOLERANCE, (
+    assert difference < LOGITS_ATOL, (
         "with your mask the from-scratch GPT-2's logits differ from transformers' by "
         f"{difference:.3g} "
-        f"at the real tokens (allowed {TOLERANCE}): is padding hidden and the causal order kept?"
+        f"at the real tokens (allowed {LOGITS_ATOL}): is padding hidden and the causal order kept?"
     )
 
 
@@ -119,7 +119,7 @@ def test_copy_conv1d_computes_what_conv1d_computes(gpt2, d_in, d_out):
         error = (linear(x) - conv(x)).abs().max().item()
         conv.weight.add_(1.0)  # the copy must not share storage with the source
         drift = (linear(x) - conv(x)).abs().max().item()
-    assert error < TOLERANCE, (
+    assert error < LOGITS_ATOL, (
         f"Linear({d_in}, {d_out}) after the copy differs from the Conv1D by {error:.3g}: "
         "Conv1D stores "
         f"(in, out), Linear (out, in), so copy the transpose"

@@ -12,6 +12,7 @@ from peft_course import prompting as reference
 from peft_course.models import load_model
 from peft_course.synthetic import make_sentence
 from peft_course.word_problems import Problem, generate_problems
+from peft_course.tolerances import GRADED_LOGPROB_ATOL
 
 
 @pytest.fixture
@@ -144,7 +145,8 @@ def tiny_lm():
 
 @pytest.mark.parametrize("seed", range(3))
 def test_verbalizer_scores_match_the_models_probabilities(prompting, tiny_lm, seed):
-    """Compared with the course's batched implementation; float32 rounding allows 1e-4."""
+    """Compared with the course's batched implementation; float32 rounding allows 1e-4
+    (`peft_course.tolerances.GRADED_LOGPROB_ATOL`)."""
     model, tokenizer = tiny_lm
     rng = random.Random(seed)
     prompts = [
@@ -162,7 +164,7 @@ def test_verbalizer_scores_match_the_models_probabilities(prompting, tiny_lm, se
     assert tuple(got.shape) == (len(prompts), len(words)), (
         f"expected shape {(len(prompts), len(words))}, got {tuple(got.shape)}"
     )
-    assert torch.allclose(got.float(), expected, atol=1e-4), (
+    assert torch.allclose(got.float(), expected, atol=GRADED_LOGPROB_ATOL), (
         f"label words {words}: expected log-probabilities\n{expected}\ngot\n{got}"
     )
 
@@ -171,7 +173,7 @@ def test_verbalizer_uses_the_first_token_of_a_long_word(prompting, tiny_lm):
     model, tokenizer = tiny_lm
     got = prompting.verbalizer_scores(model, tokenizer, ["the film was"], [" one star", " five"])
     expected = reference.verbalizer_scores(model, tokenizer, ["the film was"], [" one", " five"])
-    assert torch.allclose(got.float(), expected, atol=1e-4), (
+    assert torch.allclose(got.float(), expected, atol=GRADED_LOGPROB_ATOL), (
         f"' one star' should score as its first token ' one': expected {expected}, got {got}"
     )
 
@@ -214,7 +216,7 @@ def test_verbalizer_with_a_tokenizer_that_adds_a_start_token(prompting, tiny_lm)
             ]
         )
     got = prompting.verbalizer_scores(model, with_bos, prompts, words)
-    assert torch.allclose(got.float(), expected, atol=1e-4), (
+    assert torch.allclose(got.float(), expected, atol=GRADED_LOGPROB_ATOL), (
         f"with a tokenizer that adds a start token: expected\n{expected}\ngot\n{got}. Tokenize the "
         "label words with add_special_tokens=False"
     )

@@ -3,7 +3,8 @@
 Configs are checked field by field and by loading tiny-gpt2 with them, for several dtypes,
 double-quantization settings and skip lists. Byte counts are checked against what bitsandbytes
 actually stores when it quantizes random tensors of random sizes; they are integers, so they
-must match exactly. Bytes per parameter is a ratio of integers; 1e-9 absorbs float division.
+must match exactly. Bytes per parameter is a ratio of integers; 1e-9
+(`peft_course.tolerances.FLOAT64_ATOL`) absorbs float division.
 """
 
 import bitsandbytes as bnb
@@ -14,6 +15,7 @@ from torch import nn
 from peft_course.models import load_model
 from peft_course.models import count_parameters
 from peft_course.qlora import quantized_modules, stored_quant_bytes
+from peft_course.tolerances import FLOAT64_ATOL
 
 CONFIGS = [  # (compute dtype, double quantization, modules left unquantized)
     (torch.bfloat16, True, ("score", "classifier", "lm_head")),
@@ -181,7 +183,7 @@ def test_bytes_per_parameter_of_plain_models(qlora, returns, dtype, size):
     model, _ = load_model("tiny-gpt2", "classification", num_labels=2)
     got = qlora.bytes_per_parameter(model.to(dtype))
     returns(got, float, "bytes_per_parameter")
-    assert abs(got - size) < 1e-9, (
+    assert abs(got - size) < FLOAT64_ATOL, (
         f"a {dtype} model stores {size} bytes per parameter, you said {got}"
     )
 
@@ -194,7 +196,7 @@ def test_bytes_per_parameter_of_quantized_models(qlora, dtype, double_quant, ski
     plain = sum(p.numel() * p.element_size() for p in model.parameters() if p.dtype != torch.uint8)
     expected = (plain + stored_quant_bytes(model)) / count_parameters(model)[1]
     got = qlora.bytes_per_parameter(model)
-    assert abs(got - expected) < 1e-9, (
+    assert abs(got - expected) < FLOAT64_ATOL, (
         f"double_quant={double_quant}, skip={skip}: expected {expected:.6f} bytes per parameter, "
         f"got {got:.6f}"
     )

@@ -11,6 +11,7 @@ from torch import nn
 
 from peft_course import counting as c
 from peft_course.system import bnb_4bit_support
+from peft_course.tolerances import FLOAT64_SAME_FORMULA
 
 GPT2_SMALL = c.ARCHITECTURES["gpt2-small"]
 
@@ -67,7 +68,9 @@ def test_adapter_conventions_table_and_which_give_1_31_percent():
             == EXPECTED_ADAPTERS[row.placement, row.bias]
         )
         whole = 700_073 + (row.adapter_parameters if row.denominator == "base+adapters" else 0)
-        assert row.percent == pytest.approx(100 * row.adapter_parameters / whole, rel=1e-12)
+        assert row.percent == pytest.approx(
+            100 * row.adapter_parameters / whole, rel=FLOAT64_SAME_FORMULA
+        )
     rounded = c.matching_conventions(rows, 1.31)
     assert [(r.placement, r.bias, r.denominator) for r in rounded] == [("hidden", "up", "base")]
     truncated = c.matching_conventions(rows, 1.31, rounding="truncate")

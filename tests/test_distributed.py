@@ -4,11 +4,11 @@ Also sharded (FSDP, full fine-tuning): the same losses, and a resumed run equal 
 
 `torchrun --nproc_per_node 2` runs tests/distributed_worker.py; each process takes half of
 every batch and the gradients are summed, so the per-step losses must equal the one-process
-run's with twice the batch. Tolerance 1e-5: the two halves' gradients are added in another
-order than one batch's rows are; the largest difference measured over the 10 steps was 1.2e-7
-(float32, ATEN_CPU_CAPABILITY=default, avx2 and avx512). The final weights' checksum (the sum
-of |w| over the trained weights) differed by at most 6e-8 of itself (full fine-tuning, FSDP);
-its tolerance is 1e-6 of itself.
+run's with twice the batch. Tolerance TRAINING_LOSS_ATOL (1e-5): the two halves' gradients are
+added in another order than one batch's rows are; the largest difference measured over the 10
+steps was 1.2e-7 (float32, ATEN_CPU_CAPABILITY=default, avx2 and avx512). The final weights'
+checksum (the sum of |w| over the trained weights) differed by at most 6e-8 of itself (full
+fine-tuning, FSDP); its tolerance is DISTRIBUTED_WEIGHTS_RTOL (1e-6) of itself.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 import torch
+from peft_course.tolerances import DISTRIBUTED_WEIGHTS_RTOL, TRAINING_LOSS_ATOL
 
 WORKER = Path(__file__).with_name("distributed_worker.py")
 
@@ -98,7 +99,10 @@ def test_two_processes_train_as_one_with_twice_the_batch(tmp_path):
         assert len(expected) == 10, "40 rows in batches of 8 for 2 epochs are 10 steps"
         for rank, report in enumerate(ranks):
             got = report[run]["losses"]
-            assert len(got) == 10 and max(abs(a - b) for a, b in zip(expected, got)) < 1e-5, (
+            assert (
+                len(got) == 10
+                and max(abs(a - b) for a, b in zip(expected, got)) < TRAINING_LOSS_ATOL
+            ), (
                 run,
                 rank,
                 expected,
@@ -106,7 +110,7 @@ def test_two_processes_train_as_one_with_twice_the_batch(tmp_path):
             )
             assert (
                 abs(report[run]["weights"] - reference[run]["weights"])
-                < 1e-6 * reference[run]["weights"]
+                < DISTRIBUTED_WEIGHTS_RTOL * reference[run]["weights"]
             ), (run, rank)
     assert all(report["full_resumed"]["losses"] == report["full"]["losses"] for report in ranks), (
         "resuming a sharded (FSDP) run changed it"

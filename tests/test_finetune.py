@@ -23,6 +23,7 @@ from peft_course.runs import (
     save_run,
 )
 from peft_course.training import TrainConfig, train
+from peft_course.tolerances import LOGITS_ATOL, ROUNDING_ATOL
 
 QUICK = {  # method -> (epochs, learning rate, options): a few seconds each on a 2-core CPU
     "head": (4, 2e-2, {}),
@@ -98,7 +99,7 @@ def test_reloaded_run_predicts_what_the_in_memory_model_predicts(tmp_path, small
     got = predict_texts(model, tokenizer, texts)
     assert [r["label"] for r in got] == [r["label"] for r in expected]
     for a, b in zip(got, expected):  # same weights, same code path: equal up to float rounding
-        assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-6)
+        assert a["probabilities"] == pytest.approx(b["probabilities"], abs=ROUNDING_ATOL)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["best_validation"]["accuracy"] == lora_run.best["accuracy"]
     assert (tmp_path / "history.png").stat().st_size > 0 and (tmp_path / "results.md").is_file()
@@ -265,4 +266,4 @@ def test_qlora_run_reloads_quantized_and_predicts_the_same(tmp_path):
     expected = predict_texts(result.model, result.tokenizer, texts)
     got = predict_texts(model, tokenizer, texts)
     for a, b in zip(got, expected):  # re-quantizing the same weights gives the same codes
-        assert a["probabilities"] == pytest.approx(b["probabilities"], abs=1e-5)
+        assert a["probabilities"] == pytest.approx(b["probabilities"], abs=LOGITS_ATOL)

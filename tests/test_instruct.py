@@ -110,10 +110,9 @@ def test_bad_instruction_files_name_the_problem(tmp_path, rows, message):
 
 def test_full_fine_tuning_raises_exact_match_well_above_the_untrained_model():
     """tiny-gpt2, full fine-tuning, 600 generated examples, 10 epochs (about 18 s; the chapter's
-    table
-    trains 2,000 for 15 and reaches 0.675). Measured here: exact match 0.05 untrained, 0.20 after
-    (sentiment 0.7, nth word 0.2, add 0.1), response loss 13.1 -> under 1.5; the bar of 0.1 above
-    leaves room for another CPU's rounding."""
+    table trains 2,000 for 15 and reaches 0.675). Measured here: exact match 0.05 untrained, 0.20
+    after (sentiment 0.7, nth word 0.2, add 0.1), response loss 13.1 -> under 1.5; the bar of 0.1
+    above leaves room for another CPU's rounding."""
     splits = instruct.generated_instructions(600, 50, 100)
     result = instruct.instruct_tune(
         splits, "full", config=TrainConfig(epochs=10, learning_rate=3e-3, progress=False)

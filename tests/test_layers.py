@@ -27,7 +27,18 @@ LAYER_NAMES = (
 )
 LAYERS = {
     **dict.fromkeys(
-        ("errors", "files", "settings", "tables", "plots", "metrics", "system", "distributed"), 0
+        (
+            "errors",
+            "files",
+            "settings",
+            "tables",
+            "plots",
+            "metrics",
+            "system",
+            "distributed",
+            "tolerances",
+        ),
+        0,
     ),
     **dict.fromkeys(
         ("models", "tiny_gpt2", "tiny_llama", "smollm2", "data", "synthetic", "word_problems"), 1

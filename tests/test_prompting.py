@@ -42,6 +42,7 @@ from peft_course.word_problems import (
     load_gsm8k_jsonl,
     solve_equation,
 )
+from peft_course.tolerances import LOGPROB_ATOL, PREFIX_CACHE_ATOL
 
 DOCS_RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 EXAMPLES = [
@@ -433,7 +434,7 @@ REVIEWS = [
 
 
 def test_verbalizer_scores_match_a_hand_computation(tiny_lm):
-    """Batched, right-padded scores equal one-row-at-a-time log-softmax (float32: 1e-5)."""
+    """Batched, right-padded scores equal one-row-at-a-time log-softmax (float32: LOGPROB_ATOL)."""
     model, tokenizer = tiny_lm
     # different lengths: padding is used
     prompts = [sentiment_prompt(t) for t in REVIEWS[:4]] + REVIEWS[4:]
@@ -445,11 +446,11 @@ def test_verbalizer_scores_match_a_hand_computation(tiny_lm):
     for i, prompt in enumerate(prompts):
         for j, word in enumerate(words):
             expected_first, expected_sum = hand_logprob(model, tokenizer, prompt, word)
-            assert first[i, j].item() == pytest.approx(expected_first, abs=1e-5)
-            assert summed[i, j].item() == pytest.approx(expected_sum, abs=1e-5)
+            assert first[i, j].item() == pytest.approx(expected_first, abs=LOGPROB_ATOL)
+            assert summed[i, j].item() == pytest.approx(expected_sum, abs=LOGPROB_ATOL)
     # single-token words: both reductions agree; the two-token word's sum is lower than its first
     # token
-    assert torch.allclose(first[:, :2], summed[:, :2], atol=1e-5)
+    assert torch.allclose(first[:, :2], summed[:, :2], atol=LOGPROB_ATOL)
     assert (summed[:, 2] < first[:, 2]).all()
 
 
@@ -514,7 +515,8 @@ def test_a_failed_run_leaves_the_previous_log_as_it_was(tmp_path):
 def test_a_shared_prefix_runs_once_and_changes_nothing(name, monkeypatch):
     """k-shot prompts share their examples: `next_token_logprobs` runs that prefix once and reuses
     its keys and values. Measured against running every prompt whole: at most 4e-6 apart on the
-    tiny models (2.3e-5 on SmolLM2), the same argmax everywhere; the test allows 1e-4."""
+    tiny models (2.3e-5 on SmolLM2), the same argmax everywhere; the test allows
+    PREFIX_CACHE_ATOL."""
     import peft_course.prompting as prompting
     from peft_course.data import load_classification_data
     from peft_course.models import load_model
@@ -532,7 +534,7 @@ def test_a_shared_prefix_runs_once_and_changes_nothing(name, monkeypatch):
     cached = prompting.next_token_logprobs(model, tokenizer, rows, batch_size=5)
     monkeypatch.setattr(prompting, "SHARED_PREFIX_MIN", 10**9)  # every prompt whole
     whole = prompting.next_token_logprobs(model, tokenizer, rows, batch_size=5)
-    assert (cached - whole).abs().max() < 1e-4
+    assert (cached - whole).abs().max() < PREFIX_CACHE_ATOL
     assert torch.equal(cached.argmax(dim=1), whole.argmax(dim=1))
     assert prompting.shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2, (
         "each row keeps a token of its own"

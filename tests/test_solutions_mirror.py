@@ -2,8 +2,8 @@
 
 The exercises grade a learner's file; this checks the other side: that `solutions/` and the
 package the docs teach from have not drifted apart. Each pair is called on the same inputs,
-boundaries included, and must agree exactly (integers, strings, sympy expressions) or to 1e-6
-on float tensors (the solutions use other, equally exact, torch operations).
+boundaries included, and must agree exactly (integers, strings, sympy expressions) or to
+ROUNDING_ATOL (1e-6) on float tensors (the solutions use other, equally exact, torch operations).
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from peft_course import (
     qlora,
 )
 from peft_course.word_problems import generate_problems
+from peft_course.tolerances import FLOAT64_SAME_FORMULA, ROUNDING_ATOL
 
 SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions"
 
@@ -150,7 +151,7 @@ def test_sequence_logprobs_and_dpo_loss():
     torch.testing.assert_close(
         reference.sequence_logprobs(logits, input_ids, mask),
         dpo.sequence_logprobs(logits, input_ids, mask),
-        atol=1e-6,
+        atol=ROUNDING_ATOL,
         rtol=0,
     )
     logps = [torch.randn(5, generator=generator) * 30 for _ in range(4)]
@@ -158,7 +159,7 @@ def test_sequence_logprobs_and_dpo_loss():
         ours = reference.dpo_loss(*logps, beta)
         theirs = dpo.dpo_loss(*logps, beta)
         for a, b in zip(ours, (theirs.loss, theirs.chosen_rewards, theirs.rejected_rewards)):
-            torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+            torch.testing.assert_close(a, b, atol=ROUNDING_ATOL, rtol=0)
 
 
 def test_reward_from_policy():
@@ -170,7 +171,9 @@ def test_reward_from_policy():
 def test_mean_std_and_strict_match():
     reference = solution("ablation")
     for values in ([0.8, 0.9, 1.0], [0.7], [0.5, 0.5], [0.1, 0.25, 0.75, 0.9]):
-        assert reference.mean_std(values) == pytest.approx(ablation.mean_std(values), abs=1e-12)
+        assert reference.mean_std(values) == pytest.approx(
+            ablation.mean_std(values), abs=FLOAT64_SAME_FORMULA
+        )
     for completion in (
         " positive",
         " Positive.",
