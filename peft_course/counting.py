@@ -3,23 +3,24 @@
 The counting chapter builds on `peft_course.models.count_parameters`: every table in the course
 that says "trainable params" gets its number from it, read off the real module tree. The rest of the
 module writes the same numbers as closed-form `sympy` formulas and checks one against the
-other, for three methods and one storage format:
+other, for three methods:
 
 * BitFit (train the biases only) and bottleneck adapters on a plain feed-forward network,
   where the answer depends on conventions that a sentence like "about 1.31 %" hides;
-* LoRA on GPT-2 small, counted by the formula `r * sum(d_in + d_out)` and by `peft`;
-* the bits per parameter that a 4-bit NF4 (QLoRA) weight really occupies.
+* LoRA on GPT-2 small, counted by the formula `r * sum(d_in + d_out)` and by `peft`.
+
+The docs page also tabulates the bits per parameter that a 4-bit NF4 (QLoRA) weight really
+occupies; the formulas and the storage read off bitsandbytes are `peft_course.qlora`'s.
 """
 
 from __future__ import annotations
 
 import math
 import re
-import tempfile
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import sympy as sp
@@ -29,6 +30,7 @@ from torch import nn
 from peft_course.errors import CourseError, check_string_list
 from peft_course.lora import layer_features, matches
 from peft_course.models import count_parameters
+from peft_course.qlora import nf4_bits_per_parameter, quantize_nf4
 from peft_course.tables import markdown_table
 
 
@@ -412,12 +414,12 @@ GPT2_LAYERS = {  # per block: (d_in, d_out) of each projection
 
 d_in, d_out = sp.IndexedBase("d_in"), sp.IndexedBase("d_out")
 j, m = sp.symbols("j m", integer=True, positive=True)
-LORA = r * sp.Sum(d_in[j] + d_out[j], (j, 1, m))  # A is r x d_in, B is d_out x r
+LORA_FORMULA = r * sp.Sum(d_in[j] + d_out[j], (j, 1, m))  # A is r x d_in, B is d_out x r
 # --8<-- [end:gpt2_formulas]
 
 
 def lora_count(rank: int, shapes: Sequence[tuple[int, int]]) -> int:
-    """`LORA` evaluated for `(d_in, d_out)` of each targeted layer.
+    """`LORA_FORMULA` evaluated for `(d_in, d_out)` of each targeted layer.
 
     Args:
         rank: the LoRA rank `r`.
@@ -427,7 +429,7 @@ def lora_count(rank: int, shapes: Sequence[tuple[int, int]]) -> int:
         CountingError: if `rank` is not a positive integer.
     """
     _check_rank(rank)
-    value = LORA.subs(m, len(shapes)).doit().subs(r, rank)
+    value = LORA_FORMULA.subs(m, len(shapes)).doit().subs(r, rank)
     value = value.subs({d_in[k + 1]: a for k, (a, _) in enumerate(shapes)})
     return int(value.subs({d_out[k + 1]: b for k, (_, b) in enumerate(shapes)}))
 
@@ -757,157 +759,7 @@ def lora_target_shapes(model: nn.Module, targets: Sequence[str]) -> list[tuple[i
 
 
 # ---------------------------------------------------------------------------------------
-# 3. QLoRA storage: what a 4-bit NF4 weight occupies
-# ---------------------------------------------------------------------------------------
-
-# --8<-- [start:nf4_formulas]
-B, B2 = sp.symbols("B B_2", integer=True, positive=True)  # first- and second-level block sizes
-NF4_BITS = 4 + sp.Integer(32) / B  # a 4-bit code per weight + one fp32 absmax per block
-NF4_DOUBLE_QUANT_BITS = 4 + sp.Integer(8) / B + sp.Integer(32) / (B * B2)  # absmax in 8 bits
-
-
-def nf4_bits_per_parameter(
-    double_quant: bool, blocksize: int = 64, blocksize2: int = 256
-) -> sp.Rational:
-    """Bits one weight occupies in NF4: its code plus its share of the block scales (exact).
-
-    Args:
-        double_quant: whether the block scales are quantized to 8 bits too.
-        blocksize: weights per first-level block `B` (one scale each).
-        blocksize2: first-level scales per second-level block `B_2` (with `double_quant`).
-    """
-    formula = NF4_DOUBLE_QUANT_BITS if double_quant else NF4_BITS
-    return formula.subs({B: blocksize, B2: blocksize2})
-
-
-# --8<-- [end:nf4_formulas]
-
-
-@dataclass(frozen=True)
-class QuantStorage:
-    """What bitsandbytes stores for one 4-bit weight, in bytes.
-
-    Attributes:
-        shape: the weight's logical shape.
-        packed_shape: the shape of the packed tensor.
-        packed_dtype: the dtype of the packed tensor, without `torch.` (e.g. `uint8`).
-        parameters: the number of weights.
-        packed_bytes: the packed codes: two 4-bit codes per byte.
-        absmax_bytes: one scale per block (fp32, or uint8 with double quantization).
-        nested_absmax_bytes: double quantization: one fp32 scale per block of scales.
-        table_bytes: code tables and offset: a constant per tensor.
-    """
-
-    shape: tuple[int, ...]
-    packed_shape: tuple[int, ...]
-    packed_dtype: str
-    parameters: int
-    packed_bytes: int
-    absmax_bytes: int
-    nested_absmax_bytes: int
-    table_bytes: int = field(default=0)
-
-    @property
-    def bits_per_parameter(self) -> float:
-        """Bits per weight without the per-tensor constants (what the formula predicts)."""
-        return (
-            8 * (self.packed_bytes + self.absmax_bytes + self.nested_absmax_bytes) / self.parameters
-        )
-
-    @property
-    def total_bytes(self) -> int:
-        """Everything stored for this weight, per-tensor tables included."""
-        return self.packed_bytes + self.absmax_bytes + self.nested_absmax_bytes + self.table_bytes
-
-
-def _nbytes(tensor: torch.Tensor | None) -> int:
-    return 0 if tensor is None else tensor.numel() * tensor.element_size()
-
-
-def quant_storage(packed: torch.Tensor, state) -> QuantStorage:
-    """Read the storage of a packed 4-bit tensor and its bitsandbytes `QuantState`.
-
-    Args:
-        packed: the packed tensor, as `quantize_4bit` returns it.
-        state (bitsandbytes.functional.QuantState): its quantization state.
-    """
-    nested = state.state2 if state.nested else None
-    tables = _nbytes(state.code) + (
-        _nbytes(nested.code) + 4 if nested is not None else 0
-    )  # + offset
-    return QuantStorage(
-        tuple(state.shape),
-        tuple(packed.shape),
-        str(packed.dtype).replace("torch.", ""),
-        int(torch.Size(state.shape).numel()),
-        _nbytes(packed),
-        _nbytes(state.absmax),
-        _nbytes(nested.absmax) if nested is not None else 0,
-        tables,
-    )
-
-
-def quantize_nf4(weight: torch.Tensor, double_quant: bool, blocksize: int = 64) -> QuantStorage:
-    """Quantize one weight to NF4 with bitsandbytes and report what it stores.
-
-    Args:
-        weight: the weight to quantize (a detached fp32 copy is quantized).
-        double_quant: whether the block scales are quantized too (`compress_statistics`).
-        blocksize: weights per absmax scale.
-    """
-    from bitsandbytes.functional import quantize_4bit
-
-    packed, state = quantize_4bit(
-        weight.detach().float(),
-        blocksize=blocksize,
-        quant_type="nf4",
-        compress_statistics=double_quant,
-    )
-    return quant_storage(packed, state)
-
-
-def load_quantized_gpt2(
-    double_quant: bool = True, n_layer: int = 12, labels: int = 2, seed: int = 0
-) -> nn.Module:
-    """GPT-2 small (random weights, `n_layer` blocks) saved and reloaded in 4-bit NF4.
-
-    transformers turns each `Conv1D` projection into a bitsandbytes `Linear4bit`; the
-    embeddings, LayerNorms, biases and `score` stay in higher precision.
-
-    Args:
-        double_quant: whether the block scales are quantized too (`bnb_4bit_use_double_quant`).
-        n_layer: the number of transformer blocks.
-        labels: the number of classes of the `score` head.
-        seed: the `torch.manual_seed` the random weights are drawn under.
-    """
-    from transformers import BitsAndBytesConfig, GPT2Config, GPT2ForSequenceClassification
-    from transformers.utils import logging as hf_logging
-
-    torch.manual_seed(seed)
-    model = GPT2ForSequenceClassification(GPT2Config(n_layer=n_layer, num_labels=labels))
-    config = BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_compute_dtype=torch.bfloat16,
-        bnb_4bit_use_double_quant=double_quant,
-    )
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        with tempfile.TemporaryDirectory() as directory:
-            model.save_pretrained(directory)  # safetensors
-            return GPT2ForSequenceClassification.from_pretrained(
-                directory, quantization_config=config, use_safetensors=True
-            )
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-# ---------------------------------------------------------------------------------------
-# 4. One entry point per method, with a breakdown per module type (the `count` command)
+# 3. One entry point per method, with a breakdown per module type (the `count` command)
 # ---------------------------------------------------------------------------------------
 
 
@@ -961,7 +813,7 @@ def breakdown(model: nn.Module) -> list[BreakdownRow]:
 
 
 Method = Literal["bitfit", "adapter", "lora"]
-METHODS: tuple[str, ...] = ("bitfit", "adapter", "lora")
+COUNTED_METHODS: tuple[str, ...] = ("bitfit", "adapter", "lora")
 MODELS: tuple[str, ...] = ("gpt2-small", "mlp")
 
 
@@ -1073,7 +925,7 @@ def count_method(
     Raises:
         CountingError: if an option is unknown or invalid, or bitfit is given targets.
     """
-    _check_choice("method", method, METHODS)
+    _check_choice("method", method, COUNTED_METHODS)
     _check_choice("model", model, MODELS)
     _check_rank(rank)
     if targets is not None:
@@ -1147,7 +999,7 @@ def format_method_count(result: MethodCount) -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# 5. The tables of the docs page
+# 4. The tables of the docs page
 # ---------------------------------------------------------------------------------------
 
 

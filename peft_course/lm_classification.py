@@ -12,7 +12,9 @@ Training is ordinary next-token prediction with the loss on the label word alone
 token's label is -100, which the loss ignores. The answer is read two ways:
 
 * the **verbalizer**: of the label words, the one the model finds likeliest after the cue. It
-  always names a label, so even an untrained model scores about chance;
+  always names a label, so even an untrained model scores about chance. The label words are
+  tokenized and checked as the prompting chapter's verbalizer does it
+  (`peft_course.prompting.label_word_ids`);
 * **strict match**: greedy generation must write exactly the label word. An untrained model
   writes whatever comes next in its kind of text, which is why an untrained GPT-2 scores far
   *below* chance this way (0.105 on Rotten Tomatoes in the seed project).
@@ -39,6 +41,7 @@ from peft_course.data import ClassificationData
 from peft_course.errors import CourseError
 from peft_course.methods import prepare_full, prepare_lora
 from peft_course.models import logits_at, make_loader
+from peft_course.prompting import SENTIMENT_WORDS, label_word_ids
 from peft_course.system import pick_device, use_bf16
 from peft_course.settings import TRAINING
 
@@ -88,7 +91,7 @@ class PromptFormat:
     """
 
     instruction: str
-    label_words: tuple[str, ...] = (" negative", " positive")
+    label_words: tuple[str, ...] = SENTIMENT_WORDS
     cue: str = ANSWER_CUE
 
     def __post_init__(self) -> None:
@@ -136,29 +139,6 @@ def label_words_for(label_names: Sequence[str]) -> tuple[str, ...]:
         label_names: the class names, in label order.
     """
     return tuple(f" {name}" for name in label_names)
-
-
-def label_word_ids(tokenizer: Any, label_words: Sequence[str]) -> list[list[int]]:
-    """The token ids of each label word, checked: none empty, no two sharing a first token.
-
-    Args:
-        tokenizer: the model's tokenizer.
-        label_words: the label words, in label order.
-
-    Raises:
-        CourseError: if a word has no tokens, or two words share a first token.
-    """
-    ids = [tokenizer(word, add_special_tokens=False)["input_ids"] for word in label_words]
-    for word, row in zip(label_words, ids):
-        if not row:
-            raise CourseError(f"label word {word!r} has no tokens")
-    firsts = [row[0] for row in ids]
-    if len(set(firsts)) < len(firsts):
-        raise CourseError(
-            f"label words {list(label_words)} share a first token: the verbalizer could not tell "
-            f"them apart; choose words that start differently"
-        )
-    return ids
 
 
 # --8<-- [start:encode]
@@ -352,9 +332,8 @@ def evaluate_verbalizer(
             logits, targets = answer_logits(model, batch)
         logits = logits.float()
         per_row = answer_positions(batch["labels"]).sum(dim=1)
-        first = (
-            torch.cumsum(per_row, dim=0) - per_row
-        )  # each row's first kept position: before its label word
+        # each row's first kept position: before its label word
+        first = torch.cumsum(per_row, dim=0) - per_row
         scores.append(torch.log_softmax(logits[first], dim=-1)[:, firsts].cpu())
         greedy.append(logits[first].argmax(dim=-1).cpu())
         total_loss += F.cross_entropy(logits, targets, reduction="sum").item()

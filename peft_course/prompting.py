@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import sys
 import time
 import zlib
 from collections.abc import Callable, Sequence
@@ -41,7 +42,7 @@ from peft_course.errors import (
 )
 from peft_course.files import replacing
 from peft_course.models import load_model, logits_at
-from peft_course.settings import PROMPTING
+from peft_course.settings import EMBEDDED_MODEL, PROMPTING
 from peft_course.tables import markdown_table
 from peft_course.word_problems import (
     PRICE_EXAMPLE,
@@ -51,7 +52,6 @@ from peft_course.word_problems import (
     generate_problems,
     load_gsm8k_jsonl,
 )
-from peft_course.settings import EMBEDDED_MODEL
 
 Generate = Callable[[str], str]
 
@@ -691,6 +691,46 @@ def _token_ids(
     return ids
 
 
+# --8<-- [start:label_word_ids]
+def label_word_ids(
+    tokenizer: Any,
+    label_words: Sequence[str],
+    limit: int | None = None,
+    distinct_first: bool = True,
+    remedy: str = "choose words that start differently",
+) -> list[list[int]]:
+    """The token ids of each label word, checked; `verbalizer_scores` and everything in
+    `peft_course.lm_classification` (encoding, verbalizer, strict match) read them from here.
+
+    A word is tokenized on its own, without special tokens: it follows a prompt, it does not
+    start a text. A verbalizer that scores a word by its first token cannot tell two words
+    apart that share one, so that is refused unless `distinct_first` is off.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        label_words: one word per class, in label order.
+        limit: the most tokens a word may have (the model's context); None: no limit.
+        distinct_first: whether two words sharing a first token is an error.
+        remedy: what the shared-first-token error advises.
+
+    Raises:
+        CourseError: if `label_words` is not a non-empty list of strings, a word has no tokens
+            or more than `limit`, or (with `distinct_first`) two words share a first token.
+    """
+    limit = sys.maxsize if limit is None else limit
+    ids = _token_ids(tokenizer, label_words, limit, "label word", special=False)
+    firsts = [row[0] for row in ids]
+    if distinct_first and len(set(firsts)) < len(firsts):
+        raise CourseError(
+            f"label words {list(label_words)} share a first token: the verbalizer could not tell "
+            f"them apart; {remedy}"
+        )
+    return ids
+
+
+# --8<-- [end:label_word_ids]
+
+
 def _pad_right(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad on the right, so every real token keeps its position (GPT-2's positions are absolute)."""
     width = max(len(r) for r in rows)
@@ -858,16 +898,14 @@ def verbalizer_scores(
     if reduction not in ("first", "sum"):
         raise CourseError(f"unknown reduction '{reduction}': use 'first' or 'sum'")
     context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
-    words = _token_ids(tokenizer, label_words, context, "label word", special=False)
+    words = label_word_ids(
+        tokenizer, label_words, context, reduction == "first", remedy="use reduction='sum'"
+    )
     rows = _token_ids(
         tokenizer, prompts, context - max(len(w) for w in words), "prompt", special=True
     )
     if reduction == "first":
         firsts = [w[0] for w in words]
-        if len(set(firsts)) < len(firsts):
-            raise CourseError(
-                f"label words {list(label_words)} share a first token: use reduction='sum'"
-            )
         logprobs = next_token_logprobs(model, tokenizer, rows, batch_size)
         return (
             (logprobs[:, firsts], logprobs.argmax(dim=1)) if return_greedy else logprobs[:, firsts]
@@ -978,9 +1016,7 @@ def sentiment_by_prompting(
         scores, greedy = verbalizer_scores(
             model, tokenizer, prompts, label_words, reduction, return_greedy=True
         )
-        firsts = torch.tensor(
-            [ids[0] for ids in _token_ids(tokenizer, label_words, 10**9, "label word", False)]
-        )
+        firsts = torch.tensor([ids[0] for ids in label_word_ids(tokenizer, label_words)])
         strict = (greedy == firsts[torch.as_tensor(labels)]).float().mean().item()
     else:
         scores = verbalizer_scores(model, tokenizer, prompts, label_words, reduction)

@@ -15,6 +15,9 @@ Two steps, because quantization happens at load time:
   embeddings, gradient checkpointing) and puts peft LoRA adapters on top, with a trained copy
   of the head (`task_type=SEQ_CLS`).
 
+What a 4-bit weight occupies is counted here, once: the bits per weight as exact `sympy`
+formulas (`nf4_bits_per_parameter`, which the counting chapter tabulates), the bytes of a whole
+tensor (`nf4_bytes`), and what bitsandbytes really stores (`quant_storage`, `stored_quant_bytes`).
 The rest of the module measures what that buys: model bytes for full, LoRA and QLoRA, the
 theoretical weight bytes of GPT-2 small to XL, and accuracy next to LoRA on the same data.
 """
@@ -22,19 +25,23 @@ theoretical weight bytes of GPT-2 small to XL, and accuracy next to LoRA on the 
 from __future__ import annotations
 
 import math
+import tempfile
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import sympy as sp
 import torch
 from torch import nn
 from transformers import BitsAndBytesConfig, GPT2Config, GPT2ForSequenceClassification
 from transformers.pytorch_utils import Conv1D
 
 from peft_course.errors import CourseError
-from peft_course.methods import check_lora_options, prepare_lora
-from peft_course.models import DEFAULT_MODEL, ModelLoadError, Task, load_model
-from peft_course.settings import LORA, METHODS
+from peft_course.methods import check_lora_options, prepare_full, prepare_lora
+from peft_course.models import DEFAULT_MODEL, ModelLoadError, Task, count_parameters, load_model
+from peft_course.registry import METHODS
+from peft_course.settings import LORA
 from peft_course.system import bnb_4bit_support
 
 # Modules that must stay in full precision: the classification heads (GPT-2's `score`,
@@ -235,9 +242,8 @@ def prepare_qlora(
         raise CourseError(
             "the model has no 4-bit layers: load it with peft_course.qlora.load_qlora_model"
         )
-    with (
-        warnings.catch_warnings()
-    ):  # transformers renamed *gradient_checkpointing*; peft uses the old names
+    # transformers renamed *gradient_checkpointing*; peft uses the old names
+    with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FutureWarning)
         model = prepare_model_for_kbit_training(
             model,
@@ -245,13 +251,127 @@ def prepare_qlora(
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
         if gradient_checkpointing:
-            model.config.use_cache = (
-                False  # a cache is useless in training and clashes with recomputation
-            )
+            # a cache is useless in training and clashes with recomputation
+            model.config.use_cache = False
         return prepare_lora(model, r=r, alpha=alpha, dropout=dropout, targets=targets)
 
 
 # --8<-- [end:prepare]
+
+
+# ---------------------------------------------------------------------------------------------
+# NF4 storage: what a 4-bit weight occupies, by formula and as bitsandbytes stores it
+# ---------------------------------------------------------------------------------------------
+
+# --8<-- [start:nf4_formulas]
+B, B2 = sp.symbols("B B_2", integer=True, positive=True)  # first- and second-level block sizes
+NF4_BITS = 4 + sp.Integer(32) / B  # a 4-bit code per weight + one fp32 absmax per block
+NF4_DOUBLE_QUANT_BITS = 4 + sp.Integer(8) / B + sp.Integer(32) / (B * B2)  # absmax in 8 bits
+
+
+def nf4_bits_per_parameter(
+    double_quant: bool, blocksize: int = NF4_BLOCKSIZE, blocksize2: int = DOUBLE_QUANT_BLOCKSIZE
+) -> sp.Rational:
+    """Bits one weight occupies in NF4: its code plus its share of the block scales (exact).
+
+    Args:
+        double_quant: whether the block scales are quantized to 8 bits too.
+        blocksize: weights per first-level block `B` (one scale each).
+        blocksize2: first-level scales per second-level block `B_2` (with `double_quant`).
+    """
+    formula = NF4_DOUBLE_QUANT_BITS if double_quant else NF4_BITS
+    return formula.subs({B: blocksize, B2: blocksize2})
+
+
+# --8<-- [end:nf4_formulas]
+
+
+@dataclass(frozen=True)
+class QuantStorage:
+    """What bitsandbytes stores for one 4-bit weight, in bytes.
+
+    Attributes:
+        shape: the weight's logical shape.
+        packed_shape: the shape of the packed tensor.
+        packed_dtype: the dtype of the packed tensor, without `torch.` (e.g. `uint8`).
+        parameters: the number of weights.
+        packed_bytes: the packed codes: two 4-bit codes per byte.
+        absmax_bytes: one scale per block (fp32, or uint8 with double quantization).
+        nested_absmax_bytes: double quantization: one fp32 scale per block of scales.
+        table_bytes: code tables and offset: a constant per tensor.
+    """
+
+    shape: tuple[int, ...]
+    packed_shape: tuple[int, ...]
+    packed_dtype: str
+    parameters: int
+    packed_bytes: int
+    absmax_bytes: int
+    nested_absmax_bytes: int
+    table_bytes: int = field(default=0)
+
+    @property
+    def data_bytes(self) -> int:
+        """The packed codes and their scales: what grows with the weight (what `nf4_bytes`
+        and the bits formulas count)."""
+        return self.packed_bytes + self.absmax_bytes + self.nested_absmax_bytes
+
+    @property
+    def bits_per_parameter(self) -> float:
+        """Bits per weight without the per-tensor constants (what the formula predicts)."""
+        return 8 * self.data_bytes / self.parameters
+
+    @property
+    def total_bytes(self) -> int:
+        """Everything stored for this weight, per-tensor tables included."""
+        return self.data_bytes + self.table_bytes
+
+
+def _nbytes(tensor: torch.Tensor | None) -> int:
+    return 0 if tensor is None else tensor.numel() * tensor.element_size()
+
+
+def quant_storage(packed: torch.Tensor, state) -> QuantStorage:
+    """Read the storage of a packed 4-bit tensor and its bitsandbytes `QuantState`.
+
+    Args:
+        packed: the packed tensor, as `quantize_4bit` returns it (or a `Linear4bit`'s weight).
+        state (bitsandbytes.functional.QuantState): its quantization state.
+    """
+    nested = state.state2 if state.nested else None
+    # the code tables, and with double quantization the offset (4 bytes)
+    tables = _nbytes(state.code) + (_nbytes(nested.code) + 4 if nested is not None else 0)
+    return QuantStorage(
+        tuple(state.shape),
+        tuple(packed.shape),
+        str(packed.dtype).replace("torch.", ""),
+        int(torch.Size(state.shape).numel()),
+        _nbytes(packed),
+        _nbytes(state.absmax),
+        _nbytes(nested.absmax) if nested is not None else 0,
+        tables,
+    )
+
+
+def quantize_nf4(
+    weight: torch.Tensor, double_quant: bool, blocksize: int = NF4_BLOCKSIZE
+) -> QuantStorage:
+    """Quantize one weight to NF4 with bitsandbytes and report what it stores.
+
+    Args:
+        weight: the weight to quantize (a detached fp32 copy is quantized).
+        double_quant: whether the block scales are quantized too (`compress_statistics`).
+        blocksize: weights per absmax scale.
+    """
+    from bitsandbytes.functional import quantize_4bit
+
+    packed, state = quantize_4bit(
+        weight.detach().float(),
+        blocksize=blocksize,
+        quant_type="nf4",
+        compress_statistics=double_quant,
+    )
+    return quant_storage(packed, state)
 
 
 # --8<-- [start:bytes]
@@ -277,27 +397,56 @@ def nf4_bytes(weights: int, double_quant: bool = True, blocksize: int = NF4_BLOC
 
 def stored_quant_bytes(model: nn.Module) -> int:
     """The same count read from the model: packed weights plus the absmax tensors of every
-    4-bit layer (`get_memory_footprint` counts only the packed weights).
+    4-bit layer (`get_memory_footprint` counts only the packed weights), as `quant_storage`
+    reads them off each layer's `QuantState`.
 
     Args:
         model: a model with 4-bit layers.
     """
     import bitsandbytes as bnb
 
-    total = 0
-    for module in model.modules():
-        if isinstance(module, bnb.nn.Linear4bit):
-            weight, state = module.weight, module.weight.quant_state
-            total += (
-                weight.numel() * weight.element_size()
-                + state.absmax.numel() * state.absmax.element_size()
-            )
-            if state.nested:
-                total += state.state2.absmax.numel() * state.state2.absmax.element_size()
-    return total
+    return sum(
+        quant_storage(module.weight, module.weight.quant_state).data_bytes
+        for module in model.modules()
+        if isinstance(module, bnb.nn.Linear4bit)
+    )
 
 
 # --8<-- [end:bytes]
+
+
+def load_quantized_gpt2(
+    double_quant: bool = True, n_layer: int = 12, labels: int = 2, seed: int = 0
+) -> nn.Module:
+    """GPT-2 small (random weights, `n_layer` blocks) saved and reloaded in 4-bit NF4.
+
+    transformers turns each `Conv1D` projection into a bitsandbytes `Linear4bit`; the
+    embeddings, LayerNorms, biases and `score` stay in higher precision.
+
+    Args:
+        double_quant: whether the block scales are quantized too (`bnb_4bit_use_double_quant`).
+        n_layer: the number of transformer blocks.
+        labels: the number of classes of the `score` head.
+        seed: the `torch.manual_seed` the random weights are drawn under.
+    """
+    from transformers.utils import logging as hf_logging
+
+    torch.manual_seed(seed)
+    model = GPT2ForSequenceClassification(GPT2Config(n_layer=n_layer, num_labels=labels))
+    config = nf4_config(torch.bfloat16, double_quant)
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            model.save_pretrained(directory)  # safetensors
+            return GPT2ForSequenceClassification.from_pretrained(
+                directory, quantization_config=config, use_safetensors=True
+            )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,12 +549,6 @@ def save_random_gpt2(
     model = GPT2ForSequenceClassification(gpt2_config(name, num_labels))
     model.save_pretrained(directory)
     return Path(directory)
-
-
-import tempfile
-
-from peft_course.methods import prepare_full
-from peft_course.models import count_parameters
 
 
 def qlora_footprint_rows(name: str = "gpt2", seed: int = 0) -> list[dict[str, str]]:

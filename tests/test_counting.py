@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from peft_course import counting as c
+from peft_course import qlora
 from peft_course.system import bnb_4bit_support
 from peft_course.tolerances import FLOAT64_SAME_FORMULA
 
@@ -328,27 +329,27 @@ def test_count_method_breakdown_groups_blocks():
     ]
 
 
-# --- QLoRA storage ---------------------------------------------------------------------------
+# --- QLoRA storage (peft_course.qlora), as the page shows it -------------------------------
 
 
 def test_nf4_bits_formulas():
-    assert c.nf4_bits_per_parameter(double_quant=False) == sp.Rational(9, 2)
-    assert c.nf4_bits_per_parameter(double_quant=True) == 4 + sp.Rational(8, 64) + sp.Rational(
+    assert qlora.nf4_bits_per_parameter(double_quant=False) == sp.Rational(9, 2)
+    assert qlora.nf4_bits_per_parameter(double_quant=True) == 4 + sp.Rational(8, 64) + sp.Rational(
         32, 64 * 256
     )
-    assert f"{float(c.nf4_bits_per_parameter(True)):.3f}" == "4.127"
-    assert f"{float(c.nf4_bits_per_parameter(True)) / 8:.4f}" == "0.5159"  # bytes per parameter
+    assert f"{float(qlora.nf4_bits_per_parameter(True)):.3f}" == "4.127"
+    assert f"{float(qlora.nf4_bits_per_parameter(True)) / 8:.4f}" == "0.5159"  # bytes per parameter
 
 
 @pytest.mark.parametrize("double_quant", [False, True])
 def test_nf4_storage_of_c_attn_matches_the_formula(bnb_4bit, double_quant):
     # Linear4bit: out x in
     weight = torch.randn(2304, 768, generator=torch.Generator().manual_seed(0))
-    stored = c.quantize_nf4(weight, double_quant)
+    stored = qlora.quantize_nf4(weight, double_quant)
     assert stored.packed_shape == (884_736, 1) and stored.packed_dtype == "uint8"
     assert stored.absmax_bytes == 27_648 * (1 if double_quant else 4)  # one scale per 64 weights
     assert stored.nested_absmax_bytes == (27_648 // 256 * 4 if double_quant else 0)
-    assert stored.bits_per_parameter == float(c.nf4_bits_per_parameter(double_quant))
+    assert stored.bits_per_parameter == float(qlora.nf4_bits_per_parameter(double_quant))
 
 
 def test_quantized_gpt2_small_blocks(bnb_4bit):
@@ -356,15 +357,15 @@ def test_quantized_gpt2_small_blocks(bnb_4bit):
     c_attn has the same 768 x 2304 shape, and the quantized count is checked per block."""
     import bitsandbytes as bnb
 
-    model = c.load_quantized_gpt2(double_quant=True, n_layer=1)
+    model = qlora.load_quantized_gpt2(double_quant=True, n_layer=1)
     c_attn = model.transformer.h[0].attn.c_attn
     assert isinstance(c_attn, bnb.nn.Linear4bit)
     assert tuple(c_attn.weight.shape) == (884_736, 1) and c_attn.weight.dtype == torch.uint8
     assert c_attn.bias.shape == (2304,) and c_attn.bias.dtype == torch.float32
     assert isinstance(model.score, nn.Linear) and model.score.weight.dtype == torch.float32
-    stored = c.quant_storage(c_attn.weight, c_attn.weight.quant_state)
+    stored = qlora.quant_storage(c_attn.weight, c_attn.weight.quant_state)
     assert stored.shape == (2304, 768)
-    assert stored.bits_per_parameter == float(c.nf4_bits_per_parameter(True))
+    assert stored.bits_per_parameter == float(qlora.nf4_bits_per_parameter(True))
     quantized = sum(
         m.weight.quant_state.shape.numel()
         for m in model.modules()

@@ -25,6 +25,7 @@ from peft_course.prompting import (
     example_pool,
     extract_answer,
     few_shot_prompt,
+    label_word_ids,
     prompt_gallery,
     sentiment_prompt,
     verbalizer_accuracy,
@@ -464,6 +465,25 @@ def test_verbalizer_errors(tiny_lm):
         verbalizer_scores(model, tokenizer, ["word " * 600], [" good", " bad"])
     with pytest.raises(ValueError, match="label word 1 .* has no tokens"):
         verbalizer_scores(model, tokenizer, ["the film was"], [" good", ""])
+
+
+def test_label_word_ids(tiny_lm):
+    """The verbalizer's one tokenization of label words (lm_classification reads it too): each
+    word on its own, no special tokens; a shared first token refused unless whole words are
+    scored."""
+    _, tokenizer = tiny_lm
+    words = [" negative", " positive", " one star"]
+    assert label_word_ids(tokenizer, words) == [
+        tokenizer(w, add_special_tokens=False)["input_ids"] for w in words
+    ]
+    with pytest.raises(ValueError, match="share a first token: .*; choose words that start"):
+        label_word_ids(tokenizer, [" one star", " one"])
+    shared = label_word_ids(tokenizer, [" one star", " one"], distinct_first=False)
+    assert shared[0][0] == shared[1][0] and len(shared[0]) == 2
+    with pytest.raises(ValueError, match="label word 1 .* has no tokens"):
+        label_word_ids(tokenizer, [" good", ""])
+    with pytest.raises(ValueError, match="label word 0 has 2 tokens; at most 1 fit"):
+        label_word_ids(tokenizer, [" one star"], limit=1)
 
 
 def test_verbalizer_accuracy():

@@ -16,6 +16,7 @@ import sys
 
 import bitsandbytes as bnb
 import pytest
+import sympy as sp
 import torch
 from datasets import DatasetDict
 from safetensors.torch import load_file, save_file
@@ -32,6 +33,7 @@ from peft_course.qlora import (
     QLoRAUnavailableError,
     gpt2_config,
     load_qlora_model,
+    nf4_bits_per_parameter,
     nf4_bytes,
     nf4_config,
     prepare_qlora,
@@ -298,6 +300,10 @@ def test_nf4_byte_formula_matches_what_bitsandbytes_stores():
     n = 64 * 256 * 100  # whole blocks: the paper's bits per weight come out exactly
     assert nf4_bytes(n, double_quant=False) * 8 / n == 4.5
     assert abs(nf4_bytes(n) * 8 / n - 4.127) < THREE_DECIMALS_ATOL
+    for double_quant in (False, True):  # the byte count and the bits formula: one storage
+        assert sp.Rational(8 * nf4_bytes(n, double_quant), n) == nf4_bits_per_parameter(
+            double_quant
+        )
 
 
 def test_gpt2_small_split_by_arithmetic():

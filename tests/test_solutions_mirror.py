@@ -52,7 +52,7 @@ def solution(module: str):
 MIRRORS = {
     ("lora", "matches"): lora.matches,
     ("counting", "lora_count"): counting.lora_count,
-    ("counting", "nf4_bits_per_parameter"): counting.nf4_bits_per_parameter,
+    ("counting", "nf4_bits_per_parameter"): qlora.nf4_bits_per_parameter,
     ("qlora", "nf4_bytes"): qlora.nf4_bytes,
     ("qlora", "nf4_config"): qlora.nf4_config,
     ("qlora", "quantized_modules"): qlora.quantized_modules,
@@ -114,7 +114,7 @@ def test_lora_count_and_nf4_numbers():
             # the package answers with an exact sympy Rational, the solution with a float: equal as
             # numbers
             assert counts.nf4_bits_per_parameter(double_quant, blocksize) == float(
-                counting.nf4_bits_per_parameter(double_quant, blocksize)
+                qlora.nf4_bits_per_parameter(double_quant, blocksize)
             )
         for n in (1, 2, 63, 64, 65, 255, 256, 257, 64 * 256, 64 * 256 + 1, 123_457):
             assert storage.nf4_bytes(n, double_quant) == qlora.nf4_bytes(n, double_quant), (
