@@ -17,15 +17,14 @@ def mlp_parameter_count(widths: list[int]) -> int:
     bias vector.
     """
     raise NotImplementedError(
-        "a layer from d_in to d_out has d_in * d_out weights and d_out biases; add them up over "
-        "zip(widths, widths[1:])"
+        "not written yet: pytest exercises/test_counting.py grades it, with hints"
     )
 
 
 def bitfit_parameter_count(widths: list[int]) -> int:
     """Parameters BitFit trains in that network: the biases only."""
     raise NotImplementedError(
-        "one bias per unit of every layer but the input: which widths is that?"
+        "not written yet: pytest exercises/test_counting.py grades it, with hints"
     )
 
 
@@ -39,8 +38,7 @@ def adapter_parameter_count(
     `rank`-vector), `"up"` (a `width`-vector) or `"none"`.
     """
     raise NotImplementedError(
-        "an adapter on a layer of width w has 2 * rank * w weights, plus rank (down) and/or w (up) "
-        "biases; hidden layers are widths[1:-1], with the output widths[1:]"
+        "not written yet: pytest exercises/test_counting.py grades it, with hints"
     )
 
 
@@ -49,7 +47,9 @@ def lora_count(rank: int, shapes: list[tuple[int, int]]) -> int:
 
     Each targeted layer gets `A` (`rank x d_in`) and `B` (`d_out x rank`).
     """
-    raise NotImplementedError("rank * (d_in + d_out) for each layer, summed")
+    raise NotImplementedError(
+        "not written yet: pytest exercises/test_counting.py grades it, with hints"
+    )
 
 
 def gpt2_lora_formula(targets: list[str]) -> sp.Expr:
@@ -59,8 +59,7 @@ def gpt2_lora_formula(targets: list[str]) -> sp.Expr:
     (d -> 4d) and `mlp.c_proj` (4d -> d); every block has each of them.
     """
     raise NotImplementedError(
-        "make symbols with sp.symbols('r d_model n_layer'), write (d_in, d_out) of each target in "
-        "terms of d_model, and return n_layer * r * sum(d_in + d_out)"
+        "not written yet: pytest exercises/test_counting.py grades it, with hints"
     )
 
 
@@ -72,6 +71,5 @@ def nf4_bits_per_parameter(double_quant: bool, blocksize: int = 64) -> float:
     share one fp32 scale of their own.
     """
     raise NotImplementedError(
-        "4 bits per weight, plus 32 bits shared by blocksize weights; with double quantization "
-        "8 bits shared by blocksize weights plus 32 bits shared by blocksize * 256 weights"
+        "not written yet: pytest exercises/test_counting.py grades it, with hints"
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sympy as sp
 import torch
-import torch.nn.functional as F  # noqa: F401  (F.logsigmoid for dpo_loss)
+import torch.nn.functional as F  # noqa: F401  (the answers use it)
 
 
 def sequence_logprobs(
@@ -20,11 +20,7 @@ def sequence_logprobs(
     prediction for the token at `t + 1`. Add up the log-probabilities of the tokens where
     `completion_mask` is 1 (prompt tokens and padding are 0 and must add nothing).
     """
-    raise NotImplementedError(
-        "log_softmax the logits of positions 0..L-2, gather the log-probability of the next token "
-        "(input_ids[:, 1:]) with .gather(-1, ...), multiply by completion_mask[:, 1:] and sum over "
-        "positions"
-    )
+    raise NotImplementedError("not written yet: pytest exercises/test_dpo.py grades it, with hints")
 
 
 def dpo_loss(
@@ -40,10 +36,7 @@ def dpo_loss(
     completion is `beta * (log pi - log pi_ref)`; the loss is the mean over pairs of
     `-log sigmoid(chosen_reward - rejected_reward)`.
     """
-    raise NotImplementedError(
-        "rewards are beta * (policy - reference) for chosen and for rejected; the loss is "
-        "-F.logsigmoid(chosen_rewards - rejected_rewards).mean() (logsigmoid does not underflow)"
-    )
+    raise NotImplementedError("not written yet: pytest exercises/test_dpo.py grades it, with hints")
 
 
 def reward_from_policy(pi_star: sp.Expr, pi_ref: sp.Expr, beta: sp.Expr, z: sp.Expr) -> sp.Expr:
@@ -51,6 +44,4 @@ def reward_from_policy(pi_star: sp.Expr, pi_ref: sp.Expr, beta: sp.Expr, z: sp.E
 
     Solve that equation for `r`: take logs of both sides.
     """
-    raise NotImplementedError(
-        "log pi* = log pi_ref + r / beta - log Z; solve for r and write it with sp.log"
-    )
+    raise NotImplementedError("not written yet: pytest exercises/test_dpo.py grades it, with hints")

@@ -25,11 +25,7 @@ def encode_example(
     least one instruction token.
     """
     raise NotImplementedError(
-        "tokenize ' ' + response (plus eos), '\\n\\n### Response:', '### Instruction: ' + "
-        "instruction and, if any, '\\n\\n### Context: ' + context, each with "
-        "add_special_tokens=False; room = max_length - len(header) - len(answer); cut the "
-        "context to room - len(instruction) (not below 0), the instruction to room; labels: "
-        "-100 * len(prompt) + answer"
+        "not written yet: pytest exercises/test_instruct.py grades it, with hints"
     )
 
 
@@ -45,9 +41,7 @@ def pair_ids(
     cut the end of `second` only when `first` is already empty.
     """
     raise NotImplementedError(
-        "second = second[:max_length - 1]; first = first[:max(0, max_length - 1 - "
-        "len(second))]; ids = first + [separator] + second; the mask is all ones (the "
-        "separator is read, not padding)"
+        "not written yet: pytest exercises/test_instruct.py grades it, with hints"
     )
 
 
@@ -58,5 +52,5 @@ def exact_match(prediction: str, answer: str) -> bool:
     final `"."` removed (then stripped again) before comparing.
     """
     raise NotImplementedError(
-        "normalize both: ' '.join(text.lower().split()), then .removesuffix('.').strip(); compare"
+        "not written yet: pytest exercises/test_instruct.py grades it, with hints"
     )

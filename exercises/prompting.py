@@ -12,7 +12,7 @@ Grade them with `pytest exercises -k prompting`.
 
 from __future__ import annotations
 
-import re  # noqa: F401  (re.finditer for extract_answer)
+import re  # noqa: F401  (for extract_answer)
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
@@ -41,9 +41,7 @@ def few_shot_prompt(question: str, examples: Sequence[Problem], k: int) -> str:
     the colon. Raise `ValueError` when `k < 1` or there are fewer than `k` examples.
     """
     raise NotImplementedError(
-        'check k first (raise ValueError), then join one f"Q: {e.question}\\nA: The answer is '
-        '{format_number(e.answer)}.\\n\\n" per example in examples[:k], and wrap them between the '
-        'instruction line and "Q: {question}\\nA:"'
+        "not written yet: pytest exercises/test_prompting.py grades it, with hints"
     )
 
 
@@ -64,10 +62,7 @@ def extract_answer(text: str) -> Fraction | None:
     Without a marker, the last number in the text, or None when there is none.
     """
     raise NotImplementedError(
-        "write one regular expression for a number (re.finditer), with a lookbehind "
-        "(?<![\\w.,/-]) for where it may start; convert each match with "
-        "Fraction(digits_without_commas + decimals) and divide by the denominator; then "
-        "look for the markers with a second expression and take the first number after the last one"
+        "not written yet: pytest exercises/test_prompting.py grades it, with hints"
     )
 
 
@@ -84,8 +79,5 @@ def verbalizer_scores(
     could not be told apart.
     """
     raise NotImplementedError(
-        "tokenize each label word (add_special_tokens=False) and keep its first id; call "
-        "model.eval() and, under torch.no_grad(), for each prompt run "
-        "model(input_ids=...).logits[0, -1], apply torch.log_softmax, index the "
-        "first ids; torch.stack the rows. Check for repeated first ids first"
+        "not written yet: pytest exercises/test_prompting.py grades it, with hints"
     )

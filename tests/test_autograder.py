@@ -1,5 +1,6 @@
 """The autograder itself: it fails on stubs (with the hint), fails on wrong answers (saying what
-was expected), passes on the solutions, and never silently grades the wrong directory."""
+was expected), passes on the solutions, never silently grades the wrong directory, and ends with
+its summary per chapter, the library noise silenced."""
 
 from __future__ import annotations
 
@@ -14,18 +15,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def start(*options: str) -> subprocess.Popen:
+def start(*options: str, tests: str = "exercises/test_warmup.py") -> subprocess.Popen:
     """`pytest exercises/test_warmup.py` with `options`, started in the background."""
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "exercises/test_warmup.py",
-            "-p",
-            "no:cacheprovider",
-            *options,
-        ],
+        [sys.executable, "-m", "pytest", tests, "-p", "no:cacheprovider", *options],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -46,6 +39,9 @@ def graded(tmp_path_factory):
         "solutions": start("--solutions"),
         "wrong": start("--implementation-dir", str(wrong)),
         "missing": start("--implementation-dir", str(empty)),
+        "hint 2": start("--hint", "2"),
+        "hint 0": start("--hint", "0"),
+        "one chapter": start("-k", "qlora", tests="exercises"),  # imports bitsandbytes
     }
     results = {}
     for name, process in runs.items():
@@ -56,18 +52,39 @@ def graded(tmp_path_factory):
     return results, wrong, empty
 
 
+def last_lines(run: subprocess.CompletedProcess, n: int) -> list[str]:
+    return [" ".join(line.split()) for line in run.stdout.splitlines()[-n:]]
+
+
 def test_stubs_are_reported_as_not_done_with_their_hint(graded):
     run = graded[0]["stubs"]
-    assert run.returncode == 1
-    assert "NOT DONE YET" in run.stdout and "hint: loop over module.parameters()" in run.stdout
-    assert "raise NotImplementedError" not in run.stdout  # no traceback wall
-    assert "0 checks passed, 0 wrong, 8 not done yet" in run.stdout
+    assert run.returncode == 1  # not done is not passed
+    assert "8 not done" in run.stdout  # pytest's own count, in a category of its own
+    assert "next: warmup.count_trainable_parameters in exercises/warmup.py, not done yet" in (
+        run.stdout
+    )
+    assert "hint 1 of 3: What trains is what receives gradients" in run.stdout
+    assert "more: pytest exercises/test_warmup.py --hint 2" in run.stdout
+    assert "NotImplementedError" not in run.stdout and "FAILED" not in run.stdout  # no wall
+    assert last_lines(run, 3) == [
+        "chapter done wrong not done checks passed",
+        "warmup 0 0 1 0 of 8",
+        "total 0 0 1 0 of 8",
+    ]
+
+
+def test_a_higher_hint_level_on_request(graded):
+    run, refused = graded[0]["hint 2"], graded[0]["hint 0"]
+    assert "hint 2 of 3: Visit every distinct parameter tensor" in run.stdout
+    assert "hint 1 of 3" not in run.stdout and "--hint 3" in run.stdout
+    assert refused.returncode == 4 and "--hint takes a level from 1" in refused.stderr
 
 
 def test_solutions_pass(graded):
     run = graded[0]["solutions"]
     assert run.returncode == 0, run.stdout
-    assert "8 checks passed, 0 wrong, 0 not done yet" in run.stdout
+    assert "every graded exercise is done (1 of 1)" in run.stdout
+    assert last_lines(run, 1) == ["total 1 0 0 8 of 8"]
 
 
 def test_wrong_answer_fails_with_what_was_expected(graded):
@@ -76,9 +93,29 @@ def test_wrong_answer_fails_with_what_was_expected(graded):
     assert run.returncode == 1
     assert f"grading: {wrong}" in run.stdout  # the header names the graded directory
     assert "first layer frozen: expected 42 trainable parameters, got 262" in run.stdout
+    assert "next: warmup.count_trainable_parameters in exercises/warmup.py, wrong: 2 of 8" in (
+        run.stdout
+    )
+    assert last_lines(run, 1) == ["total 0 1 0 6 of 8"]
 
 
 def test_missing_file_is_an_error_not_a_fallback(graded):
     run = graded[0]["missing"]
     assert run.returncode == 1
     assert "the autograder looked for" in run.stdout and "passed" not in run.stdout.splitlines()[-1]
+
+
+def test_the_summary_per_chapter_is_the_last_thing_printed(graded):
+    """`pytest exercises -k qlora` on the stubs: the summary comes after pytest's own last line
+    ("... 38 not done in 9s"), and none of the libraries' noise is printed (bitsandbytes'
+    missing-kernel line, FutureWarnings, progress bars)."""
+    run = graded[0]["one chapter"]
+    assert run.returncode == 1
+    assert "38 not done in" in run.stdout
+    assert last_lines(run, 3) == [
+        "chapter done wrong not done checks passed",
+        "qlora 0 0 4 0 of 38",
+        "total 0 0 4 0 of 38",
+    ]
+    for noise in ("kernels-community", "FutureWarning", "Loading weights"):
+        assert noise not in run.stdout + run.stderr, noise
