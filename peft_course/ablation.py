@@ -34,10 +34,10 @@ from peft_course import distributed
 from peft_course.models import count_parameters
 from peft_course.data import ClassificationData
 from peft_course.errors import CourseError, check_positive_number
+from peft_course.configs import SweepSettings
 from peft_course.files import atomic_write_text
 from peft_course.lora import check_hyperparameters
 from peft_course.lm_classification import (
-    ANSWER_CUE,
     answer_loss,
     TEMPLATES,
     PromptFormat,
@@ -51,7 +51,7 @@ from peft_course.lm_classification import (
 )
 from peft_course.models import load_model
 from peft_course.plots import plot_curves
-from peft_course.settings import ABLATION, EMBEDDED_MODEL, TRAINING
+from peft_course.settings import ABLATION
 from peft_course.tables import write_table
 from peft_course.training import TrainConfig, load_trainable_state, train
 
@@ -120,7 +120,7 @@ class CellConfig:
     r: int = ABLATION.r
     alpha: float = ABLATION.alpha_ratio * ABLATION.r
     dropout: float = ABLATION.dropout
-    targets: tuple[str, ...] | None = None  # None: peft's default (c_attn for GPT-2)
+    targets: tuple[str, ...] | None = None
     learning_rate: float = LORA_LEARNING_RATE
     template: str = "default"
 
@@ -317,31 +317,6 @@ def _label(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-@dataclass(frozen=True)
-class Settings:
-    """What every cell of a sweep shares: the model, the loop, the prompt's cue and label words.
-
-    Attributes:
-        model: the causal LM every cell starts from.
-        epochs: training epochs of every cell.
-        batch_size: training batch size (validation uses twice as many rows).
-        max_length: tokens an encoded prompt keeps.
-        cue: the answer cue after the text.
-        label_words: the words the model answers with; None: " " + each label name.
-        device: where to train and score; None picks CUDA when present, else the CPU.
-        progress: show progress bars.
-    """
-
-    model: str = EMBEDDED_MODEL
-    epochs: int = ABLATION.epochs
-    batch_size: int = ABLATION.batch_size
-    max_length: int = TRAINING.max_length
-    cue: str = ANSWER_CUE
-    label_words: tuple[str, ...] | None = None  # None: " " + each label name
-    device: str | None = None
-    progress: bool = True
-
-
 QUICK = {
     "epochs": ABLATION.quick_epochs,
     "max_examples": ABLATION.quick_examples,
@@ -353,7 +328,7 @@ def untrained_score(
     test: Any,
     tokenizer: Any,
     words: Sequence[str],
-    settings: Settings,
+    settings: SweepSettings,
     directory: str | Path | None,
 ) -> dict[str, float]:
     """`score` of the model before training, kept beside the cells: every cell of a sweep with the
@@ -388,7 +363,7 @@ def untrained_score(
 def run_cell(
     data: ClassificationData,
     cell: Cell,
-    settings: Settings,
+    settings: SweepSettings,
     seed: int,
     directory: str | Path | None = None,
 ) -> dict[str, Any]:
@@ -479,7 +454,7 @@ def run_cell(
 
 
 def cell_directory(
-    output: str | Path, cell: Cell, settings: Settings, data: ClassificationData, seed: int
+    output: str | Path, cell: Cell, settings: SweepSettings, data: ClassificationData, seed: int
 ) -> Path:
     """`output/cells/<method>-<template>[-r<r>-alpha<alpha>]-<hash>/seed<k>`; the hash covers every
     input of the result (model, data with its labels, settings, the cell with its instruction's
@@ -530,7 +505,7 @@ class SweepResult:
     """
 
     sweep: Sweep
-    metrics: dict[str, list[dict[str, Any]]]  # cell label -> one metrics dict per seed
+    metrics: dict[str, list[dict[str, Any]]]
     trained: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
 
@@ -538,7 +513,7 @@ class SweepResult:
 def run_sweep(
     sweep: Sweep,
     data: ClassificationData,
-    settings: Settings = Settings(),
+    settings: SweepSettings = SweepSettings(),
     seeds: Sequence[int] = (0,),
     output: str | Path = "runs/ablation",
     fresh: bool = False,

@@ -1,19 +1,43 @@
-"""The `peft-course` command's parser: one subcommand per thing the course runs.
+"""The `peft-course` command: one subcommand per thing the course runs, its options generated.
 
-This module only describes the command line; what each subcommand does is in
-`peft_course.commands`, imported after the arguments are parsed, so `peft-course --help`
-(and a mistyped option) imports no torch. Defaults come from `peft_course.settings`, the one
-place each is written.
+Each subcommand is a dataclass of its own options plus the config dataclasses it builds
+(`TrainConfig`, `DataOptions`, `DPORunConfig`, ...); `peft_course.options.add_options` makes
+the parser from their fields, so an option is declared once, where its config field is. What
+each subcommand does is in `peft_course.commands`, imported after parsing, so that `--help`
+(and a mistyped option) imports no torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
 
-from peft_course.data import REGISTRY
+from peft_course.configs import (
+    DataOptions,
+    DPORunConfig,
+    LoraOptions,
+    SweepSettings,
+    TrainConfig,
+    output_option,
+    seed_option,
+)
 from peft_course.errors import CourseError, one_line
+from peft_course.options import (
+    add_options,
+    at_least,
+    as_flags,
+    check_options,
+    distinct_strings,
+    from_options,
+    interval,
+    non_negative_int,
+    option,
+    positive_int,
+    positive_number,
+)
+from peft_course.registry import METHODS, get_method
 from peft_course.settings import (
     ABLATION,
     DECODING,
@@ -22,706 +46,448 @@ from peft_course.settings import (
     EMBEDDED_MODEL,
     INSTRUCT,
     LORA,
-    METHOD_OPTIONS,
-    METHODS,
     PROMPTING,
     TRAINING,
 )
 
+MAX_LENGTH_HELP = "tokens a text keeps (at most the model's context)"
 
-def add_model_argument(parser: argparse.ArgumentParser) -> None:
-    """`--model`: the embedded tiny-gpt2 by default, a local directory, or a hub id.
 
-    Args:
-        parser: the subcommand's parser.
+def model_option(help: str = "") -> object:
+    """`model`: the embedded tiny-gpt2, a local checkpoint directory or a hub id."""
+    return option(
+        EMBEDDED_MODEL,
+        help=help
+        or f"tiny-gpt2 (embedded), a local checkpoint directory, or a hub id such as "
+        f"{DEFAULT_MODEL}",
+    )
+
+
+def checked(cls: type) -> type:
+    """`cls` as a dataclass whose fields are checked when it is built."""
+    cls.__post_init__ = check_options
+    return dataclass(cls)
+
+
+@dataclass(frozen=True)
+class Group:
+    """Options of a config dataclass that a command builds, shown under `title` in its help.
+
+    Attributes:
+        title: the heading in `--help`.
+        cls: the config dataclass.
+        skip: its fields the command declares or sets itself.
+        only: if given, the only fields offered.
+        defaults: this command's defaults where they differ from the dataclass's.
     """
-    parser.add_argument(
-        "--model",
-        default=EMBEDDED_MODEL,
-        help=(
-            "tiny-gpt2 (embedded), a local checkpoint "
-            f"directory, or a hub id such as {DEFAULT_MODEL}"
-        ),
-    )
+
+    title: str
+    cls: type
+    skip: tuple[str, ...] = ()
+    only: tuple[str, ...] | None = None
+    defaults: dict = field(default_factory=dict)
 
 
-def add_data_arguments(parser: argparse.ArgumentParser, default_dataset: str) -> None:
-    """`--dataset` or local files, their column names, and subsampling.
+@checked
+class Info:
+    """library versions, CUDA, 4-bit support, and whether smollm2-135m is installed"""
 
-    Args:
-        parser: the subcommand's parser (the options go in a `data` group).
-        default_dataset: the registered dataset `--dataset` defaults to.
+
+@checked
+class Demo:
+    """untrained vs fine-tuned: the results table on the embedded default
+
+    Evaluate the untrained model, fine-tune with each method, print a table; then the quick
+    ablation tables, the tuning table and the real model's.
     """
-    group = parser.add_argument_group("data")
-    group.add_argument(
-        "--dataset",
-        default=default_dataset,
-        help=f"a registered dataset ({', '.join(sorted(REGISTRY))}); default: %(default)s",
-    )
-    group.add_argument(
-        "--train-file", help="local CSV/TSV/JSONL/Parquet training file (instead of the hub)"
-    )
-    group.add_argument(
-        "--validation-file",
-        help="local validation file, with --train-file (default: 10%% of train)",
-    )
-    group.add_argument(
-        "--test-file", help="local test file, with --train-file (default: 10%% of train)"
-    )
-    group.add_argument("--text-column", help="column holding the text")
-    group.add_argument("--text-pair-column", help="column holding the second text of a pair")
-    group.add_argument("--label-column", help="column holding the label")
-    group.add_argument("--label-names", nargs="+", help="label names, in label-id order")
-    group.add_argument(
-        "--max-examples", type=int, help="keep at most this many rows per split (seeded)"
-    )
+
+    model: str = model_option()
+    max_length: int = option(TRAINING.max_length, help=MAX_LENGTH_HELP, check=at_least(2))
+    seed: int = seed_option()
+    output: Path = output_option("runs/demo", "where the tables are saved")
+    progress: bool = option(True, help="show progress bars")
+    real_model: bool = option(True, help="the last table: smollm2-135m prompted on reviews")
+    tuning: bool = option(True, help="the instruction, entailment and six-class table (90 s)")
 
 
-def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    """The loop's hyper-parameters and the LoRA options.
+def learning_rates() -> str:
+    """Each method's default learning rate, for `--help`."""
+    return ", ".join(f"{name} {method.learning_rate:g}" for name, method in METHODS.items())
 
-    Args:
-        parser: the subcommand's parser (the options go in a `training` group).
+
+@checked
+class Finetune:
+    """fine-tune one method on one dataset and save the run
+
+    Train with one method; write metrics.json, the history, plots and a results row.
     """
-    group = parser.add_argument_group("training")
-    rates = ", ".join(f"{name} {method.learning_rate:g}" for name, method in METHODS.items())
-    group.add_argument("--epochs", type=int, default=TRAINING.epochs, help="default: %(default)s")
-    group.add_argument(
-        "--batch-size", type=int, default=TRAINING.batch_size, help="default: %(default)s"
+
+    method: str = option(help="what trains (docs: Fine-tuning)", choices=tuple(METHODS))
+    model: str = model_option()
+    max_length: int = option(TRAINING.max_length, help=MAX_LENGTH_HELP, check=at_least(2))
+    learning_rate: float | None = option(
+        None, help=f"default: the method's ({learning_rates()})", check=positive_number
     )
-    group.add_argument("--learning-rate", type=float, help=f"default: the method's ({rates})")
-    group.add_argument(
-        "--weight-decay", type=float, default=TRAINING.weight_decay, help="default: %(default)s"
-    )
-    group.add_argument(
-        "--eval-every", type=int, help="validate every N steps (default: every epoch)"
-    )
-    group.add_argument(
-        "--group-by-length",
-        action="store_true",
-        help="batch rows of similar length together (less padding; other batches than the default)",
-    )
-    group.add_argument(
-        "--max-tokens-per-batch",
-        type=int,
-        help="run each batch in pieces of similar length, at most N padded tokens each (the same "
-        "gradient with less padding and memory)",
-    )
-    group.add_argument(
-        "--compile", action="store_true", help="torch.compile the model's forward pass"
-    )
-    group.add_argument(
-        "--fsdp",
-        action="store_true",
-        help="under torchrun: shard parameters, gradients and optimizer state (full fine-tuning)",
-    )
-    group.add_argument(
-        "--max-length",
-        type=int,
-        default=TRAINING.max_length,
-        help="truncate texts to this many tokens (default: %(default)s)",
-    )
-    group.add_argument("--seed", type=int, default=TRAINING.seed)
-    group.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if present)")
-    lora = parser.add_argument_group(
-        "LoRA (methods lora, lora-scratch, gpt2-scratch, merged, qlora)"
-    )
-    lora.add_argument(
-        "--r", type=int, default=LORA.r, help="rank of the update (default: %(default)s)"
-    )
-    lora.add_argument(
-        "--alpha",
-        type=float,
-        default=LORA.alpha,
-        help="scale: the update is multiplied by alpha/r (default: %(default)s)",
-    )
-    lora.add_argument(
-        "--dropout", type=float, default=LORA.dropout, help="dropout on the LoRA path"
-    )
-    lora.add_argument(
-        "--targets", nargs="+", help="module-name patterns to adapt (default: c_attn for peft)"
-    )
-    lora.add_argument(
-        "--bias", default="none", choices=["none", "all", "lora_only"], help="peft only"
-    )
-    lora.add_argument(
-        "--modules-to-save", nargs="+", help="peft only: extra modules trained in full"
-    )
-    lora.add_argument(
-        "--rslora", action="store_true", help="scale by alpha/sqrt(r) instead of alpha/r"
-    )
-    lora.add_argument(
-        "--no-gradient-checkpointing",
-        action="store_true",
-        help="qlora only: keep activations instead of recomputing them (faster, more memory)",
-    )
+    output: Path | None = output_option(None, "run directory (default: runs/<method>-<dataset>)")
+    overwrite: bool = option(False, help="replace a finished run in --output")
+    resume: bool = option(False, help="continue an interrupted run from its checkpoint")
 
 
-def add_count_command(subcommands) -> None:
-    """`peft-course count`: what BitFit, adapters or LoRA train, per module type.
+@checked
+class Predict:
+    """classify texts with a saved run
 
-    Args:
-        subcommands (argparse._SubParsersAction): the `add_subparsers()` action of the
-            `peft-course` parser.
+    Reload a run directory and classify each text.
     """
-    count = subcommands.add_parser(
-        "count",
-        help=(
-            "trainable parameters of bitfit/adapter/lora, "
-            "per module type, checked against a formula"
-        ),
-        description=(
-            "Apply a method to GPT-2 small (random weights, nothing downloaded) or to the course's "
-            "1024-512-...-2-1 network, and print its trainable parameters per module type next to "
-            "the closed-form formula's answer."
-        ),
-    )
-    count.add_argument("--method", required=True, choices=("bitfit", "adapter", "lora"))
-    count.add_argument(
-        "--model", default="gpt2-small", choices=("gpt2-small", "mlp"), help="default: %(default)s"
-    )
-    count.add_argument(
-        "--r",
-        type=int,
-        default=LORA.r,
-        help="adapter bottleneck / LoRA rank (default: %(default)s)",
-    )
-    count.add_argument(
-        "--targets",
-        nargs="+",
+
+    run: Path = option(help="a directory written by `peft-course finetune`")
+    texts: tuple[str, ...] = option(help="texts to classify", positional=True)
+
+
+@checked
+class Count:
+    """trainable parameters of bitfit/adapter/lora, per module type, checked against a formula
+
+    Apply a method to GPT-2 small (random weights, nothing downloaded) or to the course's
+    1024-512-...-2-1 network, and print its trainable parameters per module type next to the
+    closed-form formula's answer.
+    """
+
+    method: str = option(help="what trains", choices=("bitfit", "adapter", "lora"))
+    model: str = option("gpt2-small", help="the architecture", choices=("gpt2-small", "mlp"))
+    r: int = option(LORA.r, help="adapter bottleneck / LoRA rank", check=positive_int)
+    targets: tuple[str, ...] | None = option(
+        None,
+        help="module names or suffixes (GPT-2: c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj; mlp: "
+        "fc1 ... fc10). Default: c_attn (lora), attn.c_proj mlp.c_proj (adapter), every layer "
+        "(lora on mlp) or every hidden layer (adapter on mlp)",
         metavar="MODULE",
-        help="module names or suffixes (GPT-2: c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj; "
-        "mlp: fc1 ... fc10). Default: c_attn (lora), attn.c_proj mlp.c_proj (adapter), "
-        "every layer (lora on mlp) or every hidden layer (adapter on mlp)",
     )
-    count.add_argument(
-        "--labels", type=int, default=2, help="classes of GPT-2's classification head"
-    )
+    labels: int = option(2, help="classes of GPT-2's classification head", check=positive_int)
 
 
-def add_lora_command(subcommands) -> None:
-    """`peft-course lora`: the LoRA chapter's two tables (equality with peft, then training).
+@checked
+class Lora:
+    """LoRA from scratch: check it equals peft, then train both and compare
 
-    Args:
-        subcommands (argparse._SubParsersAction): the `add_subparsers()` action of the
-            `peft-course` parser.
+    Compare the course's LoRA layer with peft's (logits, merged logits, gradients), then
+    fine-tune tiny-gpt2 with each on synthetic-sentiment.
     """
-    lora = subcommands.add_parser(
-        "lora",
-        help="LoRA from scratch: check it equals peft, then train both and compare",
-        description=(
-            "Compare the course's LoRA layer with peft's (logits, merged logits, gradients), "
-            "then fine-tune tiny-gpt2 with each on synthetic-sentiment."
-        ),
-    )
-    add_model_argument(lora)
-    lora.add_argument(
-        "--epochs", type=int, default=METHODS["lora"].demo_epochs, help="default: %(default)s"
-    )
-    lora.add_argument(
-        "--learning-rate",
-        type=float,
-        default=METHODS["lora"].learning_rate,
-        help="default: %(default)s",
-    )
-    lora.add_argument(
-        "--r", type=int, default=LORA.r, help="rank of the update (default: %(default)s)"
-    )
-    lora.add_argument(
-        "--alpha",
-        type=float,
-        default=LORA.alpha,
-        help="the update is multiplied by alpha/r (default: %(default)s)",
-    )
-    lora.add_argument("--seed", type=int, default=0)
-    lora.add_argument(
-        "--output", type=Path, default=Path("runs/lora"), help="where the tables are saved"
-    )
-    lora.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    model: str = model_option()
+    output: Path = output_option("runs/lora", "where the tables are saved")
 
 
-def add_gpt2_command(subcommands) -> None:
-    """`peft-course gpt2`:
-    the from-scratch GPT-2 checked against transformers, then decoding by hand.
+@checked
+class Sampling:
+    """How a continuation is decoded (the GPT-2 chapter by hand, the prompting chapter by
+    transformers)."""
 
-    Args:
-        subcommands (argparse._SubParsersAction): the `add_subparsers()` action of the
-            `peft-course` parser.
+    max_new_tokens: int = option(
+        DECODING.max_new_tokens, help="the most tokens a continuation gets", check=positive_int
+    )
+    temperature: float = option(
+        DECODING.temperature, help="divides the logits before sampling", check=positive_number
+    )
+    top_k: int = option(
+        DECODING.top_k, help="top-k: sample among the k likeliest", check=positive_int
+    )
+    top_p: float = option(
+        DECODING.top_p,
+        help="top-p: sample within this much probability",
+        check=interval(0, 1, True),
+    )
+
+
+@checked
+class Gpt2:
+    """GPT-2 written from scratch: equal to transformers, LoRA counts, four decoding strategies
+
+    Load a GPT-2 checkpoint into the course's own GPT-2, compare its logits with transformers',
+    count what built-in LoRA trains, and continue a prompt with greedy, temperature, top-k and
+    top-p decoding (KV cache on).
     """
-    gpt2 = subcommands.add_parser(
-        "gpt2",
-        help=(
-            "GPT-2 written from scratch: equal to "
-            "transformers, LoRA counts, four decoding strategies"
-        ),
-        description="Load a GPT-2 checkpoint into the course's own GPT-2, compare its logits with "
-        "transformers', count what built-in LoRA trains, and continue a prompt with greedy, "
-        "temperature, top-k and top-p decoding (KV cache on).",
-    )
-    add_model_argument(gpt2)
-    gpt2.add_argument(
-        "--prompt", default=DECODING.prompt, help="text to continue (default: %(default)r)"
-    )
-    gpt2.add_argument(
-        "--strategy",
-        nargs="+",
-        default=["greedy", "temperature", "top-k", "top-p"],
-        metavar="NAME",
+
+    model: str = model_option()
+    prompt: str = option(DECODING.prompt, help="text to continue")
+    strategy: tuple[str, ...] = option(
+        ("greedy", "temperature", "top-k", "top-p"),
         help="greedy, temperature, top-k, top-p (default: all four)",
-    )
-    gpt2.add_argument(
-        "--max-new-tokens", type=int, default=DECODING.max_new_tokens, help="default: %(default)s"
-    )
-    gpt2.add_argument(
-        "--temperature", type=float, default=DECODING.temperature, help="default: %(default)s"
-    )
-    gpt2.add_argument("--top-k", type=int, default=DECODING.top_k, help="default: %(default)s")
-    gpt2.add_argument("--top-p", type=float, default=DECODING.top_p, help="default: %(default)s")
-    gpt2.add_argument("--seed", type=int, default=0, help="seeds each sampled continuation")
-    gpt2.add_argument(
-        "--no-check", action="store_true", help="skip the comparison with transformers"
-    )
-
-
-def add_instruct_command(subcommands) -> None:
-    """`peft-course instruct`: instruction tuning with the loss on the response only.
-
-    Args:
-        subcommands (argparse._SubParsersAction): the `add_subparsers()` action of the
-            `peft-course` parser.
-    """
-    instruct = subcommands.add_parser(
-        "instruct",
-        help="instruction tuning (loss on the response only), exact match before and after",
-        description=(
-            "Answer the test instructions, train on the responses (LoRA or full), answer again; "
-            "print exact match per task and a few answers before and after."
-        ),
-    )
-    instruct.add_argument(
-        "--data",
-        default="generated",
-        help=(
-            "'generated' (five checkable tasks), 'dolly' "
-            "(the hub) or a local CSV/JSONL/Parquet file"
-        ),
-    )
-    instruct.add_argument("--method", default="lora", choices=("lora", "full"))
-    add_model_argument(instruct)
-    instruct.add_argument("--instruction-column", default="instruction")
-    instruct.add_argument("--context-column", default="context")
-    instruct.add_argument("--response-column", default="response")
-    instruct.add_argument(
-        "--max-examples", type=int, help="keep at most this many examples per split"
-    )
-    instruct.add_argument(
-        "--epochs", type=int, default=INSTRUCT.epochs, help="default: %(default)s"
-    )
-    instruct.add_argument(
-        "--learning-rate",
-        type=float,
-        help=f"default: {', '.join(f'{m} {r:g}' for m, r in INSTRUCT.learning_rates.items())}",
-    )
-    instruct.add_argument(
-        "--batch-size", type=int, default=INSTRUCT.batch_size, help="default: %(default)s"
-    )
-    instruct.add_argument(
-        "--max-length", type=int, default=INSTRUCT.max_length, help="default: %(default)s"
-    )
-    instruct.add_argument(
-        "--r", type=int, default=INSTRUCT.r, help="LoRA rank (default: %(default)s)"
-    )
-    instruct.add_argument(
-        "--alpha", type=float, default=INSTRUCT.alpha, help="default: %(default)s"
-    )
-    instruct.add_argument("--targets", nargs="+", help="LoRA targets (default: every projection)")
-    instruct.add_argument(
-        "--train-embeddings",
-        action="store_true",
-        help="LoRA also trains the token embedding (tied to the LM head)",
-    )
-    instruct.add_argument("--seed", type=int, default=0)
-    instruct.add_argument(
-        "--output", type=Path, default=Path("runs/instruct"), help="where the tables are saved"
-    )
-    instruct.add_argument("--no-progress", action="store_true", help="hide progress bars")
-
-
-def add_prompt_command(subcommands) -> None:
-    """`peft-course prompt`: zero-/few-shot and chain-of-thought prompting on word problems.
-
-    Args:
-        subcommands (argparse._SubParsersAction): the `add_subparsers()` action of the
-            `peft-course` parser.
-    """
-    prompt = subcommands.add_parser(
-        "prompt",
-        help="zero-/few-shot and chain-of-thought prompting on arithmetic word problems",
-        description="Prompt a causal LM with each strategy, extract the numbers it answers, and "
-        "print the accuracy per strategy. No weights change.",
-    )
-    prompt.add_argument(
-        "--strategy",
-        nargs="+",
         metavar="NAME",
+        check=distinct_strings,
+    )
+    seed: int = seed_option(help="seeds each sampled continuation")
+    check: bool = option(True, help="compare with transformers first")
+
+
+@checked
+class Instruct:
+    """instruction tuning (loss on the response only), exact match before and after
+
+    Answer the test instructions, train on the responses (LoRA or full), answer again; print
+    exact match per task and a few answers before and after.
+    """
+
+    data: str = option(
+        "generated",
+        help="'generated' (five checkable tasks), 'dolly' (the hub) or a local CSV/JSONL/Parquet",
+    )
+    method: str = option("lora", help="what trains", choices=("lora", "full"))
+    model: str = model_option()
+    instruction_column: str = option("instruction", help="column of the instruction")
+    context_column: str = option("context", help="column of the context (may be empty)")
+    response_column: str = option("response", help="column of the response")
+    max_examples: int | None = option(
+        None, help="keep at most this many examples per split", check=positive_int
+    )
+    learning_rate: float | None = option(
+        None,
+        help=f"default: {', '.join(f'{m} {r:g}' for m, r in INSTRUCT.learning_rates.items())}",
+        check=positive_number,
+    )
+    max_length: int = option(INSTRUCT.max_length, help=MAX_LENGTH_HELP, check=at_least(2))
+    train_embeddings: bool = option(
+        False, help="LoRA also trains the token embedding (tied to the LM head)"
+    )
+    output: Path = output_option("runs/instruct", "where the tables are saved")
+
+
+@checked
+class Prompt:
+    """zero-/few-shot and chain-of-thought prompting on arithmetic word problems
+
+    Prompt a causal LM with each strategy, extract the numbers it answers, and print the
+    accuracy per strategy. No weights change.
+    """
+
+    strategy: tuple[str, ...] | None = option(
+        None,
         help="zero-shot, few-shot, cot, zero-shot-cot, few-shot-cot "
         "(default: zero-shot few-shot cot zero-shot-cot)",
+        metavar="NAME",
     )
-    add_model_argument(prompt)
-    prompt.add_argument(
-        "--problems",
-        default="generated",
-        help="'generated' (word problems solved by sympy) or a GSM8K-format JSONL file",
+    model: str = model_option()
+    problems: str = option(
+        "generated", help="'generated' (word problems solved by sympy) or a GSM8K-format JSONL"
     )
-    prompt.add_argument(
-        "--n-problems",
-        type=int,
-        default=PROMPTING.n_problems,
+    n_problems: int = option(
+        PROMPTING.n_problems,
         help="how many problems (generated, or the first N of the file)",
+        check=positive_int,
     )
-    prompt.add_argument(
-        "--shots",
-        type=int,
-        default=PROMPTING.shots,
-        help="k, the solved examples of the few-shot strategies",
+    shots: int = option(
+        PROMPTING.shots,
+        help="k, the solved examples of few-shot strategies",
+        check=non_negative_int,
     )
-    prompt.add_argument(
-        "--examples", help="GSM8K-format JSONL of solved examples (default: generated ones)"
+    examples: str | None = option(
+        None, help="GSM8K-format JSONL of solved examples (default: generated ones)"
     )
-    prompt.add_argument(
-        "--max-new-tokens", type=int, default=PROMPTING.max_new_tokens, help="default: %(default)s"
+    sample: bool = option(False, help="sample instead of greedy decoding")
+    chat: bool = option(
+        False, help="wrap each prompt in the model's chat template (instruct models)"
     )
-    prompt.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
-    prompt.add_argument(
-        "--chat",
-        action="store_true",
-        help="wrap each prompt in the model's chat template (instruct models such as smollm2-135m)",
-    )
-    prompt.add_argument(
-        "--temperature", type=float, default=PROMPTING.temperature, help="default: %(default)s"
-    )
-    prompt.add_argument("--top-p", type=float, default=PROMPTING.top_p, help="default: %(default)s")
-    prompt.add_argument("--seed", type=int, default=0)
-    prompt.add_argument(
-        "--output",
-        type=Path,
-        default=Path("runs/prompt"),
-        help="where completions.jsonl and results.md are saved",
-    )
+    seed: int = seed_option()
+    output: Path = output_option("runs/prompt", "where completions.jsonl and results.md go")
 
 
-def add_dpo_command(subcommands) -> None:
-    """`peft-course dpo`: Direct Preference Optimization through TRL,
-    before/after on held-out pairs.
+@checked
+class Dpo:
+    """Direct Preference Optimization with TRL on preference pairs
 
-    Args:
-        subcommands (argparse._SubParsersAction): the `add_subparsers()` action of the
-            `peft-course` parser.
+    Train a causal LM with DPO (trl.DPOTrainer) on generated film pairs or a JSONL file of
+    prompt/chosen/rejected pairs; print held-out preference accuracy and margin before and
+    after; save the logged rewards (metrics.json) and their plot (rewards.png).
     """
-    dpo = subcommands.add_parser(
-        "dpo",
-        help="Direct Preference Optimization with TRL on preference pairs",
-        description=(
-            "Train a causal LM with DPO (trl.DPOTrainer) on generated film pairs or a JSONL file "
-            "of prompt/chosen/rejected pairs; print held-out preference accuracy and margin before "
-            "and after; save the logged rewards (metrics.json) and their plot (rewards.png)."
-        ),
+
+    model: str = model_option()
+    train_file: str | None = option(
+        None, help="JSONL of {prompt, chosen, rejected} pairs (default: generated film pairs)"
     )
-    add_model_argument(dpo)
-    dpo.add_argument(
-        "--train-file",
-        help="JSONL of {prompt, chosen, rejected} pairs (default: generated film pairs)",
+    test_fraction: float = option(
+        DPO.test_fraction, help="pairs of --train-file held out", check=interval(0, 1, True, True)
     )
-    dpo.add_argument(
-        "--test-fraction",
-        type=float,
-        default=DPO.test_fraction,
-        help="pairs of --train-file held out",
-    )
-    dpo.add_argument(
-        "--prefer",
-        default="positive",
+    prefer: str = option(
+        "positive",
+        help="generated pairs: the sentiment of the chosen completion",
         choices=("positive", "negative"),
-        help="generated pairs: the sentiment of the chosen completion (default: %(default)s)",
     )
-    dpo.add_argument("--n-train", type=int, default=DPO.n_train, help="generated training pairs")
-    dpo.add_argument("--n-test", type=int, default=DPO.n_test, help="generated held-out pairs")
-    dpo.add_argument(
-        "--beta",
-        type=float,
-        default=DPO.beta,
-        help="weight of the KL penalty (default: %(default)s)",
-    )
-    dpo.add_argument(
-        "--learning-rate",
-        type=float,
-        default=DPO.learning_rate,
-        help="default: %(default)s (suits LoRA on tiny-gpt2; try 1e-3 with --no-lora)",
-    )
-    dpo.add_argument("--epochs", type=int, default=DPO.epochs, help="default: %(default)s")
-    dpo.add_argument("--batch-size", type=int, default=DPO.batch_size, help="default: %(default)s")
-    dpo.add_argument(
-        "--lora",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help=(
-            "LoRA (reference = base with adapters off) or "
-            "--no-lora (full, explicit frozen reference)"
-        ),
-    )
-    dpo.add_argument("--r", type=int, default=LORA.r, help="LoRA rank (default: %(default)s)")
-    dpo.add_argument(
-        "--alpha", type=float, default=LORA.alpha, help="LoRA alpha (default: %(default)s)"
-    )
-    dpo.add_argument("--seed", type=int, default=0)
-    dpo.add_argument(
-        "--output",
-        type=Path,
-        default=Path("runs/dpo"),
-        help="where metrics.json and rewards.png go",
-    )
+    n_train: int = option(DPO.n_train, help="generated training pairs", check=positive_int)
+    n_test: int = option(DPO.n_test, help="generated held-out pairs", check=positive_int)
+    output: Path = output_option("runs/dpo", "where metrics.json and rewards.png go")
 
 
 SWEEPS = ("rank", "alpha", "prompt", "dropout", "learning-rate", "targets")
 
 
-def add_ablate_command(subcommands) -> None:
-    """`peft-course ablate`: the rank, alpha and prompt-template tables,
-    or a sweep of any other setting.
+def distinct_seeds(name: str, seeds: tuple[int, ...]) -> None:
+    """Training seeds: whole numbers of at least 0, none twice."""
+    for seed in seeds:
+        non_negative_int(name, seed)
+    distinct_strings(name, [str(seed) for seed in seeds])
 
-    Args:
-        subcommands (argparse._SubParsersAction): the `add_subparsers()` action of the
-            `peft-course` parser.
+
+@checked
+class Ablate:
+    """rank / alpha / prompt-template ablation tables (or any other hyper-parameter)
+
+    Fine-tune through the language-model head (prompt + label word, LM loss on the label word)
+    once per value, score by verbalizer and by strict match of greedy generation, and write the
+    table (Markdown + CSV) and every cell's validation-loss curve (PNG). Finished cells are
+    reused on a rerun.
     """
-    ablate = subcommands.add_parser(
-        "ablate",
-        help="rank / alpha / prompt-template ablation tables (or any other hyper-parameter)",
-        description=(
-            "Fine-tune through the language-model head (prompt + label word, LM loss on the label "
-            "word) once per value, score by verbalizer and by strict match of greedy generation, "
-            "and write the table (Markdown + CSV) and every cell's validation-loss curve (PNG). "
-            "Finished cells are reused on a rerun."
-        ),
-    )
-    ablate.add_argument(
-        "sweep",
+
+    sweep: str = option(
+        help="the table: rank (alpha = 4r, + full fine-tuning), alpha (r=16, + full), prompt "
+        "(the five templates at r=128), or dropout/learning-rate/targets",
         choices=SWEEPS,
-        help="the table: rank (alpha = 4r, + full fine-tuning), alpha "
-        "(r=16, + full), prompt (the five templates at r=128), or dropout/learning-rate/targets",
+        positional=True,
     )
-    ablate.add_argument(
-        "--values",
-        nargs="+",
-        metavar="V",
+    values: tuple[str, ...] | None = option(
+        None,
         help="replace the grid: ranks, alphas, template names, dropouts, learning rates, or "
         "comma-separated module lists (targets: c_attn c_attn,c_fc)",
+        metavar="V",
     )
-    add_model_argument(ablate)
-    add_data_arguments(ablate, "synthetic-sentiment")
-    ablate.add_argument(
-        "--data-seed",
-        dest="seed",
-        type=int,
-        default=0,
+    model: str = model_option()
+    seed: int = option(
+        0,
         help="seed of the data subsample and split; fixed across --seeds",
+        check=non_negative_int,
+        flag="--data-seed",
     )
-    ablate.add_argument(
-        "--seeds",
-        nargs="+",
-        type=int,
-        default=[0],
-        help="training seeds; each cell runs once per seed and reports mean ± std",
+    seeds: tuple[int, ...] = option(
+        (0,), help="training seeds; each cell runs once per seed (mean ± std)", check=distinct_seeds
     )
-    ablate.add_argument(
-        "--quick",
-        action="store_true",
-        help=(
-            f"{ABLATION.quick_examples} examples a split and {ABLATION.quick_epochs} epochs: about "
-            "a CPU minute a sweep on the embedded default"
-        ),
+    quick: bool = option(
+        False,
+        help=f"{ABLATION.quick_examples} examples a split and {ABLATION.quick_epochs} epochs: "
+        "about a CPU minute a sweep on the embedded default",
     )
-    ablate.add_argument(
-        "--output",
-        type=Path,
-        default=Path("runs/ablation"),
-        help="where the tables, plots and cells/ go (default: %(default)s)",
-    )
-    ablate.add_argument("--fresh", action="store_true", help="retrain cells that already finished")
-    ablate.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    group = ablate.add_argument_group("every cell")
-    group.add_argument(
-        "--epochs",
-        type=int,
+    output: Path = output_option("runs/ablation", "where the tables, plots and cells/ go")
+    fresh: bool = option(False, help="retrain cells that already finished")
+    epochs: int | None = option(
+        None,
         help=f"default {ABLATION.epochs} ({ABLATION.quick_epochs} with --quick)",
+        check=positive_int,
     )
-    group.add_argument(
-        "--batch-size", type=int, default=ABLATION.batch_size, help="default: %(default)s"
-    )
-    group.add_argument(
-        "--learning-rate",
-        type=float,
+    learning_rate: float | None = option(
+        None,
         help=f"LoRA cells (default: {ABLATION.lora_learning_rate:g}, measured for tiny-gpt2)",
+        check=positive_number,
     )
-    group.add_argument(
-        "--full-learning-rate",
-        type=float,
+    full_learning_rate: float | None = option(
+        None,
         help=f"the full fine-tuning row (default: {ABLATION.full_learning_rate:g})",
+        check=positive_number,
     )
-    group.add_argument("--no-full", action="store_true", help="leave out the full fine-tuning row")
-    group.add_argument(
-        "--r",
-        type=int,
-        help=f"rank where the sweep does not set it (default {ABLATION.r}; "
-        f"{ABLATION.prompt_r} for prompt)",
+    full: bool = option(True, help="the full fine-tuning row")
+    r: int | None = option(
+        None,
+        help=f"rank where the sweep does not set it (default {ABLATION.r}; {ABLATION.prompt_r} "
+        "for prompt)",
+        check=positive_int,
     )
-    group.add_argument(
-        "--alpha",
-        type=float,
+    alpha: float | None = option(
+        None,
         help=f"alpha where the sweep does not set it (default {ABLATION.alpha_ratio:g}r)",
+        check=positive_number,
     )
-    group.add_argument(
-        "--alpha-ratio",
-        type=float,
-        default=ABLATION.alpha_ratio,
-        help="rank sweep: alpha = ratio * r (default: %(default)s)",
+    alpha_ratio: float = option(
+        ABLATION.alpha_ratio, help="rank sweep: alpha = ratio * r", check=positive_number
     )
-    group.add_argument(
-        "--dropout",
-        type=float,
-        default=ABLATION.dropout,
-        help="LoRA dropout; the model's dropout for full (default: %(default)s)",
+    dropout: float = option(
+        ABLATION.dropout,
+        help="LoRA dropout; the model's dropout for full",
+        check=interval(0, 1, high_open=True),
     )
-    group.add_argument(
-        "--targets", nargs="+", help="LoRA target modules (default: peft's, c_attn for GPT-2)"
+    targets: tuple[str, ...] | None = option(
+        None, help="LoRA target modules (default: peft's, c_attn for GPT-2)"
     )
-    group.add_argument(
-        "--template", default="default", help="prompt template where the sweep does not set it"
-    )
-    group.add_argument(
-        "--max-length",
-        type=int,
-        default=TRAINING.max_length,
-        help="prompt + text + label word, in tokens (default: %(default)s)",
-    )
-    group.add_argument(
-        "--cue", default="\\nSentiment:", help="answer cue after the text (default: %(default)s)"
-    )
-    group.add_argument(
-        "--label-words", nargs="+", help="one per label (default: ' ' + each label name)"
-    )
-    group.add_argument("--device", help="cpu, cuda, ... (default: cuda if present)")
+    template: str = option("default", help="prompt template where the sweep does not set it")
 
 
-def add_info_command(subcommands) -> None:
-    """`peft-course info`: versions, devices, and which models are ready.
+def method_option_groups() -> tuple[Group, ...]:
+    """`finetune`'s method options: one group per options class of the registry, each field once,
+    under the methods that take it.
 
-    Args:
-        subcommands (argparse._SubParsersAction): the `add_subparsers()` action of the
-            `peft-course` parser.
+    The options are left out of the parsed command line unless typed, so that an option the
+    chosen method does not take is refused rather than ignored.
     """
-    subcommands.add_parser(
-        "info", help="library versions, CUDA, 4-bit support, and whether smollm2-135m is installed"
-    )
+    options = [m.options for m in METHODS.values() if m.options is not None]
+    classes = dict.fromkeys(c for o in options for c in reversed(o.__mro__) if is_dataclass(c))
+    groups = []
+    for cls in classes:
+        users = [n for n, m in METHODS.items() if m.options and issubclass(m.options, cls)]
+        own = tuple(name for name in cls.__annotations__ if name in cls.__dataclass_fields__)
+        groups.append(Group(f"options of {', '.join(users)}", cls, only=own))
+    return tuple(groups)
 
 
-def add_demo_command(subcommands) -> None:
-    """`peft-course demo`: the untrained baseline and every method, then the ablation tables.
-
-    Args:
-        subcommands (argparse._SubParsersAction): the `add_subparsers()` action of the
-            `peft-course` parser.
-    """
-    demo = subcommands.add_parser(
-        "demo",
-        help="untrained vs fine-tuned: the results table on the embedded default",
-        description="Evaluate the untrained model, fine-tune with each method, print a table.",
-    )
-    add_model_argument(demo)
-    add_data_arguments(demo, "synthetic-sentiment")
-    demo.add_argument(
-        "--max-length",
-        type=int,
-        default=TRAINING.max_length,
-        help="truncate texts to this many tokens (default: %(default)s)",
-    )
-    demo.add_argument("--seed", type=int, default=TRAINING.seed)
-    demo.add_argument(
-        "--output", type=Path, default=Path("runs/demo"), help="where the table is saved"
-    )
-    demo.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    demo.add_argument(
-        "--no-real-model",
-        action="store_true",
-        help="leave out the last table (smollm2-135m prompted on generated reviews)",
-    )
-    demo.add_argument(
-        "--no-tuning",
-        action="store_true",
-        help="leave out the instruction, entailment and six-class table (about 90 s)",
-    )
-
-
-def add_finetune_command(subcommands) -> None:
-    """`peft-course finetune`: one method on one dataset, saved as a run directory.
-
-    Args:
-        subcommands (argparse._SubParsersAction): the `add_subparsers()` action of the
-            `peft-course` parser.
-    """
-    finetune = subcommands.add_parser(
-        "finetune",
-        help="fine-tune one method on one dataset and save the run",
-        description=(
-            "Train with one method; write metrics.json, the history, plots and a results row."
+DATA = Group("data", DataOptions)
+COMMANDS: dict[str, tuple[type, tuple[Group, ...]]] = {
+    "info": (Info, ()),
+    "demo": (Demo, (DATA,)),
+    "finetune": (
+        Finetune,
+        (DATA, Group("training", TrainConfig, skip=("learning_rate",)), *method_option_groups()),
+    ),
+    "predict": (Predict, ()),
+    "count": (Count, ()),
+    "lora": (
+        Lora,
+        (
+            Group(
+                "training",
+                TrainConfig,
+                only=("epochs", "learning_rate", "seed", "progress"),
+                defaults={
+                    "epochs": get_method("lora").demo_epochs,
+                    "learning_rate": get_method("lora").learning_rate,
+                },
+            ),
+            Group("LoRA", LoraOptions, only=("r", "alpha")),
         ),
-    )
-    finetune.add_argument("--method", required=True, choices=list(METHOD_OPTIONS))
-    add_model_argument(finetune)
-    add_data_arguments(finetune, "synthetic-sentiment")
-    add_training_arguments(finetune)
-    finetune.add_argument(
-        "--output", type=Path, help="run directory (default: runs/<method>-<dataset>)"
-    )
-    finetune.add_argument(
-        "--overwrite", action="store_true", help="replace a finished run in --output"
-    )
-    finetune.add_argument(
-        "--resume", action="store_true", help="continue an interrupted run from its checkpoint"
-    )
-    finetune.add_argument("--no-progress", action="store_true", help="hide progress bars")
-
-
-def add_predict_command(subcommands) -> None:
-    """`peft-course predict`: classify texts with a saved run.
-
-    Args:
-        subcommands (argparse._SubParsersAction): the `add_subparsers()` action of the
-            `peft-course` parser.
-    """
-    predict = subcommands.add_parser(
-        "predict",
-        help="classify texts with a saved run",
-        description="Reload a run directory and classify each text.",
-    )
-    predict.add_argument(
-        "--run", required=True, type=Path, help="a directory written by `peft-course finetune`"
-    )
-    predict.add_argument("texts", nargs="+", help="texts to classify")
-
-
-SUBCOMMANDS = (
-    add_info_command,
-    add_demo_command,
-    add_finetune_command,
-    add_predict_command,
-    add_count_command,
-    add_lora_command,
-    add_gpt2_command,
-    add_instruct_command,
-    add_prompt_command,
-    add_dpo_command,
-    add_ablate_command,
-)
+    ),
+    "gpt2": (Gpt2, (Group("decoding", Sampling),)),
+    "instruct": (
+        Instruct,
+        (
+            Group(
+                "training",
+                TrainConfig,
+                only=("epochs", "batch_size", "seed", "progress"),
+                defaults={"epochs": INSTRUCT.epochs, "batch_size": INSTRUCT.batch_size},
+            ),
+            Group(
+                "LoRA",
+                LoraOptions,
+                only=("r", "alpha", "targets"),
+                defaults={"r": INSTRUCT.r, "alpha": INSTRUCT.alpha},
+            ),
+        ),
+    ),
+    "prompt": (
+        Prompt,
+        (
+            Group(
+                "decoding",
+                Sampling,
+                skip=("top_k",),
+                defaults={
+                    "max_new_tokens": PROMPTING.max_new_tokens,
+                    "temperature": PROMPTING.temperature,
+                    "top_p": PROMPTING.top_p,
+                },
+            ),
+        ),
+    ),
+    "dpo": (Dpo, (Group("DPO", DPORunConfig),)),
+    "ablate": (
+        Ablate,
+        (DATA, Group("every cell", SweepSettings, skip=("model", "epochs"))),
+    ),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -730,9 +496,34 @@ def build_parser() -> argparse.ArgumentParser:
         prog="peft-course", description="Parameter-efficient fine-tuning and alignment on GPT-2."
     )
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in SUBCOMMANDS:
-        add(subcommands)
+    for name, (options, groups) in COMMANDS.items():
+        summary, _, description = (options.__doc__ or "").partition("\n")
+        sub = subcommands.add_parser(
+            name, help=summary, description=" ".join(description.split()) or summary
+        )
+        add_options(sub, options)
+        for group in groups:
+            add_options(
+                sub.add_argument_group(group.title),
+                group.cls,
+                skip=group.skip,
+                only=group.only,
+                given_only=name == "finetune" and group.cls not in (DataOptions, TrainConfig),
+                **group.defaults,
+            )
     return parser
+
+
+def check_groups(args: argparse.Namespace) -> None:
+    """Build the command's option dataclasses once, so every range is checked before any work.
+
+    Raises:
+        CourseError: naming the first option whose value is wrong, as typed (`--epochs`).
+    """
+    options, groups = COMMANDS[args.command]
+    from_options(options, args)
+    for group in groups:
+        from_options(group.cls, args, only=group.only, skip=group.skip)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -747,14 +538,14 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The exit status: 0, 2 after a `CourseError`, 130 after Ctrl-C.
     """
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    from peft_course import (
-        commands,
-    )  # here, after parsing: `--help` and usage errors import no torch
+    args = build_parser().parse_args(argv)
+    # here, after parsing: `--help` and usage errors import no torch
+    from peft_course import commands
 
     try:
-        commands.check_arguments(args, parser)
+        with as_flags():
+            check_groups(args)
+            commands.check_arguments(args)
         getattr(commands, f"command_{args.command}")(args)
     except CourseError as error:
         print(f"peft-course {args.command}: error: {one_line(error)}", file=sys.stderr)

@@ -8,11 +8,11 @@ chapter function, so what the command prints is what a learner gets by calling t
 
 from __future__ import annotations
 
-import argparse
 from argparse import Namespace
-from dataclasses import asdict, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
+from peft_course import distributed, smollm2
 from peft_course.ablation import (
     FULL_LEARNING_RATE,
     LORA_LEARNING_RATE,
@@ -20,7 +20,6 @@ from peft_course.ablation import (
     SEED_ALPHAS,
     SEED_RANKS,
     CellConfig,
-    Settings,
     alpha_sweep,
     full_cell,
     parameter_sweep,
@@ -30,8 +29,10 @@ from peft_course.ablation import (
     table_rows,
     write_sweep,
 )
+from peft_course.configs import DataOptions, DPORunConfig, SweepSettings, TrainConfig
 from peft_course.counting import count_method, format_method_count
-from peft_course.data import check_label_names, load_classification_data
+from peft_course.data import load_classification_data
+from peft_course.decoding import decoding_options, gpt2_generation_rows
 from peft_course.demo import (
     ablation_results,
     demo_rows,
@@ -40,7 +41,6 @@ from peft_course.demo import (
     tuning_rows,
 )
 from peft_course.dpo import (
-    DPORunConfig,
     before_after_table,
     film_preferences,
     load_preference_jsonl,
@@ -48,19 +48,15 @@ from peft_course.dpo import (
     split_pairs,
     train_dpo,
 )
-from peft_course.errors import (
-    CourseError,
-    check_distinct,
-    check_int,
-    check_number,
-    check_positive_int,
-    check_positive_number,
-)
+from peft_course.errors import CourseError, check_distinct
 from peft_course.files import atomic_write_text, check_output_directory
-from peft_course.finetune import check_method_options, finetune, get_method, lora_training_rows
+from peft_course.finetune import finetune, lora_training_rows
+from peft_course.gpt2 import from_pretrained, gpt2_count_rows, gpt2_parity_rows
+from peft_course.instruct import instruct_rows, instruct_tune, load_instructions
 from peft_course.lm_classification import TEMPLATES
 from peft_course.lora import equivalence_rows
 from peft_course.models import check_max_length, context_length, load_tokenizer, model_config
+from peft_course.options import as_flags, from_options
 from peft_course.prompting import (
     DEFAULT_STRATEGIES,
     build_prompt,
@@ -71,9 +67,7 @@ from peft_course.prompting import (
     load_problem_set,
 )
 from peft_course.qlora import require_4bit
-from peft_course.decoding import decoding_options, gpt2_generation_rows
-from peft_course.gpt2 import from_pretrained, gpt2_count_rows, gpt2_parity_rows
-from peft_course.instruct import instruct_rows, instruct_tune, load_instructions
+from peft_course.registry import METHODS, get_method, method_options
 from peft_course.runs import (
     RunSpec,
     check_resume,
@@ -84,75 +78,43 @@ from peft_course.runs import (
     save_run,
     start_run,
 )
-from peft_course import distributed, smollm2
 from peft_course.settings import ABLATION, EMBEDDED_MODEL, INSTRUCT
-from peft_course.system import check_device, provenance, system_info
+from peft_course.system import provenance, system_info
 from peft_course.tables import markdown_table, write_table
-from peft_course.training import TrainConfig, check_checkpoint
+from peft_course.training import check_checkpoint
 from peft_course.word_problems import load_gsm8k_jsonl
 
 
-def data_from_arguments(args: argparse.Namespace):
-    """Load the classification data the data arguments describe.
+def load_data(args: Namespace, **given):
+    """Load the classification data the data options describe (`--dataset`, `--train-file`, ...).
 
     Args:
-        args: the parsed command line of a command with the data options (`--dataset`,
-            `--train-file`, ...).
-
-    Raises:
-        CourseError: if `--validation-file` or `--test-file` is given without `--train-file`.
+        args: the parsed command line of a command with the data options.
+        **given: options set by the command itself (e.g. a smaller `max_examples`).
     """
-    for option, value in (
-        ("--validation-file", args.validation_file),
-        ("--test-file", args.test_file),
-    ):
-        if value is not None and args.train_file is None:
-            raise CourseError(
-                f"{option} needs --train-file: local validation and test files go with a local "
-                f"training file (without one, {args.dataset} would be used and {option} ignored)"
-            )
-    return load_classification_data(
-        args.dataset,
-        train_file=args.train_file,
-        validation_file=args.validation_file,
-        test_file=args.test_file,
-        text_column=args.text_column,
-        text_pair_column=args.text_pair_column,
-        label_column=args.label_column,
-        label_names=args.label_names,
-        max_examples=args.max_examples,
-        seed=args.seed,
-    )
+    options = asdict(from_options(DataOptions, args, **given))
+    return load_classification_data(options.pop("dataset"), **options, seed=args.seed)
 
 
-# `prepare`'s keyword -> how it is read off the parsed arguments, where the two differ
-OPTION_ARGUMENTS = {
-    "use_rslora": lambda args: args.rslora,
-    "gradient_checkpointing": lambda args: not args.no_gradient_checkpointing,
-}
+def typed_method_options(args: Namespace) -> dict:
+    """The method options typed on the command line, checked against what `--method` takes.
 
-
-def method_options(args: argparse.Namespace) -> dict:
-    """The keyword arguments of the chosen method's `prepare`: the options it declares (see
-    `peft_course.settings.METHOD_OPTIONS`), read off the command line.
-
-    An option left unset (None) is left out, so the method's own default applies, and an option
-    with no command-line form (`trainable`) is for Python callers only.
+    Returns every option of the method, with its default where none was typed (None left out),
+    so that the run records exactly what built its model.
 
     Args:
         args: the parsed command line of `peft-course finetune`.
     """
-    options = {}
-    for name in get_method(args.method).options:
-        value = (
-            OPTION_ARGUMENTS[name](args) if name in OPTION_ARGUMENTS else getattr(args, name, None)
-        )
-        if value is not None:
-            options[name] = value
-    return options
+    names = {f.name for m in METHODS.values() if m.options for f in fields(m.options)}
+    given = {name: getattr(args, name) for name in names if hasattr(args, name)}
+    method = get_method(args.method)
+    with as_flags():
+        method_options(args.method, given)
+        options = method.options(**given) if method.options else None
+    return {} if options is None else {k: v for k, v in asdict(options).items() if v is not None}
 
 
-def finetune_output(args: argparse.Namespace) -> Path:
+def finetune_output(args: Namespace) -> Path:
     """`--output`, or `runs/<method>-<dataset>`
     (the training file's stem in place of the dataset).
 
@@ -176,7 +138,7 @@ def smollm2_status() -> str:
     return "installed; converted to safetensors on first use (about 30 s)"
 
 
-def command_info(args: argparse.Namespace) -> None:
+def command_info(args: Namespace) -> None:
     """Library versions, devices, 4-bit support, and whether `smollm2-135m` is ready.
 
     Args:
@@ -186,32 +148,32 @@ def command_info(args: argparse.Namespace) -> None:
         print(f"{key:>22}: {value}")
 
 
-def command_demo(args: argparse.Namespace) -> None:
+def command_demo(args: Namespace) -> None:
     """The results table of every method, the quick ablation tables, and the real-model glimpse.
 
     Args:
         args: the parsed command line of `peft-course demo`.
     """
-    data = data_from_arguments(args)
-    rows = demo_rows(data, args.model, args.seed, args.max_length, progress=not args.no_progress)
+    data = load_data(args)
+    rows = demo_rows(data, args.model, args.seed, args.max_length, progress=args.progress)
     path = write_table(rows, args.output, note=provenance("peft-course demo"))
     print(f"\n{data.name} with {args.model} (test split, best-validation checkpoint)\n")
     print(markdown_table(rows))
     print(f"saved: {path} and {path.with_suffix('.csv')}")
     demo_ablation(args)
-    if not args.no_tuning and args.model == EMBEDDED_MODEL:
+    if args.tuning and args.model == EMBEDDED_MODEL:
         demo_tuning(args)
-    if not args.no_real_model:
+    if args.real_model:
         demo_real_model(args.output)
 
 
-def demo_tuning(args: argparse.Namespace) -> None:
+def demo_tuning(args: Namespace) -> None:
     """Instruction tuning, entailment and six classes on the embedded model: untrained vs full.
 
     Args:
         args: the parsed command line of `peft-course demo`.
     """
-    rows = tuning_rows(tuning_results(args.seed, progress=not args.no_progress))
+    rows = tuning_rows(tuning_results(args.seed, progress=args.progress))
     path = write_table(rows, args.output, "tuning", note=provenance("peft-course demo"))
     print(
         f"\nBeyond binary sentiment: {args.model}, untrained and fully fine-tuned (test splits)\n"
@@ -220,7 +182,7 @@ def demo_tuning(args: argparse.Namespace) -> None:
     print(f"saved: {path}")
 
 
-def demo_ablation(args: argparse.Namespace) -> None:
+def demo_ablation(args: Namespace) -> None:
     """The rank, alpha and prompt tables at `--quick` size, on the embedded model only.
 
     Args:
@@ -233,10 +195,10 @@ def demo_ablation(args: argparse.Namespace) -> None:
         )
         return
     size = min(args.max_examples or QUICK["max_examples"], QUICK["max_examples"])
-    quick = data_from_arguments(Namespace(**{**vars(args), "max_examples": size}))
+    quick = load_data(args, max_examples=size)
     try:
         results = ablation_results(
-            quick, args.model, args.output / "ablation", progress=not args.no_progress
+            quick, args.model, args.output / "ablation", progress=args.progress
         )
     except CourseError as error:  # pairs, or label words the tokenizer can't tell apart
         print(f"\nThe ablation tables were skipped for {quick.name}: {error}")
@@ -273,35 +235,21 @@ def demo_real_model(output: Path) -> None:
     print(f"saved: {path}")
 
 
-def command_finetune(args: argparse.Namespace) -> None:
+def command_finetune(args: Namespace) -> None:
     """Train one method on one dataset and save the run (weights, metrics, plots, results row).
 
     Args:
         args: the parsed command line of `peft-course finetune`.
     """
     method = get_method(args.method)
-    output = check_run_directory(
-        finetune_output(args), args.overwrite, args.resume
-    )  # nothing written yet
-    options = method_options(args)
-    check_method_options(args.method, options)
+    # nothing is written yet
+    output = check_run_directory(finetune_output(args), args.overwrite, args.resume)
+    options = typed_method_options(args)
     if args.method == "qlora":
         require_4bit(args.device)  # says what to install before any data or model is loaded
-    data = data_from_arguments(args)
-    config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=method.learning_rate if args.learning_rate is None else args.learning_rate,
-        weight_decay=args.weight_decay,
-        eval_every=args.eval_every,
-        group_by_length=args.group_by_length,
-        max_tokens_per_batch=args.max_tokens_per_batch,
-        compile=args.compile,
-        fsdp=args.fsdp,
-        seed=args.seed,
-        device=args.device,
-        progress=not args.no_progress,
-    )
+    data = load_data(args)
+    rate = method.learning_rate if args.learning_rate is None else args.learning_rate
+    config = from_options(TrainConfig, args, learning_rate=rate)
     spec = RunSpec(
         args.model,
         args.method,
@@ -340,7 +288,7 @@ def command_finetune(args: argparse.Namespace) -> None:
     print(f"saved: {output}")
 
 
-def command_predict(args: argparse.Namespace) -> None:
+def command_predict(args: Namespace) -> None:
     """Label texts with a saved run's model, with each label's probability.
 
     Args:
@@ -353,7 +301,7 @@ def command_predict(args: argparse.Namespace) -> None:
         print(f"{row['label']}\t({probabilities})\t{row['text']}")
 
 
-def command_count(args: argparse.Namespace) -> None:
+def command_count(args: Namespace) -> None:
     """Print what a method trains: trainable and total parameters, and the formula's count.
 
     Args:
@@ -365,7 +313,7 @@ def command_count(args: argparse.Namespace) -> None:
     print(format_method_count(result))
 
 
-def command_lora(args: argparse.Namespace) -> None:
+def command_lora(args: Namespace) -> None:
     """LoRA from scratch against peft on the same weights, then both trained side by side.
 
     Args:
@@ -383,7 +331,7 @@ def command_lora(args: argparse.Namespace) -> None:
         args.learning_rate,
         args.r,
         args.alpha,
-        progress=not args.no_progress,
+        progress=args.progress,
     )
     print(
         f"\n{data.name} with {args.model}, {args.epochs} epochs at lr {args.learning_rate:g} "
@@ -395,19 +343,18 @@ def command_lora(args: argparse.Namespace) -> None:
         print(f"saved: {path} and {path.with_suffix('.csv')}")
 
 
-def command_gpt2(args: argparse.Namespace) -> None:
+def command_gpt2(args: Namespace) -> None:
     """GPT-2 from scratch: parity with transformers,
     LoRA counts and continuations decoded by hand.
 
     Args:
         args: the parsed command line of `peft-course gpt2`.
     """
-    check_distinct("--strategy", args.strategy)
     for strategy in args.strategy:  # every setting is checked before anything loads
         decoding_options(strategy, args.temperature, args.top_k, args.top_p)
     model = from_pretrained(args.model, seed=args.seed).eval()
     tokenizer = load_tokenizer(args.model, args.seed)
-    if not args.no_check:
+    if args.check:
         print(f"\nThe from-scratch GPT-2 against transformers on the weights of {args.model}\n")
         print(markdown_table(gpt2_parity_rows(args.model, args.seed)))
     print("\nGPT-2 small with LoRA built in: what trains\n")
@@ -427,7 +374,7 @@ def command_gpt2(args: argparse.Namespace) -> None:
     print(markdown_table(rows))
 
 
-def command_instruct(args: argparse.Namespace) -> None:
+def command_instruct(args: Namespace) -> None:
     """Instruction tuning with the loss on the response only; exact match before and after.
 
     Args:
@@ -445,13 +392,7 @@ def command_instruct(args: argparse.Namespace) -> None:
         if args.learning_rate is not None
         else INSTRUCT.learning_rates[args.method]
     )
-    config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=rate,
-        seed=args.seed,
-        progress=not args.no_progress,
-    )
+    config = from_options(TrainConfig, args, learning_rate=rate)
     result = instruct_tune(
         splits,
         args.method,
@@ -481,7 +422,7 @@ def command_instruct(args: argparse.Namespace) -> None:
         print(f"saved: {path}")
 
 
-def command_prompt(args: argparse.Namespace) -> None:
+def command_prompt(args: Namespace) -> None:
     """Prompt a language model on word problems: direct, few-shot and chain-of-thought.
 
     Args:
@@ -529,7 +470,7 @@ def command_prompt(args: argparse.Namespace) -> None:
     print(f"saved: {log_path} (every prompt and completion) and {args.output / 'results.md'}")
 
 
-def command_dpo(args: argparse.Namespace) -> None:
+def command_dpo(args: Namespace) -> None:
     """Direct Preference Optimization through trl, with the before/after preference table.
 
     Args:
@@ -541,16 +482,7 @@ def command_dpo(args: argparse.Namespace) -> None:
     else:
         pairs = film_preferences(args.n_train, args.n_test, args.seed, prefer=args.prefer)
         source = f"generated film pairs (prefer {args.prefer})"
-    config = DPORunConfig(
-        beta=args.beta,
-        learning_rate=args.learning_rate,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lora=args.lora,
-        r=args.r,
-        alpha=args.alpha,
-        seed=args.seed,
-    )
+    config = from_options(DPORunConfig, args)
     run = train_dpo(pairs, args.model, config)
     print(
         f"\nDPO on {source}: {len(pairs['train'])} train / {len(pairs['test'])} held-out pairs, "
@@ -610,7 +542,7 @@ def check_distinct_values(option: str, given: list[str], values: list) -> list:
     return values
 
 
-def sweep_from_arguments(args: argparse.Namespace):
+def sweep_from_arguments(args: Namespace):
     """The sweep `peft-course ablate NAME` asks for, with `--values` replacing the seed's grid.
 
     Args:
@@ -671,10 +603,10 @@ def sweep_from_arguments(args: argparse.Namespace):
     else:
         grid = check_distinct_values("--values", values, numbers(values, float, "--values"))
         sweep = parameter_sweep(args.sweep.replace("-", "_"), grid, base, full)
-    return replace(sweep, cells=sweep.cells[:-1]) if args.no_full else sweep
+    return replace(sweep, cells=sweep.cells[:-1]) if not args.full else sweep
 
 
-def command_ablate(args: argparse.Namespace) -> None:
+def command_ablate(args: Namespace) -> None:
     """Run an ablation sweep
     (rank, alpha, prompt template or the full table) and save its tables.
 
@@ -685,16 +617,13 @@ def command_ablate(args: argparse.Namespace) -> None:
         args.max_examples = args.max_examples or QUICK["max_examples"]
         args.epochs = QUICK["epochs"] if args.epochs is None else args.epochs
     sweep = sweep_from_arguments(args)
-    data = data_from_arguments(args)
-    settings = Settings(
+    data = load_data(args)
+    settings = from_options(
+        SweepSettings,
+        args,
         model=args.model,
-        epochs=Settings.epochs if args.epochs is None else args.epochs,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
+        epochs=SweepSettings.epochs if args.epochs is None else args.epochs,
         cue=args.cue.replace("\\n", "\n"),
-        label_words=tuple(args.label_words) if args.label_words else None,
-        device=args.device,
-        progress=not args.no_progress,
     )
     result = run_sweep(sweep, data, settings, args.seeds, args.output, fresh=args.fresh)
     if not distributed.is_main():  # under torchrun, one process writes the tables and prints
@@ -716,110 +645,37 @@ def command_ablate(args: argparse.Namespace) -> None:
     print("saved: " + ", ".join(str(p) for p in paths))
 
 
-# What `check_arguments` checks, by argparse `dest`, wherever a command has the option.
-POSITIVE_INTEGERS = (
-    "epochs",
-    "batch_size",
-    "max_examples",
-    "eval_every",
-    "max_tokens_per_batch",
-    "r",
-    "n_problems",
-    "max_new_tokens",
-    "n_train",
-    "n_test",
-    "labels",
-)
-NON_NEGATIVE_INTEGERS = ("seed", "shots")
-POSITIVE_NUMBERS = (
-    "learning_rate",
-    "full_learning_rate",
-    "alpha",
-    "alpha_ratio",
-    "beta",
-    "temperature",
-)
-INTERVALS = {  # dest: (low, high, low_open, high_open)
-    "weight_decay": (0, None, False, False),
-    "dropout": (0, 1, False, True),
-    "test_fraction": (0, 1, True, True),
-    "top_p": (0, 1, True, False),
-}
+def check_arguments(args: Namespace) -> None:
+    """Check what the options' own ranges cannot: that the model and `--output` are usable.
 
-
-def option_names(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
-    """argparse `dest` -> the option a user types
-    (`max_examples` -> `--max-examples`), for `command`.
-
-    Args:
-        parser: the `peft-course` parser, with its subcommands.
-        command: the subcommand's name.
-    """
-    subparser = parser._subparsers._group_actions[0].choices[command]
-    return {
-        action.dest: max(action.option_strings, key=len)
-        for action in subparser._actions
-        if action.option_strings
-    }
-
-
-def check_arguments(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    """Check every option's range before a command does any work, naming the option as typed.
-
-    argparse checks types (`--epochs abc`); the ranges are checked here, once for all commands:
-    counts are positive, rates positive, probabilities in range, the device exists, `--output`
-    can be written and `--max-length` fits the model. A command then fails in its first second,
-    before it loads a model or writes a file, instead of after minutes of work or with a
-    traceback from deep inside a library.
+    The ranges were checked when the options were read (`peft_course.options`); here the model
+    is found (a missing directory or an unreachable hub id fails now, not after work),
+    `--max-length` and `--max-new-tokens` fit its context, and `--output` can be written. A
+    command then fails in its first second, before it loads a model or writes a file.
 
     Args:
         args: the parsed command line of any `peft-course` command.
-        parser: the parser that parsed it (it knows how each option is typed).
 
     Raises:
         CourseError: if `--max-new-tokens` leaves no room for the prompt in the model's context.
     """
-    names = option_names(parser, args.command)
-    given = {
-        dest: value for dest, value in vars(args).items() if dest in names and value is not None
-    }
-    for dest, value in given.items():
-        option = names[dest]
-        if dest in POSITIVE_INTEGERS:
-            check_positive_int(option, value)
-        elif dest in NON_NEGATIVE_INTEGERS:
-            check_int(option, value, minimum=0)
-        elif dest in POSITIVE_NUMBERS:
-            check_positive_number(option, value)
-        elif dest in INTERVALS:
-            check_number(option, value, *INTERVALS[dest])
-    for seed in given.get("seeds", []):
-        check_int("--seeds", seed, minimum=0)
-    check_distinct("--seeds", given.get("seeds", []))
-    if "label_names" in given:
-        check_label_names(given["label_names"], "--label-names")
-    if "device" in given:
-        check_device(given["device"])
-    if "output" in given and args.command != "finetune":  # finetune checks its run directory itself
-        check_output_directory(given["output"], "--output")
-    if (
-        "model" in given and args.command != "count"
-    ):  # count's --model names an architecture, not a checkpoint
-        model_config(
-            given["model"]
-        )  # a missing directory or an unreachable hub id fails here, not after work
-    if "max_length" in given and "model" in given:
-        check_max_length(given["max_length"], given["model"], "--max-length")
-    if "max_new_tokens" in given and "model" in given:
-        limit = context_length(given["model"])
-        if limit is not None and given["max_new_tokens"] >= limit:
-            raise CourseError(
-                f"--max-new-tokens {given['max_new_tokens']} leaves no room for the prompt: the "
-                f"model '{given['model']}' has {limit} positions; use fewer than {limit}"
-            )
+    if getattr(args, "output", None) is not None and args.command != "finetune":
+        check_output_directory(args.output, "--output")  # finetune checks its run directory
+    model = getattr(args, "model", None)
+    if model is None or args.command == "count":  # count's --model names an architecture
+        return
+    model_config(model)
+    if getattr(args, "max_length", None) is not None:
+        check_max_length(args.max_length, model, "--max-length")
+    new_tokens, limit = getattr(args, "max_new_tokens", None), context_length(model)
+    if new_tokens is not None and limit is not None and new_tokens >= limit:
+        raise CourseError(
+            f"--max-new-tokens {new_tokens} leaves no room for the prompt: the model "
+            f"'{model}' has {limit} positions; use fewer than {limit}"
+        )
 
 
-def interrupted_message(args: argparse.Namespace) -> str:
+def interrupted_message(args: Namespace) -> str:
     """What Ctrl-C left behind, and how to continue: finetune resumes,
     ablate keeps finished cells.
 

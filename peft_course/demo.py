@@ -13,13 +13,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peft_course.ablation import QUICK, Settings, SweepResult, run_sweep, seed_sweeps, write_sweep
+from peft_course.ablation import (
+    QUICK,
+    SweepSettings,
+    SweepResult,
+    run_sweep,
+    seed_sweeps,
+    write_sweep,
+)
 from peft_course.data import ClassificationData, load_classification_data
-from peft_course.finetune import FinetuneResult, finetune, get_method
+from peft_course.finetune import FinetuneResult, finetune
+from peft_course.registry import METHODS, get_method
 from peft_course.instruct import InstructResult, generated_instructions, instruct_tune
 from peft_course.models import load_model
 from peft_course.prompting import balanced_examples, sentiment_by_prompting
-from peft_course.settings import EMBEDDED_MODEL, INSTRUCT, LORA, METHODS, TRAINING
+from peft_course.settings import EMBEDDED_MODEL, INSTRUCT, LORA, TRAINING
 from peft_course.smollm2 import SMOLLM2
 from peft_course.system import provenance
 from peft_course.tables import result_row
@@ -31,7 +39,7 @@ class DemoSetting:
     """How one demo row trains: its method, epochs, learning rate and method options.
 
     Attributes:
-        method: the fine-tuning method (a key of `finetune.METHODS`).
+        method: the fine-tuning method (a key of `registry.METHODS`).
         epochs: training epochs.
         learning_rate: the optimizer's learning rate.
         options: the method's keyword options (e.g. `r`, `alpha`).
@@ -47,11 +55,11 @@ LORA_OPTIONS = {"r": LORA.r, "alpha": LORA.alpha}
 DEMO_SETTINGS = [  # one row per method, in the table's order
     DemoSetting(
         name,
-        METHODS[name].demo_epochs,
-        METHODS[name].learning_rate,
-        LORA_OPTIONS if name in ("lora", "lora-scratch", "gpt2-scratch", "merged", "qlora") else {},
+        method.demo_epochs,
+        method.learning_rate,
+        {} if method.options is None else LORA_OPTIONS,
     )
-    for name in ("head", "lora", "lora-scratch", "gpt2-scratch", "merged", "qlora", "full")
+    for name, method in METHODS.items()
 ]
 
 
@@ -107,7 +115,7 @@ def ablation_results(
     Returns:
         One result per sweep: rank, alpha, prompt.
     """
-    settings = Settings(model=model_name, epochs=QUICK["epochs"], progress=progress)
+    settings = SweepSettings(model=model_name, epochs=QUICK["epochs"], progress=progress)
     results = []
     with tempfile.TemporaryDirectory(prefix="demo-cells-") as cells:
         for sweep in seed_sweeps():

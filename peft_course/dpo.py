@@ -34,14 +34,14 @@ from peft_course.errors import (
     check_int,
     check_number,
     check_positive_int,
-    check_positive_number,
     describe,
 )
+from peft_course.configs import DPORunConfig, beta_check
 from peft_course.files import atomic_write_text, replacing
-from peft_course.lora import check_hyperparameters, default_targets, stores_transposed
+from peft_course.lora import default_targets, stores_transposed
 from peft_course.models import load_model
 from peft_course.plots import plt
-from peft_course.settings import DPO, LORA
+from peft_course.settings import DPO
 from peft_course.synthetic import INTENSIFIERS, NEGATIVE_ADJECTIVES, POSITIVE_ADJECTIVES, SUBJECTS
 from peft_course.settings import EMBEDDED_MODEL
 
@@ -444,12 +444,7 @@ def check_beta(beta: float) -> None:
     Raises:
         CourseError: if `beta` is not a positive, finite number (a bool is refused).
     """
-    if isinstance(beta, bool) or not (
-        isinstance(beta, (int, float)) and math.isfinite(beta) and beta > 0
-    ):
-        raise CourseError(
-            f"beta must be a positive number (it weights the KL penalty), got {beta!r}"
-        )
+    beta_check("beta", beta)
 
 
 @torch.no_grad()
@@ -559,49 +554,6 @@ def preference_metrics(
 # ----------------------------------------------------------------------------------------------
 # Training through TRL
 # ----------------------------------------------------------------------------------------------
-
-
-@dataclass
-class DPORunConfig:
-    """What a DPO run exposes. `lora=False` trains every weight against a frozen copy.
-
-    Attributes:
-        beta: weight of the KL penalty (scales the implicit rewards).
-        learning_rate: the optimizer's learning rate.
-        epochs: passes over the training pairs.
-        batch_size: pairs per training step.
-        lora: True trains LoRA adapters (the reference is the base with adapters off); False
-            trains every weight against a frozen copy.
-        r: LoRA rank (used only with `lora`).
-        alpha: LoRA scale numerator; the update is scaled by `alpha / r` (used only with `lora`).
-        seed: seeds the model's initialisation and the training.
-        logging_steps: training steps between logged metrics.
-        max_length: longest `prompt + completion` in tokens; at least 2.
-    """
-
-    beta: float = DPO.beta
-    learning_rate: float = DPO.learning_rate
-    epochs: int = DPO.epochs
-    batch_size: int = DPO.batch_size
-    lora: bool = True
-    r: int = LORA.r
-    alpha: float = LORA.alpha
-    seed: int = 0
-    logging_steps: int = 2
-    max_length: int = 128
-
-    def __post_init__(self) -> None:
-        """Check every field's type and range, so a bad value fails before a model is loaded."""
-        check_beta(self.beta)
-        check_positive_number("learning_rate", self.learning_rate)
-        check_positive_int("epochs", self.epochs)
-        check_positive_int("batch_size", self.batch_size)
-        if not isinstance(self.lora, bool):
-            raise CourseError(f"lora must be True or False, got {describe(self.lora)}")
-        check_hyperparameters(self.r, self.alpha)
-        check_int("seed", self.seed, minimum=0)
-        check_positive_int("logging_steps", self.logging_steps)
-        check_int("max_length", self.max_length, minimum=2)
 
 
 # --8<-- [start:dpo_config]

@@ -20,29 +20,22 @@ best-validation checkpoint and the last iteration (the seed projects report both
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from peft_course import gpt2, lora
+from peft_course import lora
 from peft_course.models import count_parameters
 from peft_course.data import ClassificationData, tokenize
 from peft_course.errors import CourseError, check_int, describe
-from peft_course.methods import (
-    check_lora_options,
-    head_parameter_names,
-    merge_and_unload_peft,
-    prepare_full,
-    prepare_head_only,
-    prepare_lora,
-)
-from peft_course.models import check_max_length, load_model
-from peft_course.qlora import load_qlora_model, prepare_qlora
-from peft_course.settings import EMBEDDED_MODEL, METHOD_OPTIONS, TRAINING
-from peft_course.settings import METHODS as SETTINGS
+from peft_course.methods import head_parameter_names
+from peft_course.models import check_max_length
+from peft_course.registry import get_method
+from peft_course.registry import method_options as checked_options
+from peft_course.settings import EMBEDDED_MODEL, LORA, TRAINING
+from peft_course.tables import result_row
 from peft_course.training import (
     TrainConfig,
     TrainResult,
@@ -64,99 +57,6 @@ def prepare_lora_scratch(model: nn.Module, **options: Any) -> nn.Module:
     return lora.prepare_lora_scratch(model, **options)
 
 
-@dataclass(frozen=True)
-class Method:
-    """How a method loads and sets up the model before training, and what it does after.
-
-    Attributes:
-        prepare: sets up the loaded model for training (which parameters train) and returns it.
-        finish: applied to the trained model before the final scoring (e.g. merging the
-            adapters); None does nothing.
-        label: the method's name in tables and plots.
-        learning_rate: the default learning rate for this method.
-        load: loads `(model, tokenizer)`; QLoRA quantizes while loading.
-        options: the keyword options `prepare` takes.
-    """
-
-    prepare: Callable[..., nn.Module]
-    finish: Callable[[nn.Module], nn.Module] | None = None
-    label: str = ""
-    learning_rate: float = TRAINING.learning_rate
-    load: Callable[..., tuple[nn.Module, Any]] = load_model  # QLoRA quantizes while loading
-    options: tuple[str, ...] = ()  # the keyword options `prepare` takes
-
-
-def method(name: str, prepare: Callable[..., nn.Module], label: str, **extra: Any) -> Method:
-    """A method with its learning rate and options from `peft_course.settings`.
-
-    Args:
-        name: the method's key in `peft_course.settings.METHODS` and `METHOD_OPTIONS`.
-        prepare: sets up the loaded model for training.
-        label: the method's name in tables and plots.
-        **extra: other `Method` fields (`finish`, `load`).
-    """
-    return Method(
-        prepare,
-        label=label,
-        learning_rate=SETTINGS[name].learning_rate,
-        options=METHOD_OPTIONS[name],
-        **extra,
-    )
-
-
-METHODS: dict[str, Method] = {
-    "head": method("head", prepare_head_only, "head only"),
-    "lora": method("lora", prepare_lora, "LoRA (peft)"),
-    "lora-scratch": method("lora-scratch", prepare_lora_scratch, "LoRA (from scratch)"),
-    "gpt2-scratch": method(
-        "gpt2-scratch",
-        gpt2.prepare_builtin_lora,
-        "GPT-2 from scratch + LoRA",
-        load=gpt2.load_classifier,
-    ),
-    "merged": method("merged", prepare_lora, "merged LoRA", finish=merge_and_unload_peft),
-    "full": method("full", prepare_full, "full fine-tuning"),
-    "qlora": method("qlora", prepare_qlora, "QLoRA (NF4)", load=load_qlora_model),
-}
-
-
-def get_method(name: str) -> Method:
-    """The method called `name`, or an error listing the known ones.
-
-    Args:
-        name: a key of `METHODS`.
-
-    Raises:
-        CourseError: if `name` is not a known method.
-    """
-    try:
-        return METHODS[name]
-    except (KeyError, TypeError):
-        raise CourseError(f"unknown method {name!r}: choose one of {sorted(METHODS)}") from None
-
-
-def check_method_options(method: str, options: dict[str, Any]) -> None:
-    """Refuse options `method` does not take, or values its `prepare` would refuse, before any work.
-
-    Checked up front, a bad `--r` or a misspelt option fails before the model is loaded or
-    anything is written, not after the untrained model has been evaluated.
-
-    Args:
-        method: a key of `METHODS`.
-        options: the keyword options meant for the method's `prepare`.
-
-    Raises:
-        CourseError: if an option is not one that `method` takes.
-    """
-    accepted = get_method(method).options
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        takes = f"it takes {', '.join(accepted)}" if accepted else "it takes none"
-        raise CourseError(f"method {method!r} has no option(s) {', '.join(unknown)}: {takes}")
-    if accepted:
-        check_lora_options(**options)
-
-
 def prepare(model: nn.Module, method: str, **options: Any) -> nn.Module:
     """Apply `method` to `model` (see `METHODS`) and return the model to train.
 
@@ -165,8 +65,7 @@ def prepare(model: nn.Module, method: str, **options: Any) -> nn.Module:
         method: a key of `METHODS`.
         **options: the method's keyword options (checked first).
     """
-    check_method_options(method, options)
-    return get_method(method).prepare(model, **options)
+    return get_method(method).function("prepare")(model, **checked_options(method, options))
 
 
 def check_label_count(model: nn.Module, data: ClassificationData) -> None:
@@ -251,7 +150,7 @@ def finetune(
         CourseError: if `data` is not a `ClassificationData` or `config` is not a `TrainConfig`.
     """
     spec = get_method(method)
-    check_method_options(method, method_options)
+    options = checked_options(method, method_options)
     if not isinstance(data, ClassificationData):
         raise CourseError(
             f"data must be a ClassificationData (see peft_course.data.load_classification_data), "
@@ -261,20 +160,20 @@ def finetune(
     if not isinstance(config, TrainConfig):
         raise CourseError(f"config must be a TrainConfig, got {describe(config)}")
     check_int("max_length", max_length, minimum=2)
-    model, tokenizer = spec.load(
+    model, tokenizer = spec.function("load")(
         model_name, "classification", data.num_labels, data.label_names, seed=config.seed
     )
     check_label_count(model, data)
     check_max_length(max_length, model)
     tokenized = tokenize(data, tokenizer, max_length)
     untrained = evaluate_classifier(model, tokenized["test"], tokenizer, device=config.device)
-    model = spec.prepare(model, **method_options)
+    model = spec.function("prepare")(model, **options)
     trainable, total = count_parameters(model)
     training = train(model, tokenized, tokenizer, config, checkpoint_dir, resume)
     last = evaluate_classifier(model, tokenized["test"], tokenizer, device=config.device)
     load_trainable_state(model, training.best_state)
     if spec.finish is not None:
-        model = spec.finish(model)
+        model = spec.function("finish")(model)
     best = evaluate_classifier(model, tokenized["test"], tokenizer, device=config.device)
     return FinetuneResult(
         method,
@@ -290,16 +189,12 @@ def finetune(
     )
 
 
-from peft_course.settings import LORA
-from peft_course.tables import result_row
-
-
 def lora_training_rows(
     data: ClassificationData,
     model_name: str = EMBEDDED_MODEL,
     seed: int = 0,
-    epochs: int = SETTINGS["lora"].demo_epochs,
-    learning_rate: float = SETTINGS["lora"].learning_rate,
+    epochs: int = get_method("lora").demo_epochs,
+    learning_rate: float = get_method("lora").learning_rate,
     r: int = LORA.r,
     alpha: float = LORA.alpha,
     progress: bool = False,

@@ -29,7 +29,8 @@ from torch import nn
 from peft_course.data import ClassificationData
 from peft_course.errors import CourseError, check_string_list, describe
 from peft_course.files import atomic_write_text, check_output_directory, replacing
-from peft_course.finetune import FinetuneResult, get_method
+from peft_course.finetune import FinetuneResult
+from peft_course.registry import get_method
 from peft_course.models import check_max_length
 from peft_course.tables import markdown_table, result_row
 from peft_course.metrics import confusion
@@ -50,7 +51,7 @@ class RunSpec:
 
     Attributes:
         model: the base model's name or path, loaded again when the run is reloaded.
-        method: the fine-tuning method (a key of `finetune.METHODS`).
+        method: the fine-tuning method (a key of `registry.METHODS`).
         label_names: the labels, in the order of the head's outputs.
         dataset: the name of the data the run trained on.
         method_options: the keyword options the method's `prepare` was given.
@@ -301,10 +302,10 @@ def load_run(directory: str | Path) -> tuple[nn.Module, Any, RunSpec]:
             f"{str(error).splitlines()[0] if str(error) else ''}); rerun the fine-tuning"
         ) from None
     method = get_method(spec.method)
-    model, tokenizer = method.load(
+    model, tokenizer = method.function("load")(
         spec.model, "classification", len(spec.label_names), spec.label_names, seed=spec.seed
     )
-    model = method.prepare(model, **spec.method_options)
+    model = method.function("prepare")(model, **spec.method_options)
     expected = {n: tuple(p.shape) for n, p in model.named_parameters() if p.requires_grad}
     found = {n: tuple(t.shape) for n, t in weights.items()}
     if found != expected:
@@ -314,7 +315,7 @@ def load_run(directory: str | Path) -> tuple[nn.Module, Any, RunSpec]:
         )
     load_trainable_state(model, weights)
     if method.finish is not None:
-        model = method.finish(model)
+        model = method.function("finish")(model)
     return model.eval(), tokenizer, spec
 
 

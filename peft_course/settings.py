@@ -1,12 +1,14 @@
 """The course's default settings, each written once.
 
 Every default a chapter trains or decodes with lives here and nowhere else: the modules that
-use a setting (their dataclasses' defaults, `finetune.METHODS`, the demo's rows) and the
+use a setting (their dataclasses' defaults, the demo's rows) and the
 `peft-course` command's `--help` both read it from here. The module imports nothing heavy, so
 `peft-course --help` shows the real defaults without importing torch.
 
-The learning rates were measured on the embedded tiny-gpt2 (docs/ablation.md, docs/demo.md);
-another model usually wants others, which is why every command takes `--learning-rate`.
+A fine-tuning method's own defaults (its learning rate, its demo epochs) are in its entry of
+`peft_course.registry`, the one place a method is declared. The learning rates were measured on
+the embedded tiny-gpt2 (docs/ablation.md, docs/demo.md); another model usually wants others,
+which is why every command takes `--learning-rate`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from dataclasses import dataclass, field
 
 DEFAULT_MODEL = "openai-community/gpt2"  # what a real user fine-tunes when no model is named
 EMBEDDED_MODEL = "tiny-gpt2"  # built in-process, no download: the default of every command
+DEFAULT_DATASET = "synthetic-sentiment"  # generated in-process: the default of every command
+ANSWER_CUE = "\nSentiment:"  # what follows the text when a causal LM answers with a label word
 
 
 @dataclass(frozen=True)
@@ -51,22 +55,9 @@ class TrainingSettings:
     batch_size: int = 32
     learning_rate: float = 5e-4
     weight_decay: float = 0.0
-    max_length: int = 256  # tokens a text keeps
+    max_length: int = 256
     seed: int = 0
-    log_every: int = 10  # steps between reads of the loss (each read waits for a GPU to finish)
-
-
-@dataclass(frozen=True)
-class MethodSettings:
-    """One fine-tuning method's learning rate and the epochs it trains in the demo.
-
-    Attributes:
-        learning_rate: the method's default learning rate.
-        demo_epochs: the epochs it trains in the demo.
-    """
-
-    learning_rate: float
-    demo_epochs: int
+    log_every: int = 10
 
 
 @dataclass(frozen=True)
@@ -88,15 +79,15 @@ class AblationSettings:
         quick_epochs: with `--quick`, the epochs.
     """
 
-    lora_learning_rate: float = 2e-3  # 5e-3 collapsed r=128 and r=196 on tiny-gpt2
+    lora_learning_rate: float = 2e-3
     full_learning_rate: float = 1e-3
     epochs: int = 3
     batch_size: int = 16
-    r: int = 16  # where a sweep does not set the rank
-    prompt_r: int = 128  # the seed project ran its prompt table at r=128
-    alpha_ratio: float = 4.0  # alpha = 4r unless set
+    r: int = 16
+    prompt_r: int = 128
+    alpha_ratio: float = 4.0
     dropout: float = 0.05
-    quick_examples: int = 400  # --quick: rows a split
+    quick_examples: int = 400
     quick_epochs: int = 3
 
 
@@ -115,7 +106,7 @@ class DPOSettings:
     """
 
     beta: float = 0.1
-    learning_rate: float = 1e-2  # suits LoRA on tiny-gpt2; full fine-tuning wants about 1e-3
+    learning_rate: float = 1e-2
     epochs: int = 2
     batch_size: int = 16
     n_train: int = 256
@@ -185,7 +176,7 @@ class InstructSettings:
     batch_size: int = 16
     r: int = 16
     alpha: float = 32.0
-    targets: tuple[str, ...] | None = None  # None: every projection of the model (LM head aside)
+    targets: tuple[str, ...] | None = None
     max_length: int = 128
     max_new_tokens: int = 12
     n_train: int = 2000
@@ -200,26 +191,3 @@ DPO = DPOSettings()
 PROMPTING = PromptingSettings()
 DECODING = DecodingSettings()
 INSTRUCT = InstructSettings()
-
-METHODS: dict[str, MethodSettings] = {
-    "head": MethodSettings(learning_rate=2e-2, demo_epochs=8),
-    "lora": MethodSettings(learning_rate=5e-3, demo_epochs=4),
-    "lora-scratch": MethodSettings(learning_rate=5e-3, demo_epochs=4),
-    "gpt2-scratch": MethodSettings(learning_rate=5e-3, demo_epochs=4),
-    "merged": MethodSettings(learning_rate=5e-3, demo_epochs=4),
-    "qlora": MethodSettings(learning_rate=5e-3, demo_epochs=4),
-    "full": MethodSettings(learning_rate=1e-3, demo_epochs=3),
-}
-
-# The keyword options each method's `prepare` takes (finetune.METHODS declares them from here,
-# and `peft-course finetune` passes exactly these).
-PEFT_OPTIONS = ("r", "alpha", "dropout", "targets", "bias", "modules_to_save", "use_rslora")
-METHOD_OPTIONS: dict[str, tuple[str, ...]] = {
-    "head": (),
-    "lora": PEFT_OPTIONS,
-    "lora-scratch": ("r", "alpha", "dropout", "targets", "trainable", "use_rslora"),
-    "gpt2-scratch": ("r", "alpha", "dropout", "targets"),
-    "merged": PEFT_OPTIONS,
-    "qlora": ("r", "alpha", "dropout", "targets", "gradient_checkpointing"),
-    "full": (),
-}

@@ -33,93 +33,12 @@ from transformers.pytorch_utils import Conv1D
 from peft_course import distributed
 from peft_course.errors import (
     CourseError,
-    check_int,
-    check_number,
-    check_positive_int,
-    check_positive_number,
-    describe,
 )
+from peft_course.configs import TrainConfig
 from peft_course.files import replacing
 from peft_course.metrics import classification_metrics
 from peft_course.models import make_loader
-from peft_course.settings import TRAINING
-from peft_course.system import check_device, pick_device, use_bf16
-
-
-@dataclass
-class TrainConfig:
-    """Hyper-parameters of the loop. `bf16=None` means: use bf16 autocast where the GPU has it.
-
-    Attributes:
-        epochs: passes over the training split.
-        batch_size: rows a step (on each process under `torchrun`).
-        learning_rate: AdamW's learning rate.
-        weight_decay: AdamW's weight decay.
-        max_grad_norm: the gradients of every step are clipped to this total norm.
-        eval_every: also validate every this many steps; None validates at the end of each
-            epoch only.
-        group_by_length: batches of similar length: less padding, same rows each epoch.
-        max_tokens_per_batch: run a batch in pieces of at most this many padded tokens (the
-            same gradient); None runs it whole.
-        log_every: steps between reads of the loss for the progress bar.
-        compile: torch.compile the model's forward pass.
-        fsdp: under `torchrun`, shard parameters, gradients and optimizer state across the
-            processes (for full fine-tuning of a model too big for one device); no effect on
-            one process.
-        seed: seeds the run; each epoch's batch order depends only on it and the epoch number.
-        device: where to train, such as `cpu` or `cuda:0`; None picks CUDA when present, else
-            the CPU.
-        bf16: True or False forces bf16 autocast on or off; None uses it where the GPU has it.
-        progress: show a progress bar (in the main process only).
-    """
-
-    epochs: int = TRAINING.epochs
-    batch_size: int = TRAINING.batch_size
-    learning_rate: float = TRAINING.learning_rate
-    weight_decay: float = TRAINING.weight_decay
-    max_grad_norm: float = 1.0
-    eval_every: int | None = None
-    group_by_length: bool = False  # batches of similar length: less padding, same rows each epoch
-    max_tokens_per_batch: int | None = (
-        None  # run a batch in pieces of at most this many padded tokens
-    )
-    log_every: int = TRAINING.log_every  # steps between reads of the loss for the progress bar
-    compile: bool = False  # torch.compile the model's forward pass
-    fsdp: bool = False  # under torchrun: shard parameters, gradients and optimizer state
-    seed: int = TRAINING.seed
-    device: str | None = None
-    bf16: bool | None = None
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        """Check every field's type and range here, so a bad value fails before any work starts."""
-        check_positive_int("epochs", self.epochs)
-        check_positive_int("batch_size", self.batch_size)
-        check_positive_number("learning_rate", self.learning_rate)
-        check_number("weight_decay", self.weight_decay, 0)
-        check_positive_number("max_grad_norm", self.max_grad_norm)
-        if self.eval_every is not None:
-            check_positive_int("eval_every", self.eval_every)
-        if self.max_tokens_per_batch is not None:
-            check_positive_int("max_tokens_per_batch", self.max_tokens_per_batch)
-        check_positive_int("log_every", self.log_every)
-        check_int("seed", self.seed, minimum=0)
-        if self.device is not None:
-            check_device(self.device)
-        if not isinstance(self.group_by_length, bool):
-            raise CourseError(
-                f"group_by_length must be True or False, got {describe(self.group_by_length)}"
-            )
-        if self.bf16 is not None and not isinstance(self.bf16, bool):
-            raise CourseError(
-                f"bf16 must be True, False or None (automatic), got {describe(self.bf16)}"
-            )
-        if not isinstance(self.fsdp, bool):
-            raise CourseError(f"fsdp must be True or False, got {describe(self.fsdp)}")
-        if not isinstance(self.compile, bool):
-            raise CourseError(f"compile must be True or False, got {describe(self.compile)}")
-        if not isinstance(self.progress, bool):
-            raise CourseError(f"progress must be True or False, got {describe(self.progress)}")
+from peft_course.system import pick_device, use_bf16
 
 
 @dataclass

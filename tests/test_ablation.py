@@ -13,7 +13,7 @@ from peft_course.ablation import (
     QUICK,
     Cell,
     CellConfig,
-    Settings,
+    SweepSettings,
     alpha_sweep,
     cell_directory,
     format_mean_std,
@@ -175,7 +175,10 @@ def test_lora_through_the_lm_head_learns_at_the_quick_setting():
     sets (docs/results/cpu-spread.md); 0.65 leaves room for that spread on any CPU."""
     data = load_classification_data("synthetic-sentiment", max_examples=QUICK["max_examples"])
     metrics = run_cell(
-        data, Cell("16", CellConfig()), Settings(epochs=QUICK["epochs"], progress=False), seed=0
+        data,
+        Cell("16", CellConfig()),
+        SweepSettings(epochs=QUICK["epochs"], progress=False),
+        seed=0,
     )
     history = metrics["history"]
     assert history[-1]["val_loss"] < history[0]["val_loss"]
@@ -196,7 +199,7 @@ def test_seed_grids_and_shared_cells():
     }
     assert alpha.cells[0].seed_figures == {"last": 0.8574}
     data = load_classification_data("synthetic-sentiment", max_examples=10)
-    settings = Settings()
+    settings = SweepSettings()
     # the rank table's r=16 (alpha=64) is the alpha table's alpha=64: one directory, trained once
     assert cell_directory("o", rank.cells[0], settings, data, 0) == cell_directory(
         "o", alpha.cells[0], settings, data, 0
@@ -204,13 +207,13 @@ def test_seed_grids_and_shared_cells():
     assert cell_directory("o", rank.cells[0], settings, data, 0) != cell_directory(
         "o", rank.cells[0], settings, data, 1
     )
-    other = Settings(epochs=2)
+    other = SweepSettings(epochs=2)
     assert cell_directory("o", rank.cells[0], settings, data, 0) != cell_directory(
         "o", rank.cells[0], other, data, 0
     )
 
 
-QUICK_SETTINGS = Settings(epochs=1, batch_size=8, progress=False)
+QUICK_SETTINGS = SweepSettings(epochs=1, batch_size=8, progress=False)
 
 
 def test_two_cell_sweep_writes_table_and_plot_then_a_rerun_skips_them(tmp_path, tiny_data):
@@ -255,7 +258,7 @@ def test_an_interrupted_cell_resumes_to_the_same_result(
     import peft_course.ablation as ablation
 
     cell = Cell("2", CellConfig(r=2, alpha=8, template="simple-1"))
-    settings = Settings(epochs=2, batch_size=8, progress=False)
+    settings = SweepSettings(epochs=2, batch_size=8, progress=False)
     uninterrupted = run_cell(tiny_data, cell, settings, 0, tmp_path / "whole")
     original = stop_training_after_one_epoch(ablation)
     with pytest.raises(KeyboardInterrupt):

@@ -40,7 +40,7 @@ from peft_course.ablation import (
     SEED_ALPHAS,
     SEED_RANKS,
     CellConfig,
-    Settings,
+    SweepSettings,
     alpha_sweep,
     format_mean_std,
     full_cell,
@@ -62,7 +62,8 @@ from peft_course.dpo import (
 )
 from peft_course.errors import CourseError
 from peft_course.files import atomic_write_text
-from peft_course.finetune import finetune, get_method
+from peft_course.finetune import finetune
+from peft_course.registry import get_method
 from peft_course.instruct import generated_instructions, instruct_rows, instruct_tune
 from peft_course.lm_classification import TEMPLATES
 from peft_course.metrics import confusion
@@ -459,7 +460,7 @@ def part_ablation(context: Context) -> list[Path]:
         The page, then the tables and plots of every sweep.
     """
     started = time.perf_counter()
-    settings = Settings(
+    settings = SweepSettings(
         model=context.model,
         epochs=1,
         batch_size=8,

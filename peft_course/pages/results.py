@@ -14,7 +14,7 @@ from pathlib import Path
 
 from peft_course.ablation import (
     QUICK,
-    Settings,
+    SweepSettings,
     prompt_sweep,
     rank_sweep,
     run_sweep,
@@ -117,7 +117,7 @@ def ablation_pages(results: Path = RESULTS) -> list[Path]:
     """
     scratch = results / ".cells"
     quick = load_classification_data("synthetic-sentiment", max_examples=QUICK["max_examples"])
-    settings = Settings(epochs=QUICK["epochs"], progress=False)
+    settings = SweepSettings(epochs=QUICK["epochs"], progress=False)
     pages = []
     for sweep in (rank_sweep(), prompt_sweep()):
         result = run_sweep(sweep, quick, settings, (0, 1, 2), scratch)
