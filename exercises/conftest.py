@@ -367,7 +367,7 @@ def summary_lines(reports: list[pytest.TestReport], config: pytest.Config) -> li
             else f"wrong: {function.wrong} of {checks} checks fail (their messages are above)"
         )
         text, level, levels = hint(todo[0], config.getoption("--hint"))
-        lines.append(f"next: {todo[0]} in exercises/{chapter}.py, {state}")
+        lines.append(f"next: {todo[0]} in {shown_path(directory / f'{chapter}.py')}, {state}")
         lines += textwrap.wrap(
             text,
             width=100,
@@ -390,6 +390,14 @@ def summary_lines(reports: list[pytest.TestReport], config: pytest.Config) -> li
         lines.append(table_row(name, width, row))
     lines.append(table_row("total", width, totals))
     return lines
+
+
+def shown_path(path: Path) -> str:
+    """`exercises/lora.py` when run from the course's root, the full path otherwise."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def table_row(name: str, width: int, row: list[int]) -> str:

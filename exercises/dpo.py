@@ -10,6 +10,8 @@ import sympy as sp
 import torch
 import torch.nn.functional as F  # noqa: F401  (the answers use it)
 
+from peft_course.dpo import DPOLoss  # the result of dpo_loss
+
 
 def sequence_logprobs(
     logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor
@@ -29,12 +31,13 @@ def dpo_loss(
     reference_chosen: torch.Tensor,
     reference_rejected: torch.Tensor,
     beta: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Return `(loss, chosen_rewards, rejected_rewards)` of the sigmoid DPO loss.
+) -> DPOLoss:
+    """Return the sigmoid DPO loss and the rewards, as `DPOLoss(loss, chosen, rejected)`.
 
     Each argument holds one sequence log-probability per pair. The implicit reward of a
     completion is `beta * (log pi - log pi_ref)`; the loss is the mean over pairs of
-    `-log sigmoid(chosen_reward - rejected_reward)`.
+    `-log sigmoid(chosen_reward - rejected_reward)`, with its graph (training steps on it);
+    the rewards are for logging, detached from the graph.
     """
     raise NotImplementedError("not written yet: pytest exercises/test_dpo.py grades it, with hints")
 

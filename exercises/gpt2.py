@@ -24,13 +24,13 @@ def attention_mask(padding_mask: torch.Tensor | None, queries: int, keys: int) -
     )
 
 
-def copy_conv1d(linear: nn.Linear, weight: torch.Tensor, bias: torch.Tensor) -> None:
+def copy_conv1d(linear: nn.Linear, weight: torch.Tensor, bias: torch.Tensor, name: str) -> None:
     """Copy a transformers `Conv1D`'s `weight` `(in, out)` and `bias` `(out,)` into `linear`.
 
     `Conv1D` computes `x @ weight + bias`; `nn.Linear` computes `x @ linear.weight.T + bias`
-    with `linear.weight` stored `(out, in)`. Copy in place; raise `ValueError` when the shapes
-    do not fit `linear` (never copy a square weight without its transpose: that runs, and is
-    wrong).
+    with `linear.weight` stored `(out, in)`. Copy in place; raise `ValueError`, naming the layer
+    by `name` (its name in the checkpoint), when the shapes do not fit `linear` (never copy a
+    square weight without its transpose: that runs, and is wrong).
     """
     raise NotImplementedError(
         "not written yet: pytest exercises/test_gpt2.py grades it, with hints"

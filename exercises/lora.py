@@ -11,13 +11,13 @@ weight as `(in_features, out_features)` and computes `x @ W + b`, the transpose 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D  # noqa: F401  (you will need it in merged_weight)
 
-from peft_course.lora import LoRALayer  # noqa: F401  (the layer inject_lora puts in place)
+from peft_course.lora import LoRAConfig, LoRALayer  # noqa: F401  (inject_lora's config, its layer)
 
 
 def lora_forward(
@@ -48,8 +48,8 @@ def merged_weight(
     )
 
 
-def matches(name: str, targets: Sequence[str]) -> bool:
-    """peft's rule: `name` equals a target or ends with `"." + target`.
+def matches(name: str, patterns: Iterable[str]) -> bool:
+    """peft's rule: `name` equals a pattern or ends with `"." + pattern`.
 
     `"c_proj"` matches `transformer.h.0.attn.c_proj`, `"attn.c_proj"` matches only the
     attention one, and `"proj"` matches nothing in GPT-2 (a name part must match whole).
@@ -59,12 +59,16 @@ def matches(name: str, targets: Sequence[str]) -> bool:
     )
 
 
-def inject_lora(model: nn.Module, targets: Sequence[str], r: int, alpha: float) -> list[str]:
-    """Wrap each module whose name matches `targets` in `LoRALayer(module, r, alpha)`, in place.
+def inject_lora(model: nn.Module, config: LoRAConfig) -> list[str]:
+    """Wrap each module whose name matches `config.targets` in a `LoRALayer`, in place.
 
-    Freeze every other parameter (only the new `lora_A`/`lora_B` train), return the wrapped
-    names in `model.named_modules()` order, and raise `ValueError` naming any target that
-    matches no module.
+    Each new layer is `LoRALayer(module, config.r, config.alpha, config.dropout,
+    config.use_rslora)`. Freeze every other parameter (only the new `lora_A`/`lora_B` train)
+    except what `config.trainable` names: a parameter whose name matches one of its patterns,
+    and every parameter of a module whose name matches one (`"score"` and `"score.weight"` both
+    train GPT-2's head). Return the wrapped names in `model.named_modules()` order. Raise
+    `ValueError` naming any target or trainable pattern that matches nothing, before the model
+    is changed.
     """
     raise NotImplementedError(
         "not written yet: pytest exercises/test_lora.py grades it, with hints"

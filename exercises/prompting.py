@@ -23,8 +23,9 @@ from peft_course.word_problems import Problem
 from peft_course.word_problems import format_number  # noqa: F401  (the answers in few_shot_prompt)
 
 
-def few_shot_prompt(question: str, examples: Sequence[Problem], k: int) -> str:
-    """The few-shot prompt for `question`, with the first `k` of `examples` solved before it.
+def few_shot_prompt(question: str, examples: Sequence[Problem], k: int = 4) -> str:
+    """The few-shot prompt for `question`, with the first `k` (4 by default) of `examples` solved
+    before it.
 
     The layout, exactly (each example's answer written with `format_number`):
 
@@ -67,7 +68,7 @@ def extract_answer(text: str) -> Fraction | None:
 
 
 def verbalizer_scores(
-    model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str], label_words: Sequence[str]
+    model: Any, tokenizer: Any, prompts: Sequence[str], label_words: Sequence[str]
 ) -> torch.Tensor:
     """`[len(prompts), len(label_words)]`: log p(first token of each label word | prompt).
 

@@ -113,7 +113,7 @@ def test_copy_conv1d_computes_what_conv1d_computes(gpt2, d_in, d_out):
         conv.weight.copy_(torch.randn(d_in, d_out, generator=generator))
         conv.bias.copy_(torch.randn(d_out, generator=generator))
     linear = nn.Linear(d_in, d_out)
-    gpt2.copy_conv1d(linear, conv.weight, conv.bias)
+    gpt2.copy_conv1d(linear, conv.weight, conv.bias, "h.0.mlp.c_fc")
     x = torch.randn(2, 7, d_in, generator=generator)
     with torch.no_grad():
         error = (linear(x) - conv(x)).abs().max().item()
@@ -137,9 +137,14 @@ def test_copy_conv1d_computes_what_conv1d_computes(gpt2, d_in, d_out):
 )
 def test_copy_conv1d_refuses_a_shape_that_does_not_fit(gpt2, weight_shape, bias_shape):
     with pytest.raises(ValueError) as error:
-        gpt2.copy_conv1d(nn.Linear(8, 24), torch.zeros(weight_shape), torch.zeros(bias_shape))
+        gpt2.copy_conv1d(
+            nn.Linear(8, 24), torch.zeros(weight_shape), torch.zeros(bias_shape), "h.3.attn.c_proj"
+        )
     assert error.value.args and error.value.args[0], (
         "the ValueError should say which shape does not fit"
+    )
+    assert "h.3.attn.c_proj" in str(error.value), (
+        f"the ValueError should name the layer ('h.3.attn.c_proj'), got: {error.value}"
     )
 
 

@@ -14,7 +14,8 @@ from torch import nn
 from transformers import GPT2Config, GPT2ForSequenceClassification
 from transformers.pytorch_utils import Conv1D
 
-from peft_course.lora import LoRALayer
+from peft_course import lora as package
+from peft_course.lora import LoRAConfig, LoRALayer
 from peft_course.tolerances import LORA_OUTPUT_RTOL
 
 KINDS = ["Linear", "Conv1D"]
@@ -50,16 +51,63 @@ def describe(kind, base, lora_A):
     return f"{kind} with weight {tuple(base.weight.shape)}, r={lora_A.shape[0]}"
 
 
+def layouts(kind, base, lora_A, lora_B, x=None) -> str:
+    """The shapes a shape error comes from, each with what its axes are."""
+    d_out, d_in = lora_B.shape[0], lora_A.shape[1]
+    stored = "(in, out)" if kind == "Conv1D" else "(out, in)"
+    text = (
+        f"base is a {kind}, whose weight is stored {stored}: {tuple(base.weight.shape)}; "
+        f"lora_A is (r, in) = {tuple(lora_A.shape)}, lora_B is (out, r) = {tuple(lora_B.shape)}, "
+        f"so B A is (out, in) = ({d_out}, {d_in})"
+    )
+    if x is not None:
+        text += (
+            f"; x is (..., in) = {tuple(x.shape)}.\n  The LoRA path goes (..., in) -> (..., r) "
+            "through A, then (..., r) -> (..., out) through B: rows of x are vectors, so each "
+            "matrix multiplies from the right, transposed"
+        )
+    return text
+
+
+def graded_call(what: str, call, kind, base, lora_A, lora_B, x=None):
+    """`call()` runs your function; a shape error inside your own arithmetic (the `+` of two
+    layouts that do not fit, a product the wrong way round) is reported with the shapes it came
+    from, not as a traceback into your code."""
+    try:
+        return call()
+    except RuntimeError as error:
+        if not any(word in str(error) for word in ("size", "shape")):
+            raise
+        cause = f"{what} failed inside your code: {str(error).splitlines()[0]}\n  " + layouts(
+            kind, base, lora_A, lora_B, x
+        )
+        if kind == "Conv1D" and what == "merged_weight":
+            cause += (
+                f".\n  Your update is (out, in) = {tuple(lora_B.shape[:1] + lora_A.shape[1:])}; "
+                f"W is {tuple(base.weight.shape)}: Conv1D stores (in, out), so transpose the "
+                "update before adding it"
+            )
+    pytest.fail(cause, pytrace=False)  # outside `except`: no chained traceback
+
+
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("seed", range(4))
 def test_forward_matches_the_formula(lora, kind, seed):
     base, lora_A, lora_B, scaling, x = random_case(kind, seed)
     with torch.no_grad():
-        got = lora.lora_forward(x, base, lora_A, lora_B, scaling)
+        got = graded_call(
+            "lora_forward",
+            lambda: lora.lora_forward(x, base, lora_A, lora_B, scaling),
+            kind,
+            base,
+            lora_A,
+            lora_B,
+            x,
+        )
         expected = by_hand(kind, base, lora_A, lora_B, scaling, x)
     assert got.shape == expected.shape, (
         f"{describe(kind, base, lora_A)}: expected output shape {tuple(expected.shape)}, "
-        f"got {tuple(got.shape)}"
+        f"got {tuple(got.shape)}\n  {layouts(kind, base, lora_A, lora_B, x)}"
     )
     error = (got - expected).abs().max().item()
     assert error < LORA_OUTPUT_RTOL * expected.abs().max().item(), (
@@ -77,7 +125,15 @@ def test_forward_matches_the_reference_layer(lora, kind, seed):
     with torch.no_grad():
         reference.lora_A.copy_(lora_A)
         reference.lora_B.copy_(lora_B)
-        got = lora.lora_forward(x, base, lora_A, lora_B, reference.scaling)
+        got = graded_call(
+            "lora_forward",
+            lambda: lora.lora_forward(x, base, lora_A, lora_B, reference.scaling),
+            kind,
+            base,
+            lora_A,
+            lora_B,
+            x,
+        )
         expected = reference(x)
     error = (got - expected).abs().max().item()
     assert error < LORA_OUTPUT_RTOL * expected.abs().max().item(), (
@@ -89,10 +145,59 @@ def test_forward_matches_the_reference_layer(lora, kind, seed):
 def test_zero_B_changes_nothing(lora, kind):
     base, lora_A, lora_B, scaling, x = random_case(kind, 20)
     with torch.no_grad():
-        got = lora.lora_forward(x, base, lora_A, torch.zeros_like(lora_B), scaling)
+        got = graded_call(
+            "lora_forward",
+            lambda: lora.lora_forward(x, base, lora_A, torch.zeros_like(lora_B), scaling),
+            kind,
+            base,
+            lora_A,
+            lora_B,
+            x,
+        )
         expected = base(x)
     assert torch.equal(got, expected), (
         "with B = 0 the output must be exactly base(x): that is why B starts at zero"
+    )
+
+
+def layout_mistake(kind, base, merged, lora_A, lora_B, scaling) -> str | None:
+    """On a square weight the other layout runs without an error: say so when that is what
+    `merged` is."""
+    if base.weight.shape[0] != base.weight.shape[1] or merged.shape != base.weight.shape:
+        return None
+    update = scaling * (lora_B @ lora_A)  # (out, in)
+    other = base.weight + (update if kind == "Conv1D" else update.T)
+    right = base.weight + (update.T if kind == "Conv1D" else update)
+    if torch.allclose(other, right):
+        return None
+    if not torch.allclose(merged, other, atol=1e-5, rtol=1e-5):
+        return None
+    if kind == "Conv1D":
+        return (
+            f"a square Conv1D {tuple(base.weight.shape)}: your merged weight is W + scaling * B A "
+            "laid out (out, in), as for nn.Linear; Conv1D stores (in, out): transpose B A for it"
+        )
+    return (
+        f"a square Linear {tuple(base.weight.shape)}: your merged weight is W + scaling * (B A)^T; "
+        "nn.Linear stores (out, in), the layout of B A itself: no transpose for it"
+    )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_merged_weight_of_a_square_layer_has_the_layout_of_its_weight(lora, kind):
+    """On a square weight the wrong layout runs without an error, and is wrong: checked first."""
+    generator = torch.Generator().manual_seed(35)
+    base = nn.Linear(6, 6) if kind == "Linear" else Conv1D(6, 6)
+    lora_A, lora_B = torch.randn(2, 6, generator=generator), torch.randn(6, 2, generator=generator)
+    with torch.no_grad():
+        merged = lora.merged_weight(base, lora_A, lora_B, 0.5)
+        update = 0.5 * (lora_B @ lora_A)  # (out, in)
+        right = base.weight + (update.T if kind == "Conv1D" else update)
+        mistake = layout_mistake(kind, base, merged, lora_A, lora_B, 0.5)
+    if mistake:
+        pytest.fail(mistake, pytrace=False)
+    assert torch.allclose(merged, right, atol=1e-6), (
+        f"a square {kind}: expected W + scaling * B A in the layout of base.weight"
     )
 
 
@@ -103,11 +208,22 @@ def test_merged_weight_reproduces_the_lora_output(lora, kind, seed):
     original = base.weight.detach().clone()
     with torch.no_grad():
         expected = by_hand(kind, base, lora_A, lora_B, scaling, x)  # the unmerged LoRA output
-        merged = lora.merged_weight(base, lora_A, lora_B, scaling)
+        merged = graded_call(
+            "merged_weight",
+            lambda: lora.merged_weight(base, lora_A, lora_B, scaling),
+            kind,
+            base,
+            lora_A,
+            lora_B,
+        )
     assert merged.shape == base.weight.shape, (
         f"{describe(kind, base, lora_A)}: the merged weight must have base.weight's shape "
         f"{tuple(base.weight.shape)}, got {tuple(merged.shape)}"
-        + (" (Conv1D stores (in, out): transpose B A)" if kind == "Conv1D" else "")
+        + (
+            ": Conv1D stores (in, out), so transpose B A for it"
+            if kind == "Conv1D"
+            else ": nn.Linear stores (out, in), the layout of B A itself"
+        )
     )
     assert torch.equal(base.weight, original), (
         "merged_weight must return a new tensor, not change base.weight"
@@ -115,6 +231,10 @@ def test_merged_weight_reproduces_the_lora_output(lora, kind, seed):
     assert merged.data_ptr() != base.weight.data_ptr(), (
         "merged_weight must return a new tensor, not base.weight"
     )
+    with torch.no_grad():
+        mistake = layout_mistake(kind, base, merged, lora_A, lora_B, scaling)
+    if mistake:
+        pytest.fail(mistake, pytrace=False)
     with torch.no_grad():
         base.weight.copy_(merged)
         got = base(x)  # the plain layer, no LoRA code
@@ -129,7 +249,14 @@ def test_merged_weight_reproduces_the_lora_output(lora, kind, seed):
 def test_merged_weight_takes_no_gradient_path_into_the_base(lora, kind):
     base, lora_A, lora_B, scaling, _ = random_case(kind, 40)
     assert base.weight.requires_grad, "the fixture's base weight is a trainable parameter"
-    merged = lora.merged_weight(base, lora_A, lora_B, scaling)  # not under torch.no_grad()
+    merged = graded_call(  # not under torch.no_grad()
+        "merged_weight",
+        lambda: lora.merged_weight(base, lora_A, lora_B, scaling),
+        kind,
+        base,
+        lora_A,
+        lora_B,
+    )
     assert not merged.requires_grad, (
         "the merged weight still carries autograd history back to base.weight: start from "
         "base.weight.detach()"
@@ -141,7 +268,16 @@ def test_forward_lets_gradients_reach_A_and_B(lora, kind):
     base, lora_A, lora_B, scaling, x = random_case(kind, 50)
     lora_A.requires_grad_(True)
     lora_B.requires_grad_(True)
-    lora.lora_forward(x, base, lora_A, lora_B, scaling).sum().backward()
+    got = graded_call(
+        "lora_forward",
+        lambda: lora.lora_forward(x, base, lora_A, lora_B, scaling),
+        kind,
+        base,
+        lora_A,
+        lora_B,
+        x,
+    )
+    got.sum().backward()
     for name, tensor in (("lora_A", lora_A), ("lora_B", lora_B)):
         assert tensor.grad is not None and tensor.grad.abs().sum() > 0, (
             f"{name} got no gradient from lora_forward: training would not change it"
@@ -226,7 +362,7 @@ def test_inject_lora_wraps_what_peft_wraps(lora, case):
     input_ids = torch.randint(1, 50, (2, 7), generator=torch.Generator().manual_seed(case))
     with torch.no_grad():
         before = model(input_ids=input_ids).logits
-    names = lora.inject_lora(model, targets, r, alpha)
+    names = lora.inject_lora(model, LoRAConfig(r=r, alpha=alpha, targets=targets))
     expected = sorted(twin.targeted_module_names)
     assert sorted(names) == expected, (
         f"targets {targets}: expected to wrap {expected}, wrapped {sorted(names)}"
@@ -263,7 +399,7 @@ def test_inject_lora_returns_names_in_module_order(lora, returns):
     expected = [
         name for name, _ in model.named_modules() if name.endswith(("mlp.c_proj", "c_attn"))
     ]
-    names = lora.inject_lora(model, targets, 2, 4.0)
+    names = lora.inject_lora(model, LoRAConfig(r=2, alpha=4.0, targets=targets))
     returns(names, list, "inject_lora")
     assert names == expected, (
         f"expected the wrapped names in model.named_modules() order, {expected[:4]}..., "
@@ -271,7 +407,57 @@ def test_inject_lora_returns_names_in_module_order(lora, returns):
     )
 
 
-@pytest.mark.parametrize("targets", [["q_proj"], ["c_attn", "nonexistent"]])
-def test_inject_lora_rejects_a_target_that_matches_nothing(lora, targets):
-    with pytest.raises(ValueError, match="nonexistent|q_proj"):
-        lora.inject_lora(random_gpt2(0), targets, 4, 8.0)
+def test_inject_lora_passes_dropout_and_rslora_on(lora):
+    config = LoRAConfig(r=4, alpha=8.0, dropout=0.25, targets=["c_attn"], use_rslora=True)
+    model = random_gpt2(1)
+    for name in lora.inject_lora(model, config):
+        layer = model.get_submodule(name)
+        assert layer.dropout.p == 0.25, (
+            f"{name}: expected the config's dropout 0.25, got {layer.dropout.p}"
+        )
+        assert layer.scaling == pytest.approx(8.0 / 2.0), (
+            f"{name}: with use_rslora the scale is alpha / sqrt(r) = 4.0, got {layer.scaling}: "
+            "pass config.use_rslora on to the LoRALayer"
+        )
+
+
+TRAINABLE_CASES = [
+    ["score"],
+    ["score.weight"],
+    ["ln_f", "score"],
+    ["h.0.attn.c_attn"],
+    ["wpe.weight"],
+]
+
+
+@pytest.mark.parametrize("trainable", TRAINABLE_CASES, ids="+".join)
+def test_inject_lora_trains_what_trainable_names(lora, trainable):
+    """`config.trainable` names modules (all their parameters train) or single parameters;
+    the package's `inject_lora` on a twin model is the reference."""
+    config = LoRAConfig(r=2, alpha=4.0, targets=["c_attn", "mlp.c_proj"], trainable=trainable)
+    model, twin = random_gpt2(2), random_gpt2(2)
+    lora.inject_lora(model, config)
+    package.inject_lora(twin, config)
+    ours = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    theirs = sorted(n for n, p in twin.named_parameters() if p.requires_grad)
+    assert ours == theirs, (
+        f"trainable={trainable}: expected to train {theirs}, trains {ours} (a pattern names "
+        "a parameter, or a module whose parameters all train)"
+    )
+
+
+@pytest.mark.parametrize(
+    "targets, trainable",
+    [(["q_proj"], []), (["c_attn", "nonexistent"], []), (["c_attn"], ["head"])],
+)
+def test_inject_lora_rejects_a_pattern_that_matches_nothing(lora, targets, trainable):
+    model = random_gpt2(0)
+    config = LoRAConfig(r=4, alpha=8.0, targets=targets, trainable=trainable)
+    with pytest.raises(ValueError, match="nonexistent|q_proj|head"):
+        lora.inject_lora(model, config)
+    wrapped = [n for n, m in model.named_modules() if isinstance(m, LoRALayer)]
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert not wrapped and not frozen, (
+        "a pattern that matches nothing must be refused before the model is changed: "
+        f"wrapped {wrapped[:3]}, froze {frozen[:3]}"
+    )

@@ -68,6 +68,13 @@ def test_few_shot_prompt_takes_k_from_1_to_all_examples(prompting, k):
     assert got == expected, f"k={k} of 2 examples is allowed: expected\n{expected!r}\ngot\n{got!r}"
 
 
+def test_few_shot_prompt_shows_four_examples_by_default(prompting):
+    examples = [Problem(f"What is {n}?", Fraction(n)) for n in range(1, 7)]
+    expected = reference.few_shot_prompt("Q?", examples, 4)
+    got = prompting.few_shot_prompt("Q?", examples)
+    assert got == expected, f"without k, the first 4 examples: expected\n{expected!r}\ngot\n{got!r}"
+
+
 # --- extract_answer -------------------------------------------------------------------
 
 PHRASINGS = [

@@ -7,6 +7,8 @@ bitsandbytes. Work it out on paper first; the code is one line or two each.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import sympy as sp
 
 
@@ -43,7 +45,7 @@ def adapter_parameter_count(
     return sum(2 * rank * w + biases(w) for w in adapted)
 
 
-def lora_count(rank: int, shapes: list[tuple[int, int]]) -> int:
+def lora_count(rank: int, shapes: Sequence[tuple[int, int]]) -> int:
     """LoRA parameters for layers of the given `(d_in, d_out)` shapes at rank `rank`.
 
     Each targeted layer gets `A` (`rank x d_in`) and `B` (`d_out x rank`).

@@ -10,6 +10,8 @@ import sympy as sp
 import torch
 import torch.nn.functional as F
 
+from peft_course.dpo import DPOLoss
+
 
 def sequence_logprobs(
     logits: torch.Tensor, input_ids: torch.Tensor, completion_mask: torch.Tensor
@@ -31,17 +33,18 @@ def dpo_loss(
     reference_chosen: torch.Tensor,
     reference_rejected: torch.Tensor,
     beta: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Return `(loss, chosen_rewards, rejected_rewards)` of the sigmoid DPO loss.
+) -> DPOLoss:
+    """Return the sigmoid DPO loss and the rewards, as `DPOLoss(loss, chosen, rejected)`.
 
     Each argument holds one sequence log-probability per pair. The implicit reward of a
     completion is `beta * (log pi - log pi_ref)`; the loss is the mean over pairs of
-    `-log sigmoid(chosen_reward - rejected_reward)`.
+    `-log sigmoid(chosen_reward - rejected_reward)`, with its graph (training steps on it);
+    the rewards are for logging, detached from the graph.
     """
     chosen_rewards = beta * (policy_chosen - reference_chosen)
     rejected_rewards = beta * (policy_rejected - reference_rejected)
     loss = -F.logsigmoid(chosen_rewards - rejected_rewards).mean()
-    return loss, chosen_rewards, rejected_rewards
+    return DPOLoss(loss, chosen_rewards.detach(), rejected_rewards.detach())
 
 
 def reward_from_policy(pi_star: sp.Expr, pi_ref: sp.Expr, beta: sp.Expr, z: sp.Expr) -> sp.Expr:

@@ -27,19 +27,19 @@ def attention_mask(padding_mask: torch.Tensor | None, queries: int, keys: int) -
     return (causal & padding_mask.bool()[:, None, None, :]) | own
 
 
-def copy_conv1d(linear: nn.Linear, weight: torch.Tensor, bias: torch.Tensor) -> None:
+def copy_conv1d(linear: nn.Linear, weight: torch.Tensor, bias: torch.Tensor, name: str) -> None:
     """Copy a transformers `Conv1D`'s `weight` `(in, out)` and `bias` `(out,)` into `linear`.
 
     `Conv1D` computes `x @ weight + bias`; `nn.Linear` computes `x @ linear.weight.T + bias`
-    with `linear.weight` stored `(out, in)`. Copy in place; raise `ValueError` when the shapes
-    do not fit `linear` (never copy a square weight without its transpose: that runs, and is
-    wrong).
+    with `linear.weight` stored `(out, in)`. Copy in place; raise `ValueError`, naming the layer
+    by `name` (its name in the checkpoint), when the shapes do not fit `linear` (never copy a
+    square weight without its transpose: that runs, and is wrong).
     """
     fits = tuple(weight.shape) == (linear.in_features, linear.out_features)
     if not fits or tuple(bias.shape) != (linear.out_features,):
         raise ValueError(
-            f"a Conv1D weight {tuple(weight.shape)} / bias {tuple(bias.shape)} does not "
-            f"fit Linear({linear.in_features}, {linear.out_features})"
+            f"{name}: a Conv1D weight {tuple(weight.shape)} / bias {tuple(bias.shape)} does "
+            f"not fit Linear({linear.in_features}, {linear.out_features})"
         )
     with torch.no_grad():
         linear.weight.copy_(weight.T)

@@ -11,13 +11,13 @@ weight as `(in_features, out_features)` and computes `x @ W + b`, the transpose 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-from peft_course.lora import LoRALayer
+from peft_course.lora import LoRAConfig, LoRALayer
 
 
 def lora_forward(
@@ -47,29 +47,47 @@ def merged_weight(
     return base.weight.detach() + delta
 
 
-def matches(name: str, targets: Sequence[str]) -> bool:
-    """peft's rule: `name` equals a target or ends with `"." + target`.
+def matches(name: str, patterns: Iterable[str]) -> bool:
+    """peft's rule: `name` equals a pattern or ends with `"." + pattern`.
 
     `"c_proj"` matches `transformer.h.0.attn.c_proj`, `"attn.c_proj"` matches only the
     attention one, and `"proj"` matches nothing in GPT-2 (a name part must match whole).
     """
-    return any(name == target or name.endswith("." + target) for target in targets)
+    return any(name == pattern or name.endswith("." + pattern) for pattern in patterns)
 
 
-def inject_lora(model: nn.Module, targets: Sequence[str], r: int, alpha: float) -> list[str]:
-    """Wrap each module whose name matches `targets` in `LoRALayer(module, r, alpha)`, in place.
+def inject_lora(model: nn.Module, config: LoRAConfig) -> list[str]:
+    """Wrap each module whose name matches `config.targets` in a `LoRALayer`, in place.
 
-    Freeze every other parameter (only the new `lora_A`/`lora_B` train), return the wrapped
-    names in `model.named_modules()` order, and raise `ValueError` naming any target that
-    matches no module.
+    Each new layer is `LoRALayer(module, config.r, config.alpha, config.dropout,
+    config.use_rslora)`. Freeze every other parameter (only the new `lora_A`/`lora_B` train)
+    except what `config.trainable` names: a parameter whose name matches one of its patterns,
+    and every parameter of a module whose name matches one (`"score"` and `"score.weight"` both
+    train GPT-2's head). Return the wrapped names in `model.named_modules()` order. Raise
+    `ValueError` naming any target or trainable pattern that matches nothing, before the model
+    is changed.
     """
-    names = [name for name, _ in model.named_modules() if name and matches(name, targets)]
-    for target in targets:
-        if not any(matches(name, [target]) for name in names):
-            raise ValueError(f"target '{target}' matches no module of the model")
+    modules = [name for name, _ in model.named_modules() if name]
+    names = [name for name in modules if matches(name, config.targets)]
+    for pattern in config.targets:
+        if not any(matches(name, [pattern]) for name in names):
+            raise ValueError(f"target '{pattern}' matches no module of the model")
+    known = modules + [name for name, _ in model.named_parameters()]
+    for pattern in config.trainable:
+        if not any(matches(name, [pattern]) for name in known):
+            raise ValueError(f"trainable pattern '{pattern}' matches no module or parameter")
     model.requires_grad_(False)
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name)
-        setattr(parent, child, LoRALayer(getattr(parent, child), r, alpha))
+        base = getattr(parent, child)
+        setattr(
+            parent,
+            child,
+            LoRALayer(base, config.r, config.alpha, config.dropout, config.use_rslora),
+        )
+    heads = tuple(f"{n}." for n, _ in model.named_modules() if n and matches(n, config.trainable))
+    for name, parameter in model.named_parameters():
+        if name.startswith(heads) or matches(name, config.trainable):
+            parameter.requires_grad_(True)
     return names

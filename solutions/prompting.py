@@ -28,8 +28,9 @@ _NUMBER = re.compile(
 _MARKER = re.compile(r"answer\s*(?:is|=|:)|####|\\boxed\{", re.IGNORECASE)
 
 
-def few_shot_prompt(question: str, examples: Sequence[Problem], k: int) -> str:
-    """The few-shot prompt for `question`, with the first `k` of `examples` solved before it.
+def few_shot_prompt(question: str, examples: Sequence[Problem], k: int = 4) -> str:
+    """The few-shot prompt for `question`, with the first `k` (4 by default) of `examples` solved
+    before it.
 
     The layout, exactly (each example's answer written with `format_number`):
 
@@ -91,7 +92,7 @@ def extract_answer(text: str) -> Fraction | None:
 
 
 def verbalizer_scores(
-    model: torch.nn.Module, tokenizer: Any, prompts: Sequence[str], label_words: Sequence[str]
+    model: Any, tokenizer: Any, prompts: Sequence[str], label_words: Sequence[str]
 ) -> torch.Tensor:
     """`[len(prompts), len(label_words)]`: log p(first token of each label word | prompt).
 

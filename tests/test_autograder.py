@@ -93,7 +93,7 @@ def test_wrong_answer_fails_with_what_was_expected(graded):
     assert run.returncode == 1
     assert f"grading: {wrong}" in run.stdout  # the header names the graded directory
     assert "first layer frozen: expected 42 trainable parameters, got 262" in run.stdout
-    assert "next: warmup.count_trainable_parameters in exercises/warmup.py, wrong: 2 of 8" in (
+    assert f"next: warmup.count_trainable_parameters in {wrong / 'warmup.py'}, wrong: 2 of 8" in (
         run.stdout
     )
     assert last_lines(run, 1) == ["total 0 1 0 6 of 8"]

@@ -1,14 +1,18 @@
-"""Each reference solution that mirrors a package function has its name and gives its answers.
+"""Each reference solution that mirrors a package function has its name, its signature and gives
+its answers.
 
 The exercises grade a learner's file; this checks the other side: that `solutions/` and the
-package the docs teach from have not drifted apart. Each pair is called on the same inputs,
-boundaries included, and must agree exactly (integers, strings, sympy expressions) or to
-ROUNDING_ATOL (1e-6) on float tensors (the solutions use other, equally exact, torch operations).
+package the docs teach from have not drifted apart. Each pair has the same signature (the few
+that differ are listed in DIFFERENT, and docs/exercises.md says why), is called the same way on
+the same inputs, boundaries included, and must agree exactly (integers, strings, sympy
+expressions) or to ROUNDING_ATOL (1e-6) on float tensors (the solutions use other, equally exact,
+torch operations).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import random
 import sys
 from fractions import Fraction
@@ -32,7 +36,7 @@ from peft_course import (
     qlora,
 )
 from peft_course.word_problems import generate_problems
-from peft_course.tolerances import FLOAT64_SAME_FORMULA, ROUNDING_ATOL
+from peft_course.tolerances import FLOAT64_SAME_FORMULA, GRADED_LOGPROB_ATOL, ROUNDING_ATOL
 
 SOLUTIONS = Path(__file__).resolve().parents[1] / "solutions"
 
@@ -66,7 +70,40 @@ MIRRORS = {
     ("gpt2", "attention_mask"): gpt2.attention_mask,
     ("gpt2", "top_p_filter"): decoding.top_p_filter,
     ("instruct", "exact_match"): instruct.exact_match,
+    ("lora", "inject_lora"): lora.inject_lora,
+    ("gpt2", "copy_conv1d"): gpt2.copy_conv1d,
+    ("prompting", "verbalizer_scores"): prompting.verbalizer_scores,
 }
+# The exercises whose signature is not the package function's: the exercise takes the package's
+# first parameters (the package's others have defaults), and docs/exercises.md says why.
+DIFFERENT = {
+    ("counting", "nf4_bits_per_parameter"),  # a float, and bitsandbytes' fixed second block size
+    ("prompting", "verbalizer_scores"),  # the first-token score only, one prompt at a time
+}
+EXERCISES_PAGE = Path(__file__).resolve().parents[1] / "docs" / "exercises.md"
+
+
+@pytest.mark.parametrize("module,name", sorted(MIRRORS))
+def test_the_solution_has_the_package_signature(module, name):
+    ours = inspect.signature(getattr(solution(module), name))
+    theirs = inspect.signature(MIRRORS[module, name])
+    if (module, name) not in DIFFERENT:
+        assert ours == theirs, f"solutions/{module}.py: {name}{ours}, the package: {name}{theirs}"
+        return
+    first = list(theirs.parameters.values())[: len(ours.parameters)]
+    assert list(ours.parameters.values()) == first, (
+        f"{name}{ours} should take the first parameters of the package's {name}{theirs}"
+    )
+    rest = list(theirs.parameters.values())[len(ours.parameters) :]
+    assert all(p.default is not inspect.Parameter.empty for p in rest), (
+        f"the package's {name}{theirs} needs more than the exercise's {name}{ours} passes"
+    )
+    page = EXERCISES_PAGE.read_text()
+    section = page[page.index("## Your function and the package's") :].split("\n## ")[0]
+    assert f"`{module}.{name}(" in section, (
+        f"docs/exercises.md, 'Your function and the package's', should say why {module}.{name} "
+        "differs from the package's"
+    )
 
 
 @pytest.mark.parametrize("module,name", sorted(MIRRORS))
@@ -158,8 +195,12 @@ def test_sequence_logprobs_and_dpo_loss():
     for beta in (0.01, 0.1, 1.0):
         ours = reference.dpo_loss(*logps, beta)
         theirs = dpo.dpo_loss(*logps, beta)
-        for a, b in zip(ours, (theirs.loss, theirs.chosen_rewards, theirs.rejected_rewards)):
-            torch.testing.assert_close(a, b, atol=ROUNDING_ATOL, rtol=0)
+        assert type(ours) is type(theirs) is dpo.DPOLoss
+        for field in ("loss", "chosen_rewards", "rejected_rewards"):
+            torch.testing.assert_close(
+                getattr(ours, field), getattr(theirs, field), atol=ROUNDING_ATOL, rtol=0
+            )
+            assert getattr(ours, field).requires_grad == getattr(theirs, field).requires_grad
 
 
 def test_reward_from_policy():
@@ -242,3 +283,58 @@ def test_instruction_encoding_pairs_and_exact_match():
         assert reference.pair_ids(first, second, 0, n)[0] == join_pair(first, second, 0, n)
     for a, b in (("Positive.", "positive"), ("1 2", "1  2 "), ("5..", "5"), ("", "")):
         assert reference.exact_match(a, b) == instruct.exact_match(a, b)
+
+
+def test_inject_lora():
+    """Both called with the same `LoRAConfig`: the same wrapped names, layers and trainable
+    parameters, for targets alone and with modules or parameters that train in full."""
+    reference = solution("lora")
+    for config in (
+        lora.LoRAConfig(r=2, alpha=4.0, targets=["c_attn"]),
+        lora.LoRAConfig(r=4, alpha=8.0, dropout=0.1, targets=["c_attn", "mlp.c_proj"]),
+        lora.LoRAConfig(r=2, alpha=2.0, targets=["c_fc"], trainable=["score"], use_rslora=True),
+        lora.LoRAConfig(r=2, alpha=2.0, targets=["attn.c_proj"], trainable=["ln_f.weight", "h.0"]),
+    ):
+        ours, theirs = lora.random_gpt2(seed=0), lora.random_gpt2(seed=0)
+        assert reference.inject_lora(ours, config) == lora.inject_lora(theirs, config)
+        for a, b in zip(lora.lora_layers(ours).values(), lora.lora_layers(theirs).values()):
+            assert (a.r, a.alpha, a.scaling, a.dropout.p) == (b.r, b.alpha, b.scaling, b.dropout.p)
+        trainable = [
+            sorted(n for n, p in model.named_parameters() if p.requires_grad)
+            for model in (ours, theirs)
+        ]
+        assert trainable[0] == trainable[1], config
+    for bad in (["nothing"], ["c_attn", "q_proj"]):
+        with pytest.raises(ValueError):
+            reference.inject_lora(lora.random_gpt2(seed=0), lora.LoRAConfig(targets=bad))
+        with pytest.raises(ValueError):
+            lora.inject_lora(lora.random_gpt2(seed=0), lora.LoRAConfig(targets=bad))
+
+
+def test_copy_conv1d():
+    from torch import nn
+    from transformers.pytorch_utils import Conv1D
+
+    reference = solution("gpt2")
+    conv = Conv1D(6, 4)
+    ours, theirs = nn.Linear(4, 6), nn.Linear(4, 6)
+    reference.copy_conv1d(ours, conv.weight, conv.bias, "h.0.mlp.c_fc")
+    gpt2.copy_conv1d(theirs, conv.weight, conv.bias, "h.0.mlp.c_fc")
+    assert torch.equal(ours.weight, theirs.weight) and torch.equal(ours.bias, theirs.bias)
+    for copy in (reference.copy_conv1d, gpt2.copy_conv1d):
+        with pytest.raises(ValueError, match="h.1.attn.c_proj"):
+            copy(nn.Linear(6, 4), conv.weight, conv.bias, "h.1.attn.c_proj")
+
+
+def test_verbalizer_scores():
+    from peft_course.models import load_model
+
+    model, tokenizer = load_model("tiny-gpt2", "causal-lm")
+    prompts = ["The film was dull. Sentiment:", "A joy from start to end. Sentiment:"]
+    words = [" negative", " positive"]
+    torch.testing.assert_close(
+        solution("prompting").verbalizer_scores(model, tokenizer, prompts, words),
+        prompting.verbalizer_scores(model, tokenizer, prompts, words),
+        atol=GRADED_LOGPROB_ATOL,  # one prompt at a time against the package's padded batches
+        rtol=0,
+    )
