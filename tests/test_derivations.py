@@ -118,3 +118,61 @@ def test_wrong_gradient_fails(claimed):
 )
 def test_wrong_weight_fails(weight):
     assert not check_gradient_weight(weight).holds
+
+
+# ---- DPO's relatives (peft_course.preference_derivations) ------------------------------------
+
+from peft_course import preference_derivations as pd  # noqa: E402
+
+
+def test_every_relative_checks():
+    checks = pd.all_checks()
+    assert {c.step for c in checks} >= {f"{name} gradient" for name in pd.MARGIN_LOSSES}
+    for check in checks:
+        assert check.holds, f"{check.step}: {check.detail}"
+    assert "| IPO: minimum at 1/(2 beta) | yes |" in pd.checks_table()
+
+
+@pytest.mark.parametrize(
+    "name, claimed",
+    [
+        ("DPO", lambda h, b: -b * pd.sigmoid(b * h)),  # the weight of the wrong side
+        ("IPO", lambda h, b: 2 * h - 1 / (2 * b)),  # the target's factor 2 lost
+        ("hinge", lambda h, b: sp.Piecewise((-b, h < 1), (0, True))),  # closes at h = 1
+        ("robust", lambda h, b, e: -b * sp.Integer(1) * pd.sigmoid(-b * h)),  # plain DPO's
+        ("cDPO", lambda h, b, e: -b * ((1 - e) * pd.sigmoid(-b * h) + e * pd.sigmoid(b * h))),
+        ("SimPO", lambda a, b, g: -b * pd.sigmoid(-b * a)),  # the target margin dropped
+        ("ORPO", lambda o, lam: -pd.sigmoid(-o)),  # lambda dropped
+        ("KTO", lambda h, b, z: -b / 2 * pd.sigmoid(b * h) * (1 - pd.sigmoid(b * h))),  # z lost
+        ("APO-zero", lambda h, b: -b * pd.sigmoid(-b * h)),  # DPO's
+    ],
+)
+def test_wrong_gradient_of_a_relative_fails(name, claimed):
+    assert pd.check_gradient(name).holds
+    check = pd.check_gradient(name, claimed)
+    assert not check.holds, f"{name}: a wrong gradient passed ({check.detail})"
+
+
+def test_wrong_properties_fail():
+    assert not pd.check_dpo_never_stops(lambda h, b: -b * pd.sigmoid(-b * h) + b / 2).holds
+    assert not pd.check_ipo_minimum(lambda b: 1 / b).holds
+    assert not pd.check_ipo_minimum(lambda b: 1 / (2 * b) + 0 * b - 0.5).holds
+    assert not pd.check_hinge_stops(lambda b: 2 / b).holds
+    assert not pd.check_hinge_stops(lambda b: sp.Integer(1)).holds
+    cdpo_as_robust = pd.cdpo_margin_loss  # adding the flipped term is conservative, not unbiased
+    assert not pd.check_robust_unbiased(cdpo_as_robust).holds
+    assert not pd.check_robust_never_stops(lambda b, e: 0 * b).holds
+    assert not pd.check_cdpo_minimum(lambda b, e: sp.log(e / (1 - e)) / b).holds
+    assert not pd.check_simpo_shift(lambda b, g: g).holds
+    assert not pd.check_orpo_weight(lambda o, lam, p: lam * pd.sigmoid(-o)).holds  # 1/(1-p) lost
+    assert not pd.check_kto_saturates(lambda z: 0 * z).holds
+    assert not pd.check_apo_zero_anchored(
+        lambda rw, rl, b: 1 - pd.sigmoid(b * (rw - rl))  # a function of the margin alone
+    ).holds
+
+
+def test_margin_figure(tmp_path):
+    path = pd.plot_margin_losses(tmp_path / "margins.png")
+    assert path.stat().st_size > 10_000
+    labels = pd.figure_labels(pd.FIGURE_VALUES)
+    assert "= 1" in labels["IPO"] and "= 2" in labels["hinge"]

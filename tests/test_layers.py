@@ -56,6 +56,8 @@ LAYERS = {
             "prompting",
             "dpo",
             "derivations",
+            "preference",
+            "preference_derivations",
             "gpt2",
             "decoding",
         ),

@@ -1,0 +1,172 @@
+"""DPO's relatives: each loss is its derivation's formula, equals TRL's, trains; `align` refuses
+bad input in one line."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import sympy as sp
+import torch
+
+from peft_course import preference_derivations as pd
+from peft_course.dpo import dpo_loss
+from peft_course.errors import CourseError
+from peft_course.preference import (
+    apo_zero_loss,
+    cdpo_loss,
+    check_loss_name,
+    hinge_loss,
+    ipo_loss,
+    kto_loss,
+    orpo_loss,
+    robust_loss,
+    simpo_loss,
+)
+from peft_course.tolerances import ROUNDING_ATOL
+
+BETA, EPS, GAMMA = 0.3, 0.2, 0.4
+
+
+def batch(n: int = 6, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Sequence log-probabilities of a policy and a reference, and completion lengths."""
+    generator = torch.Generator().manual_seed(seed)
+    logps = {k: -30 * torch.rand(n, generator=generator, dtype=torch.float64) for k in "pPrR"}
+    lengths = torch.randint(1, 12, (2, n), generator=generator).to(torch.float64)
+    return {
+        "pc": logps["p"].requires_grad_(True),
+        "pr": logps["P"].requires_grad_(True),
+        "rc": logps["r"],
+        "rr": logps["R"],
+        "lc": lengths[0],
+        "lr": lengths[1],
+    }
+
+
+def formula(expression: sp.Expr, values: dict) -> float:
+    """A sympy margin loss or gradient evaluated at one point, as a float."""
+    return float(expression.subs(values))
+
+
+# The course's loss of a batch, and the margin its derivation writes the loss in, per pair.
+CASES = {
+    "IPO": (
+        lambda b: ipo_loss(b["pc"], b["pr"], b["rc"], b["rr"], BETA, b["lc"], b["lr"]),
+        lambda b: (b["pc"] - b["rc"]) / b["lc"] - (b["pr"] - b["rr"]) / b["lr"],
+        {pd.BETA: BETA},
+    ),
+    "hinge": (
+        lambda b: hinge_loss(b["pc"], b["pr"], b["rc"], b["rr"], BETA),
+        lambda b: (b["pc"] - b["rc"]) - (b["pr"] - b["rr"]),
+        {pd.BETA: BETA},
+    ),
+    "robust": (
+        lambda b: robust_loss(b["pc"], b["pr"], b["rc"], b["rr"], BETA, EPS),
+        lambda b: (b["pc"] - b["rc"]) - (b["pr"] - b["rr"]),
+        {pd.BETA: BETA, pd.EPS: EPS},
+    ),
+    "cDPO": (
+        lambda b: cdpo_loss(b["pc"], b["pr"], b["rc"], b["rr"], BETA, EPS),
+        lambda b: (b["pc"] - b["rc"]) - (b["pr"] - b["rr"]),
+        {pd.BETA: BETA, pd.EPS: EPS},
+    ),
+    "SimPO": (
+        lambda b: simpo_loss(b["pc"], b["pr"], b["lc"], b["lr"], BETA, GAMMA),
+        lambda b: b["pc"] / b["lc"] - b["pr"] / b["lr"],
+        {pd.BETA: BETA, pd.GAMMA: GAMMA},
+    ),
+    "DPO": (
+        lambda b: dpo_loss(b["pc"], b["pr"], b["rc"], b["rr"], BETA),
+        lambda b: (b["pc"] - b["rc"]) - (b["pr"] - b["rr"]),
+        {pd.BETA: BETA},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_loss_is_its_derivations_formula_with_its_gradient(name):
+    """Loss and d loss / d log pi(y_w) per pair, against the sympy loss and gradient of the
+    margin (d h / d log pi(y_w) = 1, or 1/|y_w| for the per-token margins)."""
+    loss_of, margin_of, values = CASES[name]
+    b = batch()
+    result = loss_of(b)
+    margins = margin_of(b).detach()
+    sym_loss, sym_gradient, parameters = pd.MARGIN_LOSSES[name]
+    expected = [formula(sym_loss(pd.H, *parameters), {**values, pd.H: float(m)}) for m in margins]
+    assert result.loss.item() == pytest.approx(sum(expected) / len(expected), abs=ROUNDING_ATOL)
+    result.loss.backward()
+    per_token = name in ("IPO", "SimPO")
+    slopes = torch.tensor(
+        [formula(sym_gradient(pd.H, *parameters), {**values, pd.H: float(m)}) for m in margins],
+        dtype=torch.float64,
+    )
+    expected_grad = slopes / len(margins) / (b["lc"] if per_token else 1)
+    torch.testing.assert_close(b["pc"].grad, expected_grad)
+
+
+def test_orpo_is_the_sft_loss_plus_the_odds_ratio_term():
+    generator = torch.Generator().manual_seed(4)
+    chosen = -3 * torch.rand(5, generator=generator, dtype=torch.float64) - 0.01
+    rejected = -3 * torch.rand(5, generator=generator, dtype=torch.float64) - 0.01
+    nll = torch.tensor(1.7, dtype=torch.float64)
+    result = orpo_loss(chosen, rejected, nll, BETA)
+    o = (chosen - torch.log1p(-chosen.exp())) - (rejected - torch.log1p(-rejected.exp()))
+    term = sum(
+        formula(pd.orpo_margin_loss(pd.H, pd.LAMBDA), {pd.H: float(x), pd.LAMBDA: BETA}) for x in o
+    )
+    assert result.loss.item() == pytest.approx(1.7 + term / 5, abs=ROUNDING_ATOL)
+    torch.testing.assert_close(result.chosen_rewards, BETA * chosen)
+    # near log p = 0 the odds blow up; log1mexp keeps the term finite
+    close = orpo_loss(torch.tensor([-1e-9]), torch.tensor([-5.0]), torch.tensor(0.0), BETA)
+    assert math.isfinite(close.loss.item())
+
+
+def test_kto_is_its_derivations_formula_with_the_kl_reference_point():
+    generator = torch.Generator().manual_seed(5)
+    policy, reference = (-20 * torch.rand(6, generator=generator) for _ in range(2))
+    kl_policy, kl_reference = (-20 * torch.rand(6, generator=generator) for _ in range(2))
+    desirable = torch.tensor([True, False, True, True, False, False])
+    result = kto_loss(policy, reference, desirable, kl_policy, kl_reference, BETA, 1.5, 0.5)
+    z = max((kl_policy - kl_reference).mean().item(), 0.0)
+    expected = []
+    for r, good in zip((policy - reference).tolist(), desirable.tolist()):
+        if good:
+            expected.append(1.5 * formula(pd.kto_desirable_loss(r, pd.BETA, z), {pd.BETA: BETA}))
+        else:
+            expected.append(0.5 * formula(pd.kto_undesirable_loss(r, pd.BETA, z), {pd.BETA: BETA}))
+    assert result.loss.item() == pytest.approx(sum(expected) / 6, abs=ROUNDING_ATOL)
+    assert result.chosen_rewards.shape == (3,) and result.rejected_rewards.shape == (3,)
+    # z is clamped at 0: a policy less likely than the reference on the mismatched pairs
+    below = kto_loss(policy, reference, desirable, kl_reference - 5, kl_reference, BETA)
+    at_zero = kto_loss(policy, reference, desirable, kl_reference, kl_reference, BETA)
+    assert below.loss.item() == pytest.approx(at_zero.loss.item(), abs=ROUNDING_ATOL)
+
+
+def test_apo_zero_is_kto_at_zero_and_moves_with_both_rewards():
+    b = batch(seed=6)
+    apo = apo_zero_loss(b["pc"], b["pr"], b["rc"], b["rr"], BETA)
+    r_w, r_l = (b["pc"] - b["rc"]).detach(), (b["pr"] - b["rr"]).detach()
+    expected = [
+        formula(pd.apo_zero_pair_loss(w, l_, pd.BETA), {pd.BETA: BETA})
+        for w, l_ in zip(r_w.tolist(), r_l.tolist())
+    ]
+    assert apo.loss.item() == pytest.approx(sum(expected) / len(expected), abs=ROUNDING_ATOL)
+    shifted = apo_zero_loss(b["pc"] + 3, b["pr"] + 3, b["rc"], b["rr"], BETA)
+    dpo_now, dpo_shifted = (
+        dpo_loss(b["pc"] + s, b["pr"] + s, b["rc"], b["rr"], BETA).loss.item() for s in (0, 3)
+    )
+    assert dpo_now == pytest.approx(dpo_shifted, abs=ROUNDING_ATOL)
+    assert abs(shifted.loss.item() - apo.loss.item()) > 1e-3, "APO-zero must see a common shift"
+
+
+def test_bad_loss_parameters_are_refused():
+    b = batch()
+    with pytest.raises(CourseError, match="label_smoothing"):
+        robust_loss(b["pc"], b["pr"], b["rc"], b["rr"], BETA, 0.5)
+    with pytest.raises(CourseError, match="gamma"):
+        simpo_loss(b["pc"], b["pr"], b["lc"], b["lr"], BETA, -1.0)
+    with pytest.raises(CourseError, match="beta"):
+        hinge_loss(b["pc"], b["pr"], b["rc"], b["rr"], 0.0)
+    with pytest.raises(CourseError, match="unknown preference loss 'dop'.*apo-zero"):
+        check_loss_name("dop")
+    assert check_loss_name("apo_zero") == "apo-zero"
