@@ -33,7 +33,7 @@ from transformers import set_seed
 from peft_course import distributed
 from peft_course.models import count_parameters
 from peft_course.data import ClassificationData
-from peft_course.errors import CourseError, check_positive_number
+from peft_course.errors import CourseError, check_positive_number, describe
 from peft_course.configs import SweepSettings
 from peft_course.files import atomic_write_text
 from peft_course.lora import check_hyperparameters
@@ -51,7 +51,8 @@ from peft_course.lm_classification import (
 )
 from peft_course.models import load_model
 from peft_course.plots import plot_curves
-from peft_course.settings import ABLATION
+from peft_course.options import spelled
+from peft_course.settings import ABLATION, SWEEPS
 from peft_course.tables import write_table
 from peft_course.training import TrainConfig, load_trainable_state, train
 
@@ -308,6 +309,132 @@ def parameter_sweep(
 
 
 # --8<-- [end:parameter_sweep]
+
+
+def typed_numbers(values: Sequence[Any], kind: type, option: str) -> list:
+    """`values` read as `kind` (int or float), or an error naming the option.
+
+    Args:
+        values: the values as typed (strings) or as numbers.
+        kind: `int` or `float`.
+        option: the option or argument they were given to, for the message.
+
+    Raises:
+        CourseError: if a value is not a number of that kind.
+    """
+    try:
+        return [kind(v) for v in values]
+    except (TypeError, ValueError):
+        kinds = {int: "whole numbers", float: "numbers"}
+        raise CourseError(
+            f"{option} must be {kinds.get(kind, kind.__name__)}, got {' '.join(map(str, values))}"
+        ) from None
+
+
+def check_distinct_values(option: str, given: Sequence[Any], values: list) -> list:
+    """`values` (what `given` means) unless two of them are one: `64` and `64.0` are one alpha.
+
+    Compared after conversion, so a repeated cell is refused rather than shown as two rows.
+
+    Args:
+        option: the option or argument the values were given to, for the message.
+        given: the values as given.
+        values: what they mean (converted), in the same order.
+
+    Raises:
+        CourseError: if two of `values` are equal.
+    """
+    for j, value in enumerate(values):
+        if value in values[:j]:
+            i = values.index(value)
+            same = given[i] != given[j]
+            both = f"{given[i]!r} and {given[j]!r}" if same else f"{given[i]!r}, twice"
+            raise CourseError(
+                f"{option} gives the same value twice ({both}): one cell would show as two rows"
+            )
+    return values
+
+
+# --8<-- [start:named_sweep]
+def named_sweep(
+    name: str,
+    values: Sequence[Any] | None = None,
+    *,
+    r: int | None = None,
+    alpha: float | None = None,
+    alpha_ratio: float = ABLATION.alpha_ratio,
+    dropout: float = ABLATION.dropout,
+    learning_rate: float = LORA_LEARNING_RATE,
+    full_learning_rate: float = FULL_LEARNING_RATE,
+    targets: Sequence[str] | None = None,
+    template: str = "default",
+    full: bool = True,
+) -> Sweep:
+    """The sweep `peft-course ablate NAME` runs: the seed project's grid, or `values` instead.
+
+    `name` is one of `SWEEPS`. rank, alpha and prompt have the seed's grids; dropout,
+    learning-rate and targets need `values` (targets: each value a comma-separated list of
+    modules, `"c_attn,c_fc"`). Every other setting is the cells' where the sweep does not set it.
+
+    Args:
+        name: the table, one of `SWEEPS`.
+        values: the grid, as typed or as numbers; None: the seed's grid.
+        r: the rank where the sweep does not set it; None: 16 (128 for prompt).
+        alpha: alpha where the sweep does not set it; None: `alpha_ratio * r`.
+        alpha_ratio: the rank sweep's alpha is `alpha_ratio * r`.
+        dropout: LoRA's dropout (the model's dropout in the full row).
+        learning_rate: the LoRA cells' learning rate.
+        full_learning_rate: the full fine-tuning row's.
+        targets: the modules LoRA wraps; None: peft's default.
+        template: the prompt template where the sweep does not set it.
+        full: end with the full fine-tuning row (rank, alpha and the other sweeps).
+
+    Raises:
+        CourseError: if `name` is unknown, `values` is one string or repeats a value, or a
+            sweep without a seed grid gets no `values`.
+    """
+    option = spelled("values")
+    if name not in SWEEPS:
+        raise CourseError(f"unknown sweep {name!r}: choose one of {', '.join(SWEEPS)}")
+    if isinstance(values, str) or (values is not None and not isinstance(values, Sequence)):
+        raise CourseError(f"{option} must be a list of values, got {describe(values)}")
+    if r is None:
+        r = ABLATION.prompt_r if name == "prompt" else ABLATION.r
+    alpha = alpha_ratio * r if alpha is None else alpha
+    targets = tuple(targets) if targets else None
+    base = CellConfig(
+        r=r,
+        alpha=alpha,
+        dropout=dropout,
+        learning_rate=learning_rate,
+        targets=targets,
+        template=template,
+    )
+    last = full_cell(base, full_learning_rate, dropout)
+    if name == "prompt":
+        names = check_distinct_values(option, values, list(values)) if values else TEMPLATES
+        return prompt_sweep(tuple(names), r, alpha, base)
+    if name in ("rank", "alpha") and not values:
+        values = SEED_RANKS if name == "rank" else SEED_ALPHAS
+    if not values:
+        raise CourseError(f"sweeping {name} needs {option}")
+    if name == "targets":  # each value one list of modules; their order does not matter
+        lists = [[m.strip() for m in str(v).split(",") if m.strip()] for v in values]
+        check_distinct_values(option, values, [sorted(modules) for modules in lists])
+        sweep = parameter_sweep("targets", lists, base, last)
+    else:
+        kind = int if name == "rank" else float
+        grid = check_distinct_values(option, values, typed_numbers(values, kind, option))
+        if name == "rank":
+            sweep = rank_sweep(grid, alpha_ratio, base, last)
+        elif name == "alpha":
+            sweep = alpha_sweep(grid, r, base, last)
+        else:
+            sweep = parameter_sweep(name.replace("-", "_"), grid, base, last)
+    return sweep if full else replace(sweep, cells=sweep.cells[:-1])
+
+
+# --8<-- [end:named_sweep]
 
 
 def _label(value: Any) -> str:

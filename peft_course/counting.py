@@ -31,6 +31,7 @@ from peft_course.errors import CourseError, check_string_list
 from peft_course.lora import layer_features, matches
 from peft_course.models import count_parameters
 from peft_course.qlora import nf4_bits_per_parameter, quantize_nf4
+from peft_course.settings import COUNTED_METHODS, COUNTED_MODELS
 from peft_course.tables import markdown_table
 
 
@@ -813,8 +814,6 @@ def breakdown(model: nn.Module) -> list[BreakdownRow]:
 
 
 Method = Literal["bitfit", "adapter", "lora"]
-COUNTED_METHODS: tuple[str, ...] = ("bitfit", "adapter", "lora")
-MODELS: tuple[str, ...] = ("gpt2-small", "mlp")
 
 
 @dataclass(frozen=True)
@@ -926,7 +925,7 @@ def count_method(
         CountingError: if an option is unknown or invalid, or bitfit is given targets.
     """
     _check_choice("method", method, COUNTED_METHODS)
-    _check_choice("model", model, MODELS)
+    _check_choice("model", model, COUNTED_MODELS)
     _check_rank(rank)
     if targets is not None:
         try:

@@ -1,7 +1,7 @@
 """An option declared once: a dataclass field is both a Python argument and a command-line flag.
 
 Each config dataclass the `peft-course` command builds declares its fields with `option(...)`:
-the default, the help, and the check of its value. `add_options` turns those fields into the
+the default, the help, and the check of its value. `cli.add_options` turns those fields into the
 arguments of a parser; `from_options` builds the dataclass back from the parsed command line.
 The dataclass's `__post_init__` calls `check_options`, so a value is checked the same way
 whether it came from a script or the command line; only its name differs (`epochs` from Python,
@@ -13,7 +13,6 @@ The module imports neither torch nor the course's models, so that `peft-course -
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import contextvars
 import dataclasses
@@ -22,7 +21,6 @@ import inspect
 import types
 import typing
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 from peft_course.errors import (
@@ -41,18 +39,24 @@ _AS_FLAGS = contextvars.ContextVar("as_flags", default=False)
 
 
 def option(
-    default: Any = dataclasses.MISSING, *, help: str, check: Check | None = None, **cli: Any
+    default: Any = dataclasses.MISSING,
+    *,
+    help: str | Callable[[], str],
+    check: Check | None = None,
+    **cli: Any,
 ):
-    """A dataclass field with its help and check, for `add_options` and `check_options`.
+    """A dataclass field with its help and check, for `cli.add_options` and `check_options`.
 
     Args:
         default: the field's default; a list or dict default is copied for each instance.
-        help: what the option does, as `--help` shows it (the default is appended).
+        help: what the option does, as `--help` shows it (the default is appended); a
+            function is called when the parser is built (a list of the registry's methods).
         check: `check(name, value)` raises a `CourseError` naming `name` if `value` is wrong;
             None checks the type only (a bool, or nothing). None values of an optional field
             are not checked.
         **cli: how the command line spells it, where the field's type cannot say: `flag`
-            (e.g. "--rslora"), `choices`, `metavar`, `positional=True`, `cli=False` (Python only).
+            (e.g. "--rslora"), `choices` (or a function returning them), `metavar`,
+            `positional=True`, `cli=False` (Python only).
     """
     metadata = {"help": help, "check": check, **cli}
     if isinstance(default, (list, dict)):
@@ -68,10 +72,10 @@ def documented(cls: type) -> type:
     Each field is documented once, in its `option(help=...)`: `help(TrainConfig)` and the API
     reference show the same words as `--help`.
     """
+    helps = {f.name: f.metadata["help"] for f in dataclasses.fields(cls) if "help" in f.metadata}
     lines = [
-        f"    {f.name}: {f.metadata['help'].replace('%%', '%')}"
-        for f in dataclasses.fields(cls)
-        if "help" in f.metadata
+        f"    {name}: {(text() if callable(text) else text).replace('%%', '%')}"
+        for name, text in helps.items()
     ]
     cls.__doc__ = f"{inspect.cleandoc(cls.__doc__ or '')}\n\nAttributes:\n" + "\n".join(lines)
     return cls
@@ -120,9 +124,17 @@ def device_name(name: str, value: Any) -> Any:
 
 def shown(field: dataclasses.Field) -> str:
     """The name an error message uses: the field's, or its flag inside `as_flags()`."""
-    if not _AS_FLAGS.get():
-        return field.name
+    return flag_of(field) if _AS_FLAGS.get() else field.name
+
+
+def flag_of(field: dataclasses.Field) -> str:
+    """The field's command-line flag: `--max-length` for `max_length`, unless it names another."""
     return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+
+
+def spelled(name: str) -> str:
+    """`name` as a message shows it: the argument's name, or its flag inside `as_flags()`."""
+    return "--" + name.replace("_", "-") if _AS_FLAGS.get() else name
 
 
 def shown_name(config: Any, name: str) -> str:
@@ -179,74 +191,9 @@ def default_of(field: dataclasses.Field) -> Any:
     return field.default
 
 
-def shown_default(value: Any) -> str:
-    """A default as `--help` shows it: a list as its items, a string quoted (a newline shows)."""
-    if isinstance(value, tuple):
-        return " ".join(map(str, value)).replace("%", "%%")
-    return repr(value).replace("%", "%%") if isinstance(value, str) else str(value)
-
-
-def add_options(
-    parser: Any,
-    cls: type,
-    *,
-    skip: tuple[str, ...] = (),
-    only: tuple[str, ...] | None = None,
-    given_only: bool = False,
-    **defaults: Any,
-) -> None:
-    """Add the fields of dataclass `cls` to `parser` (or an argument group) as options.
-
-    The type gives the conversion (`int`, `float`, `Path`; a tuple or list takes one or more
-    values); a bool that defaults to False is a switch, one that defaults to True or None gets
-    `--x/--no-x`. A field without a default is required.
-
-    Args:
-        parser: an `argparse` parser or argument group.
-        cls: the dataclass.
-        skip: fields left out (the command sets them itself).
-        only: if given, the fields added (the rest keep their defaults).
-        given_only: leave an option out of the parsed namespace unless it is typed, so that a
-            command can tell what the user set (the help still shows the default).
-        **defaults: other defaults than the field's, for this command only.
-    """
-    for field in dataclasses.fields(cls):
-        if field.name in skip or (only is not None and field.name not in only):
-            continue
-        if not field.metadata.get("cli", True) or "help" not in field.metadata:
-            continue
-        kind, _ = field_types(cls)[field.name]
-        default = defaults.get(field.name, default_of(field))
-        spec: dict[str, Any] = {"help": field.metadata["help"], "dest": field.name}
-        if default is not dataclasses.MISSING:
-            spec["default"] = argparse.SUPPRESS if given_only else default
-            plain = default is None or isinstance(default, bool) or default == ()
-            if not plain and "default" not in spec["help"]:
-                spec["help"] += f" (default: {shown_default(default)})"
-        for key in ("choices", "metavar"):
-            if key in field.metadata:
-                spec[key] = field.metadata[key]
-        if kind is bool:
-            spec["action"] = "store_true" if default is False else argparse.BooleanOptionalAction
-        elif typing.get_origin(kind) in (tuple, list):
-            spec["nargs"] = "+"
-            spec["type"] = typing.get_args(kind)[0]
-        elif kind in (int, float, str, Path):
-            spec["type"] = kind
-        if field.metadata.get("positional"):
-            spec.pop("dest")
-            parser.add_argument(field.name, **spec)
-            continue
-        if default is dataclasses.MISSING:
-            spec["required"] = True
-        parser.add_argument(
-            field.metadata.get("flag") or "--" + field.name.replace("_", "-"), **spec
-        )
-
-
 def from_options(
     cls: type,
-    args: argparse.Namespace,
+    args: Any,
     *,
     only: tuple[str, ...] | None = None,
     skip: tuple[str, ...] = (),
@@ -260,7 +207,7 @@ def from_options(
     Args:
         cls: the dataclass whose fields are options of the parsed command.
         args: the parsed command line.
-        only: if given, the only fields read from `args` (as in `add_options`).
+        only: if given, the only fields read from `args` (as in `cli.add_options`).
         skip: fields not read from `args`: they keep their defaults unless given.
         **given: fields set by the command itself.
     """

@@ -18,6 +18,11 @@ from dataclasses import dataclass, field
 DEFAULT_MODEL = "openai-community/gpt2"  # what a real user fine-tunes when no model is named
 EMBEDDED_MODEL = "tiny-gpt2"  # built in-process, no download: the default of every command
 DEFAULT_DATASET = "synthetic-sentiment"  # generated in-process: the default of every command
+# what the counting chapter applies (`peft-course count --method`), and to which architectures
+COUNTED_METHODS = ("bitfit", "adapter", "lora")
+COUNTED_MODELS = ("gpt2-small", "mlp")
+# the tables `peft-course ablate` makes (`peft_course.ablation.named_sweep`)
+SWEEPS = ("rank", "alpha", "prompt", "dropout", "learning-rate", "targets")
 ANSWER_CUE = "\nSentiment:"  # what follows the text when a causal LM answers with a label word
 
 

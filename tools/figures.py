@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.patches import Rectangle
 
-from peft_course.qlora import NF4_BLOCKSIZE, nf4_bytes
+from peft_course.qlora import DOUBLE_QUANT_BLOCKSIZE, NF4_BLOCKSIZE, nf4_bytes
 
 FROZEN, TRAINED, INK = "#c5cae9", "#ffcc80", "#263238"
 # The 16 NF4 levels (QLoRA, Dettmers et al. 2023): quantiles of a standard normal, scaled to
@@ -92,8 +92,9 @@ def nf4_block(path: Path, seed: int = 0) -> None:
     top.set_ylabel("value")
     top.set_title("16 levels (grey lines) placed where normally distributed weights are dense")
     top.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False, fontsize=9)
-    single, double = nf4_bytes(NF4_BLOCKSIZE * 256, False), nf4_bytes(NF4_BLOCKSIZE * 256, True)
-    per_weight = [8 * single / (NF4_BLOCKSIZE * 256), 8 * double / (NF4_BLOCKSIZE * 256)]
+    superblock = NF4_BLOCKSIZE * DOUBLE_QUANT_BLOCKSIZE
+    single, double = nf4_bytes(superblock, False), nf4_bytes(superblock, True)
+    per_weight = [8 * single / superblock, 8 * double / superblock]
     bottom.barh([1, 0], [4, 4], color=TRAINED, edgecolor=INK)
     bottom.barh([1, 0], [b - 4 for b in per_weight], left=4, color=FROZEN, edgecolor=INK)
     bottom.set_yticks([1, 0], ["fp32 absmax per block", "double quantization"])
