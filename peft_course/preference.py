@@ -31,13 +31,30 @@ and returns the loss together with the rewards TRL logs for it.
 
 from __future__ import annotations
 
+import random
+import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from peft_course.dpo import check_beta
+from peft_course.configs import DPORunConfig
+from peft_course.dpo import (
+    check_beta,
+    check_pairs,
+    common_prefix_length,
+    dpo_loss,
+    film_preferences,
+    perturbed_copy,
+    sequence_logprobs,
+    tokenize_pair,
+)
 from peft_course.errors import CourseError, check_number
+from peft_course.models import load_model
+from peft_course.settings import EMBEDDED_MODEL
 
 # The losses of this chapter (and of `peft-course align --loss`), each with a line about it.
 LOSSES = {
@@ -425,3 +442,651 @@ def check_loss_name(name: str) -> str:
     if key not in LOSSES:
         raise CourseError(f"unknown preference loss {name!r}; choose one of {', '.join(LOSSES)}")
     return key
+
+
+# ----------------------------------------------------------------------------------------------
+# Scores of a policy and a reference on pairs, and each loss of them
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LossSettings:
+    """The parameters some losses have beside beta.
+
+    Attributes:
+        gamma: SimPO's target reward margin.
+        label_smoothing: robust DPO's probability that a label is flipped, in `[0, 0.5)`.
+        desirable_weight: KTO's weight of the desirable completions' losses.
+        undesirable_weight: KTO's weight of the undesirable completions' losses.
+    """
+
+    gamma: float = 0.5
+    label_smoothing: float = 0.1
+    desirable_weight: float = 1.0
+    undesirable_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        """Check every value before a model is loaded."""
+        check_gamma(self.gamma)
+        check_label_smoothing(self.label_smoothing)
+        check_weight("desirable_weight", self.desirable_weight)
+        check_weight("undesirable_weight", self.undesirable_weight)
+
+
+# TRL's CPOTrainer and ORPOTrainer put the beginning-of-text token before the prompt (when the
+# prompt does not already start with it); DPOTrainer and KTOTrainer do not.
+BOS_LOSSES = ("simpo", "orpo")
+
+
+def with_bos(example: dict[str, list[int]], bos_token_id: int | None) -> dict[str, list[int]]:
+    """`tokenize_pair`'s ids with `bos_token_id` before the prompt, as CPO and ORPO tokenize.
+
+    Args:
+        example: `{"prompt_ids", "chosen_ids", "rejected_ids"}`.
+        bos_token_id: the tokenizer's beginning-of-text id; None leaves the example unchanged.
+    """
+    prompt = example["prompt_ids"]
+    if bos_token_id is None or prompt[:1] == [bos_token_id]:
+        return example
+    return {**example, "prompt_ids": [bos_token_id, *prompt]}
+
+
+@dataclass
+class Scores:
+    """What a policy and its reference make of a set of rows (pairs: chosen rows, then rejected).
+
+    Attributes:
+        policy: the policy's log-probability of each completion (a sum over its tokens).
+        reference: the reference's log-probability of each completion.
+        lengths: each completion's number of tokens.
+        nll: the policy's next-token loss on each row's tokens, prompt included (a sum).
+        tokens: each row's number of predicted tokens (what `nll` is summed over).
+    """
+
+    policy: torch.Tensor
+    reference: torch.Tensor
+    lengths: torch.Tensor
+    nll: torch.Tensor
+    tokens: torch.Tensor
+
+    def halves(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The chosen and rejected halves of field `name`."""
+        return getattr(self, name).chunk(2)
+
+
+def collate_rows(
+    rows: list[tuple[list[int], list[int]]], pad_token_id: int
+) -> dict[str, torch.Tensor]:
+    """Right-padded `prompt + completion` rows with their attention and completion masks.
+
+    Args:
+        rows: `(prompt_ids, completion_ids)` per row.
+        pad_token_id: the id padding is filled with.
+    """
+    width = max(len(p) + len(c) for p, c in rows)
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    completion_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (prompt, completion) in enumerate(rows):
+        input_ids[i, : len(prompt) + len(completion)] = torch.tensor(prompt + completion)
+        attention_mask[i, : len(prompt) + len(completion)] = 1
+        completion_mask[i, len(prompt) : len(prompt) + len(completion)] = 1
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "completion_mask": completion_mask,
+    }
+
+
+@torch.no_grad()
+def row_scores(
+    model: torch.nn.Module,
+    rows: list[tuple[list[int], list[int]]],
+    pad_token_id: int,
+    batch_size: int = 64,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each row's completion log-probability, its whole-row log-probability and token count.
+
+    Args:
+        model: the causal LM to score with (put in eval mode, and back).
+        rows: `(prompt_ids, completion_ids)` per row.
+        pad_token_id: the padding id.
+        batch_size: rows per forward pass.
+
+    Returns:
+        `(completion, whole, predicted)`: per row, the sum of the completion tokens'
+        log-probabilities, the same over every token after the first, and that token count.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    completion, whole, predicted = [], [], []
+    for start in range(0, len(rows), batch_size):
+        batch = collate_rows(rows[start : start + batch_size], pad_token_id)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        completion.append(
+            sequence_logprobs(logits, batch["input_ids"], batch["completion_mask"]).cpu()
+        )
+        whole.append(sequence_logprobs(logits, batch["input_ids"], batch["attention_mask"]).cpu())
+        predicted.append(batch["attention_mask"][:, 1:].sum(-1).cpu())
+    model.train(was_training)
+    return torch.cat(completion), torch.cat(whole), torch.cat(predicted)
+
+
+def reference_row_scores(
+    policy: torch.nn.Module,
+    reference: torch.nn.Module | None,
+    rows: list[tuple[list[int], list[int]]],
+    pad_token_id: int,
+) -> torch.Tensor:
+    """The reference's completion log-probabilities: `reference`'s, or the policy's with its
+    adapters disabled.
+
+    Raises:
+        CourseError: if `reference` is None and the policy has no adapters to switch off.
+    """
+    if reference is not None:
+        return row_scores(reference, rows, pad_token_id)[0]
+    if not hasattr(policy, "disable_adapter"):
+        raise CourseError("no reference model given, and the policy has no adapters to switch off")
+    with policy.disable_adapter():
+        return row_scores(policy, rows, pad_token_id)[0]
+
+
+def score_rows(
+    policy: torch.nn.Module,
+    reference: torch.nn.Module | None,
+    rows: list[tuple[list[int], list[int]]],
+    pad_token_id: int,
+) -> Scores:
+    """`Scores` of token-id rows under the policy and the reference.
+
+    Args:
+        policy: the model being judged.
+        reference: the frozen reference; None uses the policy with its adapters disabled.
+        rows: `(prompt_ids, completion_ids)` per row.
+        pad_token_id: the padding id.
+    """
+    policy_logps, whole, predicted = row_scores(policy, rows, pad_token_id)
+    return Scores(
+        policy=policy_logps,
+        reference=reference_row_scores(policy, reference, rows, pad_token_id),
+        lengths=torch.tensor([len(c) for _, c in rows], dtype=torch.float32),
+        nll=-whole,
+        tokens=predicted.float(),
+    )
+
+
+def pair_rows(
+    tokenizer: Any, pairs: Sequence[dict[str, str]], bos: bool = False
+) -> list[tuple[list[int], list[int]]]:
+    """The `(prompt_ids, completion_ids)` rows of pairs: every chosen row, then every rejected.
+
+    Args:
+        tokenizer: the policy's tokenizer.
+        pairs: checked preference pairs.
+        bos: put the beginning-of-text token before each prompt (as CPO and ORPO do).
+    """
+    examples = [tokenize_pair(tokenizer, pair) for pair in pairs]
+    if bos:
+        examples = [with_bos(e, tokenizer.bos_token_id) for e in examples]
+    return [
+        (e["prompt_ids"], e[f"{side}_ids"]) for side in ("chosen", "rejected") for e in examples
+    ]
+
+
+def score_pairs(
+    policy: torch.nn.Module,
+    reference: torch.nn.Module | None,
+    tokenizer: Any,
+    pairs: Sequence[dict[str, str]],
+    bos: bool = False,
+) -> Scores:
+    """`Scores` of preference pairs: the first half the chosen rows, the second the rejected.
+
+    Args:
+        policy: the model being judged.
+        reference: the frozen reference; None uses the policy with its adapters disabled.
+        tokenizer: their tokenizer.
+        pairs: the preference pairs.
+        bos: put the beginning-of-text token before each prompt (as CPO and ORPO do).
+    """
+    rows = pair_rows(tokenizer, check_pairs(pairs), bos)
+    return score_rows(policy, reference, rows, tokenizer.pad_token_id)
+
+
+# --8<-- [start:paired_loss]
+def paired_loss(
+    name: str, scores: Scores, beta: float, settings: LossSettings | None = None
+) -> PreferenceLoss:
+    """Loss `name` (any of `LOSSES` but `kto`) of a batch of scored pairs.
+
+    Args:
+        name: the loss.
+        scores: `score_pairs` of the batch.
+        beta: the loss's beta (ORPO's lambda).
+        settings: gamma, label smoothing; None uses `LossSettings()`.
+
+    Raises:
+        CourseError: for an unknown loss, or `kto` (unpaired: see `unpaired_loss`).
+    """
+    name, settings = check_loss_name(name), settings or LossSettings()
+    (pc, pr), (rc, rr), (lc, lr) = (scores.halves(f) for f in ("policy", "reference", "lengths"))
+    if name == "dpo":
+        result = dpo_loss(pc, pr, rc, rr, beta)
+        return PreferenceLoss(result.loss, result.chosen_rewards, result.rejected_rewards)
+    if name == "ipo":
+        return ipo_loss(pc, pr, rc, rr, beta, lc, lr)
+    if name == "hinge":
+        return hinge_loss(pc, pr, rc, rr, beta)
+    if name == "robust":
+        return robust_loss(pc, pr, rc, rr, beta, settings.label_smoothing)
+    if name == "apo-zero":
+        return apo_zero_loss(pc, pr, rc, rr, beta)
+    if name == "simpo":
+        return simpo_loss(pc, pr, lc, lr, beta, settings.gamma)
+    if name == "orpo":
+        nll, tokens = scores.halves("nll")[0], scores.halves("tokens")[0]
+        return orpo_loss(pc / lc, pr / lr, nll.sum() / tokens.sum(), beta)
+    raise CourseError("kto learns from unpaired completions: use unpaired_loss")
+
+
+# --8<-- [end:paired_loss]
+
+
+# ----------------------------------------------------------------------------------------------
+# KTO's unpaired data
+# ----------------------------------------------------------------------------------------------
+
+
+def unpaired(pairs: Sequence[dict[str, str]], seed: int = 0) -> list[dict[str, Any]]:
+    """Each pair as two labelled completions, `{"prompt", "completion", "label"}`, shuffled.
+
+    The chosen completion is desirable (`label` True), the rejected one undesirable. The rows
+    are shuffled so that a batch holds both kinds, and so that the completion KTO borrows for
+    its KL estimate from the previous row seldom shares the row's prompt.
+
+    Args:
+        pairs: checked preference pairs.
+        seed: seeds the shuffle.
+    """
+    rows = [
+        {"prompt": p["prompt"], "completion": p[side], "label": side == "chosen"}
+        for p in check_pairs(pairs)
+        for side in ("chosen", "rejected")
+    ]
+    random.Random(seed).shuffle(rows)
+    return rows
+
+
+def tokenize_completion(tokenizer: Any, row: dict[str, Any]) -> tuple[list[int], list[int]]:
+    """`(prompt_ids, completion_ids)` of one unpaired row, the completion ending with eos.
+
+    The same rule as `dpo.tokenize_pair` (and TRL's): the completion is what follows the common
+    prefix of the tokenized prompt and the tokenized `prompt + completion + eos`.
+    """
+    prompt_ids = tokenizer(row["prompt"])["input_ids"]
+    full = tokenizer(row["prompt"] + row["completion"] + tokenizer.eos_token)["input_ids"]
+    start = common_prefix_length(prompt_ids, full)
+    return prompt_ids[:start], full[start:]
+
+
+def kl_rows(
+    rows: list[tuple[list[int], list[int]]], batch_size: int
+) -> list[tuple[list[int], list[int]]]:
+    """Mismatched rows for KTO's KL estimate: each prompt with the previous row's completion.
+
+    Completions are rotated by one within each run of `batch_size` rows, `(x_1, y_n), (x_2,
+    y_1), ..., (x_n, y_(n-1))`, as TRL does, so that the mismatched completions of a batch are
+    the batch's own completions.
+
+    Args:
+        rows: `(prompt_ids, completion_ids)` per row, in batch order.
+        batch_size: the training batch size.
+    """
+    mismatched = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        completions = [chunk[-1][1]] + [c for _, c in chunk[:-1]]
+        mismatched += [(p, c) for (p, _), c in zip(chunk, completions)]
+    return mismatched
+
+
+# --8<-- [start:unpaired_loss]
+def unpaired_loss(
+    policy: torch.nn.Module,
+    reference: torch.nn.Module | None,
+    tokenizer: Any,
+    rows: Sequence[dict[str, Any]],
+    beta: float,
+    settings: LossSettings | None = None,
+    batch_size: int | None = None,
+) -> tuple[PreferenceLoss, torch.Tensor, torch.Tensor]:
+    """KTO's loss of unpaired rows (one batch), its KL reference point estimated from them.
+
+    Args:
+        policy: the model being judged.
+        reference: the frozen reference; None uses the policy with its adapters disabled.
+        tokenizer: their tokenizer.
+        rows: `unpaired` rows, all in one batch.
+        beta: KTO's beta.
+        settings: the desirable and undesirable weights; None uses `LossSettings()`.
+        batch_size: the run of rows whose completions are rotated for the KL estimate; None
+            rotates all the rows as one.
+
+    Returns:
+        `(loss, policy_logps, desirable)`: the loss and rewards, each row's log-probability and
+        whether it is desirable.
+    """
+    settings = settings or LossSettings()
+    tokenized = [tokenize_completion(tokenizer, row) for row in rows]
+    pad = tokenizer.pad_token_id
+    scores = score_rows(policy, reference, tokenized, pad)
+    mismatched = kl_rows(tokenized, batch_size or len(tokenized))
+    kl = score_rows(policy, reference, mismatched, pad)
+    desirable = torch.tensor([bool(row["label"]) for row in rows])
+    loss = kto_loss(
+        scores.policy,
+        scores.reference,
+        desirable,
+        kl.policy,
+        kl.reference,
+        beta,
+        settings.desirable_weight,
+        settings.undesirable_weight,
+    )
+    return loss, scores.policy, desirable
+
+
+# --8<-- [end:unpaired_loss]
+
+
+def loss_metrics(
+    name: str,
+    policy: torch.nn.Module,
+    reference: torch.nn.Module | None,
+    tokenizer: Any,
+    pairs: Sequence[dict[str, str]],
+    beta: float,
+    settings: LossSettings | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """What TRL's trainer for loss `name` logs for `pairs` in one batch, computed by hand.
+
+    `loss` and the `rewards/*` are the loss's own (SimPO's and ORPO's rewards are `beta` times
+    the per-token log-probability, as TRL logs them; KTO's are the means over the desirable and
+    the undesirable rows, from `unpaired(pairs, seed)`).
+
+    Args:
+        name: one of `LOSSES`.
+        policy: the model being judged.
+        reference: the frozen reference; None uses the policy with its adapters disabled.
+        tokenizer: their tokenizer.
+        pairs: the preference pairs.
+        beta: the loss's beta.
+        settings: the loss's other parameters; None uses `LossSettings()`.
+        seed: seeds KTO's shuffle of the unpaired rows.
+    """
+    name = check_loss_name(name)
+    if name == "kto":
+        result, logps, desirable = unpaired_loss(
+            policy, reference, tokenizer, unpaired(pairs, seed), beta, settings
+        )
+        chosen, rejected = result.chosen_rewards.mean(), result.rejected_rewards.mean()
+        return {
+            "loss": result.loss.item(),
+            "rewards/chosen": chosen.item(),
+            "rewards/rejected": rejected.item(),
+            "rewards/margins": (chosen - rejected).item(),
+            "logps/chosen": logps[desirable].mean().item(),
+            "logps/rejected": logps[~desirable].mean().item(),
+        }
+    scores = score_pairs(policy, reference, tokenizer, pairs, bos=name in BOS_LOSSES)
+    result = paired_loss(name, scores, beta, settings)
+    (pc, pr), (lc, lr) = scores.halves("policy"), scores.halves("lengths")
+    if name in BOS_LOSSES:  # CPO and ORPO log per-token log-probabilities
+        pc, pr = pc / lc, pr / lr
+    margins = result.chosen_rewards - result.rejected_rewards
+    return {
+        "loss": result.loss.item(),
+        "rewards/chosen": result.chosen_rewards.mean().item(),
+        "rewards/rejected": result.rejected_rewards.mean().item(),
+        "rewards/accuracies": (margins > 0).float().mean().item(),
+        "rewards/margins": margins.mean().item(),
+        "logps/chosen": pc.mean().item(),
+        "logps/rejected": pr.mean().item(),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# The same losses through TRL's trainers
+# ----------------------------------------------------------------------------------------------
+
+# The losses DPOTrainer computes, by its `loss_type` names.
+DPO_LOSS_TYPES = {
+    "dpo": "sigmoid",
+    "ipo": "ipo",
+    "hinge": "hinge",
+    "robust": "robust",
+    "apo-zero": "apo_zero",
+}
+TRAINERS = {  # which TRL trainer computes each loss
+    **dict.fromkeys(DPO_LOSS_TYPES, "trl.DPOTrainer"),
+    "simpo": "trl.experimental.cpo.CPOTrainer (loss_type='simpo', cpo_alpha=0)",
+    "orpo": "trl.experimental.orpo.ORPOTrainer",
+    "kto": "trl.KTOTrainer",
+}
+
+
+def machine_bf16() -> bool:
+    """bf16 where this machine has it: a CUDA GPU that supports it, never the CPU.
+
+    TRL's configs default to `bf16=True`, which fails on a CPU without bf16 ("Your setup
+    doesn't support bf16/gpu") and would make CPU runs differ from GPU runs anyway.
+    """
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def trainer_arguments(
+    config: DPORunConfig, output_dir: str | Path, eval_batch_size: int = 64
+) -> dict[str, Any]:
+    """The arguments every TRL config of this chapter shares (`dpo.make_dpo_config`'s).
+
+    Gradient checkpointing off, bf16 from the machine, nothing reported, saved or pushed.
+
+    Args:
+        config: the run's hyper-parameters.
+        output_dir: TRL's output directory.
+        eval_batch_size: rows per evaluation batch.
+    """
+    return {
+        "output_dir": str(output_dir),
+        "beta": config.beta,
+        "learning_rate": config.learning_rate,
+        "num_train_epochs": config.epochs,
+        "per_device_train_batch_size": config.batch_size,
+        "per_device_eval_batch_size": eval_batch_size,
+        "max_length": config.max_length,
+        "gradient_checkpointing": False,
+        "bf16": machine_bf16(),
+        "logging_steps": config.logging_steps,
+        "report_to": "none",
+        "save_strategy": "no",
+        "push_to_hub": False,
+        "seed": config.seed,
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+        "dataloader_pin_memory": False,
+    }
+
+
+# --8<-- [start:make_trainer]
+def make_trainer(
+    name: str,
+    policy: torch.nn.Module,
+    reference: torch.nn.Module | None,
+    tokenizer: Any,
+    train_rows: Sequence[dict[str, Any]],
+    config: DPORunConfig,
+    settings: LossSettings,
+    output_dir: str | Path,
+    eval_rows: Sequence[dict[str, Any]] | None = None,
+    peft_config: Any = None,
+    eval_batch_size: int = 64,
+) -> Any:
+    """The TRL trainer of loss `name`, set up as this chapter runs them.
+
+    DPOTrainer takes DPO's relatives by `loss_type`; SimPO is CPO with `loss_type="simpo"` and
+    `cpo_alpha=0` (no SFT term); ORPO has its own trainer; KTO takes unpaired rows (`unpaired`)
+    and wants a batch of at least 2, in order, for its KL estimate.
+
+    Args:
+        name: one of `LOSSES`.
+        policy: the model to train.
+        reference: an explicit frozen reference (DPO's relatives and KTO), or None (with LoRA:
+            the base with the adapters off; SimPO and ORPO need none).
+        tokenizer: the policy's tokenizer.
+        train_rows: pairs (KTO: unpaired rows).
+        config: the run's hyper-parameters.
+        settings: the loss's other parameters.
+        output_dir: TRL's output directory.
+        eval_rows: rows to evaluate on, or None.
+        peft_config: a `peft.LoraConfig` for TRL to wrap the policy with, or None.
+        eval_batch_size: rows per evaluation batch.
+    """
+    from datasets import Dataset
+    from transformers import PrinterCallback
+
+    name = check_loss_name(name)
+    common = trainer_arguments(config, output_dir, eval_batch_size)
+    data = {
+        "train_dataset": Dataset.from_list(list(train_rows)),
+        "eval_dataset": None if eval_rows is None else Dataset.from_list(list(eval_rows)),
+        "processing_class": tokenizer,
+        "peft_config": peft_config,
+    }
+    if name in DPO_LOSS_TYPES:
+        from trl import DPOConfig, DPOTrainer
+
+        args = DPOConfig(
+            **common, loss_type=[DPO_LOSS_TYPES[name]], label_smoothing=settings.label_smoothing
+        )
+        trainer = DPOTrainer(model=policy, ref_model=reference, args=args, **data)
+    elif name == "simpo":
+        from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+        args = CPOConfig(**common, loss_type="simpo", cpo_alpha=0.0, simpo_gamma=settings.gamma)
+        trainer = CPOTrainer(model=policy, args=args, **data)
+    elif name == "orpo":
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        trainer = ORPOTrainer(model=policy, args=ORPOConfig(**common), **data)
+    else:
+        from trl import KTOConfig, KTOTrainer
+
+        args = KTOConfig(
+            **common,
+            desirable_weight=settings.desirable_weight,
+            undesirable_weight=settings.undesirable_weight,
+        )
+        trainer = KTOTrainer(model=policy, ref_model=reference, args=args, **data)
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+# --8<-- [end:make_trainer]
+
+
+def trl_loss_metrics(
+    name: str,
+    policy: torch.nn.Module,
+    reference: torch.nn.Module | None,
+    tokenizer: Any,
+    pairs: Sequence[dict[str, str]],
+    beta: float,
+    settings: LossSettings | None = None,
+    seed: int = 0,
+) -> dict[str, float]:
+    """What TRL's trainer for loss `name` logs when it evaluates `pairs` in one batch.
+
+    Nothing is trained. KTO evaluates `unpaired(pairs, seed)`, its KL completions rotated over
+    the whole batch (its training batch size is set to the number of rows).
+
+    Args:
+        name: one of `LOSSES`.
+        policy: the policy.
+        reference: the frozen reference (ignored by SimPO and ORPO).
+        tokenizer: their tokenizer.
+        pairs: the preference pairs.
+        beta: the loss's beta.
+        settings: the loss's other parameters; None uses `LossSettings()`.
+        seed: seeds KTO's shuffle of the unpaired rows.
+    """
+    name, settings = check_loss_name(name), settings or LossSettings()
+    pairs = check_pairs(pairs)
+    rows = unpaired(pairs, seed) if name == "kto" else pairs
+    config = DPORunConfig(beta=beta, batch_size=len(rows), seed=seed)
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = make_trainer(
+            name,
+            policy,
+            None if name in BOS_LOSSES else reference,
+            tokenizer,
+            rows,
+            config,
+            settings,
+            scratch,
+            eval_rows=rows,
+            eval_batch_size=len(rows),
+        )
+        logged = trainer.evaluate()
+    return {key.removeprefix("eval_"): value for key, value in logged.items()}
+
+
+COMPARED = (
+    "loss",
+    "rewards/chosen",
+    "rewards/rejected",
+    "rewards/margins",
+    "logps/chosen",
+    "logps/rejected",
+)
+
+
+def compare_losses_with_trl(
+    model_name: str = EMBEDDED_MODEL,
+    n_pairs: int = 8,
+    beta: float = 0.5,
+    settings: LossSettings | None = None,
+    seed: int = 0,
+    losses: Sequence[str] = tuple(LOSSES),
+) -> list[dict[str, Any]]:
+    """Rows `loss | metric | by hand | TRL | difference` for a perturbed policy and its reference.
+
+    Args:
+        model_name: the causal LM used as reference (the policy is a perturbed copy).
+        n_pairs: generated film pairs compared on.
+        beta: every loss's beta.
+        settings: the losses' other parameters; None uses `LossSettings()`.
+        seed: seeds the model, the perturbation, the pairs and KTO's shuffle.
+        losses: the losses compared.
+    """
+    reference, tokenizer = load_model(model_name, task="causal-lm", seed=seed)
+    policy = perturbed_copy(reference, seed=seed)
+    pairs = list(film_preferences(n_pairs, 1, seed)["train"])
+    rows = []
+    for name in losses:
+        ours = loss_metrics(name, policy, reference, tokenizer, pairs, beta, settings, seed)
+        theirs = trl_loss_metrics(name, policy, reference, tokenizer, pairs, beta, settings, seed)
+        rows += [
+            {
+                "loss": name,
+                "metric": key,
+                "by hand": ours[key],
+                "TRL": theirs[key],
+                "difference": abs(ours[key] - theirs[key]),
+            }
+            for key in COMPARED
+        ]
+    return rows

@@ -87,6 +87,24 @@ sides run the same float32 model on the same tokens; they differ in how the log-
 (TRL projects the hidden states in tiles through a fused LM head). A sequence log-probability is a
 sum of ~15 terms of size ~2, so float32 round-off is ~1e-6: measured 3.8e-6 (`default`; 9.5e-7
 `avx512`, 3.6e-7 `avx2`). 2e-5 is 5 times the largest seen.
+
+The same bound serves the rewards and log-probabilities of DPO's relatives against DPOTrainer (IPO,
+hinge, robust, APO-zero), CPOTrainer (SimPO), ORPOTrainer and KTOTrainer (tests/test_preference.py,
+8 film pairs, beta 0.5, a perturbed tiny-gpt2): rewards at most 8.3e-7, log-probabilities 3.8e-6
+(`avx2` and `default`; 1.9e-6 `avx512`), across kernel sets.
+"""
+
+PREFERENCE_LOSS_ATOL = 4e-6
+"""The course's loss of each of DPO's relatives against the loss TRL's trainer logs for it.
+
+`peft_course.preference.loss_metrics` against `trl_loss_metrics`, one batch of 8 film pairs, beta
+0.5, a perturbed tiny-gpt2 against its original, float32 (tests/test_preference.py): at most 8.3e-7
+across kernel sets (hinge under `avx2`; IPO 6.0e-7, robust 5.4e-7, DPO 3.6e-7; SimPO, ORPO and KTO
+below 1.2e-7, since CPO and ORPO compute log-probabilities from plain logits as the course does).
+Every loss was within 1e-6 on every kernel set, but with a margin of 1.2 only. The losses differ
+only through the log-probabilities (TRL_ATOL: up to 3.8e-6 on a sum), which a loss multiplies by a
+slope of at most about beta: 4e-6 is about 5 times the largest seen, and a wrong term (a lost length
+normalisation, gamma or 1/(2 beta)) moves a loss by 0.05 or more.
 """
 
 PREFIX_CACHE_ATOL = 1e-4

@@ -10,20 +10,30 @@ import sympy as sp
 import torch
 
 from peft_course import preference_derivations as pd
-from peft_course.dpo import dpo_loss
+from peft_course.dpo import dpo_loss, film_preferences, perturbed_copy
 from peft_course.errors import CourseError
+from peft_course.models import load_model
 from peft_course.preference import (
+    COMPARED,
+    LOSSES,
+    LossSettings,
     apo_zero_loss,
     cdpo_loss,
     check_loss_name,
     hinge_loss,
     ipo_loss,
+    kl_rows,
     kto_loss,
+    loss_metrics,
     orpo_loss,
     robust_loss,
+    score_pairs,
     simpo_loss,
+    trl_loss_metrics,
+    unpaired,
+    with_bos,
 )
-from peft_course.tolerances import ROUNDING_ATOL
+from peft_course.tolerances import PREFERENCE_LOSS_ATOL, ROUNDING_ATOL, TRL_ATOL
 
 BETA, EPS, GAMMA = 0.3, 0.2, 0.4
 
@@ -170,3 +180,57 @@ def test_bad_loss_parameters_are_refused():
     with pytest.raises(CourseError, match="unknown preference loss 'dop'.*apo-zero"):
         check_loss_name("dop")
     assert check_loss_name("apo_zero") == "apo-zero"
+
+
+# ---- each loss equals TRL's ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def causal():
+    return load_model("tiny-gpt2", task="causal-lm")
+
+
+@pytest.fixture(scope="module")
+def perturbed(causal):
+    reference, tokenizer = causal
+    return perturbed_copy(reference, scale=0.05, seed=3), reference, tokenizer
+
+
+@pytest.mark.parametrize("name", list(LOSSES))
+def test_loss_and_rewards_equal_trl(perturbed, name):
+    """One batch, the same policy and reference: the course's numbers are the trainer's."""
+    policy, reference, tokenizer = perturbed
+    pairs = list(film_preferences(6, 1, seed=2)["train"])
+    settings = LossSettings(gamma=0.3, label_smoothing=0.2)
+    ours = loss_metrics(name, policy, reference, tokenizer, pairs, 0.5, settings)
+    theirs = trl_loss_metrics(name, policy, reference, tokenizer, pairs, 0.5, settings)
+    assert ours["loss"] == pytest.approx(theirs["loss"], abs=PREFERENCE_LOSS_ATOL)
+    for key in COMPARED[1:]:
+        assert ours[key] == pytest.approx(theirs[key], abs=TRL_ATOL), key
+    # the numbers compared are not the step-0 ones: the policy differs from the reference
+    assert abs(ours["rewards/margins"]) > 1e-3
+
+
+def test_a_wrong_term_is_far_outside_the_bound(perturbed):
+    """What the bound must catch: IPO without its length normalisation, SimPO without gamma."""
+    policy, reference, tokenizer = perturbed
+    pairs = list(film_preferences(6, 1, seed=2)["train"])
+    scores = score_pairs(policy, reference, tokenizer, pairs)
+    (pc, pr), (rc, rr), (lc, lr) = (scores.halves(f) for f in ("policy", "reference", "lengths"))
+    right = ipo_loss(pc, pr, rc, rr, 0.5, lc, lr).loss.item()
+    ones = torch.ones_like(lc)
+    assert abs(ipo_loss(pc, pr, rc, rr, 0.5, ones, ones).loss.item() - right) > 1e-2
+    with_gamma = simpo_loss(pc, pr, lc, lr, 0.5, 0.3).loss.item()
+    assert abs(simpo_loss(pc, pr, lc, lr, 0.5, 0.0).loss.item() - with_gamma) > 1e-2
+
+
+def test_bos_and_kl_rows_follow_trl():
+    example = {"prompt_ids": [5, 6], "chosen_ids": [7, 0], "rejected_ids": [8, 0]}
+    assert with_bos(example, 0)["prompt_ids"] == [0, 5, 6]
+    assert with_bos(with_bos(example, 0), 0)["prompt_ids"] == [0, 5, 6], "added once"
+    rows = [([1], [11]), ([2], [12]), ([3], [13]), ([4], [14]), ([5], [15])]
+    assert kl_rows(rows, 2) == [([1], [12]), ([2], [11]), ([3], [14]), ([4], [13]), ([5], [15])]
+    pairs = list(film_preferences(5, 1)["train"])
+    rows = unpaired(pairs, seed=1)
+    assert sorted(r["label"] for r in rows) == [False] * 5 + [True] * 5
+    assert rows == unpaired(pairs, seed=1) and rows != unpaired(pairs, seed=2)
