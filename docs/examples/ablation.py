@@ -1,15 +1,14 @@
 """An ablation from a script: a two-cell rank sweep through the LM head, its table written."""
 
-from dataclasses import replace
 from tempfile import TemporaryDirectory
 
-from peft_course.ablation import rank_sweep, run_sweep, table_rows, write_sweep
+from peft_course.ablation import named_sweep, run_sweep, table_rows, write_sweep
 from peft_course.configs import SweepSettings
 from peft_course.data import load_classification_data
 
 data = load_classification_data("synthetic-sentiment", max_examples=64)
-sweep = rank_sweep([4, 8], alpha_ratio=2)  # r = 4 and 8 with alpha = 2r, then full fine-tuning
-sweep = replace(sweep, cells=sweep.cells[:-1])  # the two LoRA cells only
+# the rank table, as `peft-course ablate rank` builds it: r = 4 and 8 with alpha = 2r, no full row
+sweep = named_sweep("rank", ["4", "8"], alpha_ratio=2, full=False)
 settings = SweepSettings(epochs=1, batch_size=16, progress=False)
 
 with TemporaryDirectory() as output:  # finished cells are saved under it: a rerun skips them
