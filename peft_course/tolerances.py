@@ -90,8 +90,9 @@ sum of ~15 terms of size ~2, so float32 round-off is ~1e-6: measured 3.8e-6 (`de
 
 The same bound serves the rewards and log-probabilities of DPO's relatives against DPOTrainer (IPO,
 hinge, robust, APO-zero), CPOTrainer (SimPO), ORPOTrainer and KTOTrainer (tests/test_preference.py,
-8 film pairs, beta 0.5, a perturbed tiny-gpt2): rewards at most 8.3e-7, log-probabilities 3.8e-6
-(`avx2` and `default`; 1.9e-6 `avx512`), across kernel sets.
+8 film pairs, beta 0.5, ORPO's lambda 2, a perturbed tiny-gpt2): rewards at most 9.5e-7 (ORPO's,
+lambda times a per-token log-probability), log-probabilities 3.8e-6 (`avx2` and `default`; 1.9e-6
+`avx512`), across kernel sets.
 """
 
 PREFERENCE_LOSS_ATOL = 4e-6
