@@ -20,6 +20,7 @@ from typing import Any
 
 from peft_course.command_options import (
     Ablate,
+    Align,
     Count,
     Demo,
     Dpo,
@@ -201,6 +202,7 @@ COMMANDS: dict[str, tuple[type, tuple[Any, ...]]] = {
         ),
     ),
     "dpo": (Dpo, (Group("DPO", DPORunConfig),)),
+    "align": (Align, (Group("training (beta: every loss's but ORPO's)", DPORunConfig),)),
     "ablate": (
         Ablate,
         (DATA, Group("every cell", SweepSettings, skip=("model", "epochs"))),

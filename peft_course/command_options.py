@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peft_course.configs import output_option, seed_option
+from peft_course.errors import CourseError
 from peft_course.options import (
     at_least,
     check_options,
@@ -286,6 +287,46 @@ class Dpo:
     n_train: int = option(DPO.n_train, help="generated training pairs", check=positive_int)
     n_test: int = option(DPO.n_test, help="generated held-out pairs", check=positive_int)
     output: Path = output_option("runs/dpo", "where metrics.json and rewards.png go")
+
+
+# `peft-course align --loss`: the losses of peft_course.preference.LOSSES (which imports torch;
+# tests/test_preference.py checks that the two lists agree)
+ALIGN_LOSSES = ("dpo", "ipo", "hinge", "robust", "simpo", "orpo", "kto", "apo-zero")
+
+
+def align_loss(name: str, value: object) -> str:
+    """One of `ALIGN_LOSSES`, or a `CourseError` that lists them."""
+    if value not in ALIGN_LOSSES:
+        raise CourseError(
+            f"{name}: unknown preference loss {value!r}; choose one of {', '.join(ALIGN_LOSSES)}"
+        )
+    return value
+
+
+@checked
+class Align(Dpo):
+    """DPO and its relatives (IPO, hinge, robust, SimPO, ORPO, KTO, APO-zero) with TRL
+
+    Train a causal LM with one preference loss through its TRL trainer (DPOTrainer's loss types,
+    CPOTrainer for SimPO, ORPOTrainer, KTOTrainer) on generated film pairs or a JSONL file of
+    prompt/chosen/rejected pairs; print held-out reward accuracy (by the loss's own reward and by
+    DPO's log-ratio), margins and the mean response length before and after; save metrics.json
+    and rewards.png.
+    """
+
+    loss: str = option("dpo", help=f"the loss: {', '.join(ALIGN_LOSSES)}", check=align_loss)
+    gamma: float = option(0.5, help="SimPO's target reward margin", check=interval(0, None))
+    label_smoothing: float = option(
+        0.1,
+        help="robust: the probability that a pair's label is flipped",
+        check=interval(0, 0.5, high_open=True),
+    )
+    orpo_lambda: float = option(
+        2.0,
+        help="ORPO: the weight of the odds-ratio term (ORPO ignores --beta)",
+        check=positive_number,
+    )
+    output: Path = output_option("runs/align", "where metrics.json and rewards.png go")
 
 
 def distinct_seeds(name: str, seeds: tuple[int, ...]) -> None:

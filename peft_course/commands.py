@@ -47,6 +47,13 @@ from peft_course.instruct import instruct_rows, instruct_tune, load_instructions
 from peft_course.lora import equivalence_rows
 from peft_course.models import check_max_length, context_length, load_tokenizer, model_config
 from peft_course.options import as_flags, from_options
+from peft_course.preference import (
+    TRAINERS,
+    LossSettings,
+    before_after_rows,
+    save_align_run,
+    train_preference,
+)
 from peft_course.prompting import (
     DEFAULT_STRATEGIES,
     build_prompt,
@@ -420,6 +427,34 @@ def command_dpo(args: Any) -> None:
     print(f"\nreference unchanged: {run.reference_unchanged}")
     metrics, plot = save_dpo_run(
         run, args.output, f"DPO, {'LoRA' if args.lora else 'full'}, beta {args.beta:g}"
+    )
+    print(f"saved: {metrics} and {plot}")
+
+
+def command_align(args: Any) -> None:
+    """One of DPO's relatives through its TRL trainer, with the before/after preference table."""
+    if args.train_file:
+        pairs = split_pairs(load_preference_jsonl(args.train_file), args.test_fraction, args.seed)
+        source = args.train_file
+    else:
+        pairs = film_preferences(args.n_train, args.n_test, args.seed, prefer=args.prefer)
+        source = f"generated film pairs (prefer {args.prefer})"
+    config = from_options(DPORunConfig, args)
+    settings = LossSettings(
+        gamma=args.gamma, label_smoothing=args.label_smoothing, orpo_lambda=args.orpo_lambda
+    )
+    run = train_preference(args.loss, pairs, args.model, config, settings)
+    strength = f"lambda {args.orpo_lambda:g}" if args.loss == "orpo" else f"beta {args.beta:g}"
+    print(
+        f"\n{args.loss} ({TRAINERS[args.loss]}) on {source}: {len(pairs['train'])} train / "
+        f"{len(pairs['test'])} held-out pairs, {args.model}, {'LoRA' if args.lora else 'full'}, "
+        f"{strength}, lr {args.learning_rate:g}, {run.steps} steps, {run.seconds:.1f} s, "
+        f"{run.tokens_per_second:.0f} tokens/s\n"
+    )
+    print(markdown_table(before_after_rows(run)))
+    print(f"\nreference unchanged: {run.reference_unchanged}")
+    metrics, plot = save_align_run(
+        run, args.output, f"{args.loss}, {'LoRA' if args.lora else 'full'}, {strength}"
     )
     print(f"saved: {metrics} and {plot}")
 

@@ -97,7 +97,7 @@ def check_pair(row: Any, where: str) -> dict[str, str]:
 
     Raises:
         PreferenceDataError: if the row is not a dict, lacks a field, has a non-text field or an
-            empty completion.
+            empty completion, or if its chosen and rejected completions are the same text.
     """
     if not isinstance(row, dict):
         raise PreferenceDataError(
@@ -118,6 +118,11 @@ def check_pair(row: Any, where: str) -> dict[str, str]:
     for name in ("chosen", "rejected"):
         if not row[name].strip():
             raise PreferenceDataError(f"{where}: the '{name}' completion is empty")
+    if row["chosen"] == row["rejected"]:
+        raise PreferenceDataError(
+            f"{where}: 'chosen' and 'rejected' are the same text ({row['chosen'][:40]!r}): "
+            "the pair states no preference"
+        )
     return {name: row[name] for name in REQUIRED_FIELDS}
 
 

@@ -31,6 +31,7 @@ and returns the loss together with the rewards TRL logs for it.
 
 from __future__ import annotations
 
+import json
 import random
 import tempfile
 import time
@@ -56,6 +57,7 @@ from peft_course.dpo import (
     tokenize_pair,
 )
 from peft_course.errors import CourseError, check_number
+from peft_course.files import atomic_write_text, replacing
 from peft_course.lora import default_targets, stores_transposed
 from peft_course.models import load_model
 from peft_course.plots import plt
@@ -1438,3 +1440,52 @@ def plot_histories(runs: Sequence[AlignRun], path: str | Path, title: str = "") 
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return Path(path)
+
+
+def before_after_rows(run: AlignRun) -> list[dict[str, str]]:
+    """Held-out metrics of one run before and after training, as table rows.
+
+    Args:
+        run: the finished run.
+    """
+    keys = (
+        "rewards/accuracies",
+        "rewards/margins",
+        "rewards/chosen",
+        "rewards/rejected",
+        "log_ratio_accuracy",
+        "likelihood_accuracy",
+        "loss",
+    )
+    rows = [
+        {"held-out metric": k, "step 0": f"{run.before[k]:.4f}", "after": f"{run.after[k]:.4f}"}
+        for k in keys
+    ]
+    rows.append(
+        {
+            "held-out metric": "mean response length (tokens)",
+            "step 0": f"{run.length_before:.1f}",
+            "after": f"{run.length_after:.1f}",
+        }
+    )
+    return rows
+
+
+def save_align_run(run: AlignRun, output: str | Path, title: str = "") -> tuple[Path, Path]:
+    """Write `metrics.json` (config, settings, before/after, history) and `rewards.png`.
+
+    The same files as `dpo.save_dpo_run`, each written whole or not at all.
+
+    Args:
+        run: the finished run.
+        output: the directory written into.
+        title: the plot's title.
+
+    Returns:
+        `(metrics.json, rewards.png)` paths.
+    """
+    output = Path(output)
+    metrics = atomic_write_text(output / "metrics.json", json.dumps(run.as_dict(), indent=1))
+    with replacing(output / "rewards.png") as temporary:
+        plot_histories([run], temporary, title)
+    return metrics, output / "rewards.png"

@@ -11,6 +11,8 @@ import sympy as sp
 import torch
 
 from peft_course import preference_derivations as pd
+from peft_course.cli import main
+from peft_course.command_options import ALIGN_LOSSES, Align
 from peft_course.configs import DPORunConfig
 from peft_course.dpo import dpo_loss, film_preferences, perturbed_copy
 from peft_course.errors import CourseError
@@ -277,3 +279,81 @@ def test_histories_plot(tmp_path):
         "dpo", {}, {}, 4.0, 5.0, history, 4, 1.0, 100.0, True, DPORunConfig(), LossSettings()
     )
     assert plot_histories([run], tmp_path / "h.png").stat().st_size > 5_000
+
+
+# ---- peft-course align -----------------------------------------------------------------------
+
+
+def align_fails(capsys, argv: list, *needles: str) -> str:
+    """`peft-course align ...` fails with one line holding every needle; returns that line."""
+    code = main(["align", *map(str, argv)])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("peft-course align: error: "), lines[0]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def pairs_file(path, rows) -> str:
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return str(path)
+
+
+def test_align_options_follow_the_library():
+    assert ALIGN_LOSSES == tuple(LOSSES)
+    defaults = Align()
+    settings = LossSettings()
+    assert (defaults.gamma, defaults.label_smoothing, defaults.orpo_lambda) == (
+        settings.gamma,
+        settings.label_smoothing,
+        settings.orpo_lambda,
+    )
+
+
+def test_align_trains_and_saves_like_dpo(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = ["--loss", "kto", "--n-train", "8", "--n-test", "4", "--epochs", "1"]
+    assert main(["align", *argv, "--batch-size", "4", "--output", "out"]) == 0
+    printed = capsys.readouterr().out
+    assert "kto (trl.KTOTrainer)" in printed and "| rewards/accuracies |" in printed
+    saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert saved["loss"] == "kto" and saved["steps"] == 2 and saved["reference_unchanged"]
+    assert (tmp_path / "out" / "rewards.png").stat().st_size > 5_000
+
+
+@pytest.mark.parametrize(
+    "argv, needles",
+    [
+        (["--loss", "dop"], ("--loss", "unknown preference loss 'dop'", "apo-zero")),
+        (["--beta", "0"], ("--beta must be a positive number", "got 0")),
+        (["--beta", "-0.5"], ("--beta must be a positive number",)),
+        (["--beta", "inf"], ("--beta must be a positive number",)),
+        (["--label-smoothing", "0.5"], ("--label-smoothing must be in [0, 0.5)", "got 0.5")),
+        (["--gamma", "-1"], ("--gamma must be in [0, inf)",)),
+        (["--orpo-lambda", "0"], ("--orpo-lambda must be positive",)),
+    ],
+    ids=["unknown loss", "beta 0", "beta negative", "beta inf", "smoothing", "gamma", "lambda"],
+)
+def test_align_bad_options_are_one_line(tmp_path, capsys, argv, needles):
+    align_fails(capsys, [*argv, "--output", tmp_path / "out"], *needles)
+    assert not (tmp_path / "out").exists()
+
+
+def test_align_bad_pairs_are_one_line(tmp_path, capsys):
+    good = {"prompt": "a film :", "chosen": " it was fine .", "rejected": " it was dull ."}
+    same = pairs_file(tmp_path / "same.jsonl", [good, {**good, "rejected": good["chosen"]}])
+    align_fails(
+        capsys,
+        ["--train-file", same, "--output", tmp_path / "out"],
+        "same.jsonl: line 2",
+        "'chosen' and 'rejected' are the same text",
+    )
+    missing = pairs_file(tmp_path / "missing.jsonl", [good, {"prompt": "x", "chosen": " y"}])
+    align_fails(
+        capsys,
+        ["--loss", "ipo", "--train-file", missing, "--output", tmp_path / "out"],
+        "missing.jsonl: line 2 has no 'rejected' field",
+    )
+    assert not (tmp_path / "out").exists()
