@@ -61,7 +61,9 @@ from peft_course.files import atomic_write_text, replacing
 from peft_course.lora import default_targets, stores_transposed
 from peft_course.models import load_model
 from peft_course.plots import plt
+from peft_course.preference_derivations import checks_table, plot_margin_losses
 from peft_course.settings import EMBEDDED_MODEL
+from peft_course.tables import markdown_table
 
 # The losses of this chapter (and of `peft-course align --loss`), each with a line about it.
 LOSSES = {
@@ -1489,3 +1491,193 @@ def save_align_run(run: AlignRun, output: str | Path, title: str = "") -> tuple[
     with replacing(output / "rewards.png") as temporary:
         plot_histories([run], temporary, title)
     return metrics, output / "rewards.png"
+
+
+# ----------------------------------------------------------------------------------------------
+# A reward model beside DPO's implicit one
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RewardModelRun:
+    """A scalar reward model trained on the pairs, and DPO trained on the same pairs.
+
+    Attributes:
+        before: what `RewardTrainer.evaluate` logs on the test pairs before training (`accuracy`
+            is the share of pairs whose chosen completion gets the higher reward).
+        after: the same after training.
+        dpo_before: DPO's `held_out_metrics` on the test pairs before training.
+        dpo_after: the same after DPO's training.
+        steps: optimizer steps of each run.
+        seconds: wall-clock time of the reward model's `trainer.train()`.
+    """
+
+    before: dict[str, float]
+    after: dict[str, float]
+    dpo_before: dict[str, float]
+    dpo_after: dict[str, float]
+    steps: int
+    seconds: float
+
+
+# --8<-- [start:train_reward_model]
+def train_reward_model(
+    pairs: Any, model_name: str = EMBEDDED_MODEL, config: DPORunConfig | None = None
+) -> RewardModelRun:
+    """A reward model (`trl.RewardTrainer`: a scalar head on the same base, LoRA) beside DPO.
+
+    The reward model learns `r(x, y)` with the Bradley-Terry loss `-log sigmoid(r_w - r_l)`;
+    DPO learns a policy whose implicit reward `beta log(pi / pi_ref)` ranks the same pairs. Both
+    start from the same base, train on the same pairs for the same steps, and are measured by
+    the same held-out accuracy: DPO's paper's point that the policy is its own reward model.
+
+    Args:
+        pairs: a `DatasetDict` (or dict) with `train` and `test` preference pairs.
+        model_name: the base both start from.
+        config: the hyper-parameters both share (LoRA's rank and alpha, steps, learning rate).
+    """
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import PrinterCallback
+    from trl import RewardConfig, RewardTrainer
+
+    config = config or DPORunConfig()
+    train, test = (check_pairs(pairs[s], f"the {s} split") for s in ("train", "test"))
+    model, tokenizer = load_model(model_name, task="classification", num_labels=1, seed=config.seed)
+    arguments = {k: v for k, v in trainer_arguments(config, "unused").items() if k != "beta"}
+    peft_config = LoraConfig(
+        r=config.r,
+        lora_alpha=config.alpha,
+        target_modules=default_targets(model),
+        fan_in_fan_out=stores_transposed(model),
+        task_type="SEQ_CLS",  # the new scalar head trains in full beside the adapters
+    )
+    with tempfile.TemporaryDirectory() as scratch:
+        trainer = RewardTrainer(
+            model=model,
+            args=RewardConfig(**{**arguments, "output_dir": scratch}),
+            train_dataset=Dataset.from_list(train),
+            eval_dataset=Dataset.from_list(test),
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
+        trainer.remove_callback(PrinterCallback)
+        before = trainer.evaluate()
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start
+        after = trainer.evaluate()
+    dpo = train_preference("dpo", {"train": train, "test": test}, model_name, config)
+    return RewardModelRun(
+        {k.removeprefix("eval_"): v for k, v in before.items()},
+        {k.removeprefix("eval_"): v for k, v in after.items()},
+        dpo.before,
+        dpo.after,
+        trainer.state.global_step,
+        seconds,
+    )
+
+
+# --8<-- [end:train_reward_model]
+
+
+def reward_model_rows(run: RewardModelRun, pairs: str = "") -> list[dict[str, str]]:
+    """Held-out accuracy and mean margin of the reward model and of DPO's implicit reward.
+
+    Args:
+        run: the finished runs.
+        pairs: what the pairs were, for the table's first column.
+    """
+    rm_before, rm_after, dpo_before, dpo_after = (
+        run.before,
+        run.after,
+        run.dpo_before,
+        run.dpo_after,
+    )
+    return [
+        {
+            "pairs": pairs,
+            "ranker": "reward model (RewardTrainer: scalar head + LoRA)",
+            "held-out accuracy": f"{rm_before['accuracy']:.3f} -> {rm_after['accuracy']:.3f}",
+            "mean margin": f"{rm_before['margin']:.3f} -> {rm_after['margin']:.3f}",
+            "steps": str(run.steps),
+        },
+        {
+            "pairs": pairs,
+            "ranker": "DPO's implicit reward beta log(pi / pi_ref)",
+            "held-out accuracy": (
+                f"{dpo_before['rewards/accuracies']:.3f} -> {dpo_after['rewards/accuracies']:.3f}"
+            ),
+            "mean margin": (
+                f"{dpo_before['rewards/margins']:.3f} -> {dpo_after['rewards/margins']:.3f}"
+            ),
+            "steps": str(run.steps),
+        },
+    ]
+
+
+def write_docs(
+    directory: str | Path = "docs/images/preference", n_train: int = 64, n_test: int = 32
+) -> list[Path]:
+    """The chapter's tables and figures: checks, TRL's numbers, side-by-side runs, reward model.
+
+    `python -m peft_course.preference` runs it (about two minutes on a laptop CPU): 8 LoRA
+    steps per loss on tiny-gpt2, film pairs that prefer the pan (the pretrained model ranks
+    most of them the other way), learning rate 1e-2, beta 0.1, `LossSettings()`.
+
+    Args:
+        directory: where the files go.
+        n_train: generated training pairs.
+        n_test: generated held-out pairs.
+
+    Returns:
+        The paths written.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = [
+        atomic_write_text(directory / "checks.md", checks_table() + "\n"),
+        plot_margin_losses(directory / "margin-losses.png"),
+    ]
+    equality = [
+        {
+            **row,
+            "by hand": f"{row['by hand']:.6f}",
+            "TRL": f"{row['TRL']:.6f}",
+            "difference": f"{row['difference']:.1e}",
+        }
+        for row in compare_losses_with_trl()
+        if row["metric"] in ("loss", "rewards/margins")
+    ]
+    written.append(
+        atomic_write_text(directory / "trl-equality.md", markdown_table(equality) + "\n")
+    )
+    pairs = film_preferences(n_train, n_test, seed=0, prefer="negative")
+    config = DPORunConfig(learning_rate=1e-2, epochs=2, batch_size=16)
+    runs = train_side_by_side(pairs, config=config)
+    written.append(
+        atomic_write_text(
+            directory / "side-by-side.md", markdown_table(side_by_side_rows(runs)) + "\n"
+        )
+    )
+    written.append(
+        plot_histories(
+            runs, directory / "histories.png", f"{n_train} reversed film pairs, tiny-gpt2, LoRA"
+        )
+    )
+    reward_rows = []
+    for prefer in ("negative", "positive"):
+        reward_pairs = film_preferences(n_train, n_test, seed=0, prefer=prefer)
+        run = train_reward_model(reward_pairs, config=config)
+        reward_rows += reward_model_rows(run, f"prefer {prefer}")
+    written.append(
+        atomic_write_text(directory / "reward-model.md", markdown_table(reward_rows) + "\n")
+    )
+    return written
+
+
+if __name__ == "__main__":  # python -m peft_course.preference [directory]
+    import sys
+
+    for path in write_docs(*sys.argv[1:2]):
+        print(f"saved: {path}")
