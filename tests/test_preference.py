@@ -372,3 +372,20 @@ def test_reward_model_learns_the_pairs_beside_dpo():
     assert run.dpo_after["rewards/accuracies"] > run.dpo_before["rewards/accuracies"]
     rows = reward_model_rows(run, "prefer positive")
     assert [r["ranker"][:6] for r in rows] == ["reward", "DPO's "]
+
+
+def test_from_a_script(capsys):
+    """docs/beyond-dpo.md's last section shows this example as it stands."""
+    # --8<-- [start:script]
+    from peft_course.configs import DPORunConfig
+    from peft_course.dpo import film_preferences
+    from peft_course.preference import LossSettings, train_preference
+
+    pairs = film_preferences(n_train=32, n_test=16, prefer="negative")
+    config = DPORunConfig(learning_rate=2e-2, epochs=1, batch_size=8)
+    run = train_preference("simpo", pairs, config=config, settings=LossSettings(gamma=0.5))
+    print("held-out reward accuracy:", run.before["rewards/accuracies"], "->", end=" ")
+    print(run.after["rewards/accuracies"], f"after {run.steps} steps")
+    # --8<-- [end:script]
+    before, after = map(float, capsys.readouterr().out.split()[3:6:2])
+    assert after > before
