@@ -225,3 +225,39 @@ def test_reward_from_policy_on_numbers(dpo, seed):
         f"with pi*={pi_star:.4f}, pi_ref={pi_ref:.4f}, beta={beta:.4f}, Z={z:.4f}: "
         f"expected r={r:.6f}, got {got:.6f}"
     )
+
+
+@pytest.mark.parametrize("seed", SEEDS[:2])
+def test_dpo_loss_trains_through_both_policy_logprobs(dpo, seed):
+    """The loss keeps its graph to the chosen *and* the rejected log-probability of the policy:
+    DPO pulls the chosen completion up and pushes the rejected one down. Both gradients are
+    compared with autograd on the package's loss."""
+    generator = torch.Generator().manual_seed(seed + 20)
+    n, beta = 5, 0.1 + float(torch.rand(1, generator=generator))
+    logps = [-30 * torch.rand(n, generator=generator) for _ in range(4)]
+
+    def gradients(loss_function):
+        chosen, rejected = (t.clone().requires_grad_(True) for t in logps[:2])
+        loss = loss_function(chosen, rejected, logps[2], logps[3], beta).loss
+        if not loss.requires_grad:
+            return None, None
+        grads = torch.autograd.grad(loss, [chosen, rejected], allow_unused=True)
+        return tuple(torch.zeros(n) if g is None else g for g in grads)
+
+    got = gradients(dpo.dpo_loss)
+    expected = gradients(reference.dpo_loss)
+    assert got[0] is not None, "the loss lost its graph: the policy could not learn from it"
+    for name, mine, theirs, push in (
+        ("policy_chosen", got[0], expected[0], "pulls the chosen completion up"),
+        ("policy_rejected", got[1], expected[1], "pushes the rejected completion down"),
+    ):
+        if not mine.abs().sum():
+            pytest.fail(
+                f"the loss carries no gradient to {name}: it was detached or treated as a "
+                f"constant, yet the loss {push} through it (only the reference log-probabilities "
+                "and the logged rewards are constants)",
+                pytrace=False,
+            )
+        assert torch.allclose(mine, theirs, atol=LOGPROB_ATOL), (
+            f"d loss / d {name}: expected {theirs.tolist()}, got {mine.tolist()}"
+        )

@@ -6,7 +6,8 @@ import random
 import pytest
 import torch
 from peft import get_peft_model
-from transformers import GPT2Config, GPT2ForSequenceClassification
+from torch import nn
+from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
 
 
 @pytest.fixture
@@ -132,4 +133,102 @@ def test_best_evaluation(finetune):
         finetune.best_evaluation([])
     assert error.value.args and error.value.args[0], (
         "the ValueError should carry a message saying what is wrong (an empty history)"
+    )
+
+
+class Tree(nn.Module):
+    """A parameter name that ends another one ("norm.weight", "block.norm.weight"), two layers
+    of the same shape, and a BatchNorm whose running statistics are buffers, not parameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(4)
+        self.block = nn.ModuleDict({"norm": nn.LayerNorm(4), "proj": nn.Linear(4, 4)})
+        self.proj = nn.Linear(4, 4)
+        self.bn = nn.BatchNorm1d(4)
+
+
+def tied_lm():
+    """GPT-2 with its head tied to the input embedding: one tensor, two names."""
+    torch.manual_seed(0)
+    config = GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=50, n_positions=32)
+    return GPT2LMHeadModel(config)
+
+
+@pytest.mark.parametrize(
+    "names", [["norm.weight"], ["proj.bias", "norm.bias"], ["block.norm.weight", "bn.weight"]]
+)
+def test_freeze_all_but_compares_whole_names(finetune, names):
+    model = Tree()
+    finetune.freeze_all_but(model, names)
+    trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    extra = [n for n in trainable if n not in names]
+    assert trainable == sorted(names), (
+        f"trainable={names}: exactly those train, got {trainable}"
+        + (
+            f": {extra} only end like a name given; compare whole names"
+            if extra and all(any(e.endswith(n) for n in names) for e in extra)
+            else ""
+        )
+    )
+
+
+def test_freeze_all_but_random_subsets_of_a_tree_with_namesakes(finetune):
+    rng = random.Random(0)
+    all_names = [n for n, _ in Tree().named_parameters()]
+    for _ in range(10):
+        model = Tree()
+        for parameter in model.parameters():
+            parameter.requires_grad = rng.random() < 0.5
+        names = rng.sample(all_names, rng.randint(0, 4))
+        finetune.freeze_all_but(model, names)
+        trainable = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+        assert trainable == sorted(names), (
+            f"trainable={names}: exactly those train (whole names, whatever trained before), "
+            f"got {trainable}"
+        )
+
+
+@pytest.mark.parametrize(
+    "make, name, what",
+    [
+        (Tree, "bn.running_mean", "a buffer: state_dict() lists it, named_parameters() does not"),
+        (Tree, "block.norm", "a module: name its parameters ('block.norm.weight')"),
+        (
+            tied_lm,
+            "lm_head.weight",
+            "the second name of a tied tensor: named_parameters() lists the tensor once, as "
+            "'transformer.wte.weight'",
+        ),
+    ],
+    ids=["buffer", "module", "tied alias"],
+)
+def test_freeze_all_but_refuses_what_is_no_parameter(finetune, make, name, what):
+    """ "A name that is not a parameter of model is an error": the names are those of
+    `model.named_parameters()`."""
+    try:
+        finetune.freeze_all_but(make(), [name])
+    except ValueError as error:
+        assert name in str(error), f"the ValueError should name {name!r}, got: {error}"
+    else:
+        pytest.fail(
+            f"freeze_all_but(model, [{name!r}]) was accepted: {name!r} is {what}. It is not a "
+            "parameter of the model, so it would train nothing: raise ValueError naming it",
+            pytrace=False,
+        )
+
+
+def test_freeze_all_but_trains_a_tied_tensor_by_its_name(finetune):
+    """named_parameters() yields a tied tensor once, under its first name: naming that trains
+    the tensor (which is also the head), and nothing else trains."""
+    model = tied_lm()
+    finetune.freeze_all_but(model, ["transformer.wte.weight"])
+    assert model.transformer.wte.weight.requires_grad, (
+        "freeze_all_but(tied LM, ['transformer.wte.weight']) left the embedding frozen: it is "
+        "the same tensor as lm_head.weight, so visiting it again under that second name froze "
+        "it; go over model.named_parameters(), which yields each tensor once"
+    )
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable == ["transformer.wte.weight"], (
+        f"expected only the tied embedding to train, got {trainable}"
     )

@@ -8,6 +8,9 @@ equivalent computations differ by rounding (at most 4e-6 measured here), so logi
 filters and tokens must match exactly.
 """
 
+import random
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
@@ -102,6 +105,78 @@ def test_the_model_with_your_mask_equals_transformers(gpt2, tiny, monkeypatch):
     )
 
 
+def mask_by_hand(padding: torch.Tensor, queries: int, keys: int) -> torch.Tensor:
+    """The docstring's rule written out one entry at a time: query i is key position
+    `keys - queries + i`; it sees the keys up to there that are not padding, and itself."""
+    rows, expected = padding.shape[0], torch.zeros(padding.shape[0], 1, queries, keys, dtype=bool)
+    for b in range(rows):
+        for i in range(queries):
+            position = keys - queries + i
+            for j in range(keys):
+                expected[b, 0, i, j] = (j <= position and bool(padding[b, j])) or j == position
+    return expected
+
+
+def padding_layouts(rng: random.Random, rows: int, keys: int) -> torch.Tensor:
+    """Left-padded, right-padded and holed rows (a prompt's padding, then cached real tokens)."""
+    padding = torch.ones(rows, keys, dtype=torch.long)
+    for b in range(rows):
+        layout, n = rng.choice(["left", "right", "holes"]), rng.randint(0, keys - 1)
+        if layout == "left":
+            padding[b, :n] = 0
+        elif layout == "right":
+            padding[b, keys - n :] = 0
+        else:
+            padding[b, rng.sample(range(keys), n)] = 0
+    return padding
+
+
+def test_mask_with_a_cache_and_padding_together(gpt2):
+    """Fewer queries than keys (a KV cache) *and* padding: each combination checked entry by
+    entry against the docstring's rule, on random padding layouts and sizes."""
+    rng = random.Random(0)
+    for _ in range(40):
+        keys = rng.randint(2, 9)
+        queries, rows = rng.randint(1, keys), rng.randint(1, 3)
+        padding = padding_layouts(rng, rows, keys)
+        expected = mask_by_hand(padding, queries, keys)
+        try:
+            got = gpt2.attention_mask(padding, queries, keys)
+        except NotImplementedError:
+            raise
+        except RuntimeError as error:
+            pytest.fail(
+                f"padding {tuple(padding.shape)}, {queries} queries, {keys} keys: attention_mask "
+                f"failed inside your code ({str(error).splitlines()[0]}). padding_mask is "
+                "(B, keys): with a cache it covers the earlier positions too, and it hides "
+                "padding *keys* (the last axis)",
+                pytrace=False,
+            )
+        assert tuple(got.shape) == (rows, 1, queries, keys), (
+            f"padding {tuple(padding.shape)}, {queries} queries, {keys} keys: expected shape "
+            f"{(rows, 1, queries, keys)}, got {tuple(got.shape)}"
+        )
+        assert got.dtype == torch.bool, f"return booleans (True = may attend), got {got.dtype}"
+        if torch.equal(got, expected):
+            continue
+        causal = torch.ones(queries, keys, dtype=torch.bool).tril(keys - queries)
+        at_key_i = (causal & padding.bool()[:, None, None, :]) | torch.eye(queries, keys).bool()
+        why = (
+            "each query's own position was taken as key i; the queries are the *last* "
+            "`queries` keys, so query i is key position keys - queries + i, and that is the "
+            "position it always sees"
+            if torch.equal(got.bool(), at_key_i)
+            else "causal up to key keys - queries + i for query i, padding keys hidden, and "
+            "every query always sees its own position"
+        )
+        pytest.fail(
+            f"{queries} queries after {keys - queries} cached positions ({keys} keys), with "
+            f"padding: {why}.\npadding\n{padding}\nexpected\n{expected[:, 0].int()}\n"
+            f"got\n{got[:, 0].int()}",
+            pytrace=False,
+        )
+
+
 # --- copy_conv1d ------------------------------------------------------------------------
 
 
@@ -148,6 +223,28 @@ def test_copy_conv1d_refuses_a_shape_that_does_not_fit(gpt2, weight_shape, bias_
     )
 
 
+def test_copy_conv1d_copies_the_bias_too(gpt2):
+    """ "Copy in place": afterwards the Linear owns its values; changing the checkpoint's
+    tensors (bias included) must not change it."""
+    generator = torch.Generator().manual_seed(3)
+    weight, bias = torch.randn(6, 4, generator=generator), torch.randn(4, generator=generator)
+    linear = nn.Linear(6, 4)
+    weight_before, bias_before = linear.weight, linear.bias
+    gpt2.copy_conv1d(linear, weight, bias, "h.0.attn.c_proj")
+    assert linear.weight is weight_before and linear.bias is bias_before, (
+        "copy into linear's own weight and bias Parameters (in place), do not replace them"
+    )
+    assert torch.equal(linear.bias, bias), "the bias must be copied as it is"
+    with torch.no_grad():
+        bias.add_(1.0)
+        weight.add_(1.0)
+    assert not torch.equal(linear.bias, bias), (
+        "changing the checkpoint's bias afterwards changed your Linear's bias too: they share "
+        "storage; copy the values in place (linear.bias.copy_)"
+    )
+    assert linear.bias.data_ptr() != bias.data_ptr()
+
+
 # --- top_p_filter -----------------------------------------------------------------------
 
 
@@ -166,6 +263,10 @@ def test_top_p_equals_transformers(gpt2, p, seed):
     assert torch.equal(logits, before), (
         "top_p_filter must return a new tensor and leave its input as it was"
     )
+    assert got.data_ptr() != logits.data_ptr(), (
+        f"p={p}: top_p_filter returned its input itself: always return a new tensor (a caller "
+        "that changes the result, nothing dropped or not, must not change its logits)"
+    )
     kept, wanted = torch.isfinite(got).sum(-1).tolist(), torch.isfinite(expected).sum(-1).tolist()
     assert torch.equal(got, expected), (
         f"p={p}: transformers keeps {wanted} tokens per row, you kept {kept} "
@@ -179,6 +280,21 @@ def test_top_p_works_on_any_leading_shape(gpt2):
     expected = TopPLogitsWarper(0.7)(None, logits.reshape(6, 30).clone()).reshape(2, 3, 30)
     assert torch.equal(gpt2.top_p_filter(logits, 0.7), expected), (
         "filter along the last dimension only"
+    )
+
+
+@pytest.mark.parametrize("shift", [100.0, 1000.0, -1000.0])
+def test_top_p_with_large_logits(gpt2, shift):
+    """Softmax depends only on differences of logits: adding the same number to every logit
+    keeps the same tokens. Large logits are what real models produce now and then."""
+    logits = tied_logits(4)
+    expected = TopPLogitsWarper(0.8)(None, logits.clone()) + shift
+    got = gpt2.top_p_filter(logits + shift, 0.8)
+    kept, wanted = torch.isfinite(got).sum(-1).tolist(), torch.isfinite(expected).sum(-1).tolist()
+    assert torch.equal(got, expected), (
+        f"logits shifted by {shift:g}: the same tokens must stay ({wanted} per row), you kept "
+        f"{kept}. The probabilities are a softmax, which depends only on differences of logits; "
+        "exp() of a logit above 88 overflows float32 (inf / inf is NaN): use torch.softmax"
     )
 
 
@@ -203,6 +319,12 @@ def test_top_p_at_an_exact_boundary(gpt2, p):
         f"p={p} on four equal logits: transformers keeps {wanted} tokens per row, "
         f"you kept {kept}; a token "
         f"whose running total is exactly 1 - p is dropped"
+        + (
+            " (the same number here, but other tokens: add up from the bottom of the rows "
+            "sorted from least to most likely, as transformers does)"
+            if kept == wanted
+            else ""
+        )
     )
 
 
@@ -255,4 +377,62 @@ def test_greedy_decoding_uses_the_kv_cache(gpt2, tiny):
         f"expected calls reading (positions, cache given) {expected}: the prompt once, "
         "then one new "
         f"token at a time with past_key_values; got {recorder.calls}"
+    )
+
+
+@pytest.mark.parametrize("new_tokens", [0, 1, 2])
+def test_greedy_decoding_adds_exactly_max_new_tokens(gpt2, tiny, new_tokens):
+    """`(B, T + max_new_tokens)`: none at 0 (the prompt itself), one at 1; a batch of two
+    prompts decodes each row as it would alone."""
+    model, _, tokenizer = tiny
+    prompt = torch.tensor(
+        [tokenizer("The film was")["input_ids"], tokenizer("A dull plot")["input_ids"]]
+    )
+    got = gpt2.greedy_decode(model, prompt, new_tokens)
+    assert tuple(got.shape) == (2, prompt.shape[1] + new_tokens), (
+        f"max_new_tokens={new_tokens}: expected shape {(2, prompt.shape[1] + new_tokens)}, the "
+        f"prompt and exactly {new_tokens} new tokens, got {tuple(got.shape)}"
+    )
+    expected = decoding.generate(model, prompt, new_tokens) if new_tokens else prompt
+    assert got.tolist() == expected.tolist(), (
+        f"max_new_tokens={new_tokens}, two prompts: expected {expected.tolist()}, got "
+        f"{got.tolist()}"
+    )
+
+
+GPT2_EOS = 50256  # GPT-2's end-of-text id
+
+
+class Scripted(nn.Module):
+    """A stand-in language model whose most likely next token is read off a script per row
+    (end-of-text among them), whatever it is given; it keeps the call protocol of the real
+    one: `.logits` `(B, T, vocab)` and a `.past_key_values` that counts the positions seen."""
+
+    def __init__(self, scripts: list[list[int]], prompt_length: int) -> None:
+        super().__init__()
+        self.scripts, self.prompt_length = scripts, prompt_length
+        self.config = SimpleNamespace(eos_token_id=GPT2_EOS, vocab_size=GPT2_EOS + 1)
+
+    def forward(self, input_ids, past_key_values=None, use_cache=False, **kwargs):
+        seen = (past_key_values or 0) + input_ids.shape[1]
+        step = seen - self.prompt_length
+        logits = torch.zeros(input_ids.shape[0], input_ids.shape[1], self.config.vocab_size)
+        for row, script in enumerate(self.scripts):
+            logits[row, -1, script[step]] = 1.0
+        return SimpleNamespace(logits=logits, past_key_values=seen if use_cache else None)
+
+
+def test_greedy_decoding_goes_on_after_end_of_text(gpt2):
+    """Every step adds a token: a row that produced end-of-text goes on with what the model
+    says next, and the result is always `(B, T + max_new_tokens)`."""
+    eos = GPT2_EOS
+    scripts = [[5, eos, 7, eos, eos, eos], [eos, eos, 9, 3, eos, eos]]
+    prompt = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    model = Scripted(scripts, prompt.shape[1])
+    got = gpt2.greedy_decode(model, prompt, 5)
+    expected = torch.cat([prompt, torch.tensor([s[:5] for s in scripts])], dim=1)
+    assert got.tolist() == expected.tolist(), (
+        f"a model whose greedy tokens are {[s[:5] for s in scripts]} (end-of-text = {eos}): "
+        f"expected {expected.tolist()}, got {got.tolist()}. Every step adds the most likely "
+        "token, end-of-text or not: the result is (B, T + max_new_tokens)"
     )

@@ -6,7 +6,11 @@ must be the ids of the whole text tokenized at once) and with the course's own
 Everything is integers or booleans: the match must be exact.
 """
 
+import random
+
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from peft_course import instruct as reference
 from peft_course.data import join_pair
@@ -146,6 +150,68 @@ def test_the_boundary_of_what_fits(instruct, tokenizer):
         instruct.encode_example(tokenizer, "Say it.", "", "yes", header + answer)
 
 
+@pytest.mark.parametrize("context_room", [1, 4, 9, 15])
+def test_a_context_is_cut_from_its_end(instruct, tokenizer, context_room):
+    """Words that differ, so that where the cut falls shows: the context piece (its header
+    first) keeps its start and loses its end."""
+    context = " ".join(f"w{k}" for k in range(40))
+
+    def ids(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    first, middle = ids("### Instruction: Sum."), ids("\n\n### Context: " + context)
+    header, answer = ids("\n\n### Response:"), ids(" 7") + [tokenizer.eos_token_id]
+    max_length = len(first) + context_room + len(header) + len(answer)
+    kept = middle[:context_room]
+    expected = first + kept + header + answer
+    got = instruct.encode_example(tokenizer, "Sum.", context, "7", max_length)["input_ids"]
+    assert got == expected, (
+        f"max_length {max_length}: {len(kept)} of the context piece's {len(middle)} tokens fit; "
+        "cut tokens from the *end* of the context piece (its header and first words stay):\n"
+        f"expected {expected}\ngot      {got}"
+    )
+
+
+WORDS = ["add", "the", "numbers", "red", "blue", "Sort", "these", "3", "and", "4", "cat", "dog"]
+
+
+def random_text(rng: random.Random, most: int) -> str:
+    words = rng.choices(WORDS, k=rng.randint(0, most))
+    return rng.choice(["", " ", "  "]) + " ".join(words) + rng.choice(["", " ", "\n"])
+
+
+def test_random_examples_equal_the_course_encoder(instruct, tokenizer):
+    """Random instructions, contexts (blank ones too) and responses, at random lengths from
+    too short for the response to ample: the same ids and labels as `peft_course.instruct.encode`,
+    or the same refusal."""
+    rng = random.Random(0)
+    for _ in range(60):
+        instruction = random_text(rng, 12).strip() or "Say it."
+        context, response = random_text(rng, 20), random_text(rng, 6).strip() or "yes"
+        max_length = rng.randint(6, 60)
+        example = reference.Example(instruction, context, response)
+        try:
+            expected = reference.encode(example, tokenizer, max_length)
+        except ValueError:
+            expected = None
+        try:
+            got = instruct.encode_example(tokenizer, instruction, context, response, max_length)
+        except ValueError:
+            got = None
+        case = f"instruction {instruction!r}, context {context!r}, response {response!r}"
+        assert expected is not None or got is None, (
+            f"{case}, max_length {max_length}: the response, its end-of-text and the response "
+            "header leave no room for an instruction token; raise ValueError"
+        )
+        assert got is not None or expected is None, (
+            f"{case}, max_length {max_length}: fits (after cutting the context, then the "
+            "instruction), yet a ValueError was raised"
+        )
+        assert got == expected, (
+            f"{case}, max_length {max_length}:\nexpected {expected}\ngot      {got}"
+        )
+
+
 class WithBOS:
     """The tokenizer made to start every text with a special token unless told not to, as
     Llama's does."""
@@ -230,6 +296,12 @@ CASES = [
     ("5 .", "5", True),
     ("5..", "5", False),
     ("", "", True),
+    ("positive. ", "positive", True),  # whitespace after the final stop goes first
+    ("The answer.\n", "the answer", True),
+    ("1 2 5 .\t", "1 2 5", True),
+    ("  x.  ", "X", True),
+    ("5 . .", "5", False),
+    (".", "", True),
 ]
 
 
@@ -238,6 +310,46 @@ def test_exact_match(instruct, prediction, answer, expected):
     got = instruct.exact_match(prediction, answer)
     assert got is expected, (
         f"exact_match({prediction!r}, {answer!r}) should be {expected} "
-        "(case, runs of whitespace and one final "
-        f"full stop do not count), got {got!r}"
+        "(case, runs of whitespace and one final full stop do not count: lower-case, collapse and "
+        f"strip the whitespace, then remove one final '.' and strip again), got {got!r}"
+    )
+
+
+def normal(text: str) -> str:
+    """The docstring's steps, in its order: lower-case, collapse runs of whitespace to single
+    spaces and strip, remove one final full stop, strip again."""
+    text = " ".join(text.lower().split())
+    return (text[:-1] if text.endswith(".") else text).strip()
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    words=st.lists(st.sampled_from(["a", "B", "5", "ab", "x.y"]), min_size=0, max_size=4),
+    gaps=st.lists(st.sampled_from([" ", "  ", "\t", "\n", " \n "]), min_size=5, max_size=5),
+    stop=st.sampled_from(["", ".", "..", " .", ". "]),
+    other=st.sampled_from(["same", "upper", "respaced", "stopped", "different"]),
+)
+def test_exact_match_normalises_in_the_documented_order(instruct, words, gaps, stop, other):
+    """Random texts of words, runs of whitespace and final stops, compared with a variant of
+    themselves (re-cased, re-spaced, with a stop, or another text)."""
+    prediction = gaps[0] + gaps[1].join(words) + stop + gaps[2]
+    answer = {
+        "same": prediction,
+        "upper": prediction.upper(),
+        "respaced": gaps[3] + " ".join(words) + gaps[4],
+        "stopped": " ".join(words) + ".",
+        "different": " ".join(words) + " extra",
+    }[other]
+    expected = normal(prediction) == normal(answer)
+    got = instruct.exact_match(prediction, answer)
+    assert got is expected, (
+        f"exact_match({prediction!r}, {answer!r}) should be {expected}: both become "
+        f"{normal(prediction)!r} and {normal(answer)!r} when lower-cased, their whitespace "
+        f"collapsed and stripped, *then* one final '.' removed and stripped again; got {got!r}"
     )

@@ -8,10 +8,12 @@ comparisons allow 1e-5 of the output's largest value (`peft_course.tolerances.LO
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from peft import LoraConfig, get_peft_model
 from peft.tuners.tuners_utils import check_target_module_exists
 from torch import nn
-from transformers import GPT2Config, GPT2ForSequenceClassification
+from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
 from transformers.pytorch_utils import Conv1D
 
 from peft_course import lora as package
@@ -448,16 +450,282 @@ def test_inject_lora_trains_what_trainable_names(lora, trainable):
 
 @pytest.mark.parametrize(
     "targets, trainable",
-    [(["q_proj"], []), (["c_attn", "nonexistent"], []), (["c_attn"], ["head"])],
+    [
+        (["q_proj"], []),
+        (["c_attn", "nonexistent"], []),
+        (["c_attn"], ["head"]),
+        (["c_attn", "score.weight"], []),
+    ],
 )
 def test_inject_lora_rejects_a_pattern_that_matches_nothing(lora, targets, trainable):
     model = random_gpt2(0)
     config = LoRAConfig(r=4, alpha=8.0, targets=targets, trainable=trainable)
-    with pytest.raises(ValueError, match="nonexistent|q_proj|head"):
+    unmatched = next(p for p in [*targets, *trainable] if p not in ("c_attn",))
+    module = (
+        "a target names a module to wrap, and 'score.weight' is a parameter: "
+        if unmatched == "score.weight"
+        else ""
+    )
+    try:
         lora.inject_lora(model, config)
+    except ValueError as error:
+        assert unmatched in str(error), (
+            f"targets={targets}, trainable={trainable}: the ValueError should name the pattern "
+            f"that matches nothing ({unmatched!r}), even beside patterns that match; got: {error}"
+        )
+    else:
+        pytest.fail(
+            f"targets={targets}, trainable={trainable}: {module}{unmatched!r} matches nothing "
+            "in the model, yet no ValueError: every pattern must match something",
+            pytrace=False,
+        )
     wrapped = [n for n, m in model.named_modules() if isinstance(m, LoRALayer)]
     frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
     assert not wrapped and not frozen, (
         "a pattern that matches nothing must be refused before the model is changed: "
         f"wrapped {wrapped[:3]}, froze {frozen[:3]}"
+    )
+
+
+# --- the second sweep: gradients everywhere, any leading shape, any iterable, harder trees ----
+
+GRADED = settings(  # deterministic: the same examples on every run and machine, no database
+    max_examples=25,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+
+
+def input_and_update_gradients(function, x, lora_A, lora_B, upstream):
+    """(d/dx, d/dA, d/dB) of `sum(function(x, A, B) * upstream)`, on fresh leaves."""
+    x, lora_A, lora_B = (t.detach().clone().requires_grad_(True) for t in (x, lora_A, lora_B))
+    (function(x, lora_A, lora_B) * upstream).sum().backward()
+    return x.grad, lora_A.grad, lora_B.grad
+
+
+def close(got, expected) -> bool:
+    scale = max(expected.abs().max().item(), 1e-12)
+    return got is not None and (got - expected).abs().max().item() < LORA_OUTPUT_RTOL * scale
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("seed", range(2))
+def test_forward_passes_the_gradient_to_the_input(lora, kind, seed):
+    """The base is frozen for training (its weights get no update), not for backpropagation:
+    the layer's output depends on x through the base *and* the update, so the gradient must
+    reach x through both, and from x every layer below."""
+    base, lora_A, lora_B, scaling, x = random_case(kind, seed + 60)
+    base.requires_grad_(False)  # frozen, as inside a LoRALayer
+    upstream = torch.randn(
+        x.shape[:-1] + (lora_B.shape[0],), generator=torch.Generator().manual_seed(seed)
+    )
+
+    def yours(x, A, B):
+        return graded_call(
+            "lora_forward", lambda: lora.lora_forward(x, base, A, B, scaling), kind, base, A, B, x
+        )
+
+    got_x, got_A, got_B = input_and_update_gradients(yours, x, lora_A, lora_B, upstream)
+    formula = input_and_update_gradients(
+        lambda x, A, B: by_hand(kind, base, A, B, scaling, x), x, lora_A, lora_B, upstream
+    )
+    for name, got, expected in (("lora_A", got_A, formula[1]), ("lora_B", got_B, formula[2])):
+        assert close(got, expected), (
+            f"{describe(kind, base, lora_A)}: the gradient of {name} differs from that of "
+            "W0 x + b + scaling * B A x: training would update it wrongly"
+        )
+    base_only = input_and_update_gradients(lambda x, A, B: base(x), x, lora_A, lora_B, upstream)[0]
+    update_only = formula[0] - base_only
+    if got_x is None:
+        pytest.fail(
+            f"{describe(kind, base, lora_A)}: x got no gradient from lora_forward. The base is "
+            "frozen, but its output still depends on x: the gradient must flow through it to the "
+            "layers below (no torch.no_grad() or detach() on the way from x to the output)",
+            pytrace=False,
+        )
+    if close(got_x, update_only):
+        pytest.fail(
+            f"{describe(kind, base, lora_A)}: x's gradient comes through the LoRA update only; "
+            "the base path was cut (base(x) under torch.no_grad(), or detached). Frozen weights "
+            "get no update, yet they still pass the gradient on to the input, and so to every "
+            "layer below",
+            pytrace=False,
+        )
+    if close(got_x, base_only):
+        pytest.fail(
+            f"{describe(kind, base, lora_A)}: x's gradient comes through the base only; the "
+            "update's input was detached. The update depends on x too: its gradient must reach x",
+            pytrace=False,
+        )
+    assert close(got_x, formula[0]), (
+        f"{describe(kind, base, lora_A)}: the gradient with respect to x differs from that of "
+        "W0 x + b + scaling * B A x"
+    )
+
+
+@GRADED
+@given(
+    kind=st.sampled_from(KINDS),
+    leading=st.lists(st.integers(1, 4), min_size=0, max_size=3),
+    seed=st.integers(0, 1000),
+)
+def test_forward_takes_any_leading_shape(lora, kind, leading, seed):
+    """`x` is `(..., in_features)`: a single vector, a batch of rows, a batch of sequences of
+    any depth."""
+    base, lora_A, lora_B, scaling, _ = random_case(kind, seed)
+    x = torch.randn(*leading, lora_A.shape[1], generator=torch.Generator().manual_seed(seed))
+    rule = ": x is (..., in_features), with any number of leading axes (none, too)"
+    with torch.no_grad():
+        try:
+            got = lora.lora_forward(x, base, lora_A, lora_B, scaling)
+        except NotImplementedError:
+            raise
+        except RuntimeError as error:
+            got = f"failed inside your code: {str(error).splitlines()[0]}"
+        expected = by_hand(kind, base, lora_A, lora_B, scaling, x)
+    case = f"{describe(kind, base, lora_A)}: x of shape {tuple(x.shape)}"
+    if isinstance(got, str):
+        pytest.fail(f"{case}: lora_forward {got}{rule}", pytrace=False)
+    assert got.shape == expected.shape, (
+        f"{case} must give {tuple(expected.shape)}, got {tuple(got.shape)}{rule}"
+    )
+    assert close(got, expected), f"{case}: the output differs from base(x) + scaling * B A x{rule}"
+
+
+REGEX_LOOKALIKES = ["transformer.h_1", "transformer.hx1", "transformer.h.1", "blocks.h.10"]
+REGEX_LOOKALIKES += ["head+1", "headd1", "layer.c_proj", "layerxc_proj", "mlp.c_fc(2)"]
+
+
+@pytest.mark.parametrize(
+    "targets",
+    [["h.1"], ["layer.c_proj"], ["head+1"], ["c_fc(2)"], ["h.1", "r.c_proj"]],
+    ids="+".join,
+)
+def test_matches_reads_patterns_as_names_not_regular_expressions(lora, targets):
+    """A pattern is compared as text: its "." is a dot and "+" or "(" mean themselves."""
+    config = LoraConfig(target_modules=targets)
+    for name in REGEX_LOOKALIKES:
+        expected = bool(check_target_module_exists(config, name))
+        got = lora.matches(name, targets)
+        assert got == expected, (
+            f"matches({name!r}, {targets}) should be {expected}, got {got}: a pattern is a "
+            "name compared as text, not a regular expression ('.' is a dot, '+' a plus)"
+        )
+
+
+ITERABLES = {
+    "tuple": tuple,
+    "set": set,
+    "generator": lambda patterns: (p for p in patterns),
+    "dict keys": lambda patterns: dict.fromkeys(patterns).keys(),
+}
+
+
+@pytest.mark.parametrize("kind", list(ITERABLES))
+def test_matches_takes_any_iterable_of_patterns(lora, kind):
+    for targets in PATTERN_SETS:
+        config = LoraConfig(target_modules=targets)
+        for name in GPT2_NAMES:
+            expected = bool(check_target_module_exists(config, name))
+            got = lora.matches(name, ITERABLES[kind](targets))
+            assert got == expected, (
+                f"matches({name!r}, <a {kind} of {targets}>) should be {expected}, got {got}: "
+                "patterns may be any iterable, and a generator can be gone through only once"
+            )
+
+
+class Tree(nn.Module):
+    """Two layers of the same shape, a module name that starts another one's ("head",
+    "head_norm"), and a BatchNorm whose running statistics are buffers beside its parameters."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(6, 6)
+        self.head = nn.Linear(6, 6)
+        self.head_norm = nn.LayerNorm(6)
+        self.bn = nn.BatchNorm1d(6)
+
+
+def deep_gpt2() -> nn.Module:
+    """12 blocks: `h.1` is the start of `h.10` and `h.11`."""
+    config = GPT2Config(
+        vocab_size=50, n_positions=16, n_embd=8, n_layer=12, n_head=2, num_labels=2, pad_token_id=0
+    )
+    torch.manual_seed(0)
+    return GPT2ForSequenceClassification(config)
+
+
+@pytest.mark.parametrize(
+    "make, targets, trainable",
+    [
+        (Tree, ["body"], ["head"]),
+        (Tree, ["head"], ["bn"]),
+        (deep_gpt2, ["c_attn"], ["h.1"]),
+        (deep_gpt2, ["c_attn"], ["h.1.ln_1", "ln_f.weight"]),
+    ],
+    ids=["head-not-head_norm", "bn", "h.1-not-h.10", "h.1.ln_1"],
+)
+def test_inject_lora_trains_the_named_modules_and_no_namesakes(lora, make, targets, trainable):
+    """A module's parameters are the names under `name + "."`: "head" is not the start of
+    "head_norm", "h.1" not of "h.10"."""
+    config = LoRAConfig(r=2, alpha=4.0, targets=targets, trainable=trainable)
+    model, twin = make(), make()
+    lora.inject_lora(model, config)
+    package.inject_lora(twin, config)
+    ours = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    theirs = sorted(n for n, p in twin.named_parameters() if p.requires_grad)
+    extra, missing = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
+    assert ours == theirs, (
+        f"targets={targets}, trainable={trainable}: trains {extra[:4]} too, misses {missing[:4]}"
+        ": a module's parameters are the names under the module's name and a dot (so 'h.1' "
+        "does not reach 'h.10', nor 'head' 'head_norm')"
+        if extra
+        else f"targets={targets}, trainable={trainable}: expected to train {missing[:4]} too"
+    )
+
+
+def tied_lm() -> nn.Module:
+    config = GPT2Config(
+        vocab_size=50, n_positions=16, n_embd=8, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=0
+    )
+    return GPT2LMHeadModel(config)
+
+
+@pytest.mark.parametrize(
+    "make, trainable, what",
+    [
+        (Tree, ["bn.running_mean"], "a buffer (state_dict() lists it, named_parameters() not)"),
+        (
+            tied_lm,
+            ["lm_head.weight"],
+            "the second name of a tied tensor (named_parameters() lists it once, as "
+            "'transformer.wte.weight')",
+        ),
+    ],
+    ids=["buffer", "tied alias"],
+)
+def test_inject_lora_refuses_what_is_no_parameter(lora, make, trainable, what):
+    """A trainable pattern must match a module or a parameter: one that names anything else
+    would train nothing, and is refused like a typo, before the model is changed."""
+    model = make()
+    targets = ["c_attn"] if make is tied_lm else ["body"]
+    config = LoRAConfig(r=2, alpha=4.0, targets=targets, trainable=trainable)
+    try:
+        lora.inject_lora(model, config)
+    except ValueError as error:
+        assert trainable[0] in str(error), (
+            f"the ValueError should name the pattern {trainable[0]!r}, got: {error}"
+        )
+    else:
+        pytest.fail(
+            f"trainable={trainable} was accepted: {trainable[0]!r} is {what}, so it matches no "
+            "module or parameter and would train nothing; raise ValueError naming it",
+            pytrace=False,
+        )
+    wrapped = [n for n, m in model.named_modules() if isinstance(m, LoRALayer)]
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert not wrapped and not frozen, (
+        f"refuse before the model is changed: wrapped {wrapped[:3]}, froze {frozen[:3]}"
     )

@@ -118,6 +118,15 @@ PHRASINGS = [
     ("1/2/3", Fraction(1, 2)),
     ("2 and 6/1", Fraction(6)),
     ("1, or 3/0, or 7", Fraction(7)),
+    ("It is 1,2345", Fraction(1)),  # groups of exactly three: ",2345" starts no number
+    ("Costs 12,3456 or so", Fraction(12)),
+    ("Pay 1,234,5678 now", Fraction(1234)),
+    ("-.5 degrees", Fraction(-1, 2)),
+    ("$.75 each", Fraction(3, 4)),
+    ("5/0", None),
+    ("It cost 5./2 dollars", Fraction(5)),  # a digit must follow the point: "./2" is no number
+    ("Take 3./4 of it", Fraction(3)),
+    ("So the answer  is 6, not 7", Fraction(6)),  # spaces before the "is" are allowed
 ]
 
 
@@ -130,6 +139,49 @@ def test_extract_answer(prompting, text, expected):
     if expected is not None:
         assert isinstance(got, Fraction), (
             f"extract_answer({text!r}) must return a Fraction, got {got!r}"
+        )
+
+
+def random_number(rng: random.Random) -> tuple[str, Fraction]:
+    """A number written as the docstring allows, with its value; or a near miss (comma groups
+    that are not of three digits, a point with no digit after it), whose value is the digits
+    before the comma or point."""
+    if rng.random() < 0.15:
+        head, tail = rng.randint(1, 999), rng.randint(1000, 99999)
+        return rng.choice([f"{head},{tail}", f"{head}./{tail}"]), Fraction(head)
+    integer = rng.choice([rng.randint(0, 999), rng.randint(1000, 10**7)])
+    text = f"{integer:,}" if integer >= 1000 and rng.random() < 0.5 else str(integer)
+    value = Fraction(integer)
+    if rng.random() < 0.4:
+        decimals = "".join(rng.choices("0123456789", k=rng.randint(1, 3)))
+        text, value = f"{text}.{decimals}", value + Fraction(int(decimals), 10 ** len(decimals))
+        if integer == 0 and rng.random() < 0.5:
+            text = text[1:]  # ".5": a number may start with its decimal point
+    elif rng.random() < 0.3:
+        denominator = rng.randint(1, 12)
+        text, value = f"{text}/{denominator}", value / denominator
+    sign = rng.choice(["", "", "-", "-$", "$-", "$", "\u2212"])
+    return sign + text, (-value if sign.strip("$") else value)
+
+
+def test_extract_answer_on_random_numbers_and_sentences(prompting):
+    """Numbers of every documented form, after the last of several markers or last in a
+    sentence without one, among other numbers."""
+    rng = random.Random(0)
+    for _ in range(200):
+        number, value = random_number(rng)
+        before, after = random_number(rng)[0], random_number(rng)[0]
+        marker = rng.choice(["The answer is", "answer:", "ANSWER =", "####", "\\boxed{", None])
+        if marker is None:
+            text = f"We had {before} of them, then {number} more."
+        else:
+            text = f"First the answer is {before}. Then {marker} {number} (not {after})."
+        got = prompting.extract_answer(text)
+        assert got == value and isinstance(got, Fraction), (
+            f"extract_answer({text!r}): expected {value!r}, got {got!r}. The number: an optional "
+            "minus and/or dollar sign, digits plain or in comma groups of exactly three, an "
+            "optional decimal part, an optional /denominator; the first one after the last "
+            "marker, else the last one"
         )
 
 
@@ -165,6 +217,12 @@ def test_verbalizer_scores_match_the_models_probabilities(prompting, tiny_lm, se
     model.train()  # dropout on: the function must switch it off itself
     try:
         got = prompting.verbalizer_scores(model, tokenizer, prompts, words)
+    except ValueError as error:
+        pytest.fail(
+            f"label words {words} have different first tokens, each tokenized as given (with "
+            f"its leading space), yet verbalizer_scores raised: {error}",
+            pytrace=False,
+        )
     finally:
         model.eval()
     assert not got.requires_grad, "scoring needs no gradients: run the model under torch.no_grad()"

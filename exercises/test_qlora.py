@@ -201,3 +201,26 @@ def test_bytes_per_parameter_of_quantized_models(qlora, dtype, double_quant, ski
         f"got {got:.6f}"
     )
     assert got < 4.0, "a 4-bit model must cost less than fp32"
+
+
+def test_bytes_per_parameter_counts_a_tied_tensor_once(qlora):
+    """tiny-gpt2 as a language model, 4-bit blocks and an fp32 head tied to the fp32 input
+    embedding: one tensor with two names, stored once. Counting it per module (or per name)
+    counts it twice, and the average moves from about 2.16 to about 2.57 bytes."""
+    from peft_course.qlora import nf4_config
+
+    model, _ = load_model(
+        "tiny-gpt2",
+        "causal-lm",
+        seed=0,
+        quantization_config=nf4_config(torch.float32, True, ("lm_head",)),
+    )
+    assert model.lm_head.weight is model.transformer.wte.weight, "the fixture's head is tied"
+    plain = sum(p.numel() * p.element_size() for p in model.parameters() if p.dtype != torch.uint8)
+    expected = (plain + stored_quant_bytes(model)) / count_parameters(model)[1]
+    got = qlora.bytes_per_parameter(model)
+    assert abs(got - expected) < FLOAT64_ATOL, (
+        f"a 4-bit language model whose fp32 head is tied to its embedding: expected "
+        f"{expected:.6f} bytes per parameter, got {got:.6f}. A tied tensor is one parameter, "
+        "stored once: count each parameter once (model.parameters() yields it once)"
+    )

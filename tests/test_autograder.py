@@ -4,6 +4,7 @@ its summary per chapter, the library noise silenced."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -59,7 +60,7 @@ def last_lines(run: subprocess.CompletedProcess, n: int) -> list[str]:
 def test_stubs_are_reported_as_not_done_with_their_hint(graded):
     run = graded[0]["stubs"]
     assert run.returncode == 1  # not done is not passed
-    assert "8 not done" in run.stdout  # pytest's own count, in a category of its own
+    assert "10 not done" in run.stdout  # pytest's own count, in a category of its own
     assert "next: warmup.count_trainable_parameters in exercises/warmup.py, not done yet" in (
         run.stdout
     )
@@ -68,8 +69,8 @@ def test_stubs_are_reported_as_not_done_with_their_hint(graded):
     assert "NotImplementedError" not in run.stdout and "FAILED" not in run.stdout  # no wall
     assert last_lines(run, 3) == [
         "chapter done wrong not done checks passed",
-        "warmup 0 0 1 0 of 8",
-        "total 0 0 1 0 of 8",
+        "warmup 0 0 1 0 of 10",
+        "total 0 0 1 0 of 10",
     ]
 
 
@@ -84,7 +85,7 @@ def test_solutions_pass(graded):
     run = graded[0]["solutions"]
     assert run.returncode == 0, run.stdout
     assert "every graded exercise is done (1 of 1)" in run.stdout
-    assert last_lines(run, 1) == ["total 1 0 0 8 of 8"]
+    assert last_lines(run, 1) == ["total 1 0 0 10 of 10"]
 
 
 def test_wrong_answer_fails_with_what_was_expected(graded):
@@ -93,10 +94,10 @@ def test_wrong_answer_fails_with_what_was_expected(graded):
     assert run.returncode == 1
     assert f"grading: {wrong}" in run.stdout  # the header names the graded directory
     assert "first layer frozen: expected 42 trainable parameters, got 262" in run.stdout
-    assert f"next: warmup.count_trainable_parameters in {wrong / 'warmup.py'}, wrong: 2 of 8" in (
+    assert f"next: warmup.count_trainable_parameters in {wrong / 'warmup.py'}, wrong: 3 of 10" in (
         run.stdout
     )
-    assert last_lines(run, 1) == ["total 0 1 0 6 of 8"]
+    assert last_lines(run, 1) == ["total 0 1 0 7 of 10"]
 
 
 def test_missing_file_is_an_error_not_a_fallback(graded):
@@ -107,15 +108,31 @@ def test_missing_file_is_an_error_not_a_fallback(graded):
 
 def test_the_summary_per_chapter_is_the_last_thing_printed(graded):
     """`pytest exercises -k qlora` on the stubs: the summary comes after pytest's own last line
-    ("... 38 not done in 9s"), and none of the libraries' noise is printed (bitsandbytes'
+    ("... 39 not done in 9s"), and none of the libraries' noise is printed (bitsandbytes'
     missing-kernel line, FutureWarnings, progress bars)."""
     run = graded[0]["one chapter"]
     assert run.returncode == 1
-    assert "38 not done in" in run.stdout
+    assert "39 not done in" in run.stdout
     assert last_lines(run, 3) == [
         "chapter done wrong not done checks passed",
-        "qlora 0 0 4 0 of 38",
-        "total 0 0 4 0 of 38",
+        "qlora 0 0 4 0 of 39",
+        "total 0 0 4 0 of 39",
     ]
     for noise in ("kernels-community", "FutureWarning", "Loading weights"):
         assert noise not in run.stdout + run.stderr, noise
+
+
+def test_the_learner_mistakes_still_apply_to_the_solutions():
+    """tools/learner_mistakes.toml (graded by `make learner-mistakes`): every mistake's original
+    lines occur exactly once in its solutions/ file and the planted file parses, so the list
+    cannot drift from the reference answers; it covers every chapter."""
+    spec = importlib.util.spec_from_file_location(
+        "learner_mistakes", ROOT / "tools" / "learner_mistakes.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    mistakes = module.load()  # raises SystemExit naming each mistake that no longer applies
+    assert len(mistakes) >= 40
+    chapters = {p.stem for p in (ROOT / "solutions").glob("*.py")}
+    assert {m.chapter for m in mistakes} == chapters

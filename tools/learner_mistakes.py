@@ -51,6 +51,7 @@ KINDS = {
     "reading": "a plain misreading of the docstring",
 }
 FIELDS = {"name", "chapter", "function", "kind", "original", "mistaken", "why"}
+OPTIONAL = {"batch"}  # 2: held out, written after the graders were strengthened for batch 1
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class Mistake:
     original: str
     mistaken: str
     why: str
+    batch: int = 1
 
     def planted(self) -> str:
         """`solutions/<chapter>.py` with this mistake in place of its original lines."""
@@ -76,8 +78,9 @@ def load(path: Path = CATALOGUE) -> list[Mistake]:
     mistakes, problems = [], []
     for entry in tomllib.loads(path.read_text())["mistake"]:
         label = entry.get("name", "?")
-        if set(entry) != FIELDS:
-            problems.append(f"{label}: fields {sorted(set(entry) ^ FIELDS)} wrong")
+        if not FIELDS <= set(entry) <= FIELDS | OPTIONAL:
+            wrong = sorted((set(entry) ^ FIELDS) - OPTIONAL)
+            problems.append(f"{label}: fields {wrong} missing or unknown")
             continue
         mistake = Mistake(**entry)
         solution = SOLUTIONS / f"{mistake.chapter}.py"
@@ -303,6 +306,10 @@ def report(mistakes: list[Mistake], gradings: list[Grading], options) -> int:
         if kind in by_kind:
             got, of = by_kind[kind]
             print(f"  {kind:<14} {got:>3} of {of:<3} {KINDS[kind]}")
+    for batch in sorted({m.batch for m in mistakes}):
+        got = [c for m, c in zip(mistakes, caught) if m.batch == batch]
+        what = "held out, written after the graders were strengthened" if batch > 1 else ""
+        print(f"  batch {batch}: {sum(got)} of {len(got)} {what}".rstrip())
     total = sum(caught)
     rate = total / len(caught)
     print(f"learner mistakes caught: {total} of {len(caught)} = {rate:.1%} (bar {options.bar:.0%})")
