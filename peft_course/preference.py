@@ -1665,6 +1665,15 @@ def write_docs(
             runs, directory / "histories.png", f"{n_train} reversed film pairs, tiny-gpt2, LoRA"
         )
     )
+    orpo_rows = []
+    for orpo_lambda in (0.1, 1.0, 2.0):  # the paper's lambda, and larger ones
+        run = train_preference(
+            "orpo", pairs, config=config, settings=LossSettings(orpo_lambda=orpo_lambda)
+        )
+        orpo_rows.append({"ORPO lambda": f"{orpo_lambda:g}", **side_by_side_rows([run])[0]})
+    written.append(
+        atomic_write_text(directory / "orpo-lambda.md", markdown_table(orpo_rows) + "\n")
+    )
     reward_rows = []
     for prefer in ("negative", "positive"):
         reward_pairs = film_preferences(n_train, n_test, seed=0, prefer=prefer)

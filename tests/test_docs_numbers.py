@@ -225,6 +225,17 @@ def qlora_gaps() -> list[float]:
 LORA_SHARE = (lora_share, "LoRA's share on tiny-gpt2: 4,224 of 190,272")
 LORA_TOTAL = (lambda: lora_counts()["total"], "tiny-gpt2 with the course's LoRA r=8 on c_attn")
 GPT2_SMALL_LORA = (gpt2_small_lora, "GPT-2 small, LoRA r=8 on c_attn plus the head (counting)")
+
+
+def cdpo_zero() -> float:
+    """The margin where cDPO's gradient is zero at the figure's beta and eps."""
+    from scipy.optimize import brentq
+
+    from peft_course.preference_derivations import margin_function
+
+    return brentq(margin_function("cDPO")[1], 0.1, 20)
+
+
 # page -> {number as written: (what computes it, what it is)}; the prose must show that value.
 COMPUTED: dict[str, dict[str, tuple[Callable[[], float], str]]] = {
     "index.md": {"2.2%": LORA_SHARE},
@@ -269,6 +280,7 @@ COMPUTED: dict[str, dict[str, tuple[Callable[[], float], str]]] = {
             "standard error of the r=16 cell's 0.840 on 500 test reviews",
         ),
     },
+    "beyond-dpo.md": {"4.4": (cdpo_zero, "where cDPO's gradient crosses zero in the figure")},
     "counting.md": {
         "1,022": (
             lambda: sum(__import__("peft_course.counting").counting.MLP_WIDTHS[1:-1]),
@@ -310,6 +322,11 @@ ALLOWED: dict[str, dict[str, str]] = {
     "ablation.md": {
         **dict.fromkeys(["1,024", "0.505", "0.455", "3,000", "0.975", "0.52", "0.495"], ONCE),
         "8,530": DATA,
+    },
+    "beyond-dpo.md": {
+        "1.16": VERSION,
+        "0.04": "a hyper-parameter: the GRPO try's KL weight",
+        "0.19": ONCE + " (the GRPO try; the ORPO table's 0.188 is its own source)",
     },
     "counting.md": dict.fromkeys(
         ["124,439,808", "15,360", "1,769,472", "2,304", "84,934,656"], ARITHMETIC
