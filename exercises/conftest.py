@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import importlib.util
 import inspect
-import logging
 import os
 import sys
 import textwrap
 import tomllib
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,8 @@ from types import ModuleType
 
 import pytest
 import torch
+
+from peft_course.system import quiet_library_noise
 
 # --- quiet output ----------------------------------------------------------------------------
 # Library noise, silenced here for the grader only (a learner's own scripts are left alone):
@@ -40,22 +40,7 @@ QUIET_WARNINGS = (
     "ignore::DeprecationWarning",
     "ignore:fan_in_fan_out is set to False:UserWarning",  # peft, on GPT-2's Conv1D: handled
 )
-
-
-class _DropLine(logging.Filter):
-    def __init__(self, start: str) -> None:
-        super().__init__()
-        self.start = start
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.start)
-
-
-logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
-    _DropLine("Failed to load CPU gemm_4bit_forward from kernels-community")
-)
-warnings.filterwarnings("ignore", category=FutureWarning)
-warnings.filterwarnings("ignore", category=DeprecationWarning)
+quiet_library_noise()
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # "Loading weights: 100%|####|"
 
 # The graded models are tiny: one thread is faster than two and makes results independent of

@@ -49,7 +49,7 @@ from peft_course.lm_classification import (
     prepare_lm_lora,
     score,
 )
-from peft_course.models import load_model
+from peft_course.models import load_model, model_identity
 from peft_course.plots import plot_curves
 from peft_course.options import spelled
 from peft_course.settings import ABLATION, SWEEPS
@@ -398,6 +398,8 @@ def named_sweep(
         raise CourseError(f"unknown sweep {name!r}: choose one of {', '.join(SWEEPS)}")
     if isinstance(values, str) or (values is not None and not isinstance(values, Sequence)):
         raise CourseError(f"{option} must be a list of values, got {describe(values)}")
+    if values is not None and len(values) == 0:
+        raise CourseError(f"{option} is empty: give at least one value (None: the seed's grid)")
     if r is None:
         r = ABLATION.prompt_r if name == "prompt" else ABLATION.r
     alpha = alpha_ratio * r if alpha is None else alpha
@@ -609,10 +611,12 @@ def cell_directory(
         },
         "settings": {k: v for k, v in asdict(settings).items() if k not in ("device", "progress")},
     }
+    identity = model_identity(settings.model)
+    if identity is not None:  # a local model whose files change makes other cells
+        fingerprint["model_files"] = identity["fingerprint"]
     digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:10]
-    config = (
-        cell.config
-    )  # named by its config, not its label: tables that share a cell share its directory
+    # named by its config, not its label: tables that share a cell share its directory
+    config = cell.config
     name = f"{config.method}-{config.template}" + (
         f"-r{config.r}-alpha{config.alpha:g}" if config.method == "lora" else ""
     )

@@ -11,6 +11,7 @@ each subcommand does is in `peft_course.commands`, imported after parsing, so th
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 import dataclasses
 import typing
@@ -254,6 +255,10 @@ def check_groups(args: argparse.Namespace) -> None:
         from_options(group.cls, args, only=group.only, skip=group.skip)
 
 
+# a full disk, a quota, a read-only or forbidden place: the machine's state, not a bug
+FULL_OR_FORBIDDEN = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the subcommand; a user's mistake prints one line and returns 2.
 
@@ -268,15 +273,29 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = build_parser().parse_args(argv)
     # here, after parsing: `--help` and usage errors import no torch
+    from peft_course.system import quiet_library_noise
+
+    quiet_library_noise()  # before commands imports bitsandbytes
     from peft_course import commands
 
     try:
         with as_flags():
             check_groups(args)
             commands.check_arguments(args)
-        getattr(commands, f"command_{args.command}")(args)
+        with commands.writing_output(args):
+            getattr(commands, f"command_{args.command}")(args)
     except CourseError as error:
         print(f"peft-course {args.command}: error: {one_line(error)}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        if error.errno not in FULL_OR_FORBIDDEN:
+            raise
+        where = f" ({error.filename})" if error.filename else ""
+        print(
+            f"peft-course {args.command}: error: {error.strerror}{where}; files already saved are "
+            "complete (each is written whole or not at all)",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print(f"peft-course {args.command}: {commands.interrupted_message(args)}", file=sys.stderr)

@@ -9,6 +9,9 @@ chapter function, so what the command prints is what a learner gets by calling t
 from __future__ import annotations
 
 from dataclasses import asdict, fields
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +43,25 @@ from peft_course.dpo import (
     train_dpo,
 )
 from peft_course.errors import CourseError, check_distinct
-from peft_course.files import atomic_write_text, check_output_directory
+from peft_course.files import (
+    MARKER,
+    atomic_write_text,
+    check_output_directory,
+    check_output_kind,
+    claim_output_directory,
+    writing_alone,
+)
 from peft_course.finetune import finetune, lora_training_rows
 from peft_course.gpt2 import from_pretrained, gpt2_count_rows, gpt2_parity_rows
 from peft_course.instruct import instruct_rows, instruct_tune, load_instructions
 from peft_course.lora import equivalence_rows
-from peft_course.models import check_max_length, context_length, load_tokenizer, model_config
+from peft_course.models import (
+    check_max_length,
+    context_length,
+    load_tokenizer,
+    model_config,
+    model_identity,
+)
 from peft_course.options import as_flags, from_options
 from peft_course.preference import (
     TRAINERS,
@@ -75,7 +91,7 @@ from peft_course.runs import (
     save_run,
     start_run,
 )
-from peft_course.settings import EMBEDDED_MODEL, INSTRUCT
+from peft_course.settings import DEFAULT_DATASET, EMBEDDED_MODEL, INSTRUCT
 from peft_course.system import provenance, system_info
 from peft_course.tables import markdown_table, write_table
 from peft_course.training import check_checkpoint
@@ -111,10 +127,8 @@ def finetune_output(args: Any) -> Path:
     """`--output`, or `runs/<method>-<dataset>` (the training file's stem for a dataset)."""
     if args.output is not None:
         return args.output
-    return (
-        Path("runs")
-        / f"{args.method}-{Path(args.train_file).stem if args.train_file else args.dataset}"
-    )
+    data = Path(args.train_file).stem if args.train_file else args.dataset or DEFAULT_DATASET
+    return Path("runs") / f"{args.method}-{data}"
 
 
 def smollm2_status() -> str:
@@ -207,6 +221,9 @@ def command_finetune(args: Any) -> None:
     method = get_method(args.method)
     # nothing is written yet
     output = check_run_directory(finetune_output(args), args.overwrite, args.resume)
+    if args.overwrite and any(output.iterdir()):
+        kept = sorted(p.name for p in output.iterdir() if not p.name.startswith("."))
+        print(f"--overwrite: replacing the run in {output} ({', '.join(kept)})")
     options = typed_method_options(args)
     if args.method == "qlora":
         require_4bit(args.device)  # says what to install before any data or model is loaded
@@ -222,6 +239,7 @@ def command_finetune(args: Any) -> None:
         args.max_length,
         args.seed,
         {k: v for k, v in asdict(config).items() if k != "progress"},
+        model_identity(args.model),
     )
     if args.resume and (output / "checkpoint" / "state.json").is_file():
         check_resume(output, spec)
@@ -520,8 +538,11 @@ def check_arguments(args: Any) -> None:
     Raises:
         CourseError: if `--max-new-tokens` leaves no room for the prompt in the model's context.
     """
-    if getattr(args, "output", None) is not None and args.command != "finetune":
-        check_output_directory(args.output, "--output")  # finetune checks its run directory
+    if args.command == "finetune":
+        check_run_directory(finetune_output(args), args.overwrite, args.resume)
+    elif getattr(args, "output", None) is not None:
+        # a new or empty directory, or one an earlier run of the same command made
+        check_output_kind(args.output, args.command)
     model = getattr(args, "model", None)
     if model is None or args.command == "count":  # count's --model names an architecture
         return
@@ -534,6 +555,28 @@ def check_arguments(args: Any) -> None:
             f"--max-new-tokens {new_tokens} leaves no room for the prompt: the model "
             f"'{model}' has {limit} positions; use fewer than {limit}"
         )
+
+
+@contextmanager
+def writing_output(args: Any) -> Iterator[None]:
+    """While the command runs, its output directory is marked as its own and held by it alone.
+
+    A directory the command created and left without results (it failed before writing) is
+    removed again. Under torchrun only the process that writes holds it.
+    """
+    output = finetune_output(args) if args.command == "finetune" else getattr(args, "output", None)
+    if output is None or not distributed.is_main():
+        yield
+        return
+    created = not Path(output).exists()
+    if args.command != "finetune":  # a run directory is marked when the run starts
+        claim_output_directory(output, args.command)
+    try:
+        with writing_alone(output):
+            yield
+    finally:
+        if created and {p.name for p in Path(output).iterdir()} <= {MARKER}:
+            shutil.rmtree(output, ignore_errors=True)
 
 
 def interrupted_message(args: Any) -> str:

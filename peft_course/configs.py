@@ -2,7 +2,7 @@
 
 The chapters take these dataclasses (`training.train` a `TrainConfig`, `dpo.train_dpo` a
 `DPORunConfig`, `ablation.run_sweep` a `SweepSettings`), and the `peft-course` command makes
-its options from the same fields (`peft_course.options.add_options`), so an option, its
+its options from the same fields (`peft_course.cli.add_options`), so an option, its
 default (from `peft_course.settings`), its help and its range are written in one place. The
 module imports no torch: `peft-course --help` reads it.
 """
@@ -113,8 +113,10 @@ class TrainConfig:
 class DataOptions:
     """Which classification data to load: a registered dataset or local files, and its columns."""
 
-    dataset: str = option(
-        DEFAULT_DATASET, help="a registered dataset (a name it does not know lists the known ones)"
+    dataset: str | None = option(
+        None,
+        help="a registered dataset (a name it does not know lists the known ones); default: "
+        f"{DEFAULT_DATASET}, or with --train-file the file's own columns and labels",
     )
     train_file: str | None = option(
         None, help="local CSV/TSV/JSONL/Parquet training file (instead of the hub)"

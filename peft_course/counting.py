@@ -27,7 +27,7 @@ import sympy as sp
 import torch
 from torch import nn
 
-from peft_course.errors import CourseError, check_string_list
+from peft_course.errors import CourseError, check_module, check_string_list
 from peft_course.lora import layer_features, matches
 from peft_course.models import count_parameters
 from peft_course.qlora import nf4_bits_per_parameter, quantize_nf4
@@ -186,6 +186,7 @@ def bitfit(model: nn.Module, train_head: bool = False) -> nn.Module:
         model: the model to freeze, in place.
         train_head: also train every parameter outside `model.base_model_prefix`.
     """
+    check_module("model", model)
     prefix = getattr(model, "base_model_prefix", "") + "."
     for name, parameter in model.named_parameters():
         is_head = train_head and not name.startswith(prefix)

@@ -13,6 +13,7 @@ import csv
 import json
 import math
 import numbers
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +38,7 @@ from peft_course.synthetic import (
     synthetic_entailment,
     synthetic_sentiment,
 )
-from peft_course.settings import TRAINING
+from peft_course.settings import DEFAULT_DATASET, TRAINING
 
 SPLITS = ("train", "validation", "test")
 
@@ -265,6 +266,8 @@ def read_table(path: str | Path, text_columns: tuple[str, ...] = ()) -> pd.DataF
         raise DataError(f"cannot read '{path}': it is a directory, not a file")
     if not path.is_file():
         raise DataError(f"cannot read '{path}': no such file")
+    if not os.access(path, os.R_OK):
+        raise DataError(f"cannot read '{path}': you have no permission to read it")
     suffix = path.suffix.lower()
     if suffix not in SUFFIXES:
         raise DataError(
@@ -312,9 +315,16 @@ def _read_delimited(path: Path, text_columns: tuple[str, ...]) -> pd.DataFrame:
     """A CSV or TSV file, indexed by the line each record starts on
     (quoted fields may span lines)."""
     tsv = path.suffix.lower() == ".tsv"
-    options = (
-        {"sep": "\t", "quoting": csv.QUOTE_NONE} if tsv else {}
-    )  # GLUE's TSVs hold bare quotes
+    # GLUE's TSVs hold bare quotes
+    options = {"sep": "\t", "quoting": csv.QUOTE_NONE} if tsv else {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        header = next(csv.reader(handle, delimiter="\t" if tsv else ","), [])
+    for i, name in enumerate(header):
+        if name in header[:i]:
+            raise DataError(
+                f"cannot read '{path}': the header names the column {name!r} twice (columns "
+                f"{header.index(name) + 1} and {i + 1}); rename one"
+            )
     frame = pd.read_csv(
         path, dtype={c: str for c in text_columns}, keep_default_na=False, na_values=[""], **options
     )
@@ -513,18 +523,37 @@ def encode_labels(
     return frame
 
 
-def infer_label_names(labels: pd.Series) -> list[str]:
-    """Label names for data that names none:
-    "0".."max" for whole numbers, else the sorted strings.
+def infer_label_names(
+    labels: pd.Series, source: tuple[str, str] = ("the data", "row")
+) -> list[str]:
+    """Label names for data that names none: "0".."max" for whole numbers, else the sorted
+    strings.
+
+    Whole numbers must then cover 0..max: a file of 0s and 1s with one 7 is a typo far more
+    often than an eight-class problem with six classes never seen, so it is refused.
 
     Args:
-        labels: the training split's label column.
+        labels: the training split's label column, indexed by each row's line or row number.
+        source: the file and its row unit ("line" or "row"), for the message.
+
+    Raises:
+        DataError: if whole-number labels leave a class of 0..max without an example.
     """
-    values = [v for v in labels if not _is_missing(v)]
-    numbers_ = [whole_number(v) for v in values]
+    values = [(i, v) for i, v in labels.items() if not _is_missing(v)]
+    numbers_ = [whole_number(v) for _, v in values]
     if values and all(n is not None for n in numbers_):
-        return [str(i) for i in range(max(max(numbers_), 0) + 1)]
-    return sorted({v.strip() for v in values if isinstance(v, str) and whole_number(v) is None})
+        top = max(max(numbers_), 0)
+        unused = sorted(set(range(top + 1)) - set(numbers_))
+        if unused:
+            where = next(i for (i, _), n in zip(values, numbers_) if n == top)
+            shown = ", ".join(map(str, unused[:5])) + (", ..." if len(unused) > 5 else "")
+            raise DataError(
+                f"{source[0]}, {source[1]} {where}: label {top} would make the classes 0..{top}, "
+                f"but {shown} never occur: fix the label if it is a typo, or name the classes "
+                "(--label-names, in label-id order)"
+            )
+        return [str(i) for i in range(top + 1)]
+    return sorted({v.strip() for _, v in values if isinstance(v, str) and whole_number(v) is None})
 
 
 def check_label_names(label_names: Any, what: str = "label_names") -> list[str]:
@@ -642,7 +671,7 @@ def _numbered(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_classification_data(
-    name: str = "synthetic-sentiment",
+    name: str | None = None,
     *,
     train_file: str | Path | None = None,
     validation_file: str | Path | None = None,
@@ -658,14 +687,16 @@ def load_classification_data(
 
     With `train_file`, the files are read instead of the hub; `name` then only supplies the
     default column names and label names (so `name="rte", train_file=...` reads a local RTE
-    copy), and the data is named after the training file. A missing validation or test file is
+    copy; without `name` the columns are `text` and `label` and the labels are the file's own),
+    and the data is named after the training file. A missing validation or test file is
     carved from train (10%, seeded). Every row of every file is checked first: the text must be
     a non-blank string, the label a label name or a whole number in range (a number stored as
     text, "1", counts as the number; 0.5 is refused). Without label names, string labels are
     sorted and whole-number labels are named "0".."max".
 
     Args:
-        name: a registry name (see `REGISTRY`).
+        name: a registry name (see `REGISTRY`); None: synthetic-sentiment, or with `train_file`
+            no registry entry at all.
         train_file: a local CSV, TSV, JSON Lines, JSON or Parquet training file; None loads
             `name` from the hub or generates it.
         validation_file: a local validation file (only with `train_file`); None: carved from train.
@@ -683,7 +714,9 @@ def load_classification_data(
         DataError: if an option has the wrong type, a validation or test file comes without a
             training file, or `name` is not a classification dataset.
     """
-    if not isinstance(name, str):
+    if name is None and train_file is None:
+        name = DEFAULT_DATASET
+    if name is not None and not isinstance(name, str):
         raise DataError(f"the dataset name must be a string, got {describe(name)}")
     if train_file is None and (validation_file is not None or test_file is not None):
         given = "validation_file" if validation_file is not None else "test_file"
@@ -746,8 +779,15 @@ def load_classification_data(
         for split, frame in frames.items():
             check_texts(frame, columns, *sources[split])
         source = name
+    classes = frames["train"]["label"].dropna().unique()
+    if len(classes) == 1:
+        only = classes[0].item() if hasattr(classes[0], "item") else classes[0]
+        raise DataError(
+            f"{sources['train'][0]}: every training label is {only!r}: a classifier needs "
+            "two classes at least"
+        )
     if names is None:
-        names = infer_label_names(frames["train"]["label"])
+        names = infer_label_names(frames["train"]["label"], sources["train"])
     return _finish(source, frames, names, seed, max_examples, sources)
 
 

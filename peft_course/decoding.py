@@ -235,6 +235,11 @@ def gpt2_generation_rows(
         top_k: the k of "top-k".
         top_p: the probability mass of "top-p".
     """
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if isinstance(strategies, str) or not strategies or unknown:
+        raise CourseError(
+            f"strategies must be a non-empty list of {list(STRATEGIES)}, got {strategies!r}"
+        )
     ids = torch.tensor([tokenizer(prompt)["input_ids"]])
     settings = {
         "greedy": {},

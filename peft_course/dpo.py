@@ -330,6 +330,73 @@ def tokenize_pair(tokenizer: Any, pair: dict[str, str]) -> dict[str, list[int]]:
     }
 
 
+def check_pairs_fit(
+    tokenizer: Any,
+    pairs: Iterable[dict[str, str]],
+    max_length: int,
+    context: int | None,
+    source: str,
+) -> None:
+    """Refuse a pair whose prompt leaves no room for its completions, before any training.
+
+    TRL drops the completion of a prompt longer than `max_length` (and a split of only such
+    pairs trains on nothing), and a sequence longer than the model's context has no position
+    embedding to read.
+
+    Args:
+        tokenizer: the model's tokenizer.
+        pairs: `{"prompt", "chosen", "rejected"}` dicts.
+        max_length: the longest sequence TRL keeps (`DPORunConfig.max_length`).
+        context: the model's positions (`n_positions`, `max_position_embeddings`); None if unknown.
+        source: where the pairs come from, for the message.
+
+    Raises:
+        CourseError: naming the first pair that does not fit and what to change.
+    """
+    for number, pair in enumerate(pairs, 1):
+        ids = tokenize_pair(tokenizer, pair)
+        prompt = len(ids["prompt_ids"])
+        longest = prompt + max(len(ids["chosen_ids"]), len(ids["rejected_ids"]))
+        if prompt >= max_length:
+            raise CourseError(
+                f"{source}, pair {number}: its prompt is {prompt} tokens, which leaves none of "
+                f"its completions inside max_length {max_length}: raise --max-length or "
+                "shorten the prompt"
+            )
+        if context is not None and longest > context:
+            raise CourseError(
+                f"{source}, pair {number}: prompt and completion are {longest} tokens, more "
+                f"than the model's context of {context} positions: shorten the pair"
+            )
+
+
+def model_context(model: torch.nn.Module) -> int | None:
+    """The most positions `model` reads (GPT-2's `n_positions`, Llama's
+    `max_position_embeddings`), or None when its config says neither."""
+    config = getattr(model, "config", None)
+    for name in ("n_positions", "max_position_embeddings"):
+        if isinstance(getattr(config, name, None), int):
+            return getattr(config, name)
+    return None
+
+
+def check_same_shape(**tensors: torch.Tensor) -> None:
+    """Refuse log-probabilities of different shapes, which would broadcast into a wrong loss.
+
+    Args:
+        tensors: the named log-probability tensors, one value per pair each.
+
+    Raises:
+        CourseError: naming the shapes when they differ.
+    """
+    shapes = {name: tuple(tensor.shape) for name, tensor in tensors.items()}
+    if len(set(shapes.values())) > 1:
+        listed = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
+        raise CourseError(
+            f"the log-probabilities must have one shape, one value per pair: got {listed}"
+        )
+
+
 def collate_pairs(
     examples: Sequence[dict[str, list[int]]], pad_token_id: int
 ) -> dict[str, torch.Tensor]:
@@ -431,6 +498,12 @@ def dpo_loss(
         beta: scales the implicit rewards (the weight of the KL penalty); positive.
     """
     check_beta(beta)
+    check_same_shape(
+        policy_chosen=policy_chosen,
+        policy_rejected=policy_rejected,
+        reference_chosen=reference_chosen,
+        reference_rejected=reference_rejected,
+    )
     chosen_rewards = beta * (policy_chosen - reference_chosen)
     rejected_rewards = beta * (policy_rejected - reference_rejected)
     loss = -F.logsigmoid(chosen_rewards - rejected_rewards).mean()
@@ -698,6 +771,10 @@ def train_dpo(
         Dataset.from_list(check_pairs(pairs[s], f"the {s} split")) for s in ("train", "test")
     )
     policy, tokenizer = load_model(model_name, task="causal-lm", seed=config.seed)
+    for split, split_pairs in (("train", train_pairs), ("test", test_pairs)):
+        check_pairs_fit(
+            tokenizer, split_pairs, config.max_length, model_context(policy), f"the {split} split"
+        )
     reference = (
         None if config.lora else load_model(model_name, task="causal-lm", seed=config.seed)[0]
     )

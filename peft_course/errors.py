@@ -174,6 +174,18 @@ def check_distinct(name: str, values: Sequence[Any]) -> None:
         seen.add(value)
 
 
+def check_module(name: str, value: Any) -> None:
+    """Refuse a `value` that is not a torch module (`None`, a path, a tokenizer) in one line,
+    rather than an `AttributeError` from deep inside the function it was given to.
+
+    Args:
+        name: the argument's name, for the message.
+        value: what was given.
+    """
+    if not callable(getattr(value, "named_parameters", None)):
+        raise CourseError(f"{name} must be a torch module (an nn.Module), got {describe(value)}")
+
+
 def one_line(error: BaseException) -> str:
     """The error's message on one line (a library's message inside it may span several).
 

@@ -54,6 +54,57 @@ def check_output_directory(path: str | Path, option: str = "--output") -> Path:
     return path
 
 
+MARKER = ".peft-course"  # names the command whose output a directory holds
+LOCK = ".peft-course.lock"  # held by the command writing the directory now
+
+
+def check_output_kind(path: str | Path, kind: str, option: str = "--output") -> Path:
+    """`check_output_directory`, and refuse a directory that holds anything but `kind`'s output.
+
+    A command writes only into a new or empty directory, or one an earlier run of the same
+    command made (it holds the marker `MARKER` naming it): `peft-course dpo --output` into a
+    fine-tuning run, or `finetune --output .` in a folder of the user's own files, would
+    otherwise overwrite files of the same names.
+
+    Args:
+        path: the output directory asked for.
+        kind: the command that will write it (`dpo`, `prompt`, ...).
+        option: the option the message names.
+
+    Raises:
+        CourseError: if `path` holds another command's output or files no command made.
+    """
+    path = check_output_directory(path, option)
+    if not path.is_dir():
+        return path
+    marker = path / MARKER
+    if marker.is_file():
+        made_by = marker.read_text(encoding="utf-8").strip()
+        if made_by != kind:
+            raise CourseError(
+                f"{option} '{path}' holds the output of `peft-course {made_by}`; `peft-course "
+                f"{kind}` would overwrite its files: choose another directory"
+            )
+        return path
+    entries = sorted(p.name for p in path.iterdir() if p.name != LOCK)
+    if entries:
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise CourseError(
+            f"{option} '{path}' is not empty ({shown}) and was not made by `peft-course {kind}`: "
+            "choose a new or empty directory, so that nothing in it is overwritten"
+        )
+    return path
+
+
+def claim_output_directory(path: str | Path, kind: str) -> Path:
+    """Create `path` (if needed) and mark it as `kind`'s output (see `check_output_kind`)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if not (path / MARKER).is_file():
+        atomic_write_text(path / MARKER, f"{kind}\n")
+    return path
+
+
 @contextmanager
 def replacing(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path` to write to; on success it replaces `path` atomically.
@@ -73,10 +124,19 @@ def replacing(path: str | Path) -> Iterator[Path]:
     os.close(handle)
     try:
         yield Path(temporary)
+        # mkstemp makes the file private (0600): give it the mode any new file would have
+        os.chmod(temporary, 0o666 & ~current_umask())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process's umask (reading it means setting it, so it is set straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -126,3 +186,53 @@ def build_directory_once(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return target
+
+
+@contextmanager
+def writing_alone(directory: str | Path, option: str = "--output") -> Iterator[None]:
+    """Hold `directory` for one command: a second command writing there meanwhile is refused.
+
+    Two runs into one folder would each print `saved:` while one overwrote the other. The lock
+    is a file holding this process's id, created exclusively; one left by a process that no
+    longer runs (killed, or the machine restarted) is taken over.
+
+    Args:
+        directory: the output directory (created if missing).
+        option: the option the message names.
+
+    Raises:
+        CourseError: if another running process holds `directory`.
+    """
+    lock = Path(directory) / LOCK
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            handle = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            break
+        except FileExistsError:
+            holder = lock.read_text(encoding="utf-8").strip() or "0"
+            if holder.isdigit() and int(holder) != os.getpid() and process_runs(int(holder)):
+                raise CourseError(
+                    f"another peft-course command (process {holder}) is writing to {option} "
+                    f"'{directory}': wait for it to finish, or choose another directory"
+                ) from None
+            lock.unlink(missing_ok=True)  # left by a process that is gone
+    else:
+        raise CourseError(f"could not lock {option} '{directory}' (remove {lock} if it stays)")
+    try:
+        os.write(handle, str(os.getpid()).encode())
+        os.close(handle)
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def process_runs(pid: int) -> bool:
+    """Whether a process with id `pid` is running on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, as another user
+        return True
+    return True

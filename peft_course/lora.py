@@ -42,6 +42,7 @@ from transformers.pytorch_utils import Conv1D
 
 from peft_course.errors import (
     CourseError,
+    check_module,
     check_number,
     check_positive_int,
     check_positive_number,
@@ -303,6 +304,7 @@ def find_modules(model: nn.Module, patterns: Sequence[str]) -> list[str]:
     Raises:
         LoRAError: if a pattern matches no module.
     """
+    check_module("model", model)
     names = [n for n, _ in model.named_modules() if n and matches(n, patterns)]
     for pattern in patterns:
         if not any(matches(n, [pattern]) for n in names):
@@ -329,6 +331,7 @@ def trainable_parameters(model: nn.Module, patterns: Sequence[str]) -> list[str]
     Raises:
         LoRAError: if a pattern matches no module or parameter.
     """
+    check_module("model", model)
     modules = [n for n, _ in model.named_modules() if n]
     parameters = [n for n, _ in model.named_parameters()]
     for pattern in patterns:

@@ -8,6 +8,7 @@ pad token set. Weights are only read from safetensors and remote code is never r
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -32,6 +33,7 @@ from peft_course.distributed import ShardedBatches
 from peft_course.errors import (
     CourseError,
     check_int,
+    check_module,
     check_positive_int,
     check_string_list,
     describe,
@@ -85,6 +87,35 @@ def resolve_model_path(name_or_path: str, seed: int = 0) -> str:
     if name_or_path == SMOLLM2:
         return str(smollm2_path())
     return name_or_path
+
+
+def model_identity(name_or_path: str) -> dict[str, str] | None:
+    """Where a local model is and a fingerprint of its files, to tell later whether it changed.
+
+    For a local directory: its absolute path and a SHA-256 over `config.json` and, for each
+    weight file, its size with its first and last MiB (a fingerprint, not a full hash: reading
+    a 500 MB model whole on every `predict` would cost seconds). The built-in models are built
+    from their seed and hub ids are not read here: None.
+
+    Args:
+        name_or_path: the model as the user gave it.
+    """
+    if name_or_path in (TINY_GPT2, TINY_LLAMA, SMOLLM2) or not Path(name_or_path).is_dir():
+        return None
+    directory = Path(name_or_path).resolve()
+    digest = hashlib.sha256()
+    for path in sorted(directory.glob("*.json")) + sorted(directory.glob("*.safetensors")):
+        digest.update(path.name.encode())
+        if path.suffix == ".json":
+            digest.update(path.read_bytes())
+            continue
+        size = path.stat().st_size
+        digest.update(str(size).encode())
+        with open(path, "rb") as handle:
+            digest.update(handle.read(1 << 20))
+            handle.seek(max(size - (1 << 20), 0))
+            digest.update(handle.read(1 << 20))
+    return {"path": str(directory), "fingerprint": digest.hexdigest()}
 
 
 def looks_like_a_path(name: str) -> bool:
@@ -251,6 +282,7 @@ def count_parameters(module: nn.Module) -> tuple[int, int]:
     Args:
         module: the model or layer to count, submodules included.
     """
+    check_module("module", module)
     packed = _four_bit_parameter_type()
     trainable = total = 0
     for parameter in module.parameters():
@@ -414,14 +446,25 @@ def load_model(
     torch.manual_seed(seed)  # a freshly added head is drawn from this seed
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "newly initialized score weights" is expected here
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a bar per load would bury the course's own output
     try:
         model = auto_class.from_pretrained(path, **kwargs)
     except (OSError, ValueError) as error:
         if Path(path).is_dir():
             raise ModelLoadError(f"could not load a model from '{path}': {error}") from error
         raise _hub_error(name_or_path, error) from error
+    except RuntimeError as error:
+        if "mismatched_sizes" not in str(error):
+            raise
+        raise ModelLoadError(
+            f"the weights in '{path}' do not fit its config.json (tensors of other shapes): the "
+            "config describes another architecture or size than the weights were saved from"
+        ) from None
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     ensure_pad_token(model, tokenizer)
     return model, tokenizer
 

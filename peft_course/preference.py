@@ -47,10 +47,12 @@ from peft_course.configs import DPORunConfig
 from peft_course.dpo import (
     check_beta,
     check_pairs,
+    check_pairs_fit,
     common_prefix_length,
     dpo_loss,
     film_preferences,
     frozen_weights,
+    model_context,
     perturbed_copy,
     same_weights,
     sequence_logprobs,
@@ -1307,6 +1309,10 @@ def train_preference(
     config, settings = config or DPORunConfig(), settings or LossSettings()
     train, test = (check_pairs(pairs[s], f"the {s} split") for s in ("train", "test"))
     policy, tokenizer = load_model(model_name, task="causal-lm", seed=config.seed)
+    for split, rows in (("train", train), ("test", test)):
+        check_pairs_fit(
+            tokenizer, rows, config.max_length, model_context(policy), f"the {split} split"
+        )
     reference = (
         None if config.lora else load_model(model_name, task="causal-lm", seed=config.seed)[0]
     )

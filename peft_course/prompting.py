@@ -527,6 +527,8 @@ def evaluate_prompting(
     if not problems:
         raise CourseError("no problems to evaluate")
     templates = [get_strategy(s) for s in _check_sequence("strategies", strategies)]
+    if not templates:
+        raise CourseError(f"no strategies to compare: name at least one of {sorted(STRATEGIES)}")
     examples = _check_sequence("examples", examples)
     overlap = {p.question for p in examples[:k]} & {p.question for p in problems}
     if overlap and any(t.from_pool for t in templates):

@@ -28,8 +28,15 @@ from torch import nn
 
 from peft_course.data import ClassificationData
 from peft_course.errors import CourseError, check_string_list, describe
-from peft_course.files import atomic_write_text, check_output_directory, replacing
+from peft_course.files import (
+    atomic_write_text,
+    check_output_directory,
+    check_output_kind,
+    claim_output_directory,
+    replacing,
+)
 from peft_course.finetune import FinetuneResult
+from peft_course.models import model_identity
 from peft_course.registry import get_method
 from peft_course.models import check_max_length
 from peft_course.tables import markdown_table, result_row
@@ -58,6 +65,9 @@ class RunSpec:
         max_length: tokens a text kept.
         seed: the seed the model was loaded and trained with.
         train_config: the training loop's settings (a `TrainConfig` as a dict).
+        model_identity: for a local base model, its absolute path and a fingerprint of its
+            files (`models.model_identity`): a reload finds it from any working directory and
+            refuses it if it changed. None for the built-in models, hub ids and older runs.
     """
 
     model: str
@@ -68,6 +78,7 @@ class RunSpec:
     max_length: int = TRAINING.max_length
     seed: int = TRAINING.seed
     train_config: dict[str, Any] = field(default_factory=dict)
+    model_identity: dict[str, str] | None = None
 
 
 CHECKPOINT = "checkpoint"  # the subdirectory `--resume` continues from
@@ -97,6 +108,8 @@ def check_run_directory(
             neither of them allows replacing or continuing.
     """
     directory = check_output_directory(directory)
+    if not ((directory / RUN_FILE).is_file() or (directory / CHECKPOINT / RUN_FILE).is_file()):
+        check_output_kind(directory, "finetune")  # a run of an earlier release has no marker
     if overwrite and resume:
         raise RunError("--overwrite starts afresh and --resume continues: pass one of them")
     if (directory / METRICS_FILE).is_file() and not (overwrite or resume):
@@ -176,6 +189,7 @@ def start_run(directory: str | Path, spec: RunSpec) -> Path:
     Returns:
         The `checkpoint/run.json` written.
     """
+    claim_output_directory(directory, "finetune")
     return atomic_write_text(
         Path(directory) / CHECKPOINT / RUN_FILE, json.dumps(asdict(spec), indent=2)
     )
@@ -267,6 +281,28 @@ def read_spec(directory: str | Path) -> RunSpec:
     return spec
 
 
+def base_model(spec: RunSpec) -> str:
+    """The base model to reload: as recorded, or at its recorded absolute path, if unchanged.
+
+    Raises:
+        RunError: if the recorded local model is gone or its files changed since training.
+    """
+    if spec.model_identity is None:
+        return spec.model
+    recorded = spec.model_identity["path"]
+    if not Path(recorded).is_dir():
+        raise RunError(
+            f"the run's base model '{recorded}' is gone: restore it there to use this run"
+        )
+    if model_identity(recorded) != spec.model_identity:
+        raise RunError(
+            f"the run's base model '{recorded}' changed since the run was trained (its config or "
+            "weights differ): its trained weights would be applied to another model; restore the "
+            "base model or train the run again"
+        )
+    return recorded
+
+
 def load_run(directory: str | Path) -> tuple[nn.Module, Any, RunSpec]:
     """Rebuild a saved run's model (best-validation weights) and tokenizer, ready to predict.
 
@@ -303,7 +339,7 @@ def load_run(directory: str | Path) -> tuple[nn.Module, Any, RunSpec]:
         ) from None
     method = get_method(spec.method)
     model, tokenizer = method.function("load")(
-        spec.model, "classification", len(spec.label_names), spec.label_names, seed=spec.seed
+        base_model(spec), "classification", len(spec.label_names), spec.label_names, seed=spec.seed
     )
     model = method.function("prepare")(model, **spec.method_options)
     expected = {n: tuple(p.shape) for n, p in model.named_parameters() if p.requires_grad}

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import datetime
 import importlib.metadata
+import logging
 import platform
+import warnings
 from typing import Any
 
 import torch
@@ -25,6 +27,34 @@ LIBRARIES = (
     "accelerate",
     "sympy",
 )
+
+
+KERNELS_LINE = "Failed to load CPU gemm_4bit_forward from kernels-community"
+
+
+class _DropLine(logging.Filter):
+    """Drops the log records that start with `start`."""
+
+    def __init__(self, start: str) -> None:
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.start)
+
+
+def quiet_library_noise() -> None:
+    """Silence what the libraries print that a learner can do nothing about: bitsandbytes'
+    line about an optional CPU kernel package, logged at every import on an AVX512-BF16 CPU,
+    and the FutureWarnings and DeprecationWarnings of transformers, peft and trl.
+
+    The command line and the grader call it; a learner's own scripts keep every warning.
+    """
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    if not any(isinstance(f, _DropLine) for f in logger.filters):
+        logger.addFilter(_DropLine(KERNELS_LINE))
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 def library_versions() -> dict[str, str]:

@@ -431,6 +431,9 @@ PRICE_EXAMPLE = TEMPLATES["price"].make(
 
 
 # --8<-- [start:generate]
+MAX_MISSES = 1000  # draws without a new problem before a template counts as exhausted
+
+
 def generate_problems(n: int, seed: int = 0, kinds: Iterable[str] | None = None) -> list[Problem]:
     """`n` distinct problems, cycling through `kinds` (default: every template), seeded.
 
@@ -456,16 +459,22 @@ def generate_problems(n: int, seed: int = 0, kinds: Iterable[str] | None = None)
     rng = random.Random(seed)
     problems: list[Problem] = []
     seen: set[str] = set()
-    for _ in range(100 * n + 100):
-        if len(problems) == n:
-            break
-        template = TEMPLATES[kinds[len(problems) % len(kinds)]]
-        problem = template.make(**template.draw(rng))
-        if problem.question not in seen:
-            seen.add(problem.question)
-            problems.append(problem)
-    else:
-        raise ProblemError(f"could not draw {n} distinct problems of kinds {kinds}")
+    misses = 0  # draws in a row that gave no new problem: a template that has run out
+    while len(problems) < n:
+        kind = kinds[len(problems) % len(kinds)]
+        problem = TEMPLATES[kind].make(**TEMPLATES[kind].draw(rng))
+        if problem.question in seen:
+            misses += 1
+            if misses > MAX_MISSES:
+                raise ProblemError(
+                    f"cannot draw {n} distinct problems: the {kind!r} template has no new one "
+                    f"after {len(problems)} problems (its numbers repeat); ask for at most "
+                    f"{len(problems)}, or give a GSM8K-format file"
+                )
+            continue
+        misses = 0
+        seen.add(problem.question)
+        problems.append(problem)
     return problems
 
 

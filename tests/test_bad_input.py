@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -78,7 +79,7 @@ def test_bad_label_names_the_file_and_its_line_not_the_split(tmp_path, capsys):
     line = fails(
         capsys,
         ["demo", "--train-file", bad, "--no-progress", "--output", tmp_path / "demo"],
-        f"{bad}, line 32: label 7 is outside 0..1",
+        f"{bad}, line 32: label 7 would make the classes 0..7, but 2, 3, 4, 5, 6 never occur",
     )
     assert "synthetic-sentiment" not in line  # a local file is never called by a registry name
     fails(
@@ -93,7 +94,7 @@ def test_a_two_row_file_reports_the_bad_label_before_its_size(tmp_path, capsys):
     fails(
         capsys,
         ["finetune", "--method", "head", "--train-file", bad, *FAST],
-        "two.csv, line 3: label 7 is outside",
+        "two.csv, line 3: label 7 would make the classes 0..7",
     )
     small = reviews_csv(tmp_path / "small.csv", 2)
     fails(
@@ -662,3 +663,267 @@ def test_unknown_method_options_are_named():
         finetune(data, "head", r=8)
     with pytest.raises(CourseError, match="max_length 1000 is longer than"):
         finetune(data, "head", max_length=1000)
+
+
+# --- the second sweep: nothing of the user's lost, no silent wrong result --------------------
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["dpo", "--n-train", "4", "--n-test", "2"], ["prompt", "--n-problems", "1"]],
+    ids=["dpo", "prompt"],
+)
+def test_another_command_cannot_write_into_a_finished_run(finished_run, capsys, command):
+    """dpo and prompt used to overwrite a run's metrics.json / results.md."""
+    before = snapshot(finished_run)
+    fails(
+        capsys, [*command, "--output", finished_run], "holds the output of `peft-course finetune`"
+    )
+    assert snapshot(finished_run) == before
+
+
+def test_output_into_a_folder_of_ones_own_files_is_refused(tmp_path, capsys):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "results.md").write_text("my results")
+    before = snapshot(tmp_path / "notes")
+    fails(
+        capsys,
+        ["finetune", "--method", "head", "--output", tmp_path / "notes", *FAST],
+        "'" + str(tmp_path / "notes") + "' is not empty (results.md)",
+    )
+    fails(capsys, ["lora", "--output", tmp_path / "notes"], "not empty (results.md)")
+    assert snapshot(tmp_path / "notes") == before
+
+
+def test_a_command_refuses_a_directory_another_command_made(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["prompt", "--n-problems", "1", "--output", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["prompt", "--n-problems", "1", "--output", str(out)]) == 0  # its own: fine
+    capsys.readouterr()
+    fails(
+        capsys,
+        ["dpo", "--n-train", "4", "--output", out],
+        "holds the output of `peft-course prompt`",
+    )
+
+
+def test_two_commands_at_once_into_one_directory(tmp_path, capsys):
+    """A second command while a live process holds the directory is refused; a lock left by a
+    process that is gone is taken over."""
+    from peft_course.files import LOCK
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".peft-course").write_text("prompt\n")
+    (out / LOCK).write_text(str(os.getppid()))  # a live process other than this one
+    fails(capsys, ["prompt", "--n-problems", "1", "--output", out], "is writing to --output")
+    (out / LOCK).write_text("999999999")  # no such process
+    assert main(["prompt", "--n-problems", "1", "--output", str(out)]) == 0
+    assert not (out / LOCK).exists()
+
+
+def test_results_are_readable_by_others(finished_run):
+    """Atomic writes used to keep the temporary file's private mode (0600)."""
+    mode = (finished_run / "metrics.json").stat().st_mode & 0o777
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert mode == 0o666 & ~umask
+
+
+def test_a_csv_without_label_names_keeps_its_own_labels(tmp_path, capsys):
+    """With --train-file and no --dataset the file's labels are its own, not the default
+    dataset's negative/positive."""
+    from peft_course.data import load_classification_data
+
+    three = reviews_csv(tmp_path / "three.csv", 60, label=lambda i: i % 3)
+    assert load_classification_data(train_file=three).label_names == ["0", "1", "2"]
+    spam = reviews_csv(tmp_path / "spam.csv", 40, label=lambda i: ["ham", "spam"][i % 2])
+    assert load_classification_data(train_file=spam).label_names == ["ham", "spam"]
+    output = tmp_path / "run"
+    assert (
+        main(
+            [
+                "finetune",
+                "--method",
+                "head",
+                "--train-file",
+                str(spam),
+                "--output",
+                str(output),
+                *FAST,
+            ]
+        )
+        == 0
+    )
+    assert json.loads((output / "run.json").read_text())["label_names"] == ["ham", "spam"]
+
+
+def test_one_class_and_duplicate_headers_are_refused(tmp_path, capsys):
+    one = reviews_csv(tmp_path / "one.csv", 40, label=lambda i: 1)
+    fails(
+        capsys,
+        ["finetune", "--method", "head", "--train-file", one, *FAST],
+        "every training label is 1",
+    )
+    (tmp_path / "dup.csv").write_text(
+        "text,label,label\n" + "".join(f"t{i},0,1\n" for i in range(40))
+    )
+    fails(
+        capsys,
+        ["finetune", "--method", "head", "--train-file", tmp_path / "dup.csv", *FAST],
+        "the header names the column 'label' twice (columns 2 and 3)",
+    )
+
+
+def test_an_unreadable_file_is_one_line(tmp_path, capsys):
+    path = reviews_csv(tmp_path / "secret.csv")
+    path.chmod(0)
+    if os.access(path, os.R_OK):  # root reads anything
+        pytest.skip("this user can read a file of mode 000")
+    fails(
+        capsys,
+        ["finetune", "--method", "head", "--train-file", path, *FAST],
+        "no permission to read",
+    )
+
+
+def test_predict_refuses_a_base_model_that_changed(tmp_path, capsys, monkeypatch):
+    """A run on a local base model records its absolute path and a fingerprint: predict works
+    from another directory and refuses the model once its files changed."""
+    from peft_course.models import resolve_model_path
+
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(resolve_model_path("tiny-gpt2"), base)
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    assert (
+        main(["finetune", "--method", "head", "--model", "../base", "--output", "run", *FAST]) == 0
+    )
+    monkeypatch.chdir(tmp_path)  # the recorded "../base" means something else from here
+    assert main(["predict", "--run", "work/run", "a fine film"]) == 0
+    config = json.loads((base / "config.json").read_text())
+    config["layer_norm_epsilon"] = 1e-3
+    (base / "config.json").write_text(json.dumps(config))
+    capsys.readouterr()
+    fails(
+        capsys, ["predict", "--run", "work/run", "a fine film"], "changed since the run was trained"
+    )
+
+
+def test_a_sweep_of_one_string_or_no_values_is_one_line():
+    from peft_course.ablation import named_sweep
+
+    with pytest.raises(CourseError, match="values must be a list of values, got the string '4 16'"):
+        named_sweep("rank", "4 16")
+    with pytest.raises(CourseError, match="values is empty: give at least one value"):
+        named_sweep("rank", [])
+    with pytest.raises(CourseError, match="sweeping dropout needs values"):
+        named_sweep("dropout")
+
+
+def test_more_generated_problems_than_the_generator_can_make(capsys):
+    """It used to draw for ever; it now stops once a template runs out, saying how many."""
+    fails(capsys, ["prompt", "--n-problems", "100000"], "cannot draw 100000", "ask for at most")
+
+
+def test_a_config_that_does_not_fit_its_weights(tmp_path, capsys):
+    import shutil
+
+    from peft_course.models import resolve_model_path
+
+    model = tmp_path / "model"
+    shutil.copytree(resolve_model_path("tiny-gpt2"), model)
+    config = json.loads((model / "config.json").read_text())
+    config["n_embd"] *= 2
+    (model / "config.json").write_text(json.dumps(config))
+    fails(
+        capsys,
+        ["finetune", "--method", "head", "--model", model, *FAST],
+        "do not fit its config.json",
+    )
+
+
+def test_a_full_disk_while_saving_is_one_line(tmp_path, capsys, monkeypatch):
+    """No space left: one line, and what was saved before is whole."""
+    import errno
+
+    import peft_course.commands as commands
+
+    def full(args):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "x"))
+
+    monkeypatch.setattr(commands, "command_info", full)
+    assert main(["info"]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+
+
+def test_dpo_log_probabilities_that_would_broadcast_are_refused():
+    """(4,) against (4, 1) used to broadcast into a (4, 4) batch of margins."""
+    from peft_course.dpo import dpo_loss
+
+    flat, column = torch.zeros(4), torch.zeros(4, 1)
+    with pytest.raises(
+        CourseError, match=r"one shape.*policy_chosen \(4,\).*policy_rejected \(4, 1\)"
+    ):
+        dpo_loss(flat, column, flat, flat, beta=0.1)
+
+
+def pairs_file(path: Path, prompt: str) -> Path:
+    rows = [{"prompt": prompt, "chosen": f" good {i}", "rejected": f" bad {i}"} for i in range(6)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.mark.parametrize(
+    "words, flags, needle",
+    [
+        (40, ["--max-length", "16"], "leaves none of its completions inside max_length 16"),
+        (600, [], "leaves none of its completions inside max_length"),
+    ],
+    ids=["longer-than-max-length", "longer-than-the-context"],
+)
+def test_a_dpo_prompt_too_long_is_one_line(tmp_path, capsys, words, flags, needle):
+    """A prompt past --max-length trained on nothing; past the context it was an IndexError."""
+    data = pairs_file(tmp_path / "pairs.jsonl", " ".join(["word"] * words))
+    fails(capsys, ["dpo", "--train-file", data, *flags], "pair 1", needle)
+
+
+def test_a_pair_past_the_context_is_refused_through_the_python_api(tmp_path):
+    """The command line keeps --max-length inside the context; a script's config may not."""
+    from peft_course.dpo import check_pairs_fit
+    from peft_course.models import load_model
+
+    model, tokenizer = load_model("tiny-gpt2", task="causal-lm")
+    pair = {"prompt": "word " * 20, "chosen": " yes", "rejected": " no"}
+    with pytest.raises(CourseError, match="pair 1: prompt and completion are .* context of 8"):
+        check_pairs_fit(tokenizer, [pair], max_length=4096, context=8, source="pairs")
+
+
+def test_no_strategies_is_one_clear_error():
+    from peft_course.decoding import gpt2_generation_rows
+    from peft_course.prompting import evaluate_prompting, load_problem_set
+
+    problems = load_problem_set("generated", n=1)
+    with pytest.raises(CourseError, match="no strategies to compare"):
+        evaluate_prompting(lambda prompts: prompts, problems, strategies=[])
+    with pytest.raises(CourseError, match="non-empty list"):
+        gpt2_generation_rows(None, None, strategies=())
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: __import__("peft_course.models").models.count_parameters(None),
+        lambda: __import__("peft_course.lora").lora.find_modules(None, ["c_attn"]),
+        lambda: __import__("peft_course.lora").lora.trainable_parameters("gpt2", ["score"]),
+        lambda: __import__("peft_course.counting").counting.bitfit(None),
+    ],
+    ids=["count_parameters", "find_modules", "trainable_parameters", "bitfit"],
+)
+def test_none_or_a_name_for_a_model_is_one_clear_error(call):
+    """They used to fail with an AttributeError from inside ('NoneType' has no 'parameters')."""
+    with pytest.raises(CourseError, match="must be a torch module"):
+        call()

@@ -84,3 +84,27 @@ def test_ctrl_c_during_ablate_says_that_rerunning_continues(monkeypatch, tmp_pat
         last.startswith("peft-course ablate: interrupted; finished cells are kept in")
         and "rerun the same" in last
     )
+
+
+def test_the_command_line_silences_the_kernels_line_and_future_warnings(caplog):
+    """bitsandbytes logs a line about an optional kernel package at every import on an
+    AVX512-BF16 CPU; libraries warn about their own future. The CLI drops both (a learner's
+    own scripts keep them: nothing is silenced at import)."""
+    import logging
+    import warnings
+
+    from peft_course.system import KERNELS_LINE, quiet_library_noise
+
+    logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
+    earlier, logger.filters = logger.filters, []  # an earlier main() in this process added one
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        logger.warning(KERNELS_LINE + ": No module named 'kernels'")
+        assert KERNELS_LINE in caplog.text  # before: a learner's script sees it
+        caplog.clear()
+        quiet_library_noise()
+        logger.warning(KERNELS_LINE + ": No module named 'kernels'")
+        warnings.warn("the argument will be removed", FutureWarning, stacklevel=1)
+    logger.filters = earlier
+    assert KERNELS_LINE not in caplog.text
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)]

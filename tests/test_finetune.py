@@ -166,7 +166,9 @@ def test_head_with_the_wrong_label_count_is_refused(tmp_path):
 
 
 def test_finished_run_is_not_overwritten(tmp_path):
+    # what marks a finished run: its metrics; what marks it as a run, its spec
     (tmp_path / "metrics.json").write_text("{}")
+    (tmp_path / "run.json").write_text("{}")
     with pytest.raises(RunError, match="already holds a finished run; pass --overwrite"):
         check_run_directory(tmp_path)
     assert check_run_directory(tmp_path, overwrite=True) == tmp_path
