@@ -151,23 +151,37 @@ class DataOptions:
 
 @documented
 @dataclass
-class LoraOptions:
+class TargetOptions:
+    """Where a method goes: the modules it adapts (every method of the PEFT family has them)."""
+
+    targets: tuple[str, ...] | None = option(
+        None, help="module-name patterns to adapt (default: the method's, e.g. c_attn for GPT-2)"
+    )
+
+    def __post_init__(self) -> None:
+        """Check every field before a model is loaded."""
+        check_options(self)
+
+
+@documented
+@dataclass
+class RankOptions(TargetOptions):
+    """A low-rank method's rank (VeRA's random matrices; a bottleneck adapter's width)."""
+
+    r: int = option(LORA.r, help="rank of the update (an adapter's bottleneck)", check=positive_int)
+
+
+@documented
+@dataclass
+class LoraOptions(RankOptions):
     """LoRA's numbers and where it goes: what every LoRA method takes (`gpt2-scratch` alone)."""
 
-    r: int = option(LORA.r, help="rank of the update", check=positive_int)
     alpha: float = option(
         LORA.alpha, help="scale: the update is multiplied by alpha/r", check=positive_number
     )
     dropout: float = option(
         LORA.dropout, help="dropout on the LoRA path", check=interval(0, 1, high_open=True)
     )
-    targets: tuple[str, ...] | None = option(
-        None, help="module-name patterns to adapt (default: c_attn for GPT-2)"
-    )
-
-    def __post_init__(self) -> None:
-        """Check every field before a model is loaded."""
-        check_options(self)
 
 
 @documented
@@ -210,6 +224,86 @@ class QLoraOptions(LoraOptions):
 
     gradient_checkpointing: bool = option(
         True, help="QLoRA: recompute activations in the backward pass (less memory, slower)"
+    )
+
+
+@documented
+@dataclass
+class AdaLoraOptions(LoraOptions):
+    """AdaLoRA (`adalora`): every layer starts at rank r; the budget is pruned to target_r."""
+
+    target_r: int = option(
+        4, help="AdaLoRA: the average rank left after pruning", check=positive_int
+    )
+
+
+@documented
+@dataclass
+class LoraPlusOptions(LoraOptions):
+    """LoRA+ (`lora-plus`): LoRA whose B learns faster than its A."""
+
+    loraplus_ratio: float = option(
+        16.0, help="LoRA+: B's learning rate over A's", check=positive_number
+    )
+
+
+@documented
+@dataclass
+class IA3Options(TargetOptions):
+    """(IA)³ (`ia3`): the layers it scales, and those of them scaled at their input."""
+
+    feedforward: tuple[str, ...] | None = option(
+        None,
+        help="(IA)³: targets scaled at their input (default: mlp.c_proj for GPT-2, down_proj for "
+        "Llama)",
+    )
+
+
+@documented
+@dataclass
+class PromptOptions:
+    """A soft prompt's length: what every soft-prompt method learns."""
+
+    virtual_tokens: int = option(
+        8, help="soft prompts: the virtual tokens learned", check=positive_int
+    )
+
+    def __post_init__(self) -> None:
+        """Check every field before a model is loaded."""
+        check_options(self)
+
+
+@documented
+@dataclass
+class PromptTuningOptions(PromptOptions):
+    """Prompt tuning (`prompt-tuning`): also how the virtual tokens start."""
+
+    prompt_init: str = option(
+        "vocab",
+        help="prompt tuning: start from random vocabulary embeddings or from N(0, 1) vectors",
+        choices=("vocab", "random"),
+    )
+
+
+@documented
+@dataclass
+class PromptEncoderOptions(PromptOptions):
+    """P-tuning (`p-tuning`): also the width of the MLP that makes the virtual tokens."""
+
+    encoder_hidden: int = option(
+        128,
+        help="P-tuning, prefix tuning with --prefix-projection: the MLP's hidden width",
+        check=positive_int,
+    )
+
+
+@documented
+@dataclass
+class PrefixOptions(PromptEncoderOptions):
+    """Prefix tuning (`prefix-tuning`): also whether an MLP makes the keys and values."""
+
+    prefix_projection: bool = option(
+        False, help="prefix tuning: make the keys and values with an MLP"
     )
 
 

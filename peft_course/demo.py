@@ -60,6 +60,7 @@ DEMO_SETTINGS = [  # one row per method, in the table's order
         {} if method.options is None else LORA_OPTIONS,
     )
     for name, method in METHODS.items()
+    if method.in_demo  # the PEFT family's methods are trained by their own chapter
 ]
 
 

@@ -79,6 +79,8 @@ def prepare_lora(
     modules_to_save: list[str] | None = None,
     use_rslora: bool = False,
     task_type: TaskType = TaskType.SEQ_CLS,
+    use_dora: bool = False,
+    init_lora_weights: bool | str = True,
 ) -> nn.Module:
     """Wrap `model` with peft LoRA adapters for sequence classification.
 
@@ -98,6 +100,10 @@ def prepare_lora(
         modules_to_save: modules peft trains a full copy of, beside what `task_type` saves.
         use_rslora: scale by `alpha / sqrt(r)` instead of `alpha / r`.
         task_type: peft's task type: `SEQ_CLS` for a classifier, `CAUSAL_LM` for a language model.
+        use_dora: DoRA: a learned magnitude per output beside LoRA's direction
+            (`peft_course.peft_family.prepare_dora`).
+        init_lora_weights: peft's start for `A` and `B`: True (Kaiming `A`, zero `B`), or an
+            initialiser such as `"pissa"` (`peft_course.peft_family.prepare_pissa`).
 
     Returns:
         peft's model wrapping `model`.
@@ -124,6 +130,8 @@ def prepare_lora(
         bias=bias,
         modules_to_save=list(modules_to_save) if modules_to_save is not None else None,
         use_rslora=use_rslora,
+        use_dora=use_dora,
+        init_lora_weights=init_lora_weights,
     )
     try:
         with warnings.catch_warnings():  # peft sets fan_in_fan_out=True for GPT-2's Conv1D itself

@@ -19,10 +19,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from peft_course.configs import (
+    AdaLoraOptions,
+    IA3Options,
     LoraOptions,
+    LoraPlusOptions,
     PeftLoraOptions,
+    PrefixOptions,
+    PromptEncoderOptions,
+    PromptTuningOptions,
     QLoraOptions,
+    RankOptions,
+    RsLoraOptions,
     ScratchLoraOptions,
+    TargetOptions,
 )
 from peft_course.errors import CourseError
 
@@ -42,6 +51,7 @@ class Method:
         load: `module.function` that loads `(model, tokenizer)` (QLoRA quantizes while loading).
         finish: `module.function` applied to the trained model before the final scoring (e.g.
             merging the adapters); None: nothing.
+        in_demo: whether `peft-course demo` trains it (a row of its table).
     """
 
     label: str
@@ -52,6 +62,7 @@ class Method:
     options: type | None = None
     load: str = "peft_course.models.load_model"
     finish: str | None = None
+    in_demo: bool = True
 
     def function(self, role: str) -> Callable[..., Any] | None:
         """The function `role` ("prepare", "load" or "finish") names, imported now."""
@@ -127,6 +138,156 @@ METHODS: dict[str, Method] = {
         learning_rate=1e-3,
         demo_epochs=3,
     ),
+    # the PEFT family (`peft_course.peft_family`): learning rates from a search on tiny-gpt2
+    # (--max-examples 200, 4 epochs; tests/test_peft_family.py); not in the demo's table
+    **{
+        name: Method(
+            label,
+            trains,
+            f"peft_course.peft_family.prepare_{name.replace('-', '_')}",
+            learning_rate=rate,
+            demo_epochs=4,
+            options=options,
+            in_demo=False,
+        )
+        for name, label, trains, rate, options in (
+            (
+                "bitfit",
+                "BitFit",
+                "every bias (projections and LayerNorms), plus the head",
+                1e-2,
+                None,
+            ),
+            (
+                "houlsby",
+                "adapters (Houlsby)",
+                "a bottleneck adapter after each block's attention and after its MLP (by hand), "
+                "plus the head",
+                5e-3,
+                RankOptions,
+            ),
+            (
+                "pfeiffer",
+                "adapters (Pfeiffer)",
+                "a bottleneck adapter after each block's MLP (by hand), plus the head",
+                5e-3,
+                RankOptions,
+            ),
+            (
+                "ia3",
+                "(IA)³",
+                "a learned scale per output of the attention projection and per input of the "
+                "MLP's down projection (peft), plus the head",
+                1e-2,
+                IA3Options,
+            ),
+            (
+                "ln-tuning",
+                "LN-tuning",
+                "a copy of every LayerNorm, scale and bias (peft), plus the head",
+                1e-2,
+                TargetOptions,
+            ),
+            (
+                "prompt-tuning",
+                "prompt tuning",
+                "virtual token embeddings before the text (peft), plus the head",
+                1e-2,
+                PromptTuningOptions,
+            ),
+            (
+                "prefix-tuning",
+                "prefix tuning",
+                "virtual keys and values in every layer (peft), plus the head",
+                1e-2,
+                PrefixOptions,
+            ),
+            (
+                "p-tuning",
+                "P-tuning",
+                "virtual tokens made by a small MLP (peft), plus the head",
+                1e-2,
+                PromptEncoderOptions,
+            ),
+            ("rslora", "rsLoRA", "`lora` scaled by alpha/sqrt(r)", 5e-3, LoraOptions),
+            (
+                "dora",
+                "DoRA",
+                "`lora` for the direction and a learned magnitude per output (peft's use_dora), "
+                "plus the head",
+                5e-3,
+                RsLoraOptions,
+            ),
+            (
+                "pissa",
+                "PiSSA",
+                "`lora` started from each weight's top-r singular vectors (the rest frozen)",
+                5e-3,
+                LoraOptions,
+            ),
+            (
+                "vera",
+                "VeRA",
+                "two vectors per layer on frozen random matrices shared by all layers (peft), plus "
+                "the head",
+                1e-2,
+                RankOptions,
+            ),
+            (
+                "adalora",
+                "AdaLoRA",
+                "LoRA as P diag(E) Q, its ranks pruned to a budget while training (peft), plus the "
+                "head",
+                5e-3,
+                AdaLoraOptions,
+            ),
+            (
+                "lora-plus",
+                "LoRA+",
+                "`lora` with B at a higher learning rate than A (peft's LoRA+ optimizer)",
+                5e-3,
+                LoraPlusOptions,
+            ),
+            (
+                "olora",
+                "OLoRA",
+                "`lora` started from a QR decomposition of each weight (not on GPT-2's Conv1D)",
+                5e-3,
+                LoraOptions,
+            ),
+            (
+                "loha",
+                "LoHa",
+                "an update made of the Hadamard product of two low-rank products (peft; not on "
+                "GPT-2's Conv1D), plus the head",
+                5e-3,
+                LoraOptions,
+            ),
+            (
+                "lokr",
+                "LoKr",
+                "an update made of a Kronecker product with a low-rank factor (peft; not on "
+                "GPT-2's Conv1D), plus the head",
+                5e-3,
+                LoraOptions,
+            ),
+            (
+                "oft",
+                "OFT",
+                "a learned block-diagonal rotation of each weight (peft; not on GPT-2's Conv1D), "
+                "plus the head",
+                5e-3,
+                TargetOptions,
+            ),
+            (
+                "boft",
+                "BOFT",
+                "OFT's rotation as butterfly factors (peft; not on GPT-2's Conv1D), plus the head",
+                5e-3,
+                TargetOptions,
+            ),
+        )
+    },
 }
 
 

@@ -440,6 +440,10 @@ def train(
     batch (`batch_size` rows per process), the gradients are summed across processes, and only
     rank 0 writes the checkpoint; every process validates on the whole validation split.
 
+    A model with a `make_optimizer(config, total_steps)` attribute (set by its method's
+    `prepare`, e.g. LoRA+ and AdaLoRA in `peft_course.peft_family`) gets the optimizer it
+    returns instead of the plain AdamW.
+
     Args:
         model: the model to train; only its parameters with `requires_grad=True` change.
         tokenized: tokenized splits: `train`, and `validation` unless `evaluator` is given.
@@ -470,12 +474,6 @@ def train(
     parameters = [p for p in model.parameters() if p.requires_grad]
     if not parameters:
         raise CourseError("the model has no trainable parameters: nothing to train")
-    optimizer = torch.optim.AdamW(
-        parameters,
-        lr=config.learning_rate,
-        weight_decay=config.weight_decay,
-        fused=device.type == "cuda",
-    )
     loader = make_loader(
         tokenized["train"],
         tokenizer,
@@ -487,6 +485,17 @@ def train(
         distributed.rank(),
         distributed.world_size(),
     )
+    # a method may bring its own optimizer (LoRA+'s two learning rates, AdaLoRA's rank budget)
+    make_optimizer = getattr(model, "make_optimizer", None)
+    if make_optimizer is not None:
+        optimizer = make_optimizer(config, config.epochs * len(loader))
+    else:
+        optimizer = torch.optim.AdamW(
+            parameters,
+            lr=config.learning_rate,
+            weight_decay=config.weight_decay,
+            fused=device.type == "cuda",
+        )
     forward = torch.compile(model, dynamic=True) if config.compile else model
     result = TrainResult()
     first_epoch, step = 0, 0
