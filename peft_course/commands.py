@@ -9,9 +9,7 @@ chapter function, so what the command prints is what a learner gets by calling t
 from __future__ import annotations
 
 from dataclasses import asdict, fields
-import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +42,10 @@ from peft_course.dpo import (
 )
 from peft_course.errors import CourseError, check_distinct
 from peft_course.files import (
-    MARKER,
     atomic_write_text,
     check_output_directory,
     check_output_kind,
-    claim_output_directory,
-    writing_alone,
+    owning_output,
 )
 from peft_course.finetune import finetune, lora_training_rows
 from peft_course.gpt2 import from_pretrained, gpt2_count_rows, gpt2_parity_rows
@@ -557,26 +553,13 @@ def check_arguments(args: Any) -> None:
         )
 
 
-@contextmanager
-def writing_output(args: Any) -> Iterator[None]:
-    """While the command runs, its output directory is marked as its own and held by it alone.
-
-    A directory the command created and left without results (it failed before writing) is
-    removed again. Under torchrun only the process that writes holds it.
-    """
+def writing_output(args: Any) -> AbstractContextManager[None]:
+    """The command's hold on its output directory (`files.owning_output`); under torchrun only
+    the process that writes holds it."""
     output = finetune_output(args) if args.command == "finetune" else getattr(args, "output", None)
     if output is None or not distributed.is_main():
-        yield
-        return
-    created = not Path(output).exists()
-    if args.command != "finetune":  # a run directory is marked when the run starts
-        claim_output_directory(output, args.command)
-    try:
-        with writing_alone(output):
-            yield
-    finally:
-        if created and {p.name for p in Path(output).iterdir()} <= {MARKER}:
-            shutil.rmtree(output, ignore_errors=True)
+        return nullcontext()
+    return owning_output(output, args.command, claim=args.command != "finetune")
 
 
 def interrupted_message(args: Any) -> str:

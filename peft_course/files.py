@@ -227,6 +227,29 @@ def writing_alone(directory: str | Path, option: str = "--output") -> Iterator[N
         lock.unlink(missing_ok=True)
 
 
+@contextmanager
+def owning_output(directory: str | Path, kind: str, claim: bool = True) -> Iterator[None]:
+    """While a command runs, `directory` is marked as its kind's and held by it alone.
+
+    A directory the command created and left without results (it failed before writing) is
+    removed again.
+
+    Args:
+        directory: the output directory.
+        kind: the command whose output it holds (`claim_output_directory`).
+        claim: mark it now; False where the run marks it itself (a fine-tuning run).
+    """
+    created = not Path(directory).exists()
+    if claim:
+        claim_output_directory(directory, kind)
+    try:
+        with writing_alone(directory):
+            yield
+    finally:
+        if created and {p.name for p in Path(directory).iterdir()} <= {MARKER}:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
 def process_runs(pid: int) -> bool:
     """Whether a process with id `pid` is running on this machine."""
     try:
