@@ -3,11 +3,14 @@
 The counting chapter builds on `peft_course.models.count_parameters`: every table in the course
 that says "trainable params" gets its number from it, read off the real module tree. The rest of the
 module writes the same numbers as closed-form `sympy` formulas and checks one against the
-other, for three methods:
+other:
 
 * BitFit (train the biases only) and bottleneck adapters on a plain feed-forward network,
   where the answer depends on conventions that a sentence like "about 1.31 %" hides;
-* LoRA on GPT-2 small, counted by the formula `r * sum(d_in + d_out)` and by `peft`.
+* LoRA on GPT-2 small, counted by the formula `r * sum(d_in + d_out)` and by `peft`;
+* every fine-tuning method of the registry (the PEFT family, `family_formula`) on GPT-2 small
+  and on SmolLM2-135M, a Llama: the tests build each method's model on the meta device and
+  require its count to be the formula's.
 
 The docs page also tabulates the bits per parameter that a 4-bit NF4 (QLoRA) weight really
 occupies; the formulas and the storage read off bitsandbytes are `peft_course.qlora`'s.
@@ -15,23 +18,26 @@ occupies; the formulas and the storage read off bitsandbytes are `peft_course.ql
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import sympy as sp
 import torch
 from torch import nn
 
+from peft_course.configs import PromptEncoderOptions
 from peft_course.errors import CourseError, check_module, check_string_list
 from peft_course.lora import layer_features, matches
 from peft_course.models import count_parameters
 from peft_course.qlora import nf4_bits_per_parameter, quantize_nf4
-from peft_course.settings import COUNTED_METHODS, COUNTED_MODELS
+from peft_course.settings import COUNTED_METHODS, COUNTED_MODELS, LORA
 from peft_course.tables import markdown_table
 
 
@@ -419,6 +425,10 @@ j, m = sp.symbols("j m", integer=True, positive=True)
 LORA_FORMULA = r * sp.Sum(d_in[j] + d_out[j], (j, 1, m))  # A is r x d_in, B is d_out x r
 # --8<-- [end:gpt2_formulas]
 
+d_ff, d_kv = sp.symbols("d_ff d_kv", integer=True, positive=True)  # Llama's MLP, keys' width
+LLAMA_BLOCK = 2 * d_model**2 + 2 * d_model * d_kv + 3 * d_model * d_ff + 2 * d_model  # + 2 norms
+LLAMA_BASE = V * d_model + n_layer * LLAMA_BLOCK + d_model  # tied embeddings, final RMSNorm
+
 
 def lora_count(rank: int, shapes: Sequence[tuple[int, int]]) -> int:
     """`LORA_FORMULA` evaluated for `(d_in, d_out)` of each targeted layer.
@@ -448,6 +458,12 @@ class Architecture:
         values: the value of each symbol for this model.
         default_lora_targets: what peft targets when target_modules is None.
         adapter_targets: where adapters go, Houlsby's way: after attention and after the MLP.
+        family: `"gpt2"` (Conv1D projections), `"opt"` or `"llama"` (`nn.Linear`).
+        norms: the parameters of every norm layer (what LN-tuning trains a copy of).
+        kv_width: the width of one layer's keys (and values): `d_model`, or fewer with
+            grouped-query attention (what prefix tuning learns per virtual token and layer).
+        ia3_targets: what peft's (IA)³ scales by default.
+        ia3_feedforward: those of them scaled at their input.
     """
 
     name: str
@@ -457,6 +473,11 @@ class Architecture:
     values: dict[sp.Symbol, int]
     default_lora_targets: tuple[str, ...]
     adapter_targets: tuple[str, ...]
+    family: str = "gpt2"
+    norms: sp.Expr = n_layer * 4 * d_model + 2 * d_model
+    kv_width: sp.Expr = d_model
+    ia3_targets: tuple[str, ...] = ("c_attn", "mlp.c_proj")
+    ia3_feedforward: tuple[str, ...] = ("mlp.c_proj",)
 
 
 ARCHITECTURES = {
@@ -485,6 +506,31 @@ ARCHITECTURES = {
         {V: 50272, n_ctx: 2048, d_model: 768, n_layer: 12},
         ("q_proj", "v_proj"),
         ("out_proj", "fc2"),
+        family="opt",
+    ),
+    # SmolLM2-135M: a Llama with grouped-query attention (9 query heads of 64, 3 key/value
+    # heads: keys 192 wide), a SwiGLU MLP of 1536, RMSNorms (no bias anywhere), tied embeddings
+    "smollm2-135m": Architecture(
+        "smollm2-135m",
+        LLAMA_BASE,
+        sp.Integer(0),
+        {
+            "self_attn.q_proj": (d_model, d_model),
+            "self_attn.k_proj": (d_model, d_kv),
+            "self_attn.v_proj": (d_model, d_kv),
+            "self_attn.o_proj": (d_model, d_model),
+            "mlp.gate_proj": (d_model, d_ff),
+            "mlp.up_proj": (d_model, d_ff),
+            "mlp.down_proj": (d_ff, d_model),
+        },
+        {V: 49152, d_model: 576, n_layer: 30, d_ff: 1536, d_kv: 192},
+        ("q_proj", "v_proj"),
+        ("self_attn.o_proj", "mlp.down_proj"),
+        family="llama",
+        norms=n_layer * 2 * d_model + d_model,
+        kv_width=d_kv,
+        ia3_targets=("k_proj", "v_proj", "down_proj"),
+        ia3_feedforward=("down_proj",),
     ),
 }
 
@@ -493,7 +539,7 @@ def architecture(name: str) -> Architecture:
     """The `Architecture` registered under `name`.
 
     Args:
-        name: a key of `ARCHITECTURES`: `"gpt2-small"` or `"opt-125m"`.
+        name: a key of `ARCHITECTURES`: `"gpt2-small"`, `"opt-125m"` or `"smollm2-135m"`.
 
     Raises:
         CountingError: if `name` is not registered.
@@ -529,7 +575,7 @@ def build_classifier(
     counts, are exact and a build takes milliseconds. Use `cpu` for a model that runs.
 
     Args:
-        name: the architecture: `"gpt2-small"` or `"opt-125m"`.
+        name: the architecture: `"gpt2-small"`, `"opt-125m"` or `"smollm2-135m"`.
         labels: the number of classes of the `score` head, at least 1.
         device: the device to build it on: `"meta"` or `"cpu"`.
         seed: the `torch.manual_seed` set before the model is built.
@@ -540,6 +586,8 @@ def build_classifier(
     from transformers import (
         GPT2Config,
         GPT2ForSequenceClassification,
+        LlamaConfig,
+        LlamaForSequenceClassification,
         OPTConfig,
         OPTForSequenceClassification,
     )
@@ -552,6 +600,19 @@ def build_classifier(
             GPT2Config(num_labels=labels, pad_token_id=50256)
         ),
         "opt-125m": lambda: OPTForSequenceClassification(OPTConfig(num_labels=labels)),
+        "smollm2-135m": lambda: LlamaForSequenceClassification(
+            LlamaConfig(
+                vocab_size=49152,
+                hidden_size=576,
+                intermediate_size=1536,
+                num_hidden_layers=30,
+                num_attention_heads=9,
+                num_key_value_heads=3,
+                tie_word_embeddings=True,
+                num_labels=labels,
+                pad_token_id=2,
+            )
+        ),
     }[name]
     torch.manual_seed(seed)
     with torch.device(device):
@@ -1160,3 +1221,248 @@ def print_tables() -> None:
     `python -c "from peft_course.counting import print_tables; print_tables()"`."""
     for name, table in counting_tables().items():
         print(f"<!-- {name} -->\n{table}\n")
+
+
+# ---------------------------------------------------------------------------------------
+# 5. The PEFT family, counted before it is trained
+# ---------------------------------------------------------------------------------------
+
+# --8<-- [start:family_formulas]
+n_virtual, h_enc = sp.symbols("n_virtual h_enc", integer=True, positive=True)  # soft prompts
+b_oft, b_boft, n_bf = sp.symbols("b_oft b_boft n_bf", integer=True, positive=True)  # rotations
+
+
+def per_block(arch: Architecture, targets: Sequence[str], term) -> sp.Expr:
+    """`n_layer` times the sum of `term(d_in, d_out)` over the targeted projections of a block.
+
+    Args:
+        arch: the architecture whose projections are targeted.
+        targets: peft-style patterns, as in `targeted_layers`.
+        term: the parameters one method adds to one layer of widths `(d_in, d_out)`.
+    """
+    return n_layer * sum(term(*arch.layers[name]) for name in targeted_layers(arch, targets))
+
+
+def lokr_term(width_in: sp.Expr, width_out: sp.Expr, values: dict) -> sp.Expr:
+    """LoKr's parameters on one layer: `W = W1 kron W2`, each width split in two factors.
+
+    peft splits `d_out = u1 u2` and `d_in = v1 v2` near their square roots (its own
+    `factorization`), trains `W1` (u1 x v1) in full and `W2` (u2 x v2) as a rank-r product
+    when that is smaller, `r < max(u2, v2) / 2`: the factors are numbers, not symbols.
+
+    Args:
+        width_in: the layer's `d_in`, a formula.
+        width_out: its `d_out`.
+        values: the architecture's symbol values, to find the factors.
+    """
+    from peft.tuners.lokr.layer import factorization
+
+    u1, u2 = factorization(int(width_out.subs(values)), -1)
+    v1, v2 = factorization(int(width_in.subs(values)), -1)
+    w2 = sp.Piecewise((r * (u2 + v2), r < sp.Rational(max(u2, v2), 2)), (u2 * v2, True))
+    return u1 * v1 + w2
+
+
+def family_formula(method: str, arch: Architecture) -> sp.Expr | None:
+    """The trainable parameters of registry method `method` on `arch`, head included.
+
+    Each method with its default options (`FAMILY_DEFAULTS`); None where the method refuses
+    the architecture (LoHa, LoKr, OFT, BOFT and OLoRA on GPT-2's Conv1D; `gpt2-scratch`, the
+    course's own GPT-2, on anything else).
+
+    Args:
+        method: a key of `peft_course.registry.METHODS`.
+        arch: the architecture counted.
+
+    Raises:
+        CountingError: if `method` has no formula here.
+    """
+    gpt2 = arch.family == "gpt2"
+    lora = lora_formulas(arch, arch.default_lora_targets, saves_head=True)[0]
+    targets = arch.default_lora_targets
+    ia3_scales = sum(
+        arch.layers[name][0] if matches(name, arch.ia3_feedforward) else arch.layers[name][1]
+        for name in targeted_layers(arch, arch.ia3_targets)
+    )
+    formulas = {
+        "head": lambda: HEAD,
+        "full": lambda: arch.base + HEAD,
+        # LoRA's family: r (d_in + d_out) per layer; merging, 4-bit storage, the rank's scale,
+        # a start from singular vectors or a QR, and B's learning rate change no count
+        **dict.fromkeys(
+            ("lora", "lora-scratch", "merged", "qlora", "rslora", "pissa", "lora-plus"),
+            lambda: lora,
+        ),
+        "olora": lambda: None if gpt2 else lora,
+        "gpt2-scratch": lambda: (n_layer * 3 * r * 2 * d_model + HEAD) if gpt2 else None,
+        "bitfit": lambda: arch.biases + HEAD,
+        "houlsby": lambda: (
+            per_block(arch, arch.adapter_targets, lambda a, b: adapter_term(b)) + HEAD
+        ),
+        "pfeiffer": lambda: (
+            per_block(arch, arch.adapter_targets[1:], lambda a, b: adapter_term(b)) + HEAD
+        ),
+        "ia3": lambda: n_layer * ia3_scales + HEAD,  # one scale per output, or per input
+        "ln-tuning": lambda: arch.norms + HEAD,
+        "prompt-tuning": lambda: n_virtual * d_model + HEAD,
+        "prefix-tuning": lambda: n_virtual * n_layer * 2 * arch.kv_width + HEAD,  # keys, values
+        "p-tuning": lambda: (
+            n_virtual * d_model  # embeddings, then an MLP d -> h -> h -> d
+            + (d_model * h_enc + h_enc)
+            + (h_enc * h_enc + h_enc)
+            + (h_enc * d_model + d_model)
+            + HEAD
+        ),
+        "dora": lambda: lora + per_block(arch, targets, lambda a, b: b),  # a magnitude per output
+        "vera": lambda: per_block(arch, targets, lambda a, b: r + b) + HEAD,  # d and b vectors
+        # P diag(E) Q: A, B, the r singular values E, and `ranknum` (1, marked trainable)
+        "adalora": lambda: per_block(arch, targets, lambda a, b: r * (a + b) + r + 1) + HEAD,
+        "loha": lambda: (
+            None if gpt2 else per_block(arch, targets, lambda a, b: 2 * r * (a + b)) + HEAD
+        ),
+        "lokr": lambda: (
+            None
+            if gpt2
+            else per_block(arch, targets, lambda a, b: lokr_term(a, b, arch.values)) + HEAD
+        ),
+        # (d_in / b) blocks of a skew-symmetric b x b generator: b (b - 1) / 2 each
+        "oft": lambda: (
+            None if gpt2 else per_block(arch, targets, lambda a, b: a * (b_oft - 1) / 2) + HEAD
+        ),
+        # n_bf butterfly factors of (d_in / b) blocks b x b, and a scale per output
+        "boft": lambda: (
+            None if gpt2 else per_block(arch, targets, lambda a, b: n_bf * a * b_boft + b) + HEAD
+        ),
+    }
+    if method not in formulas:
+        raise CountingError(f"no formula counts method {method!r}: add it to family_formula")
+    return formulas[method]()
+
+
+# --8<-- [end:family_formulas]
+
+FAMILY_METHODS = (
+    *("head", "lora", "lora-scratch", "gpt2-scratch", "merged", "qlora", "full", "bitfit"),
+    *("houlsby", "pfeiffer", "ia3", "ln-tuning", "prompt-tuning", "prefix-tuning", "p-tuning"),
+    *("rslora", "dora", "pissa", "vera", "adalora", "lora-plus", "olora", "loha", "lokr"),
+    *("oft", "boft"),
+)
+"""Every method `family_formula` counts, in the registry's order."""
+
+FAMILY_ARCHITECTURES = ("gpt2-small", "smollm2-135m")
+
+
+def family_defaults() -> dict[sp.Symbol, int]:
+    """The value of each method setting in the formulas: the methods' default options.
+
+    The rank (LoRA's, an adapter's width, VeRA's and AdaLoRA's starting rank) is the course's
+    `LORA.r`; the soft prompts' length and P-tuning's MLP width are their options' defaults;
+    OFT's block size and BOFT's block size and butterfly factors are peft's.
+    """
+    from peft import BOFTConfig, OFTConfig
+
+    def peft_default(config: type, field: str) -> int:
+        return config.__dataclass_fields__[field].default
+
+    prompt = PromptEncoderOptions()
+    return {
+        r: LORA.r,
+        n_virtual: prompt.virtual_tokens,
+        h_enc: prompt.encoder_hidden,
+        b_oft: peft_default(OFTConfig, "oft_block_size"),
+        b_boft: peft_default(BOFTConfig, "boft_block_size"),
+        n_bf: peft_default(BOFTConfig, "boft_n_butterfly_factor"),
+    }
+
+
+def family_count(method: str, arch: Architecture, labels: int = 2) -> int | None:
+    """`family_formula(method, arch)` evaluated at the defaults; None where it is refused.
+
+    Args:
+        method: a key of `peft_course.registry.METHODS`.
+        arch: the architecture counted.
+        labels: the classes of the head.
+    """
+    formula = family_formula(method, arch)
+    if formula is None:
+        return None
+    return evaluate_architecture(sp.sympify(formula).subs(family_defaults()), arch, labels)
+
+
+def family_table(methods: Sequence[str] = FAMILY_METHODS, labels: int = 2) -> str:
+    """Each method: its formula, its count on GPT-2 small and SmolLM2-135M, and their shares.
+
+    The share is of the model the method starts from (backbone and head); a method refused on
+    an architecture shows "refused". The formula is GPT-2's, or SmolLM2's for a method that
+    refuses GPT-2.
+
+    Args:
+        methods: the registry's method names to show.
+        labels: the classes of the head.
+    """
+    archs = [architecture(name) for name in FAMILY_ARCHITECTURES]
+    rows = []
+    for method in methods:
+        row: list[object] = [f"`{method}`"]
+        formulas = [family_formula(method, arch) for arch in archs]
+        shown = next(f for f in formulas if f is not None)
+        row.append(f"`{sp.simplify(shown)}`")
+        for arch in archs:
+            count = family_count(method, arch, labels)
+            whole = evaluate_architecture(arch.base + HEAD, arch, labels)
+            row += ["refused", "-"] if count is None else [count, f"{100 * count / whole:.3f}%"]
+        rows.append(row)
+    return markdown_rows(
+        ["method", "formula", "GPT-2 small", "share", "SmolLM2-135M", "share "], rows
+    )
+
+
+FAMILY_RESULTS = "docs/results/peft-family-count.md"
+
+
+def write_family_table(path: str = FAMILY_RESULTS) -> str:
+    """Write `family_table()` to `path` (the counting page includes it) and return it.
+
+    Args:
+        path: the results file.
+    """
+    table = family_table() + "\n"
+    Path(path).write_text(table)
+    return table
+
+
+def architecture_of(config) -> Architecture:
+    """The `Architecture` of a transformers GPT-2 or Llama config (tiny-gpt2, tiny-llama), so
+    that the formulas can be checked on a model small enough to load for real.
+
+    Args:
+        config (transformers.PretrainedConfig): a `gpt2` or `llama` config.
+
+    Raises:
+        CountingError: for another model type.
+    """
+    if config.model_type == "gpt2":
+        values = {
+            V: config.vocab_size,
+            n_ctx: config.n_positions,
+            d_model: config.n_embd,
+            n_layer: config.n_layer,
+        }
+        return dataclasses.replace(ARCHITECTURES["gpt2-small"], name="gpt2", values=values)
+    if config.model_type == "llama":
+        head_dim = getattr(config, "head_dim", None) or (
+            config.hidden_size // config.num_attention_heads
+        )
+        values = {
+            V: config.vocab_size,
+            d_model: config.hidden_size,
+            n_layer: config.num_hidden_layers,
+            d_ff: config.intermediate_size,
+            d_kv: config.num_key_value_heads * head_dim,
+        }
+        return dataclasses.replace(ARCHITECTURES["smollm2-135m"], name="llama", values=values)
+    raise CountingError(f"no formulas for a {config.model_type!r} model: gpt2 and llama only")
+
+
+if __name__ == "__main__":  # python -m peft_course.counting: the family's table for the docs
+    print(write_family_table())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import sympy as sp
 import torch
@@ -10,7 +12,9 @@ from hypothesis import strategies as st
 from torch import nn
 
 from peft_course import counting as c
-from peft_course import qlora
+from peft_course import qlora, registry
+from peft_course.errors import CourseError
+from peft_course.models import load_model
 from peft_course.system import bnb_4bit_support
 from peft_course.tolerances import FLOAT64_SAME_FORMULA
 
@@ -385,3 +389,109 @@ def test_docs_page_shows_the_numbers_the_package_computes(bnb_4bit):
         assert table in page, (
             f"docs/counting.md is out of date: the '{name}' table differs (print_tables())"
         )
+
+
+# --- the PEFT family, counted before trained -------------------------------------------------
+
+# counted on the tiny models, loaded for real: QLoRA needs 4-bit layers, which the meta device
+# cannot hold, and PiSSA and OLoRA decompose the weights they adapt (SVD, QR): real numbers
+ON_TINY_MODELS = ("qlora", "pissa", "olora")
+
+
+def meta_model(method: str, arch: c.Architecture) -> nn.Module:
+    """The classifier `method` starts from, on the meta device (shapes only, no memory):
+    `gpt2-scratch` starts from the course's own GPT-2."""
+    if method == "gpt2-scratch":
+        from peft_course.gpt2 import GPT2, GPT2Config
+
+        with torch.device("meta"):
+            return GPT2(GPT2Config(num_labels=2, pad_token_id=50256))
+    return c.build_classifier(arch.name, labels=2)
+
+
+@pytest.fixture(scope="module")
+def tiny_classifiers() -> dict[str, nn.Module]:
+    """tiny-gpt2's and tiny-llama's classifiers (2 labels), copied by each test that changes one."""
+    return {
+        name: load_model(name, "classification", num_labels=2)[0]
+        for name in ("tiny-gpt2", "tiny-llama")
+    }
+
+
+def test_every_registry_method_has_a_formula():
+    """A method added to the registry without a formula here fails this test (and the next)."""
+    assert list(c.FAMILY_METHODS) == list(registry.METHODS)
+
+
+@pytest.mark.parametrize("arch_name", c.FAMILY_ARCHITECTURES)
+@pytest.mark.parametrize("method", list(registry.METHODS))
+def test_family_formula_predicts_the_wrapped_models_count(method, arch_name):
+    """The formula, at the method's default options, equals the trainable parameters its
+    `prepare` leaves on GPT-2 small and SmolLM2-135M (head included), or the method refuses the
+    architecture in one line (`ON_TINY_MODELS` are LoRA's count here, checked on the tiny
+    models below)."""
+    arch = c.architecture(arch_name)
+    expected = c.family_count(method, arch)
+    lora_count = c.family_count("lora", arch)
+    if method in ON_TINY_MODELS:
+        assert expected == (None if method == "olora" and arch.family == "gpt2" else lora_count)
+        return
+    if method == "gpt2-scratch" and arch.family != "gpt2":
+        assert expected is None  # the course's GPT-2 loads GPT-2 checkpoints only
+        return
+    prepare = registry.get_method(method).function("prepare")
+    model = meta_model(method, arch)
+    if expected is None:
+        with pytest.raises(CourseError, match="cannot adapt GPT-2's Conv1D"):
+            prepare(model)
+        return
+    trainable, _ = c.count_parameters(prepare(model))
+    assert trainable == expected, (
+        f"{method} on {arch_name}: the formula {c.family_formula(method, arch)} gives "
+        f"{expected:,}, the wrapped model trains {trainable:,}"
+    )
+
+
+@pytest.mark.parametrize("model_name", ["tiny-gpt2", "tiny-llama"])
+def test_qlora_formula_on_the_tiny_models_loaded_in_4_bit(bnb_4bit, model_name):
+    """QLoRA's count, on a model really quantized, is LoRA's formula: 4-bit storage changes what
+    the frozen weights occupy, not what trains."""
+    from peft_course.qlora import load_qlora_model, prepare_qlora
+
+    model, _ = load_qlora_model(model_name, num_labels=2)
+    arch = c.architecture_of(model.config)
+    trainable, _ = c.count_parameters(prepare_qlora(model, gradient_checkpointing=False))
+    assert trainable == c.family_count("qlora", arch) > 0
+
+
+@pytest.mark.parametrize("method", ["full", "dora", "pissa", "olora"])
+@pytest.mark.parametrize("model_name", ["tiny-gpt2", "tiny-llama"])
+def test_family_formula_on_the_tiny_models(tiny_classifiers, model_name, method):
+    """The formulas hold at another size (`architecture_of` reads it from the config), and
+    PiSSA's and OLoRA's starts, from each weight's SVD or QR, train what LoRA trains."""
+    model = copy.deepcopy(tiny_classifiers[model_name])
+    arch = c.architecture_of(model.config)
+    expected = c.family_count(method, arch)
+    prepare = registry.get_method(method).function("prepare")
+    if expected is None:
+        with pytest.raises(CourseError, match="cannot adapt GPT-2's Conv1D"):
+            prepare(model)
+        return
+    assert c.count_parameters(prepare(model))[0] == expected
+
+
+def test_no_formula_is_a_one_line_error():
+    with pytest.raises(c.CountingError, match="no formula counts method 'nope'"):
+        c.family_formula("nope", GPT2_SMALL)
+    config = type("Config", (), {"model_type": "bert"})()
+    with pytest.raises(c.CountingError, match="gpt2 and llama only"):
+        c.architecture_of(config)
+
+
+def test_family_results_file_is_what_the_package_computes():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / c.FAMILY_RESULTS
+    assert path.read_text() == c.family_table() + "\n", (
+        f"{c.FAMILY_RESULTS} is out of date: python -m peft_course.counting"
+    )
