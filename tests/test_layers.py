@@ -61,6 +61,8 @@ LAYERS = {
             "gpt2",
             "decoding",
             "peft_family",
+            "ia3",
+            "dora",
         ),
         2,
     ),
