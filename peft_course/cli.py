@@ -25,6 +25,7 @@ from peft_course.command_options import (
     Count,
     Demo,
     Dpo,
+    Export,
     Finetune,
     Gpt2,
     Info,
@@ -153,6 +154,7 @@ COMMANDS: dict[str, tuple[type, tuple[Any, ...]]] = {
         (DATA, Group("training", TrainConfig, skip=("learning_rate",)), method_option_groups),
     ),
     "predict": (Predict, ()),
+    "export": (Export, ()),
     "count": (Count, ()),
     "lora": (
         Lora,

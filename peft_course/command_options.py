@@ -103,6 +103,9 @@ class Finetune:
     output: Path | None = output_option(None, "run directory (default: runs/<method>-<dataset>)")
     overwrite: bool = option(False, help="replace a finished run in --output")
     resume: bool = option(False, help="continue an interrupted run from its checkpoint")
+    log_dir: Path | None = option(
+        None, help="where TensorBoard's event files go (default: the run directory)"
+    )
 
 
 @checked
@@ -114,6 +117,23 @@ class Predict:
 
     run: Path = option(help="a directory written by `peft-course finetune`")
     texts: tuple[str, ...] = option(help="texts to classify", positional=True)
+
+
+@checked
+class Export:
+    """write a saved run as a checkpoint transformers and peft load, with a model card
+
+    Write a fine-tuning run as a transformers checkpoint (config with the labels, tokenizer,
+    safetensors) with a README.md model card: with --merged the adapters folded into the
+    weights, so `transformers.pipeline("text-classification", model=OUT)` loads it; without,
+    a peft adapter directory on the run's base model.
+    """
+
+    run: Path = option(help="a directory written by `peft-course finetune`", positional=True)
+    output: Path = option(help="the directory to write", positional=True)
+    merged: bool = option(
+        False, help="fold the adapters into the weights: a plain transformers checkpoint"
+    )
 
 
 @checked

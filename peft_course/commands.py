@@ -41,6 +41,8 @@ from peft_course.dpo import (
     train_dpo,
 )
 from peft_course.errors import CourseError, check_distinct
+from peft_course.event_logs import write_events
+from peft_course.export import export_run
 from peft_course.files import (
     atomic_write_text,
     check_output_directory,
@@ -82,6 +84,7 @@ from peft_course.runs import (
     check_resume,
     check_run_directory,
     check_texts_to_classify,
+    history_events,
     load_run,
     predict_texts,
     save_run,
@@ -255,7 +258,7 @@ def command_finetune(args: Any) -> None:
     )
     if not main:
         return
-    save_run(output, result, spec, data)
+    save_run(output, result, spec, data, args.log_dir)
     print((output / "results.md").read_text())
     print(
         f"best validation (step {result.training.best_step}): test accuracy "
@@ -272,6 +275,13 @@ def command_predict(args: Any) -> None:
     for row in predict_texts(model, tokenizer, args.texts, spec.max_length):
         probabilities = ", ".join(f"{k}={v:.3f}" for k, v in row["probabilities"].items())
         print(f"{row['label']}\t({probabilities})\t{row['text']}")
+
+
+def command_export(args: Any) -> None:
+    """Write a saved run as a transformers checkpoint (--merged) or peft adapter, with its card."""
+    output = export_run(args.run, args.output, args.merged)
+    kind = "a transformers checkpoint" if args.merged else "the run for transformers and peft"
+    print(f"saved: {output} ({kind}, with its model card {output / 'README.md'})")
 
 
 def command_count(args: Any) -> None:
@@ -376,6 +386,8 @@ def command_instruct(args: Any) -> None:
     for text, stem in ((scores, "results"), (answers, "answers")):
         path = atomic_write_text(args.output / f"{stem}.md", text)
         print(f"saved: {path}")
+    events = write_events(history_events(result.training), args.output)
+    print(f"saved: {events} (the history, for TensorBoard)")
 
 
 def command_prompt(args: Any) -> None:
@@ -442,7 +454,8 @@ def command_dpo(args: Any) -> None:
     metrics, plot = save_dpo_run(
         run, args.output, f"DPO, {'LoRA' if args.lora else 'full'}, beta {args.beta:g}"
     )
-    print(f"saved: {metrics} and {plot}")
+    events = write_events(run.history, args.output)
+    print(f"saved: {metrics}, {plot} and {events.name} (TensorBoard)")
 
 
 def command_align(args: Any) -> None:
@@ -470,7 +483,8 @@ def command_align(args: Any) -> None:
     metrics, plot = save_align_run(
         run, args.output, f"{args.loss}, {'LoRA' if args.lora else 'full'}, {strength}"
     )
-    print(f"saved: {metrics} and {plot}")
+    events = write_events(run.history, args.output)
+    print(f"saved: {metrics}, {plot} and {events.name} (TensorBoard)")
 
 
 def command_ablate(args: Any) -> None:

@@ -4,6 +4,10 @@
 run/
   run.json             how to rebuild the model: base model, method and its options, labels
   weights.safetensors  the trained parameters only (head, adapters; every weight for `full`)
+  adapter_config.json, adapter_model.safetensors
+                       the same adapter in peft's format, for every LoRA-like method (LoRA from
+                       scratch too): `PeftModel.from_pretrained(base, run)` loads it
+  events.out.tfevents.*  the history for TensorBoard (`tensorboard --logdir runs`)
   metrics.json         untrained, best-validation and last-iteration test scores
   history.json         loss and validation accuracy per evaluation; history.png plots it
   confusion.png        for more than two labels
@@ -12,12 +16,16 @@ run/
 ```
 
 Only the trained parameters are saved: a LoRA run of GPT-2 small is a few megabytes, and the
-base model is loaded again from where it came from.
+base model is loaded again from where it came from. `load_run` reads `weights.safetensors`
+alone, so a run written before the peft files existed still loads.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +34,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from peft_course import lora
 from peft_course.data import ClassificationData
 from peft_course.errors import CourseError, check_string_list, describe
 from peft_course.files import (
@@ -35,8 +44,9 @@ from peft_course.files import (
     claim_output_directory,
     replacing,
 )
+from peft_course.event_logs import write_events
 from peft_course.finetune import FinetuneResult
-from peft_course.models import model_identity
+from peft_course.models import model_identity, resolve_model_path
 from peft_course.registry import get_method
 from peft_course.models import check_max_length
 from peft_course.tables import markdown_table, result_row
@@ -46,6 +56,8 @@ from peft_course.training import load_trainable_state
 from peft_course.settings import TRAINING
 
 RUN_FILE, WEIGHTS_FILE, METRICS_FILE = "run.json", "weights.safetensors", "metrics.json"
+ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"  # peft's
+PEFT_PREFIX = "base_model.model."  # what peft puts before the base model's own names
 
 
 class RunError(CourseError):
@@ -195,10 +207,123 @@ def start_run(directory: str | Path, spec: RunSpec) -> Path:
     )
 
 
+def peft_base_path(spec: RunSpec) -> str:
+    """The base model as `adapter_config.json` names it: a directory peft and transformers load.
+
+    The embedded models are named by their cache directory, a local model by its absolute
+    path, a hub id as it is.
+    """
+    path = resolve_model_path(base_model(spec), spec.seed)
+    return str(Path(path).resolve()) if Path(path).is_dir() else path
+
+
+def scratch_adapter(model: nn.Module) -> tuple[Any, dict[str, torch.Tensor]] | None:
+    """LoRA from scratch under peft's names: `(LoraConfig, tensors)`; None for another model.
+
+    Our layer keeps `A` as `(r, in)` and `B` as `(out, r)`: the shapes of peft's
+    `lora_A.weight` and `lora_B.weight`, so only the names change (`...c_attn.lora_A` becomes
+    `base_model.model....c_attn.lora_A.weight`). The head, trained in full, is what peft's
+    `modules_to_save` holds under its own name. A parameter trained in full inside a LoRA
+    layer (`c_attn`'s bias) has no place in peft's format: None then too.
+
+    Args:
+        model: a classifier `lora.prepare_lora_scratch` prepared (or any model).
+    """
+    layers = lora.lora_layers(model)
+    config = getattr(model, "lora_config", None)  # set by `lora.inject_lora` with the layers
+    if not layers or not isinstance(config, lora.LoRAConfig):  # the course's GPT-2 has its own
+        return None
+    first = next(iter(layers.values()))
+    tensors = {}
+    for name, layer in layers.items():
+        tensors[f"{PEFT_PREFIX}{name}.lora_A.weight"] = layer.lora_A.detach().cpu().contiguous()
+        tensors[f"{PEFT_PREFIX}{name}.lora_B.weight"] = layer.lora_B.detach().cpu().contiguous()
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    others = [n for n in trained if not n.endswith((".lora_A", ".lora_B"))]
+    if any(n.startswith(tuple(f"{layer}." for layer in layers)) for n in others):
+        return None
+    parameters = dict(model.named_parameters())
+    for name in others:
+        tensors[PEFT_PREFIX + name] = parameters[name].detach().cpu().contiguous()
+    peft_config = lora.peft_lora_config(
+        config, task_type="SEQ_CLS", fan_in_fan_out=lora.stores_transposed(model)
+    )
+    peft_config.target_modules = sorted(layers)  # the wrapped modules, by their whole names
+    peft_config.modules_to_save = sorted({n.rpartition(".")[0] for n in others}) or None
+    peft_config.lora_alpha, peft_config.r = first.alpha, first.r
+    return peft_config, tensors
+
+
+def save_peft_adapter(directory: str | Path, model: nn.Module, spec: RunSpec) -> bool:
+    """Write the run's adapter in peft's format beside `weights.safetensors`, if it has one.
+
+    A peft model is saved through its own `save_pretrained` (the head through
+    `modules_to_save`); LoRA from scratch through `scratch_adapter`. Either way the base model
+    recorded is `peft_base_path`, so `AutoPeftModelForSequenceClassification.from_pretrained`
+    finds it. The two files are written in a temporary directory and moved in, each whole.
+
+    Args:
+        directory: the run directory.
+        model: the trained model at its best-validation weights, before any merge.
+        spec: the run's spec.
+
+    Returns:
+        Whether the adapter was written (False for methods without one: head, full, BitFit,
+        the course's bottleneck adapters and its GPT-2).
+    """
+    from peft import PeftModel
+
+    directory = Path(directory)
+    scratch = Path(tempfile.mkdtemp(dir=directory, prefix=".adapter-"))
+    try:
+        if isinstance(model, PeftModel):
+            config = model.peft_config["default"]
+            recorded = config.base_model_name_or_path
+            config.base_model_name_or_path = peft_base_path(spec)
+            try:
+                model.save_pretrained(scratch)
+            finally:
+                config.base_model_name_or_path = recorded
+        else:
+            converted = scratch_adapter(model)
+            if converted is None:
+                return False
+            config, tensors = converted
+            config.base_model_name_or_path = peft_base_path(spec)
+            config.save_pretrained(scratch)
+            save_file(tensors, scratch / ADAPTER_WEIGHTS, metadata={"format": "pt"})
+        for name in (ADAPTER_WEIGHTS, ADAPTER_CONFIG):  # the config, which peft looks for, last
+            os.replace(scratch / name, directory / name)
+        return True
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def remove_peft_adapter(directory: str | Path) -> None:
+    """Remove an earlier run's peft files, so that a rerun without an adapter leaves none."""
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+        (Path(directory) / name).unlink(missing_ok=True)
+
+
+def history_events(result: Any) -> list[dict[str, float]]:
+    """The training history with each step's tokens/s beside it: what TensorBoard shows.
+
+    Args:
+        result: a `training.TrainResult`.
+    """
+    speeds = {entry["step"]: entry for entry in result.throughput}
+    return [{**entry, **speeds.get(entry["step"], {})} for entry in result.history]
+
+
 def save_run(
-    directory: str | Path, result: FinetuneResult, spec: RunSpec, data: ClassificationData
+    directory: str | Path,
+    result: FinetuneResult,
+    spec: RunSpec,
+    data: ClassificationData,
+    log_dir: str | Path | None = None,
 ) -> Path:
-    """Write the run's spec, trained weights, metrics, history, plots and results row.
+    """Write the run's spec, trained weights (also as a peft adapter), metrics, history,
+    TensorBoard events, plots and results row.
 
     Each file is written to a temporary name and moved into place, and `metrics.json`, which
     marks a run as finished, comes last: an interruption never leaves a half-written file or a
@@ -209,6 +334,7 @@ def save_run(
         result: the finished fine-tuning run.
         spec: what rebuilds the run's model.
         data: the data it trained on (its test labels feed the confusion plot).
+        log_dir: where the TensorBoard event files go; None: the run directory.
 
     Returns:
         The run directory.
@@ -217,7 +343,13 @@ def save_run(
     with replacing(directory / WEIGHTS_FILE) as temporary:
         save_file(result.training.best_state, temporary)
     atomic_write_text(directory / RUN_FILE, json.dumps(asdict(spec), indent=2))
+    unmerged = result.model
+    if get_method(spec.method).finish is not None:  # merged: the adapter is rebuilt unmerged
+        unmerged = rebuild_model(spec, result.training.best_state)[0]
+    if not save_peft_adapter(directory, unmerged, spec):
+        remove_peft_adapter(directory)
     atomic_write_text(directory / "history.json", json.dumps(result.training.history, indent=1))
+    write_events(history_events(result.training), directory if log_dir is None else log_dir)
     with replacing(directory / "history.png") as temporary:
         plot_history(result.training.history, temporary, f"{spec.method} on {spec.dataset}")
     matrix = confusion(data.splits["test"]["label"], result.predictions, data.num_labels)
@@ -337,6 +469,26 @@ def load_run(directory: str | Path) -> tuple[nn.Module, Any, RunSpec]:
             f"'{directory / WEIGHTS_FILE}' is damaged or truncated ({type(error).__name__}: "
             f"{str(error).splitlines()[0] if str(error) else ''}); rerun the fine-tuning"
         ) from None
+    model, tokenizer = rebuild_model(spec, weights, directory)
+    method = get_method(spec.method)
+    if method.finish is not None:
+        model = method.function("finish")(model)
+    return model.eval(), tokenizer, spec
+
+
+def rebuild_model(
+    spec: RunSpec, weights: dict[str, torch.Tensor], directory: str | Path = "the run"
+) -> tuple[nn.Module, Any]:
+    """The run's model before any `finish` step: loaded, prepared, and its trained weights in.
+
+    Args:
+        spec: the run's spec.
+        weights: its trained parameters (`weights.safetensors`, or the best state in memory).
+        directory: the run directory, named in the error.
+
+    Raises:
+        RunError: if the weights do not fit the prepared model.
+    """
     method = get_method(spec.method)
     model, tokenizer = method.function("load")(
         base_model(spec), "classification", len(spec.label_names), spec.label_names, seed=spec.seed
@@ -350,9 +502,7 @@ def load_run(directory: str | Path) -> tuple[nn.Module, Any, RunSpec]:
             f"{sorted(set(found) ^ set(expected))[:4] or 'other shapes'} ..."
         )
     load_trainable_state(model, weights)
-    if method.finish is not None:
-        model = method.function("finish")(model)
-    return model.eval(), tokenizer, spec
+    return model, tokenizer
 
 
 def check_texts_to_classify(texts: Any) -> list[str]:

@@ -47,12 +47,17 @@ class TrainResult:
 
     Attributes:
         history: one entry per validation: `step`, `epoch`, `train_loss` (the mean since the
-            previous validation), `val_loss` and `val_accuracy`.
+            previous validation), `val_loss`, `val_accuracy` and `learning_rate` (the first
+            parameter group's).
         best_step: the optimizer step of the best validation accuracy.
         best_val_accuracy: the best validation accuracy so far (-inf before the first).
         best_state: a CPU copy of the trainable weights at `best_step`.
         seconds: wall-clock time of training, validation included (and the earlier time of a
             resumed run).
+        throughput: one entry per validation of this process's run (a resumed run's earlier
+            ones are not kept): `step` and `tokens_per_second`, the real tokens trained on since
+            the previous validation over the time they took. Kept out of `history`, which is
+            the same on every rerun, and out of checkpoints.
     """
 
     history: list[dict[str, float]] = field(default_factory=list)
@@ -60,10 +65,11 @@ class TrainResult:
     best_val_accuracy: float = float("-inf")
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)
     seconds: float = 0.0
+    throughput: list[dict[str, float]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON-friendly part (weights left out)."""
-        return {k: v for k, v in asdict(self).items() if k != "best_state"}
+        """The JSON-friendly part (weights and the timings of this process left out)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("best_state", "throughput")}
 
 
 @torch.no_grad()
@@ -503,9 +509,11 @@ def train(
         first_epoch, step = load_checkpoint(Path(checkpoint_dir), model, optimizer, result)
     start, seen = time.perf_counter() - result.seconds, 0
     running = torch.zeros((), dtype=torch.float64, device=device)  # read only when validating
+    tokens, since = 0.0, time.perf_counter()  # real tokens trained on since the last validation
 
     def validate(epoch: float) -> None:
-        nonlocal running, seen
+        nonlocal running, seen, tokens, since
+        tokens_per_second = float(tokens) / max(time.perf_counter() - since, 1e-9)
         if evaluator is not None:
             scores = evaluator(model)
         else:
@@ -519,9 +527,12 @@ def train(
                 "train_loss": running.item() / max(seen, 1),
                 "val_loss": scores["loss"],
                 "val_accuracy": scores["accuracy"],
+                "learning_rate": optimizer.param_groups[0]["lr"],
             }
         )
+        result.throughput.append({"step": step, "tokens_per_second": tokens_per_second})
         running, seen = torch.zeros_like(running), 0
+        tokens, since = 0.0, time.perf_counter()
         if scores["accuracy"] > result.best_val_accuracy:
             result.best_val_accuracy, result.best_step = scores["accuracy"], step
             result.best_state = trainable_state(model)
@@ -560,6 +571,8 @@ def train(
             loader.generator.manual_seed(config.seed + epoch)  # the order depends on the epoch only
             for batch in loader:
                 loss = step_loss(batch)
+                mask = batch.get("attention_mask")  # the real tokens, read when validating
+                tokens = tokens + (batch["input_ids"].numel() if mask is None else mask.sum())
                 torch.nn.utils.clip_grad_norm_(parameters, config.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
