@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from peft_course.cli import main
 from peft_course.data import load_classification_data
-from peft_course.event_logs import event_files, read_events
+from peft_course.event_logs import event_files, read_events, write_events
 from peft_course.export import export_run, run_command
 from peft_course.finetune import finetune
 from peft_course.models import load_model
@@ -199,6 +199,22 @@ def test_every_run_directory_has_tensorboard_events(runs):
         assert all(value > 0 for _, value in scalars["tokens_per_second"])
 
 
+def test_preference_histories_are_written_under_trl_names_and_replaced_on_rerun(tmp_path):
+    """DPO's, the aligned losses' and instruction runs' histories go through the same writer:
+    trl's tags (`rewards/margins`) kept, booleans and NaN left out, a rerun's file replacing
+    the first."""
+    history = [
+        {"step": 2, "epoch": 0.5, "loss": 0.69, "rewards/margins": 0.0, "learning_rate": 1e-4},
+        {"step": 4, "epoch": 1.0, "loss": 0.61, "rewards/margins": 0.3, "grad_norm": float("nan")},
+    ]
+    write_events(history, tmp_path)
+    second = write_events(history[:1], tmp_path)
+    assert event_files(tmp_path) == [second]
+    scalars = read_events(tmp_path)
+    assert set(scalars) == {"epoch", "loss", "rewards/margins", "learning_rate"}
+    assert scalars["loss"] == [(2, pytest.approx(0.69))]
+
+
 def test_a_run_of_release_0_1_0_still_loads_and_exports(tmp_path):
     """The committed run (run.json and weights.safetensors only) predicts, and export converts
     it to a peft adapter that gives the same logits."""
@@ -214,11 +230,16 @@ def test_a_run_of_release_0_1_0_still_loads_and_exports(tmp_path):
     )
 
 
-def test_export_refuses_in_one_line(runs, data, tmp_path, capsys):
-    """A method whose weights transformers does not know, and a directory that is no run."""
-    houlsby = train_run(tmp_path / "houlsby", data, "houlsby")
-    assert not (houlsby / "adapter_config.json").exists()
-    capsys.readouterr()  # the training's progress lines
+def test_export_refuses_in_one_line(tmp_path, capsys):
+    """A method whose weights transformers does not know (its events where --log-dir says),
+    and a directory that is no run."""
+    houlsby, logs = tmp_path / "houlsby", tmp_path / "logs"
+    fast = ["--max-examples", "32", "--epochs", "1", "--max-length", "64", "--no-progress"]
+    argv = ["finetune", "--method", "houlsby", *fast, "--output", houlsby, "--log-dir", logs]
+    assert main([str(a) for a in argv]) == 0
+    assert not (houlsby / "adapter_config.json").exists()  # the course's adapters: no peft format
+    assert not event_files(houlsby) and set(read_events(logs)) >= {"train_loss", "val_accuracy"}
+    capsys.readouterr()  # the training's output
     for argv, needle in (
         (["export", str(houlsby), str(tmp_path / "o1"), "--merged"], "houlsby adds parameters"),
         (["export", str(tmp_path), str(tmp_path / "o2")], "is not a finished run"),
