@@ -57,10 +57,12 @@ CHAPTERS = (
     "prompting",
     "counting",
     "lora",
+    "peft_family",
     "finetune",
     "qlora",
     "ablation",
     "dpo",
+    "preference",
     "gpt2",
     "instruct",
 )
