@@ -274,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         The exit status: 0, 2 after a `CourseError`, 130 after Ctrl-C.
     """
     args = build_parser().parse_args(argv)
+    args.command_line = ["peft-course", *(sys.argv[1:] if argv is None else argv)]  # for a record
     # here, after parsing: `--help` and usage errors import no torch
     from peft_course.system import quiet_library_noise
 

@@ -8,6 +8,7 @@ chapter function, so what the command prints is what a learner gets by calling t
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import asdict, fields
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -258,7 +259,8 @@ def command_finetune(args: Any) -> None:
     )
     if not main:
         return
-    save_run(output, result, spec, data, args.log_dir)
+    typed = getattr(args, "command_line", None)  # set by cli.main
+    save_run(output, result, spec, data, args.log_dir, typed and shlex.join(map(str, typed)))
     print((output / "results.md").read_text())
     print(
         f"best validation (step {result.training.best_step}): test accuracy "
@@ -552,7 +554,8 @@ def check_arguments(args: Any) -> None:
         check_run_directory(finetune_output(args), args.overwrite, args.resume)
     elif getattr(args, "output", None) is not None:
         # a new or empty directory, or one an earlier run of the same command made
-        check_output_kind(args.output, args.command)
+        positional = args.command == "export"  # OUT, not an option
+        check_output_kind(args.output, args.command, "OUT" if positional else "--output")
     model = getattr(args, "model", None)
     if model is None or args.command == "count":  # count's --model names an architecture
         return

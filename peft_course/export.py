@@ -247,7 +247,7 @@ A text classifier fine-tuned from `{spec.model}` with {label} (`--method {spec.m
 ## Train it again
 
 ```
-{run_command(spec)}
+{metrics.get("command") or run_command(spec)}
 ```
 """
 

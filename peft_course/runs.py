@@ -321,6 +321,7 @@ def save_run(
     spec: RunSpec,
     data: ClassificationData,
     log_dir: str | Path | None = None,
+    command: str | None = None,
 ) -> Path:
     """Write the run's spec, trained weights (also as a peft adapter), metrics, history,
     TensorBoard events, plots and results row.
@@ -335,6 +336,8 @@ def save_run(
         spec: what rebuilds the run's model.
         data: the data it trained on (its test labels feed the confusion plot).
         log_dir: where the TensorBoard event files go; None: the run directory.
+        command: the command line that made the run, kept in `metrics.json` (the model card
+            of `peft-course export` shows it); None: not known (a run made from Python).
 
     Returns:
         The run directory.
@@ -372,6 +375,7 @@ def save_run(
         "last_iteration": result.last,
         "best_step": result.training.best_step,
         "seconds": result.training.seconds,
+        **({"command": command} if command else {}),
     }
     atomic_write_text(directory / METRICS_FILE, json.dumps(metrics, indent=2))
     return directory

@@ -243,6 +243,7 @@ def test_export_refuses_in_one_line(tmp_path, capsys):
     for argv, needle in (
         (["export", str(houlsby), str(tmp_path / "o1"), "--merged"], "houlsby adds parameters"),
         (["export", str(tmp_path), str(tmp_path / "o2")], "is not a finished run"),
+        (["export", str(houlsby), str(houlsby)], f"OUT '{houlsby}' holds the output of"),
     ):
         assert main(argv) == 2
         lines = capsys.readouterr().err.strip().splitlines()
@@ -259,7 +260,8 @@ def test_the_docs_section_runs_as_written(tmp_path, monkeypatch, capsys):
     import sys
 
     monkeypatch.chdir(tmp_path)
-    for line in (ELSEWHERE / "commands.sh").read_text().splitlines():
+    commands = (ELSEWHERE / "commands.sh").read_text().splitlines()
+    for line in commands:
         program, *argv = shlex.split(line)
         if program == "peft-course":
             assert main(argv) == 0, line
@@ -273,3 +275,5 @@ def test_the_docs_section_runs_as_written(tmp_path, monkeypatch, capsys):
     difference = float(printed.split("largest logit difference from predict:")[1].split()[0])
     assert difference <= PEFT_ATOL
     assert printed.count(": ") >= 3 and ("positive: " in printed or "negative: " in printed)
+    card = (tmp_path / "exported" / "lora-reviews" / "README.md").read_text()
+    assert f"```\n{commands[0]}\n```" in card  # the command that made the run, as typed
