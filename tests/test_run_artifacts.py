@@ -129,8 +129,8 @@ def test_exported_merged_checkpoint_serves_predicts_labels(runs, tmp_path, run_n
 
 
 def test_a_qlora_run_exports_its_dequantized_merged_weights(data, tmp_path):
-    """The 4-bit weights are dequantized into the checkpoint: pipeline predicts predict's
-    labels, with probabilities within the bf16 compute's rounding."""
+    """A QLoRA run loads with peft on a 4-bit base; its export holds the dequantized weights:
+    pipeline predicts predict's labels, with probabilities within the bf16 compute's rounding."""
     from transformers import pipeline
 
     from peft_course.system import bnb_4bit_support
@@ -138,7 +138,14 @@ def test_a_qlora_run_exports_its_dequantized_merged_weights(data, tmp_path):
     works, why = bnb_4bit_support()
     if not works:
         pytest.skip(why)
+    from peft_course.qlora import load_qlora_model
+
     run = train_run(tmp_path / "qlora", data, "qlora")
+    base, tokenizer = load_qlora_model("tiny-gpt2", "classification", 2, data.label_names)
+    loaded = PeftModel.from_pretrained(base, str(run))  # the run is a peft adapter on 4-bit too
+    torch.testing.assert_close(
+        peft_logits(loaded, tokenizer), predicted_logits(run), atol=PEFT_ATOL, rtol=0
+    )
     out = export_run(run, tmp_path / "out", merged=True)
     model, tokenizer, spec = load_run(run)
     expected = predict_texts(model, tokenizer, TEXTS, spec.max_length)
