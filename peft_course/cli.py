@@ -22,6 +22,7 @@ from typing import Any
 from peft_course.command_options import (
     Ablate,
     Align,
+    Compare,
     Count,
     Demo,
     Dpo,
@@ -210,6 +211,7 @@ COMMANDS: dict[str, tuple[type, tuple[Any, ...]]] = {
         Ablate,
         (DATA, Group("every cell", SweepSettings, skip=("model", "epochs"))),
     ),
+    "compare": (Compare, (DATA,)),
 }
 
 

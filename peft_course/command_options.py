@@ -28,6 +28,8 @@ from peft_course.options import (
 from peft_course.registry import METHODS
 from peft_course.settings import (
     ABLATION,
+    COMPARE,
+    COMPARED_METHODS,
     COUNTED_METHODS,
     COUNTED_MODELS,
     DECODING,
@@ -432,3 +434,65 @@ class Ablate:
         None, help="LoRA target modules (default: peft's, c_attn for GPT-2)"
     )
     template: str = option("default", help="prompt template where the sweep does not set it")
+
+
+def compared_methods(name: str, methods: tuple[str, ...]) -> None:
+    """Methods `peft-course compare` trains (`settings.COMPARED_METHODS`), none twice."""
+    distinct_strings(name, methods)
+    unknown = [m for m in methods if m not in COMPARED_METHODS]
+    if unknown:
+        raise CourseError(
+            f"{name}: cannot compare {', '.join(unknown)}; choose from "
+            f"{', '.join(COMPARED_METHODS)}"
+        )
+
+
+def budget_shares(name: str, shares: tuple[float, ...]) -> None:
+    """Budgets as shares of the model's parameters: numbers in (0, 1], none twice."""
+    for share in shares:
+        interval(0, 1, low_open=True)(name, share)
+    distinct_strings(name, [f"{share:g}" for share in shares])
+
+
+@checked
+class Compare:
+    """the PEFT family side by side at matched budgets: accuracy, parameters, speed, forgetting
+
+    Train every method at about 0.1%, 1% and 10% of the model's parameters (its rank, bottleneck
+    or virtual tokens chosen for each budget, its learning rate by a small search on the
+    validation split) under several seeds; write the table (test accuracy, trainable
+    parameters, tokens/s, peak memory, forgetting), the budgets, the search and the plot of
+    accuracy against trainable parameters with its Pareto front. Finished cells are reused.
+    """
+
+    methods: tuple[str, ...] = option(
+        COMPARED_METHODS,
+        help="the methods, in the table's order",
+        metavar="METHOD",
+        check=compared_methods,
+    )
+    budgets: tuple[float, ...] = option(
+        COMPARE.budgets, help="shares of the model's parameters", check=budget_shares
+    )
+    model: str = model_option()
+    max_length: int = option(TRAINING.max_length, help=MAX_LENGTH_HELP, check=at_least(2))
+    seed: int = option(
+        0,
+        help="seed of the data subsample and split; fixed across --seeds",
+        check=non_negative_int,
+        flag="--data-seed",
+    )
+    seeds: tuple[int, ...] | None = option(
+        None,
+        help=f"training seeds; each cell runs once per seed (default: "
+        f"{' '.join(map(str, COMPARE.seeds))}; {COMPARE.seeds[0]} with --quick)",
+        check=distinct_seeds,
+    )
+    quick: bool = option(
+        False,
+        help=f"{COMPARE.quick_examples} examples a split, at most {COMPARE.quick_epochs} epochs "
+        "and one seed: a few CPU minutes on the embedded default",
+    )
+    output: Path = output_option("runs/compare", "where the tables, the plot and cells/ go")
+    fresh: bool = option(False, help="retrain cells that already finished")
+    progress: bool = option(True, help="show progress bars")

@@ -23,6 +23,7 @@ from peft_course.ablation import (
     write_sweep,
 )
 from peft_course.configs import DataOptions, DPORunConfig, SweepSettings, TrainConfig
+from peft_course.compare import compare, spread_rows, table_rows as compare_rows, write_compare
 from peft_course.counting import count_method, format_method_count
 from peft_course.data import load_classification_data
 from peft_course.decoding import decoding_options, gpt2_generation_rows
@@ -91,7 +92,7 @@ from peft_course.runs import (
     save_run,
     start_run,
 )
-from peft_course.settings import DEFAULT_DATASET, EMBEDDED_MODEL, INSTRUCT
+from peft_course.settings import COMPARE, DEFAULT_DATASET, EMBEDDED_MODEL, INSTRUCT
 from peft_course.system import provenance, system_info
 from peft_course.tables import markdown_table, write_table
 from peft_course.training import check_checkpoint
@@ -536,6 +537,41 @@ def command_ablate(args: Any) -> None:
     print("saved: " + ", ".join(str(p) for p in paths))
 
 
+def command_compare(args: Any) -> None:
+    """Train the PEFT family at matched budgets and write the table, the budgets and the plot."""
+    seeds = args.seeds or (COMPARE.seeds[:1] if args.quick else COMPARE.seeds)
+    if args.quick:
+        args.max_examples = args.max_examples or COMPARE.quick_examples
+    data = load_data(args)
+    result = compare(
+        data,
+        args.methods,
+        args.budgets,
+        seeds,
+        args.output,
+        args.model,
+        args.max_length,
+        max_epochs=COMPARE.quick_epochs if args.quick else None,
+        search_examples=len(data.splits["train"]) if args.quick else COMPARE.search_examples,
+        fresh=args.fresh,
+        progress=args.progress,
+    )
+    if result.reused:
+        print(f"reused {len(result.reused)} finished run(s) of {args.output / 'cells'}")
+    note = provenance("peft-course compare" + (" --quick" if args.quick else ""))
+    paths = write_compare(result, args.output, note)
+    print(
+        f"\nThe PEFT family on {data.name} with {args.model}: test accuracy (best validation; "
+        f"mean ± std over seeds {' '.join(map(str, seeds))}), trainable parameters, training "
+        f"tokens/s, peak RSS and the LM loss's rise on held-out text\n"
+    )
+    print(markdown_table(compare_rows(result)))
+    spread = spread_rows(result) if len(seeds) > 1 else []
+    if spread:  # two methods or more at a budget
+        print(markdown_table(spread))
+    print(f"{result.seconds / 60:.1f} min; saved: " + ", ".join(str(p) for p in paths))
+
+
 def check_arguments(args: Any) -> None:
     """Check what the options' own ranges cannot: that the model and `--output` are usable.
 
@@ -591,6 +627,12 @@ def interrupted_message(args: Any) -> str:
         return (
             "interrupted before its first epoch finished, so there is no checkpoint yet: rerun the "
             "same command (--resume continues a run once an epoch has finished)"
+        )
+    if args.command == "compare":
+        return (
+            f"interrupted; finished runs are kept in {args.output / 'cells'}: rerun the same "
+            "command to continue (they are reused, and the interrupted one resumes from its "
+            "last finished epoch)"
         )
     if args.command == "ablate":
         return (

@@ -189,6 +189,59 @@ class InstructSettings:
     n_test: int = 200
 
 
+# what `peft-course compare` trains side by side (`peft_course.compare`), in its table's order
+COMPARED_METHODS = (
+    "head",
+    "bitfit",
+    "ln-tuning",
+    "ia3",
+    "houlsby",
+    "pfeiffer",
+    "prompt-tuning",
+    "prefix-tuning",
+    "p-tuning",
+    "lora",
+    "rslora",
+    "dora",
+    "pissa",
+    "vera",
+    "adalora",
+    "lora-plus",
+    "full",
+)
+
+
+@dataclass(frozen=True)
+class CompareSettings:
+    """The PEFT family side by side at matched budgets (`peft_course.compare`).
+
+    Attributes:
+        budgets: the targets, as shares of the model's parameters (0.001 is 0.1%).
+        tolerance: a size knob reaches a budget when its count is within this factor of it.
+        seeds: the training seeds of every cell (mean ± std).
+        rate_factors: the learning-rate search tries the method's registry rate times each.
+        search_examples: training rows of the learning-rate search (validation: the whole split).
+        general_texts: held-out pretraining-style documents the forgetting figure is measured on.
+        general_seed: the seed those documents are generated with; tiny-gpt2 seed k was
+            pretrained on seed k's, so it must be none of `seeds`.
+        quick_examples: with `--quick`, the rows a split keeps (the search uses them all).
+        quick_epochs: with `--quick`, the most epochs a method trains.
+        docs_examples: the rows a split keeps in the docs' comparison (`python -m
+            peft_course.compare`: about an hour on 2 CPU cores).
+    """
+
+    budgets: tuple[float, ...] = (0.001, 0.01, 0.1)
+    tolerance: float = 1.5
+    seeds: tuple[int, ...] = (0, 1, 2)
+    rate_factors: tuple[float, ...] = (1 / 3, 1.0, 3.0)
+    search_examples: int = 500
+    general_texts: int = 64
+    general_seed: int = 100
+    quick_examples: int = 200
+    quick_epochs: int = 2
+    docs_examples: int = 300
+
+
 LORA = LoraSettings()
 TRAINING = TrainingSettings()
 ABLATION = AblationSettings()
@@ -196,3 +249,4 @@ DPO = DPOSettings()
 PROMPTING = PromptingSettings()
 DECODING = DecodingSettings()
 INSTRUCT = InstructSettings()
+COMPARE = CompareSettings()

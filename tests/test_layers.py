@@ -67,7 +67,9 @@ LAYERS = {
         ),
         2,
     ),
-    **dict.fromkeys(("training", "finetune", "runs", "export", "ablation", "instruct"), 3),
+    **dict.fromkeys(
+        ("training", "finetune", "runs", "export", "ablation", "instruct", "compare"), 3
+    ),
     **dict.fromkeys(("demo", "pages"), 4),
     **dict.fromkeys(("commands", "command_options"), 5),
     **dict.fromkeys(("cli", "__main__", "__init__"), 6),
