@@ -60,7 +60,8 @@ def runs(tmp_path_factory, data):
     """Finished runs of the methods checked here, by method (and model for tiny-llama)."""
     root = tmp_path_factory.mktemp("runs")
     made = {m: train_run(root / m, data, m) for m in ("lora", "lora-scratch", "merged")}
-    made["lora-llama"] = train_run(root / "lora-llama", data, "lora", "tiny-llama")
+    for method in ("lora", "lora-scratch"):  # nn.Linear projections: no fan_in_fan_out
+        made[f"{method}-llama"] = train_run(root / f"{method}-llama", data, method, "tiny-llama")
     return made
 
 
@@ -77,13 +78,14 @@ def peft_logits(model: torch.nn.Module, tokenizer) -> torch.Tensor:
         return model(**tokenizer(TEXTS, padding=True, return_tensors="pt")).logits
 
 
-@pytest.mark.parametrize("method", ["lora", "lora-scratch", "merged"])
+@pytest.mark.parametrize("method", ["lora", "lora-scratch", "merged", "lora-scratch-llama"])
 def test_a_run_is_a_peft_adapter_directory(runs, data, method):
     """PeftModel.from_pretrained on the base and AutoPeftModel alone give predict's logits;
     LoRA from scratch loads through the same call (its A and B under peft's names)."""
     run = runs[method]
     expected = predicted_logits(run)
-    base, tokenizer = load_model("tiny-gpt2", "classification", 2, data.label_names)
+    model = "tiny-llama" if method.endswith("-llama") else "tiny-gpt2"
+    base, tokenizer = load_model(model, "classification", 2, data.label_names)
     untrained = peft_logits(base, tokenizer)
     assert (untrained - expected).abs().max() > 1e-3  # the adapter and head change the logits
     loaded = PeftModel.from_pretrained(base, str(run))
