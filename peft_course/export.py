@@ -32,6 +32,7 @@ from peft_course.errors import CourseError
 from peft_course.files import atomic_write_text
 from peft_course.methods import merge_and_unload_peft
 from peft_course.options import flag_of
+from peft_course.qlora import quantized_modules
 from peft_course.models import load_model
 from peft_course.registry import get_method
 from peft_course.runs import (
@@ -102,7 +103,7 @@ def merged_model(run: Path, model: nn.Module, spec: RunSpec) -> nn.Module:
     from peft import PeftModel
 
     if isinstance(model, PeftModel):
-        if spec.method == "qlora":
+        if quantized_modules(model):  # QLoRA: fold into the weights the 4-bit layers hold
             plain = dequantized_base(model, spec)
             with warnings.catch_warnings():  # peft sets fan_in_fan_out for GPT-2's Conv1D itself
                 warnings.filterwarnings("ignore", message="fan_in_fan_out is set to False")
@@ -288,15 +289,14 @@ def export_run(run: str | Path, output: str | Path, merged: bool = False) -> Pat
     output.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=output, prefix=".export-"))
     try:
+        finished = get_method(spec.method).finish is not None  # e.g. merged: rebuilt unmerged
         adapter = not merged and (
-            isinstance(model, PeftModel) or bool(lora.lora_layers(model)) or spec.method == "merged"
+            isinstance(model, PeftModel) or bool(lora.lora_layers(model)) or finished
         )
-        if adapter:
+        if adapter:  # False where it has none in peft's format (the course's own GPT-2)
             unmerged = rebuild_model(spec, load_file(run / WEIGHTS_FILE), run)[0]
-            if not save_peft_adapter(scratch, unmerged, spec):
-                raise ExportError(
-                    f"{spec.method}'s adapter has no peft format: export it with --merged"
-                )
+            adapter = save_peft_adapter(scratch, unmerged, spec)
+        if adapter:
             stale, library = CHECKPOINT_FILES, "peft"
         else:
             plain = merged_model(run, model, spec) if merged else model

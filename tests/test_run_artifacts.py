@@ -59,7 +59,7 @@ def train_run(directory: Path, data, method: str, model: str = "tiny-gpt2") -> P
 def runs(tmp_path_factory, data):
     """Finished runs of the methods checked here, by method (and model for tiny-llama)."""
     root = tmp_path_factory.mktemp("runs")
-    made = {m: train_run(root / m, data, m) for m in ("lora", "lora-scratch", "merged")}
+    made = {m: train_run(root / m, data, m) for m in ("lora", "lora-scratch", "merged", "bitfit")}
     for method in ("lora", "lora-scratch"):  # nn.Linear projections: no fan_in_fan_out
         made[f"{method}-llama"] = train_run(root / f"{method}-llama", data, method, "tiny-llama")
     return made
@@ -108,14 +108,18 @@ def test_lora_from_scratch_saves_peft_names_with_the_same_tensors(runs):
     assert any(n.endswith("lora_B.weight") and t.abs().sum() > 0 for n, t in theirs.items())
 
 
-@pytest.mark.parametrize("run_name", ["lora", "lora-scratch", "lora-llama"])
-def test_exported_merged_checkpoint_serves_predicts_labels(runs, tmp_path, run_name, capsys):
+@pytest.mark.parametrize(
+    "run_name, flags",
+    [("lora", ["--merged"]), ("lora-scratch", ["--merged"]), ("lora-llama", ["--merged"])]
+    + [("bitfit", [])],  # no adapter: a whole checkpoint without --merged too
+)
+def test_exported_merged_checkpoint_serves_predicts_labels(runs, tmp_path, run_name, flags, capsys):
     """`peft-course export RUN OUT --merged` -> pipeline("text-classification") predicts what
     predict predicts, with the same probabilities, on tiny-gpt2 and tiny-llama."""
     from transformers import pipeline
 
     out = tmp_path / "out"
-    assert main(["export", str(runs[run_name]), str(out), "--merged"]) == 0
+    assert main(["export", str(runs[run_name]), str(out), *flags]) == 0
     assert "saved:" in capsys.readouterr().out
     assert not (out / "adapter_config.json").exists()
     config = json.loads((out / "config.json").read_text())
@@ -239,26 +243,28 @@ def test_a_run_of_release_0_1_0_still_loads_and_exports(tmp_path):
     )
 
 
-def test_export_refuses_in_one_line(tmp_path, capsys):
-    """A method whose weights transformers does not know (its events where --log-dir says),
-    and a directory that is no run."""
+def test_export_refuses_in_one_line(data, tmp_path, capsys):
+    """A method whose weights transformers does not know (its events where --log-dir says), soft
+    prompts to merge, and a directory that is no run or the run itself."""
     houlsby, logs = tmp_path / "houlsby", tmp_path / "logs"
     fast = ["--max-examples", "32", "--epochs", "1", "--max-length", "64", "--no-progress"]
     argv = ["finetune", "--method", "houlsby", *fast, "--output", houlsby, "--log-dir", logs]
     assert main([str(a) for a in argv]) == 0
     assert not (houlsby / "adapter_config.json").exists()  # the course's adapters: no peft format
     assert not event_files(houlsby) and set(read_events(logs)) >= {"train_loss", "val_accuracy"}
+    prompts = train_run(tmp_path / "prompts", data, "prompt-tuning")
     capsys.readouterr()  # the training's output
     for argv, needle in (
+        (["export", prompts, tmp_path / "o3", "--merged"], "export it without --merged"),
         (["export", str(houlsby), str(tmp_path / "o1"), "--merged"], "houlsby adds parameters"),
         (["export", str(tmp_path), str(tmp_path / "o2")], "is not a finished run"),
         (["export", str(houlsby), str(houlsby)], f"OUT '{houlsby}' holds the output of"),
     ):
-        assert main(argv) == 2
+        assert main([str(a) for a in argv]) == 2
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("peft-course export: error: "), lines
         assert needle in lines[0], lines[0]
-    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+    assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3"))
 
 
 def test_the_docs_section_runs_as_written(tmp_path, monkeypatch, capsys):
