@@ -32,6 +32,7 @@ CHAPTERS = {
     "prompting": ("prompting.md", "Prompting"),
     "counting": ("counting.md", "Counting parameters"),
     "lora": ("lora.md", "LoRA from scratch"),
+    "peft_family": ("counting.md", "The PEFT family"),
     "qlora": ("qlora.md", "QLoRA"),
     "dpo": ("dpo.md", "Preference optimization (DPO)"),
     "preference": ("beyond-dpo.md", "Beyond DPO"),
