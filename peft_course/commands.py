@@ -43,7 +43,7 @@ from peft_course.dpo import (
     train_dpo,
 )
 from peft_course.errors import CourseError, check_distinct
-from peft_course.event_logs import write_events
+from peft_course.event_logs import LiveEvents, write_events
 from peft_course.export import export_run
 from peft_course.files import (
     atomic_write_text,
@@ -248,16 +248,22 @@ def command_finetune(args: Any) -> None:
     main = distributed.is_main()  # under torchrun, one process writes and prints
     if main:
         start_run(output, spec)
-    result = finetune(
-        data,
-        args.method,
-        args.model,
-        config,
-        args.max_length,
-        output / "checkpoint",
-        args.resume,
-        **options,
-    )
+    live = LiveEvents(args.log_dir or output) if main else None  # TensorBoard, as it trains
+    try:
+        result = finetune(
+            data,
+            args.method,
+            args.model,
+            config,
+            args.max_length,
+            output / "checkpoint",
+            args.resume,
+            live,
+            **options,
+        )
+    finally:
+        if live is not None:
+            live.close()
     if not main:
         return
     typed = getattr(args, "command_line", None)  # set by cli.main

@@ -3,7 +3,8 @@
 Each run keeps its history as a list of entries (`history.json`: one dict per validation or
 log step, with a `step`); `write_events` writes every number of every entry as a scalar under
 its own name (`train_loss`, `val_accuracy`, `rewards/margins`, ...), the step on the x-axis.
-`read_events` reads them back through TensorBoard's own reader, as TensorBoard would.
+`LiveEvents` writes each entry as the run trains, `read_events` reads them back through
+TensorBoard's own reader, as TensorBoard would.
 """
 
 from __future__ import annotations
@@ -75,6 +76,40 @@ def write_events(
         if path != target:
             path.unlink(missing_ok=True)
     return target
+
+
+class LiveEvents:
+    """Each validation's numbers appended to an event file while the run trains.
+
+    TensorBoard then shows a run as it trains; `write_events` replaces the file with the whole
+    history when the run finishes (a resumed run's earlier steps included). Event files an
+    earlier run left in `log_dir` are removed at the first entry, so that an `--overwrite`
+    does not show the old curve under the new one.
+
+    Args:
+        log_dir: the directory TensorBoard is pointed at (a run directory).
+    """
+
+    def __init__(self, log_dir: str | Path) -> None:
+        self.log_dir = Path(log_dir)
+        self.writer: Any = None
+
+    def __call__(self, entry: dict[str, Any]) -> None:
+        """Write `entry`'s numbers at its step, and flush, so TensorBoard sees them now."""
+        if self.writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            for path in event_files(self.log_dir):
+                path.unlink(missing_ok=True)
+            self.writer = SummaryWriter(log_dir=str(self.log_dir))
+        for tag, value in scalars_of(entry).items():
+            self.writer.add_scalar(tag, value, int(entry["step"]))
+        self.writer.flush()
+
+    def close(self) -> None:
+        """Close the file (nothing to do if no entry came)."""
+        if self.writer is not None:
+            self.writer.close()
 
 
 def read_events(log_dir: str | Path) -> dict[str, list[tuple[int, float]]]:

@@ -20,6 +20,7 @@ best-validation checkpoint and the last iteration (the seed projects report both
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,7 @@ def finetune(
     max_length: int = TRAINING.max_length,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
+    on_validate: Callable[[dict[str, float]], None] | None = None,
     **method_options: Any,
 ) -> FinetuneResult:
     """Load `model_name`, apply `method`, train on `data`, and score on its test split.
@@ -144,6 +146,7 @@ def finetune(
         max_length: tokens a text keeps; at least 2 and no more than the model's context.
         checkpoint_dir: where a checkpoint is written after every epoch; None writes none.
         resume: continue from the checkpoint in `checkpoint_dir`.
+        on_validate: called with each validation's history entry as it ends (`training.train`).
         **method_options: the method's keyword options (e.g. `r`, `alpha`, `targets`).
 
     Raises:
@@ -169,7 +172,9 @@ def finetune(
     untrained = evaluate_classifier(model, tokenized["test"], tokenizer, device=config.device)
     model = spec.function("prepare")(model, **options)
     trainable, total = count_parameters(model)
-    training = train(model, tokenized, tokenizer, config, checkpoint_dir, resume)
+    training = train(
+        model, tokenized, tokenizer, config, checkpoint_dir, resume, on_validate=on_validate
+    )
     last = evaluate_classifier(model, tokenized["test"], tokenizer, device=config.device)
     load_trainable_state(model, training.best_state)
     if spec.finish is not None:

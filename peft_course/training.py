@@ -431,6 +431,7 @@ def train(
     on_epoch_end: Callable[[int, TrainResult], None] | None = None,
     evaluator: Callable[[torch.nn.Module], dict[str, Any]] | None = None,
     loss_fn: Callable[[torch.nn.Module, dict[str, torch.Tensor]], torch.Tensor] | None = None,
+    on_validate: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train the trainable parameters of `model` on `tokenized["train"]` with AdamW.
 
@@ -464,6 +465,8 @@ def train(
         loss_fn: `loss_fn(model, batch)` replaces `model(**batch).loss`
             (`lm_classification.answer_loss` computes the same loss from the answer positions
             alone).
+        on_validate: called with each new history entry and its `tokens_per_second`, as soon
+            as the validation ends (a TensorBoard writer: `event_logs.LiveEvents`).
 
     Returns:
         The history, the best validation accuracy, its step and trainable weights, and the time.
@@ -531,6 +534,8 @@ def train(
             }
         )
         result.throughput.append({"step": step, "tokens_per_second": tokens_per_second})
+        if on_validate is not None:
+            on_validate({**result.history[-1], **result.throughput[-1]})
         running, seen = torch.zeros_like(running), 0
         tokens, since = 0.0, time.perf_counter()
         if scores["accuracy"] > result.best_val_accuracy:

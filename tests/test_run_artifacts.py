@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from peft_course.cli import main
 from peft_course.data import load_classification_data
-from peft_course.event_logs import event_files, read_events, write_events
+from peft_course.event_logs import LiveEvents, event_files, read_events, write_events
 from peft_course.export import export_run, run_command
 from peft_course.finetune import finetune
 from peft_course.models import load_model
@@ -212,6 +212,23 @@ def test_every_run_directory_has_tensorboard_events(runs):
         assert all(value > 0 for _, value in scalars["tokens_per_second"])
 
 
+def test_events_are_written_as_the_run_trains(data, tmp_path):
+    """Each validation is in the event file as soon as it ends (TensorBoard follows a run while
+    it trains); an earlier run's file is removed at the first one."""
+    write_events([{"step": 99, "val_loss": 9.0}], tmp_path)  # an earlier run's
+    live, seen = LiveEvents(tmp_path), []
+
+    def watch(entry):
+        live(entry)
+        seen.append([step for step, _ in read_events(tmp_path)["val_loss"]])
+
+    config = TrainConfig(epochs=2, batch_size=16, learning_rate=2e-2, progress=False)
+    result = finetune(data, "head", "tiny-gpt2", config, 64, on_validate=watch)
+    live.close()
+    steps = [h["step"] for h in result.training.history]
+    assert len(steps) == 2 and seen == [steps[:1], steps]
+
+
 def test_preference_histories_are_written_under_trl_names_and_replaced_on_rerun(tmp_path):
     """DPO's, the aligned losses' and instruction runs' histories go through the same writer:
     trl's tags (`rewards/margins`) kept, booleans and NaN left out, a rerun's file replacing
@@ -252,6 +269,7 @@ def test_export_refuses_in_one_line(data, tmp_path, capsys):
     assert main([str(a) for a in argv]) == 0
     assert not (houlsby / "adapter_config.json").exists()  # the course's adapters: no peft format
     assert not event_files(houlsby) and set(read_events(logs)) >= {"train_loss", "val_accuracy"}
+    assert len(event_files(logs)) == 1  # the one written as it trained, replaced by the whole
     prompts = train_run(tmp_path / "prompts", data, "prompt-tuning")
     capsys.readouterr()  # the training's output
     for argv, needle in (
