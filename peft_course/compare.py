@@ -39,7 +39,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from peft_course.ablation import format_mean_std, mean_std
-from peft_course.data import ClassificationData, load_classification_data
+from peft_course.data import ClassificationData, load_classification_data, tokenize
 from peft_course.errors import CourseError
 from peft_course.files import atomic_write_text
 from peft_course.finetune import finetune
@@ -50,7 +50,7 @@ from peft_course.settings import COMPARE, COMPARED_METHODS, EMBEDDED_MODEL, TRAI
 from peft_course.synthetic import pretraining_corpus
 from peft_course.system import provenance
 from peft_course.tables import write_table
-from peft_course.training import TrainConfig
+from peft_course.training import TrainConfig, evaluate_classifier
 
 # --8<-- [start:families]
 FAMILIES = {  # method -> its family (what it changes); the plot's colours and markers
@@ -195,8 +195,9 @@ def match_budget(
 
     The counts grow with the knob, so a bisection finds the nearest in a few counts. A budget is
     reached if that count is within `tolerance` times the target either way. A method without a
-    knob (BitFit, LN-tuning, (IA)³, the head, full fine-tuning) has one size: it stands at the
-    budget nearest it, and only there.
+    knob (BitFit, LN-tuning, (IA)³, the head) has one size: it stands at the budget nearest it,
+    and only there; one more than half a decade from every budget (full fine-tuning) stands at
+    its own share, a budget added after the others.
 
     Args:
         method: a key of `FAMILIES`.
@@ -209,6 +210,10 @@ def match_budget(
         trainable = count(method, None)
         distance = [abs(math.log(trainable / (share * total))) for share in shares]
         nearest = distance.index(min(distance))
+        if distance[nearest] > math.log(10) / 2:  # half a decade off: a reference of its own
+            return [Budget(s, None, trainable, False) for s in shares] + [
+                Budget(trainable / total, None, trainable, True)
+            ]
         return [Budget(s, None, trainable, i == nearest) for i, s in enumerate(shares)]
     values = KNOBS[method][1]
     budgets = []
@@ -317,6 +322,24 @@ def lm_loss(model: nn.Module, tokenizer: Any, texts: Sequence[str], batch_size: 
 
 
 # --8<-- [end:lm_loss]
+
+
+def validation_seconds(
+    model: nn.Module, tokenizer: Any, data: ClassificationData, max_length: int, config: Any
+) -> float:
+    """The time of one validation pass as the loop makes it (what its seconds include per epoch).
+
+    Args:
+        model: the trained classifier.
+        tokenizer: its tokenizer.
+        data: the classification data.
+        max_length: tokens a text keeps.
+        config: the loop's `TrainConfig` (its batch size: the loop validates with twice as many).
+    """
+    validation = tokenize(data, tokenizer, max_length)["validation"]
+    start = time.perf_counter()
+    evaluate_classifier(model, validation, tokenizer, config.batch_size * 2, config.device)
+    return time.perf_counter() - start
 
 
 def real_tokens(data: ClassificationData, tokenizer: Any, max_length: int) -> int:
@@ -441,6 +464,8 @@ def run_cell(
     )
     peak = peak_memory_mib()
     tokens = real_tokens(data, result.tokenizer, max_length) * cell.epochs
+    validating = validation_seconds(result.model, result.tokenizer, data, max_length, config)
+    stepping = result.training.seconds - validating * len(result.training.history)
     metrics: dict[str, Any] = {
         "cell": asdict(cell),
         "rate": rate,
@@ -452,7 +477,8 @@ def run_cell(
         "f1": result.best["f1"],
         "best_val_accuracy": result.training.best_val_accuracy,
         "seconds": result.training.seconds,
-        "tokens_per_second": tokens / result.training.seconds,
+        "tokens_per_second": tokens / stepping,
+        "validation_seconds": validating,
         "peak_memory_mib": peak,
         "memory_before_mib": memory_before,
     }
@@ -718,8 +744,10 @@ def budget_rows(result: CompareResult) -> list[dict[str, str]]:
         result: the finished comparison.
     """
     rows = []
+    shares = sorted({b.share for budgets in result.budgets.values() for b in budgets})
     for method, budgets in result.budgets.items():
         row = {"method": get_method(method).label, "size knob": KNOBS.get(method, ("none",))[0]}
+        row.update({percent(share): "-" for share in shares})
         for budget in budgets:
             target = budget.share * result.total
             found = f"{size_label(method, budget.value)}: {budget.trainable:,}"
@@ -885,7 +913,7 @@ def _box(axes: Any, x: float, y: float, w: float, h: float, text: str, trained: 
     from matplotlib.patches import FancyBboxPatch
 
     colour = "tab:orange" if trained else "lightgrey"
-    axes.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.02", color=colour))
+    axes.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.01", color=colour))
     axes.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=9)
 
 
@@ -928,9 +956,9 @@ def plot_family(path: str | Path) -> Path:
     reparametrised.set_title("reparametrised: a low-rank update")
     # soft prompts: learned vectors before the text's tokens
     for i in range(3):
-        _box(prompts, 0.03 + 0.13 * i, 0.55, 0.11, 0.2, f"p{i + 1}", True)
+        _box(prompts, 0.03 + 0.13 * i, 0.55, 0.1, 0.2, f"p{i + 1}", True)
     for i, word in enumerate(("the", "film", "was")):
-        _box(prompts, 0.45 + 0.17 * i, 0.55, 0.15, 0.2, word, False)
+        _box(prompts, 0.45 + 0.18 * i, 0.55, 0.15, 0.2, word, False)
     _box(prompts, 0.05, 0.2, 0.9, 0.18, "frozen transformer", False)
     _arrow(prompts, (0.5, 0.55), (0.5, 0.38))
     prompts.text(0.5, 0.05, "virtual tokens (prefix: keys and values)", ha="center", fontsize=8)

@@ -239,7 +239,7 @@ class CompareSettings:
     general_seed: int = 100
     quick_examples: int = 200
     quick_epochs: int = 2
-    docs_examples: int = 300
+    docs_examples: int = 400
 
 
 LORA = LoraSettings()

@@ -55,6 +55,13 @@ def test_budget_matching_on_a_known_count():
 def test_a_method_without_a_knob_stands_at_its_nearest_budget_only():
     budgets = cmp.match_budget("bitfit", (0.001, 0.01, 0.1), TOTAL, lambda m, v: 1600)
     assert [b.reached for b in budgets] == [False, True, False]
+    full = cmp.match_budget("full", (0.001, 0.01, 0.1), TOTAL, lambda m, v: TOTAL)
+    assert [(b.share, b.reached) for b in full] == [
+        (0.001, False),
+        (0.01, False),
+        (0.1, False),
+        (1.0, True),
+    ]
 
 
 @pytest.mark.parametrize(("method", "share"), [("lora", 0.01), ("prompt-tuning", 0.001)])
