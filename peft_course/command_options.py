@@ -144,10 +144,11 @@ class Count:
 
     Apply a method to GPT-2 small (random weights, nothing downloaded) or to the course's
     1024-512-...-2-1 network, and print its trainable parameters per module type next to the
-    closed-form formula's answer.
+    closed-form formula's answer. With --family, print every fine-tuning method's formula and
+    count on GPT-2 small and SmolLM2-135M instead.
     """
 
-    method: str = option(help="what trains", choices=COUNTED_METHODS)
+    method: str | None = option(None, help="what trains (or --family)", choices=COUNTED_METHODS)
     model: str = option("gpt2-small", help="the architecture", choices=COUNTED_MODELS)
     r: int = option(LORA.r, help="adapter bottleneck / LoRA rank", check=positive_int)
     targets: tuple[str, ...] | None = option(
@@ -158,6 +159,11 @@ class Count:
         metavar="MODULE",
     )
     labels: int = option(2, help="classes of GPT-2's classification head", check=positive_int)
+    family: bool = option(
+        False,
+        help="every method of `finetune --method`: its formula and count on GPT-2 small and "
+        "SmolLM2-135M (2 labels, default options)",
+    )
 
 
 @checked

@@ -24,7 +24,7 @@ from peft_course.ablation import (
 )
 from peft_course.configs import DataOptions, DPORunConfig, SweepSettings, TrainConfig
 from peft_course.compare import compare, spread_rows, table_rows as compare_rows, write_compare
-from peft_course.counting import count_method, format_method_count
+from peft_course.counting import count_method, family_table, format_method_count
 from peft_course.data import load_classification_data
 from peft_course.decoding import decoding_options, gpt2_generation_rows
 from peft_course.demo import (
@@ -295,6 +295,11 @@ def command_export(args: Any) -> None:
 
 def command_count(args: Any) -> None:
     """Print what a method trains: trainable and total parameters, and the formula's count."""
+    if args.family:
+        print(family_table())
+        return
+    if args.method is None:
+        raise CourseError("say what to count: --method bitfit, adapter or lora, or --family")
     result = count_method(
         args.method, args.model, rank=args.r, targets=args.targets, labels=args.labels
     )

@@ -495,3 +495,15 @@ def test_family_results_file_is_what_the_package_computes():
     assert path.read_text() == c.family_table() + "\n", (
         f"{c.FAMILY_RESULTS} is out of date: python -m peft_course.counting"
     )
+
+
+def test_count_command_prints_the_family_table(capsys):
+    from peft_course.cli import main
+
+    assert main(["count", "--family"]) == 0
+    assert capsys.readouterr().out.strip() == c.family_table()
+    assert main(["count"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        "peft-course count: error: say what to count: --method bitfit, adapter or lora, or --family"
+    )
