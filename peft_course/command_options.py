@@ -338,8 +338,10 @@ class Align(Dpo):
     Train a causal LM with one preference loss through its TRL trainer (DPOTrainer's loss types,
     CPOTrainer for SimPO, ORPOTrainer, KTOTrainer) on generated film pairs or a JSONL file of
     prompt/chosen/rejected pairs; print held-out reward accuracy (by the loss's own reward and by
-    DPO's log-ratio), margins and the mean response length before and after; save metrics.json
-    and rewards.png.
+    DPO's log-ratio), margins, the mean response length and the KL to the reference on sampled
+    completions before and after; save metrics.json and rewards.png. With --reward-model, train
+    a reward model (trl.RewardTrainer) and DPO beside it instead, and print both held-out
+    accuracies.
     """
 
     loss: str = option("dpo", help=f"the loss: {', '.join(ALIGN_LOSSES)}", check=align_loss)
@@ -353,6 +355,11 @@ class Align(Dpo):
         2.0,
         help="ORPO: the weight of the odds-ratio term (ORPO ignores --beta)",
         check=positive_number,
+    )
+    reward_model: bool = option(
+        False,
+        help="train a reward model instead (trl.RewardTrainer: a scalar head on the base, with "
+        "LoRA) and DPO beside it on the same pairs; print both held-out accuracies",
     )
     output: Path = output_option("runs/align", "where metrics.json and rewards.png go")
 

@@ -67,8 +67,11 @@ from peft_course.preference import (
     TRAINERS,
     LossSettings,
     before_after_rows,
+    reward_model_rows,
     save_align_run,
+    save_reward_model_run,
     train_preference,
+    train_reward_model,
 )
 from peft_course.prompting import (
     DEFAULT_STRATEGIES,
@@ -473,7 +476,10 @@ def command_dpo(args: Any) -> None:
 
 
 def command_align(args: Any) -> None:
-    """One of DPO's relatives through its TRL trainer, with the before/after preference table."""
+    """One of DPO's relatives through its TRL trainer, with the before/after preference table
+    (or, with `--reward-model`, a reward model and DPO beside it)."""
+    if args.reward_model:
+        check_reward_model_options(args)
     if args.train_file:
         pairs = split_pairs(load_preference_jsonl(args.train_file), args.test_fraction, args.seed)
         source = args.train_file
@@ -481,6 +487,8 @@ def command_align(args: Any) -> None:
         pairs = film_preferences(args.n_train, args.n_test, args.seed, prefer=args.prefer)
         source = f"generated film pairs (prefer {args.prefer})"
     config = from_options(DPORunConfig, args)
+    if args.reward_model:
+        return align_reward_model(args, pairs, source, config)
     settings = LossSettings(
         gamma=args.gamma, label_smoothing=args.label_smoothing, orpo_lambda=args.orpo_lambda
     )
@@ -499,6 +507,38 @@ def command_align(args: Any) -> None:
     )
     events = write_events(run.history, args.output)
     print(f"saved: {metrics}, {plot} and {events.name} (TensorBoard)")
+
+
+def check_reward_model_options(args: Any) -> None:
+    """`--reward-model` trains a reward model with LoRA and DPO beside it: no other loss.
+
+    Raises:
+        CourseError: for `--loss` other than dpo, or `--no-lora`.
+    """
+    if args.loss != "dpo":
+        raise CourseError(
+            f"--reward-model trains a reward model and DPO beside it; --loss {args.loss} does "
+            "not apply (leave --loss out)"
+        )
+    if not args.lora:
+        raise CourseError(
+            "--reward-model trains LoRA adapters and a scalar head; --no-lora does not apply"
+        )
+
+
+def align_reward_model(args: Any, pairs: Any, source: str, config: DPORunConfig) -> None:
+    """`align --reward-model`: a reward model and DPO on the same pairs, their held-out accuracy."""
+    run = train_reward_model(pairs, args.model, config)
+    print(
+        f"\nreward model (trl.RewardTrainer: scalar head + LoRA) and DPO beside it on {source}: "
+        f"{len(pairs['train'])} train / {len(pairs['test'])} held-out pairs, {args.model}, "
+        f"lr {args.learning_rate:g}, {run.steps} steps each, {run.seconds:.1f} s\n"
+    )
+    print(markdown_table(reward_model_rows(run, source)))
+    metrics, plot = save_reward_model_run(
+        run, args.output, f"reward model, LoRA r={args.r}, lr {args.learning_rate:g}"
+    )
+    print(f"saved: {metrics} and {plot}")
 
 
 def command_ablate(args: Any) -> None:

@@ -1215,6 +1215,78 @@ def mean_response_length(
     return first_eos.float().mean().item()
 
 
+def completion_ids(new_tokens: torch.Tensor, eos_token_id: int) -> list[int]:
+    """One generated row's tokens up to and including its first eos (all of them if none).
+
+    Args:
+        new_tokens: the tokens generated after the prompt, one row.
+        eos_token_id: the end-of-text id.
+    """
+    tokens = new_tokens.tolist()
+    return tokens[: tokens.index(eos_token_id) + 1] if eos_token_id in tokens else tokens
+
+
+@torch.no_grad()
+def sampled_kl(
+    policy: torch.nn.Module,
+    reference: torch.nn.Module | None,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    max_new_tokens: int = 24,
+    samples: int = 4,
+    seed: int = 0,
+) -> float:
+    """`KL(pi || pi_ref)` on completions the policy samples for `prompts`, in nats per response.
+
+    A Monte-Carlo estimate: the policy samples `samples` completions of each prompt (temperature
+    1, no top-k or top-p cut, seeded: the global random state is left as it was), each up to its
+    first eos or `max_new_tokens`; both models score the sampled tokens, and the estimate is the
+    mean over the completions of `log pi(y | x) - log pi_ref(y | x)`, the sum of the sampled
+    tokens' log-ratios. Its expectation is the KL divergence between the two models' response
+    distributions (truncated at `max_new_tokens`), which the KL-regularised objective DPO
+    solves keeps small; a single estimate can fall below 0 where the true value is near it.
+
+    Args:
+        policy: the model that samples (put in eval mode, and back).
+        reference: the frozen reference; None uses the policy with its adapters disabled.
+        tokenizer: their tokenizer.
+        prompts: the prompts completions are sampled for.
+        max_new_tokens: the longest completion sampled.
+        samples: completions sampled per prompt.
+        seed: seeds the sampling.
+    """
+    was_training, side = policy.training, tokenizer.padding_side
+    policy.eval()
+    tokenizer.padding_side = "left"  # generation continues every row at its last column
+    try:
+        batch = tokenizer(list(prompts), return_tensors="pt", padding=True)
+        device = next(policy.parameters()).device
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            output = policy.generate(
+                **{k: v.to(device) for k, v in batch.items()},
+                max_new_tokens=max_new_tokens,
+                do_sample=True,
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                num_return_sequences=samples,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+    finally:
+        tokenizer.padding_side = side
+        policy.train(was_training)
+    new = output[:, batch["input_ids"].shape[1] :].cpu()
+    prompt_ids = [tokenizer(prompt)["input_ids"] for prompt in prompts]
+    rows = [
+        (prompt_ids[i // samples], completion_ids(new[i], tokenizer.eos_token_id))
+        for i in range(len(new))
+    ]
+    scores = score_rows(policy, reference, rows, tokenizer.pad_token_id)
+    return (scores.policy - scores.reference).mean().item()
+
+
 def training_tokens(tokenizer: Any, pairs: Sequence[dict[str, str]]) -> int:
     """The tokens of the pairs' rows, prompt and completion, chosen and rejected (eos included).
 
@@ -1235,6 +1307,9 @@ class AlignRun:
         after: `held_out_metrics` on the test pairs after training.
         length_before: the mean greedy response length on the test prompts before training.
         length_after: the same after training.
+        kl_before: `sampled_kl` of the policy to the reference on the test prompts, before
+            training (0 with a fresh LoRA or a copy: the policy is the reference).
+        kl_after: the same after training.
         history: the training log entries that carry reward metrics.
         steps: optimizer steps taken.
         seconds: wall-clock time of `trainer.train()`.
@@ -1250,6 +1325,8 @@ class AlignRun:
     after: dict[str, float]
     length_before: float
     length_after: float
+    kl_before: float
+    kl_after: float
     history: list[dict[str, float]]
     steps: int
     seconds: float
@@ -1270,6 +1347,8 @@ class AlignRun:
             "after": self.after,
             "length_before": self.length_before,
             "length_after": self.length_after,
+            "kl_before": self.kl_before,
+            "kl_after": self.kl_after,
             "history": self.history,
             "steps": self.steps,
             "seconds": round(self.seconds, 2),
@@ -1286,6 +1365,7 @@ def train_preference(
     config: DPORunConfig | None = None,
     settings: LossSettings | None = None,
     max_new_tokens: int = 24,
+    kl_samples: int = 4,
 ) -> AlignRun:
     """Train with loss `name` through its TRL trainer on `pairs["train"]`; measure on `"test"`.
 
@@ -1301,7 +1381,8 @@ def train_preference(
         model_name: the causal LM to load.
         config: the run's hyper-parameters; None uses `DPORunConfig()`.
         settings: the loss's other parameters; None uses `LossSettings()`.
-        max_new_tokens: the longest response generated to measure response lengths.
+        max_new_tokens: the longest response generated to measure response lengths and the KL.
+        kl_samples: completions sampled per held-out prompt for the KL (`sampled_kl`).
     """
     from peft import LoraConfig
 
@@ -1321,6 +1402,8 @@ def train_preference(
     measure = (name, tokenizer, test, config.beta, settings)
     before = held_out_metrics(name, policy, reference or policy, *measure[1:])
     length_before = mean_response_length(policy, tokenizer, prompts, max_new_tokens)
+    kl = (tokenizer, prompts, max_new_tokens, kl_samples, config.seed)
+    kl_before = sampled_kl(policy, reference or policy, *kl)
     peft_config = (
         LoraConfig(
             r=config.r,
@@ -1354,6 +1437,7 @@ def train_preference(
     policy = trainer.model
     after = held_out_metrics(name, policy, reference, *measure[1:])
     length_after = mean_response_length(policy, tokenizer, prompts, max_new_tokens)
+    kl_after = sampled_kl(policy, reference, *kl)
     tokens = training_tokens(tokenizer, train) * config.epochs
     return AlignRun(
         loss=name,
@@ -1361,6 +1445,8 @@ def train_preference(
         after=after,
         length_before=length_before,
         length_after=length_after,
+        kl_before=kl_before,
+        kl_after=kl_after,
         history=[e for e in trainer.state.log_history if "rewards/chosen" in e],
         steps=trainer.state.global_step,
         seconds=seconds,
@@ -1416,6 +1502,7 @@ def side_by_side_rows(runs: Sequence[AlignRun]) -> list[dict[str, str]]:
             "log-ratio accuracy": change(run, "log_ratio_accuracy"),
             "likelihood accuracy": change(run, "likelihood_accuracy"),
             "response length": f"{run.length_before:.1f} -> {run.length_after:.1f}",
+            "KL to reference (sampled)": f"{run.kl_after:.3f}",
             "steps": str(run.steps),
             "tokens/s": f"{run.tokens_per_second:.0f}",
         }
@@ -1476,6 +1563,13 @@ def before_after_rows(run: AlignRun) -> list[dict[str, str]]:
             "after": f"{run.length_after:.1f}",
         }
     )
+    rows.append(
+        {
+            "held-out metric": "KL to the reference on sampled completions (nats)",
+            "step 0": f"{run.kl_before:.4f}",
+            "after": f"{run.kl_after:.4f}",
+        }
+    )
     return rows
 
 
@@ -1516,6 +1610,9 @@ class RewardModelRun:
         dpo_after: the same after DPO's training.
         steps: optimizer steps of each run.
         seconds: wall-clock time of the reward model's `trainer.train()`.
+        history: the reward model's training log entries (`margin` and `accuracy` of each
+            logged training batch).
+        config: the hyper-parameters both runs shared.
     """
 
     before: dict[str, float]
@@ -1524,6 +1621,22 @@ class RewardModelRun:
     dpo_after: dict[str, float]
     steps: int
     seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    config: DPORunConfig = field(default_factory=DPORunConfig)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON-friendly record of both runs."""
+        return {
+            "trainer": "trl.RewardTrainer (scalar head + LoRA), trl.DPOTrainer beside it",
+            "config": asdict(self.config),
+            "before": self.before,
+            "after": self.after,
+            "dpo_before": self.dpo_before,
+            "dpo_after": self.dpo_after,
+            "history": self.history,
+            "steps": self.steps,
+            "seconds": round(self.seconds, 2),
+        }
 
 
 # --8<-- [start:train_reward_model]
@@ -1541,6 +1654,10 @@ def train_reward_model(
         pairs: a `DatasetDict` (or dict) with `train` and `test` preference pairs.
         model_name: the base both start from.
         config: the hyper-parameters both share (LoRA's rank and alpha, steps, learning rate).
+
+    Raises:
+        CourseError: if `config.lora` is off (the reward model trains LoRA adapters and its
+            new scalar head, nothing else), or the pairs are not valid.
     """
     from datasets import Dataset
     from peft import LoraConfig
@@ -1548,6 +1665,10 @@ def train_reward_model(
     from trl import RewardConfig, RewardTrainer
 
     config = config or DPORunConfig()
+    if not config.lora:
+        raise CourseError(
+            "the reward model trains LoRA adapters and its scalar head: lora must be on"
+        )
     train, test = (check_pairs(pairs[s], f"the {s} split") for s in ("train", "test"))
     model, tokenizer = load_model(model_name, task="classification", num_labels=1, seed=config.seed)
     arguments = {k: v for k, v in trainer_arguments(config, "unused").items() if k != "beta"}
@@ -1581,6 +1702,8 @@ def train_reward_model(
         dpo.after,
         trainer.state.global_step,
         seconds,
+        [e for e in trainer.state.log_history if "margin" in e],
+        config,
     )
 
 
@@ -1620,6 +1743,39 @@ def reward_model_rows(run: RewardModelRun, pairs: str = "") -> list[dict[str, st
             "steps": str(run.steps),
         },
     ]
+
+
+def save_reward_model_run(
+    run: RewardModelRun, output: str | Path, title: str = ""
+) -> tuple[Path, Path]:
+    """Write `metrics.json` (config, both runs before/after, history) and `rewards.png`.
+
+    The files `save_align_run` writes, each whole or not at all; the plot is the reward model's
+    margin and accuracy on each logged training batch.
+
+    Args:
+        run: the finished runs.
+        output: the directory written into.
+        title: the plot's title.
+
+    Returns:
+        `(metrics.json, rewards.png)` paths.
+    """
+    output = Path(output)
+    metrics = atomic_write_text(output / "metrics.json", json.dumps(run.as_dict(), indent=1))
+    figure, (margins, accuracies) = plt.subplots(1, 2, figsize=(10, 3.8))
+    steps = [h["step"] for h in run.history]
+    margins.plot(steps, [h["margin"] for h in run.history], marker=".")
+    accuracies.plot(steps, [h["accuracy"] for h in run.history], marker=".")
+    margins.axhline(0, color="grey", linewidth=0.5)
+    margins.set(xlabel="step", ylabel="reward margin (train batch)")
+    accuracies.set(xlabel="step", ylabel="accuracy (train batch)", ylim=(-0.05, 1.05))
+    figure.suptitle(title)
+    figure.tight_layout()
+    with replacing(output / "rewards.png") as temporary:
+        figure.savefig(temporary, dpi=100, format="png")
+    plt.close(figure)
+    return metrics, output / "rewards.png"
 
 
 def write_docs(

@@ -3,8 +3,12 @@ bad input in one line."""
 
 from __future__ import annotations
 
+import importlib.util
+import inspect
 import json
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import sympy as sp
@@ -22,6 +26,7 @@ from peft_course.preference import (
     LOSSES,
     TRAINERS,
     AlignRun,
+    RewardModelRun,
     LossSettings,
     apo_zero_loss,
     cdpo_loss,
@@ -33,6 +38,7 @@ from peft_course.preference import (
     loss_metrics,
     orpo_loss,
     plot_histories,
+    sampled_kl,
     reward_model_rows,
     robust_loss,
     score_pairs,
@@ -260,7 +266,7 @@ def reversed_pairs():
 def test_each_loss_trains_above_its_step0_accuracy(reversed_pairs, name):
     """4 LoRA steps through the loss's own TRL trainer raise its held-out reward accuracy."""
     config = DPORunConfig(learning_rate=2e-2, epochs=1, batch_size=8)
-    run = train_preference(name, reversed_pairs, config=config, max_new_tokens=8)
+    run = train_preference(name, reversed_pairs, config=config, max_new_tokens=8, kl_samples=1)
     before, after = run.before, run.after
     assert after["rewards/accuracies"] > before["rewards/accuracies"], (before, after)
     assert after["log_ratio_accuracy"] > before["log_ratio_accuracy"], (before, after)
@@ -269,16 +275,62 @@ def test_each_loss_trains_above_its_step0_accuracy(reversed_pairs, name):
     assert run.steps == 4 and run.reference_unchanged
     assert run.history and all("rewards/margins" in h for h in run.history)
     assert 1 <= run.length_before <= 8 and 1 <= run.length_after <= 8
+    assert run.kl_before == 0 and run.kl_after > 0, "the policy drifts from the reference"
     assert run.tokens_per_second > 0
     (row,) = side_by_side_rows([run])
     assert row["loss"] == name and "->" in row["reward accuracy"]
     assert json.loads(json.dumps(run.as_dict()))["trainer"] == TRAINERS[name]
 
 
+def test_sampled_kl_is_the_kl_of_the_next_token():
+    """One sampled token per completion: the exact KL of the next-token distributions is a sum
+    over the vocabulary, and the estimate must fall within 4 standard errors of it (the error
+    computed from the same distributions: the variance of the log-ratio under the policy over
+    the number of samples). The other direction, KL(pi_ref || pi), is 12 of them away."""
+    # a model of its own: a TRL trainer wraps the forward of a model it held, and a deep copy's
+    # wrapper still calls the original's forward, whatever the copy's weights
+    reference, tokenizer = load_model("tiny-gpt2", task="causal-lm")
+    policy = perturbed_copy(reference, scale=0.1, seed=3)  # KL 2.2 nats at the next token
+    prompts = [p["prompt"] for p in film_preferences(2, 1, seed=7)["train"]]
+    samples = 200  # standard error 0.11 (measured: the estimate 1.1 of them from the exact KL)
+    estimate = sampled_kl(policy, reference, tokenizer, prompts, 1, samples, seed=3)
+    exact, reverse, variance = [], [], []
+    for prompt in prompts:
+        ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            log_p, log_q = (
+                m(ids).logits[0, -1].double().log_softmax(-1) for m in (policy, reference)
+            )
+        ratio = log_p - log_q
+        exact.append((log_p.exp() * ratio).sum().item())
+        reverse.append((log_q.exp() * -ratio).sum().item())
+        variance.append((log_p.exp() * ratio**2).sum().item() - exact[-1] ** 2)
+    kl = sum(exact) / len(prompts)
+    error = math.sqrt(sum(variance) / samples) / len(prompts)
+    assert abs(estimate - kl) < 4 * error, (estimate, kl, error)
+    assert abs(sum(reverse) / len(prompts) - kl) > 8 * error, "the directions must differ here"
+    assert estimate == sampled_kl(policy, reference, tokenizer, prompts, 1, samples, seed=3)
+    assert estimate != sampled_kl(policy, reference, tokenizer, prompts, 1, samples, seed=4)
+    assert sampled_kl(reference, reference, tokenizer, prompts, 4, 2) == 0.0
+
+
 def test_histories_plot(tmp_path):
     history = [{"step": s, "rewards/margins": s / 10, "rewards/chosen": -s / 10} for s in (2, 4)]
     run = AlignRun(
-        "dpo", {}, {}, 4.0, 5.0, history, 4, 1.0, 100.0, True, DPORunConfig(), LossSettings()
+        "dpo",
+        {},
+        {},
+        4.0,
+        5.0,
+        0.0,
+        0.1,
+        history,
+        4,
+        1.0,
+        100.0,
+        True,
+        DPORunConfig(),
+        LossSettings(),
     )
     assert plot_histories([run], tmp_path / "h.png").stat().st_size > 5_000
 
@@ -320,8 +372,10 @@ def test_align_trains_and_saves_like_dpo(tmp_path, capsys, monkeypatch):
     assert main(["align", *argv, "--batch-size", "4", "--output", "out"]) == 0
     printed = capsys.readouterr().out
     assert "kto (trl.KTOTrainer)" in printed and "| rewards/accuracies |" in printed
+    assert "| KL to the reference on sampled completions (nats) | 0.0000 |" in printed
     saved = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert saved["loss"] == "kto" and saved["steps"] == 2 and saved["reference_unchanged"]
+    assert saved["kl_before"] == 0 and math.isfinite(saved["kl_after"]) and saved["kl_after"] != 0
     assert (tmp_path / "out" / "rewards.png").stat().st_size > 5_000
 
 
@@ -335,8 +389,20 @@ def test_align_trains_and_saves_like_dpo(tmp_path, capsys, monkeypatch):
         (["--label-smoothing", "0.5"], ("--label-smoothing must be in [0, 0.5)", "got 0.5")),
         (["--gamma", "-1"], ("--gamma must be in [0, inf)",)),
         (["--orpo-lambda", "0"], ("--orpo-lambda must be positive",)),
+        (["--reward-model", "--loss", "ipo"], ("--reward-model", "--loss ipo does not apply")),
+        (["--reward-model", "--no-lora"], ("--reward-model", "--no-lora does not apply")),
     ],
-    ids=["unknown loss", "beta 0", "beta negative", "beta inf", "smoothing", "gamma", "lambda"],
+    ids=[
+        "unknown loss",
+        "beta 0",
+        "beta negative",
+        "beta inf",
+        "smoothing",
+        "gamma",
+        "lambda",
+        "reward model with a loss",
+        "reward model without LoRA",
+    ],
 )
 def test_align_bad_options_are_one_line(tmp_path, capsys, argv, needles):
     align_fails(capsys, [*argv, "--output", tmp_path / "out"], *needles)
@@ -358,20 +424,48 @@ def test_align_bad_pairs_are_one_line(tmp_path, capsys):
         ["--loss", "ipo", "--train-file", missing, "--output", tmp_path / "out"],
         "missing.jsonl: line 2 has no 'rejected' field",
     )
+    align_fails(
+        capsys,
+        ["--reward-model", "--train-file", same, "--output", tmp_path / "out"],
+        "same.jsonl: line 2",
+        "'chosen' and 'rejected' are the same text",
+    )
     assert not (tmp_path / "out").exists()
 
 
-def test_reward_model_learns_the_pairs_beside_dpo():
-    """RewardTrainer's scalar head: its held-out margin grows from a random head's ~0 and it
-    ranks the held-out pairs at least as well as before; DPO beside it, the same steps."""
-    pairs = film_preferences(16, 8, seed=0, prefer="positive")
-    run = train_reward_model(pairs, config=DPORunConfig(learning_rate=2e-2, epochs=1, batch_size=8))
-    assert run.steps == 2
-    assert run.after["margin"] > run.before["margin"] + 0.1, (run.before, run.after)
-    assert run.after["accuracy"] >= run.before["accuracy"]
-    assert run.dpo_after["rewards/accuracies"] > run.dpo_before["rewards/accuracies"]
-    rows = reward_model_rows(run, "prefer positive")
+def test_align_beta_out_of_range_with_a_loss_is_one_line(tmp_path, capsys):
+    """beta is checked before the loss's trainer is built, for a loss other than DPO too."""
+    align_fails(capsys, ["--loss", "simpo", "--beta", "-2", "--output", tmp_path / "out"], "--beta")
+    assert not (tmp_path / "out").exists()
+
+
+def test_reward_model_learns_the_pairs_beside_dpo(tmp_path, capsys):
+    """`peft-course align --reward-model`, which runs `train_reward_model`: RewardTrainer's
+    scalar head's held-out margin grows from a random head's ~0 and it ranks the held-out pairs
+    at least as well as before; DPO beside it, the same steps; saved like the other runs."""
+    argv = ["--reward-model", "--prefer", "positive", "--n-train", "16", "--n-test", "8"]
+    argv += ["--learning-rate", "2e-2", "--epochs", "1", "--batch-size", "8"]
+    assert main(["align", *argv, "--output", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "reward model (trl.RewardTrainer: scalar head + LoRA) and DPO beside it" in printed
+    assert "| held-out accuracy |" in printed and "DPO's implicit reward" in printed
+    run = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert run["steps"] == 2 and run["config"]["learning_rate"] == 2e-2
+    assert run["after"]["margin"] > run["before"]["margin"] + 0.1, (run["before"], run["after"])
+    assert run["after"]["accuracy"] >= run["before"]["accuracy"]
+    assert run["dpo_after"]["rewards/accuracies"] > run["dpo_before"]["rewards/accuracies"]
+    assert run["history"] and all("margin" in h for h in run["history"])
+    assert (tmp_path / "out" / "rewards.png").stat().st_size > 5_000
+    with pytest.raises(CourseError, match="lora must be on"):
+        train_reward_model({"train": [], "test": []}, config=DPORunConfig(lora=False))
+
+
+def test_reward_model_rows():
+    before, after = {"accuracy": 0.0, "margin": -0.01}, {"accuracy": 1.0, "margin": 0.9}
+    dpo = {"rewards/accuracies": 0.5, "rewards/margins": 0.2}
+    rows = reward_model_rows(RewardModelRun(before, after, dpo, dpo, 2, 1.0), "prefer positive")
     assert [r["ranker"][:6] for r in rows] == ["reward", "DPO's "]
+    assert rows[0]["held-out accuracy"] == "0.000 -> 1.000"
 
 
 def test_from_a_script(capsys):
@@ -389,3 +483,68 @@ def test_from_a_script(capsys):
     # --8<-- [end:script]
     before, after = map(float, capsys.readouterr().out.split()[3:6:2])
     assert after > before
+
+
+# ---- the exercises: reference answers and the grader's fixed batches ---------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def by_path(path: Path, name: str):
+    """A module imported from its file under a name of its own."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def answers():
+    return by_path(ROOT / "solutions" / "preference.py", "_reference_preference")
+
+
+@pytest.fixture(scope="module")
+def grader():
+    return by_path(ROOT / "exercises" / "test_preference.py", "_grader_preference")
+
+
+@pytest.mark.parametrize("name", ["ipo_loss", "simpo_loss", "kto_loss"])
+def test_the_answers_mirror_the_package(answers, name):
+    """solutions/preference.py has the package's signatures and gives its numbers (float64)."""
+    from peft_course import preference
+
+    assert inspect.signature(getattr(answers, name)) == inspect.signature(getattr(preference, name))
+    b = batch(n=7, seed=11)
+    good = torch.tensor([True, False, False, True, True, False, True])
+    arguments = {
+        "ipo_loss": (b["pc"], b["pr"], b["rc"], b["rr"], BETA, b["lc"], b["lr"]),
+        "simpo_loss": (b["pc"], b["pr"], b["lc"], b["lr"], BETA, GAMMA),
+        "kto_loss": (b["pc"], b["rc"], good, b["pr"], b["rr"], BETA, 1.3, 0.7),
+    }[name]
+    ours, theirs = getattr(answers, name)(*arguments), getattr(preference, name)(*arguments)
+    for field_name in ("loss", "chosen_rewards", "rejected_rewards"):
+        torch.testing.assert_close(
+            getattr(ours, field_name), getattr(theirs, field_name), atol=ROUNDING_ATOL, rtol=0
+        )
+
+
+def test_the_graders_fixed_batches_tell_the_mistakes_apart(grader):
+    """Every mistake that changes a fixed batch's loss moves it from the answer and from every
+    other such mistake by at least 5e-3, 500 times the grader's LOGPROB_ATOL (5.9e-3 measured
+    at the closest), so the grader names one mistake and never the wrong one."""
+    from peft_course import preference
+
+    cases = [
+        (grader.ipo_call, preference.ipo_loss, grader.ipo_mistakes, grader.IPO_BATCH),
+        (grader.simpo_call, preference.simpo_loss, grader.simpo_mistakes, grader.SIMPO_BATCH),
+        (grader.kto_call, preference.kto_loss, grader.kto_mistakes, grader.KTO_BATCH),
+        (grader.kto_call, preference.kto_loss, grader.kto_mistakes, grader.KTO_CLAMPED),
+    ]
+    for call, loss, mistakes, fixed in cases:
+        right = call(loss, fixed).loss.item()
+        values = [v for v in mistakes(fixed).values() if abs(v - right) > ROUNDING_ATOL]
+        assert len(values) >= 6, "most mistakes show on the fixed batch"
+        values.append(right)
+        gaps = [abs(a - b) for i, a in enumerate(values) for b in values[i + 1 :]]
+        assert min(gaps) >= 5e-3, (loss.__name__, sorted(gaps)[:3])
