@@ -40,11 +40,12 @@ from peft_course.lora import (
     merge_and_unload,
     peft_gradients,
     peft_lora_config,
+    random_llama,
     randomize_b,
     stores_transposed,
     trainable_parameters,
 )
-from peft_course.models import count_parameters
+from peft_course.models import count_parameters, load_model
 from peft_course.settings import LORA
 
 
@@ -267,3 +268,41 @@ def compare_with_peft(
 
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item()
+
+
+def equivalence_rows(seed: int = 0) -> list[dict[str, str]]:
+    """Our DoRA against peft's on tiny-gpt2 (Conv1D) and a random Llama (nn.Linear): a table.
+
+    Args:
+        seed: the seed of the inputs, the random `B` and the magnitudes.
+    """
+    cases = [
+        (
+            "tiny-gpt2",
+            load_model("tiny-gpt2", "classification", num_labels=2, seed=seed)[0],
+            ["c_attn", "mlp.c_proj"],
+        ),
+        ("random LlamaConfig", random_llama(seed), ["q_proj", "v_proj", "down_proj"]),
+    ]
+    rows = []
+    for name, base, targets in cases:
+        base.eval()
+        config = LoRAConfig(4, 8, targets=targets, trainable=["score"])
+        generator = torch.Generator().manual_seed(seed)
+        input_ids = torch.randint(1, base.config.vocab_size, (4, 12), generator=generator)
+        labels = torch.randint(0, base.config.num_labels, (4,), generator=generator)
+        result = compare_with_peft(base, config, input_ids, labels, seed)
+        rows.append(
+            {
+                "model": name,
+                "config": f"r=4, alpha=8, {'+'.join(targets)} + score",
+                "trainable (ours / peft)": (
+                    f"{result['trainable (ours)']:,} / {result['trainable (peft)']:,}"
+                ),
+                **{
+                    key: f"{result[key]:.1e}"
+                    for key in ("logits", "grad A", "grad B", "grad m", "merged weights")
+                },
+            }
+        )
+    return rows

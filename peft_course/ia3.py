@@ -34,10 +34,11 @@ from peft_course.lora import (
     find_modules,
     layer_features,
     matches,
+    random_llama,
     stores_transposed,
     trainable_parameters,
 )
-from peft_course.models import count_parameters
+from peft_course.models import count_parameters, load_model
 
 
 class IA3Error(LoRAError):
@@ -302,3 +303,48 @@ def compare_with_peft(
 
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a - b).abs().max().item()
+
+
+def equivalence_rows(seed: int = 0) -> list[dict[str, str]]:
+    """Our (IA)³ against peft's on tiny-gpt2 (Conv1D) and a random Llama (nn.Linear): a table.
+
+    "effect" is how far the scales move the logits from the base model's, so that a difference
+    of 0 means something.
+
+    Args:
+        seed: the seed of the inputs and the random scales.
+    """
+    cases = [
+        ("tiny-gpt2", load_model("tiny-gpt2", "classification", num_labels=2, seed=seed)[0]),
+        ("random LlamaConfig", random_llama(seed)),
+    ]
+    defaults = {"tiny-gpt2": (["c_attn", "mlp.c_proj"], ["mlp.c_proj"])}
+    defaults["random LlamaConfig"] = (["k_proj", "v_proj", "down_proj"], ["down_proj"])
+    rows = []
+    for name, base in cases:
+        base.eval()
+        targets, feedforward = defaults[name]
+        generator = torch.Generator().manual_seed(seed)
+        input_ids = torch.randint(1, base.config.vocab_size, (4, 12), generator=generator)
+        labels = torch.randint(0, base.config.num_labels, (4,), generator=generator)
+        result = compare_with_peft(base, targets, feedforward, input_ids, labels, seed)
+        scaled = copy.deepcopy(base)
+        inject_ia3(scaled, targets, feedforward)
+        randomize_scales(scaled, seed)
+        with torch.no_grad():
+            effect = _max_diff(scaled(input_ids=input_ids).logits, base(input_ids=input_ids).logits)
+        rows.append(
+            {
+                "model": name,
+                "targets (feed-forward)": f"{'+'.join(targets)} ({'+'.join(feedforward)})",
+                "trainable (ours / peft)": (
+                    f"{result['trainable (ours)']:,} / {result['trainable (peft)']:,}"
+                ),
+                "effect": f"{effect:.1e}",
+                **{
+                    key: f"{result[key]:.1e}"
+                    for key in ("logits", "grad l", "merged weights", "merged biases")
+                },
+            }
+        )
+    return rows
