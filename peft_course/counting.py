@@ -37,6 +37,7 @@ from peft_course.errors import CourseError, check_module, check_string_list
 from peft_course.lora import layer_features, matches
 from peft_course.models import count_parameters
 from peft_course.qlora import nf4_bits_per_parameter, quantize_nf4
+from peft_course.registry import METHODS
 from peft_course.settings import COUNTED_METHODS, COUNTED_MODELS, LORA
 from peft_course.tables import markdown_table
 
@@ -1341,14 +1342,6 @@ def family_formula(method: str, arch: Architecture) -> sp.Expr | None:
 
 # --8<-- [end:family_formulas]
 
-FAMILY_METHODS = (
-    *("head", "lora", "lora-scratch", "gpt2-scratch", "merged", "qlora", "full", "bitfit"),
-    *("houlsby", "pfeiffer", "ia3", "ln-tuning", "prompt-tuning", "prefix-tuning", "p-tuning"),
-    *("rslora", "dora", "pissa", "vera", "adalora", "lora-plus", "olora", "loha", "lokr"),
-    *("oft", "boft"),
-)
-"""Every method `family_formula` counts, in the registry's order."""
-
 FAMILY_ARCHITECTURES = ("gpt2-small", "smollm2-135m")
 
 
@@ -1389,7 +1382,7 @@ def family_count(method: str, arch: Architecture, labels: int = 2) -> int | None
     return evaluate_architecture(sp.sympify(formula).subs(family_defaults()), arch, labels)
 
 
-def family_table(methods: Sequence[str] = FAMILY_METHODS, labels: int = 2) -> str:
+def family_table(methods: Sequence[str] | None = None, labels: int = 2) -> str:
     """Each method: its formula, its count on GPT-2 small and SmolLM2-135M, and their shares.
 
     The share is of the model the method starts from (backbone and head); a method refused on
@@ -1397,9 +1390,10 @@ def family_table(methods: Sequence[str] = FAMILY_METHODS, labels: int = 2) -> st
     refuses GPT-2.
 
     Args:
-        methods: the registry's method names to show.
+        methods: the registry's method names to show; None: all of them, in its order.
         labels: the classes of the head.
     """
+    methods = tuple(METHODS) if methods is None else methods
     archs = [architecture(name) for name in FAMILY_ARCHITECTURES]
     rows = []
     for method in methods:
