@@ -97,7 +97,8 @@ def prepend_virtual_tokens(
     `inputs_embeds` is `(batch, length, d)`: the text's token embeddings; `attention_mask` is
     `(batch, length)`: 1 at real tokens, 0 at padding (on either side); `prompt` is
     `(n_virtual, d)`: the learned embeddings. Return the `(batch, n_virtual + length, d)`
-    embeddings, the same prompt first in every row, and the `(batch, n_virtual + length)` mask
+    embeddings in `inputs_embeds`' dtype (a float32 prompt joins bfloat16 text as bfloat16), the
+    same prompt first in every row, and the `(batch, n_virtual + length)` mask
     with 1 at every virtual token and the text's mask after it, in the mask's dtype. The gradient
     of the result reaches `prompt`.
     """

@@ -353,6 +353,23 @@ def test_dora_forward_equals_peft(family, kind, square, seed):
     )
 
 
+def test_dora_forward_on_a_layer_without_bias(family):
+    """Llama's projections have no bias: the output is then (m / ||V||) (W0 x + scaling B A x)."""
+    base = random_base("Linear", 50, bias=False)
+    generator = torch.Generator().manual_seed(50)
+    d_out, d_in = base.weight.shape
+    lora_A, lora_B = (
+        torch.randn(2, d_in, generator=generator),
+        torch.randn(d_out, 2, generator=generator),
+    )
+    magnitude = torch.rand(d_out, generator=generator) + 0.5
+    x = torch.randn(4, d_in, generator=generator)
+    got = family.dora_forward(x, base, lora_A, lora_B, magnitude, 0.7)
+    with torch.no_grad():
+        expected = peft_dora(base, lora_A, lora_B, magnitude, 0.7).eval()(x)
+    assert close(got, expected), "on a layer without a bias your output differs from peft's"
+
+
 @pytest.mark.parametrize("kind", KINDS)
 def test_dora_forward_gradients_equal_peft(family, kind):
     """The gradients of A, B and m are peft's: the norm is held fixed (detached)."""
@@ -455,6 +472,20 @@ def test_prepend_virtual_tokens_equals_peft(family, prompt_model, left):
         f"after the virtual tokens comes the text's own mask, padding kept where it was: expected "
         f"{seen['mask'].tolist()}, got {got_mask.tolist()}"
     )
+
+
+def test_prepend_virtual_tokens_keeps_the_texts_dtype(family):
+    """A float32 prompt before bfloat16 text (a model loaded in bfloat16): bfloat16 out, as peft
+    casts its prompt; a plain join would promote the whole batch to float32."""
+    generator = torch.Generator().manual_seed(4)
+    embeds = torch.randn(2, 3, 8, generator=generator).to(torch.bfloat16)
+    prompt = torch.randn(2, 8, generator=generator)
+    got, _ = family.prepend_virtual_tokens(embeds, torch.ones(2, 3, dtype=torch.long), prompt)
+    assert got.dtype == torch.bfloat16, (
+        f"the embeddings must stay in the text's dtype, bfloat16, got {got.dtype}: cast the "
+        "prompt to it before joining"
+    )
+    assert torch.equal(got[:, 2:], embeds) and torch.equal(got[0, :2], prompt.to(torch.bfloat16))
 
 
 def test_prepend_virtual_tokens_trains_the_prompt(family):
