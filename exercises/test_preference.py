@@ -7,8 +7,9 @@ another target margin, beta in another place, KTO's reference point z missing, u
 completion or taken from the wrong completions - and names the one that matches. The expected
 numbers are `peft_course.preference`'s, whose losses are TRL's on the same batch (DPOTrainer with
 `loss_type="ipo"`, CPOTrainer with `loss_type="simpo"`, KTOTrainer: within
-`tolerances.PREFERENCE_LOSS_ATOL`, tests/test_preference.py). Then random batches against the
-package, the gradients (to both policy log-probabilities, never through z) and a very wrong pair.
+`tolerances.PREFERENCE_LOSS_ATOL`, tests/test_preference.py), and on one batch TRL's trainers
+scored, TRL's logged loss itself (TRL_BATCHES). Then random batches against the package, the
+gradients (to both policy log-probabilities, never through z) and a very wrong pair.
 
 The fixed batches are float64, where the reference answer and the package agree to ~1e-15; a
 correct answer summed in another order in float32 stays within 1e-6. The comparisons allow
@@ -425,6 +426,168 @@ def test_kto_weights_default_to_one(preference):
     expected = package.kto_loss(*(KTO_BATCH[k] for k in keys), KTO_BETA).loss.item()
     assert abs(got - expected) <= LOGPROB_ATOL, (
         f"without weights given, both are 1: expected loss {expected:.6f}, got {got:.6f}"
+    )
+
+
+# --- TRL's own numbers --------------------------------------------------------------------------
+
+# One batch as TRL's trainers score it: 6 film pairs (film_preferences(6, 1, seed=2)), a policy
+# that is tiny-gpt2 with noise of scale 0.05 added (dpo.perturbed_copy(seed=3)) against tiny-gpt2,
+# beta 0.5, SimPO's gamma 0.3, KTO's weights 1 and its rows `preference.unpaired(pairs, 0)`; and
+# the loss each trainer logged for it (`trainer.evaluate()`: DPOTrainer with loss_type="ipo",
+# CPOTrainer with loss_type="simpo" and cpo_alpha=0, KTOTrainer). Written by
+# `python tests/test_preference.py`; tests/test_preference.py checks that TRL still gives them.
+TRL_BETA, TRL_GAMMA = 0.5, 0.3
+TRL_TRAINERS = {
+    "ipo_loss": "DPOTrainer(loss_type='ipo')",
+    "simpo_loss": "CPOTrainer(loss_type='simpo', cpo_alpha=0)",
+    "kto_loss": "KTOTrainer",
+}
+TRL_BATCHES = {
+    "ipo_loss": {
+        "policy_chosen": [
+            -30.013593673706055,
+            -25.50237464904785,
+            -27.325687408447266,
+            -31.400081634521484,
+            -31.782760620117188,
+            -31.27901840209961,
+        ],
+        "policy_rejected": [
+            -28.08928680419922,
+            -25.014991760253906,
+            -29.109451293945312,
+            -30.57404327392578,
+            -32.36777114868164,
+            -32.30317687988281,
+        ],
+        "reference_chosen": [
+            -25.60840606689453,
+            -24.072750091552734,
+            -23.378610610961914,
+            -23.7592830657959,
+            -28.473575592041016,
+            -25.03946304321289,
+        ],
+        "reference_rejected": [
+            -26.558074951171875,
+            -24.813018798828125,
+            -24.714176177978516,
+            -24.868310928344727,
+            -29.166671752929688,
+            -25.76987075805664,
+        ],
+        "chosen_lengths": [9.0, 7.0, 7.0, 6.0, 7.0, 9.0],
+        "rejected_lengths": [9.0, 7.0, 7.0, 6.0, 7.0, 9.0],
+        "trl_loss": 1.2856898307800293,
+    },
+    "simpo_loss": {
+        "policy_chosen": [
+            -26.557331085205078,
+            -26.413257598876953,
+            -26.56842803955078,
+            -30.075008392333984,
+            -29.736242294311523,
+            -31.671171188354492,
+        ],
+        "policy_rejected": [
+            -25.799327850341797,
+            -24.89667510986328,
+            -27.89810562133789,
+            -29.274261474609375,
+            -29.077314376831055,
+            -32.19575500488281,
+        ],
+        "chosen_lengths": [9.0, 7.0, 7.0, 6.0, 7.0, 9.0],
+        "rejected_lengths": [9.0, 7.0, 7.0, 6.0, 7.0, 9.0],
+        "trl_loss": 0.8683807253837585,
+    },
+    "kto_loss": {
+        "policy_logps": [
+            -28.08928680419922,
+            -32.36777114868164,
+            -31.782760620117188,
+            -29.109451293945312,
+            -31.27901840209961,
+            -25.50237464904785,
+            -25.014991760253906,
+            -30.57404327392578,
+            -27.325687408447266,
+            -30.013593673706055,
+            -32.30317687988281,
+            -31.400081634521484,
+        ],
+        "reference_logps": [
+            -26.558074951171875,
+            -29.166671752929688,
+            -28.473575592041016,
+            -24.714176177978516,
+            -25.03946304321289,
+            -24.072750091552734,
+            -24.813018798828125,
+            -24.868310928344727,
+            -23.378610610961914,
+            -25.60840606689453,
+            -25.76987075805664,
+            -23.7592830657959,
+        ],
+        "desirable": [False, False, True, False, True, True, False, False, True, True, False, True],
+        "kl_policy_logps": [
+            -29.583301544189453,
+            -38.5211296081543,
+            -32.36777114868164,
+            -27.018362045288086,
+            -31.51673126220703,
+            -27.053205490112305,
+            -25.50237464904785,
+            -32.56914138793945,
+            -25.767314910888672,
+            -28.463699340820312,
+            -29.33818817138672,
+            -39.44263458251953,
+        ],
+        "kl_reference_logps": [
+            -25.338388442993164,
+            -30.6234130859375,
+            -29.166671752929688,
+            -25.3747501373291,
+            -25.494176864624023,
+            -23.435394287109375,
+            -24.072750091552734,
+            -28.531911849975586,
+            -24.46887969970703,
+            -23.946760177612305,
+            -24.831905364990234,
+            -30.55706787109375,
+        ],
+        "trl_loss": 0.5314199328422546,
+    },
+}
+
+
+def trl_case(name: str):
+    """The exercise's call, the batch's tensors and its mistakes, for TRL_BATCHES[name]."""
+    batch = {k: torch.tensor(v) for k, v in TRL_BATCHES[name].items() if k != "trl_loss"}
+    if name == "ipo_loss":
+        return (lambda f: ipo_call(f, batch, TRL_BETA)), ipo_mistakes(batch, TRL_BETA)
+    if name == "simpo_loss":
+        call = lambda f: simpo_call(f, batch, TRL_BETA, TRL_GAMMA)  # noqa: E731
+        return call, simpo_mistakes(batch, TRL_BETA, TRL_GAMMA)
+    weights = (1.0, 1.0)
+    return (lambda f: kto_call(f, batch, TRL_BETA, weights)), kto_mistakes(batch, TRL_BETA, weights)
+
+
+@pytest.mark.parametrize("name", list(TRL_TRAINERS))
+def test_the_loss_trl_logs(preference, name):
+    """On a batch TRL's trainer scored, the loss it logged (float32, as TRL computes)."""
+    call, mistakes = trl_case(name)
+    result = check_result(call(getattr(preference, name)), name)
+    diagnose(
+        f"TRL's {TRL_TRAINERS[name]} logs this loss for its batch of 6 film pairs (beta "
+        f"{TRL_BETA})",
+        result.loss.item(),
+        TRL_BATCHES[name]["trl_loss"],
+        mistakes,
     )
 
 

@@ -50,6 +50,7 @@ from peft_course.preference import (
     unpaired,
     with_bos,
 )
+from peft_course.preference import BOS_LOSSES, score_rows, tokenize_completion
 from peft_course.tolerances import PREFERENCE_LOSS_ATOL, ROUNDING_ATOL, TRL_ATOL
 
 BETA, EPS, GAMMA = 0.3, 0.2, 0.4
@@ -226,6 +227,41 @@ def test_loss_and_rewards_equal_trl(perturbed, name):
         assert ours[key] == pytest.approx(theirs[key], abs=TRL_ATOL), key
     # the numbers compared are not the step-0 ones: the policy differs from the reference
     assert abs(ours["rewards/margins"]) > 1e-3
+    if name in EXERCISED:  # the grader's batch of TRL's numbers is this one
+        graded = grader_module().TRL_BATCHES[EXERCISED[name]]
+        assert graded["trl_loss"] == pytest.approx(theirs["loss"], abs=PREFERENCE_LOSS_ATOL)
+        for key, values in trl_batch(name, policy, reference, tokenizer, pairs).items():
+            assert graded[key] == pytest.approx(values, abs=TRL_ATOL), key
+
+
+# The exercises of exercises/preference.py, by the loss they write.
+EXERCISED = {"ipo": "ipo_loss", "simpo": "simpo_loss", "kto": "kto_loss"}
+
+
+def trl_batch(name: str, policy, reference, tokenizer, pairs) -> dict[str, list]:
+    """The arguments of exercise `EXERCISED[name]` for `pairs` as TRL's trainer scores them
+    (test_loss_and_rewards_equal_trl's batch): the grader's TRL_BATCHES, which
+    `python tests/test_preference.py` prints."""
+    if name == "kto":
+        rows = unpaired(pairs, 0)
+        tokenized = [tokenize_completion(tokenizer, row) for row in rows]
+        scores = score_rows(policy, reference, tokenized, tokenizer.pad_token_id)
+        kl = score_rows(
+            policy, reference, kl_rows(tokenized, len(tokenized)), tokenizer.pad_token_id
+        )
+        return {
+            "policy_logps": scores.policy.tolist(),
+            "reference_logps": scores.reference.tolist(),
+            "desirable": [bool(row["label"]) for row in rows],
+            "kl_policy_logps": kl.policy.tolist(),
+            "kl_reference_logps": kl.reference.tolist(),
+        }
+    scores = score_pairs(policy, reference, tokenizer, pairs, bos=name in BOS_LOSSES)
+    (pc, pr), (rc, rr), (lc, lr) = (scores.halves(f) for f in ("policy", "reference", "lengths"))
+    batch = {"policy_chosen": pc.tolist(), "policy_rejected": pr.tolist()}
+    if name == "ipo":
+        batch |= {"reference_chosen": rc.tolist(), "reference_rejected": rr.tolist()}
+    return batch | {"chosen_lengths": lc.tolist(), "rejected_lengths": lr.tolist()}
 
 
 def test_a_wrong_term_is_far_outside_the_bound(perturbed):
@@ -504,9 +540,16 @@ def answers():
     return by_path(ROOT / "solutions" / "preference.py", "_reference_preference")
 
 
+def grader_module():
+    """exercises/test_preference.py, the grader, imported once."""
+    return sys.modules.get("_grader_preference") or by_path(
+        ROOT / "exercises" / "test_preference.py", "_grader_preference"
+    )
+
+
 @pytest.fixture(scope="module")
 def grader():
-    return by_path(ROOT / "exercises" / "test_preference.py", "_grader_preference")
+    return grader_module()
 
 
 @pytest.mark.parametrize("name", ["ipo_loss", "simpo_loss", "kto_loss"])
@@ -548,3 +591,19 @@ def test_the_graders_fixed_batches_tell_the_mistakes_apart(grader):
         values.append(right)
         gaps = [abs(a - b) for i, a in enumerate(values) for b in values[i + 1 :]]
         assert min(gaps) >= 5e-3, (loss.__name__, sorted(gaps)[:3])
+
+
+if __name__ == "__main__":  # the grader's TRL_BATCHES: python tests/test_preference.py
+    import pprint
+
+    reference, tokenizer = load_model("tiny-gpt2", task="causal-lm")
+    policy = perturbed_copy(reference, scale=0.05, seed=3)
+    pairs = list(film_preferences(6, 1, seed=2)["train"])
+    settings = LossSettings(gamma=0.3, label_smoothing=0.2)
+    batches = {}
+    for name, function in EXERCISED.items():
+        logged = trl_loss_metrics(name, policy, reference, tokenizer, pairs, 0.5, settings)
+        batch = trl_batch(name, policy, reference, tokenizer, pairs)
+        batches[function] = {**batch, "trl_loss": logged["loss"]}
+    print("TRL_BATCHES = ", end="")
+    pprint.pprint(batches, width=100, sort_dicts=False)
