@@ -133,3 +133,14 @@ def test_bad_input_is_one_line(small, tmp_path, capsys):
         cmp.compare(small, methods=("olora",), output=tmp_path)
     assert main(["compare", "--budgets", "2", "--output", str(tmp_path / "x")]) == 2
     assert "--budgets" in capsys.readouterr().err
+
+
+def test_the_spread_table_sets_the_gap_beside_the_seeds_std():
+    runs = {
+        ("lora", 0.01): [{"accuracy": 0.8}, {"accuracy": 0.7}],
+        ("bitfit", 0.01): [{"accuracy": 0.6}, {"accuracy": 0.65}],
+        ("head", 0.001): [{"accuracy": 0.6}],  # alone at its budget: no row
+    }
+    (row,) = cmp.spread_rows(cmp.CompareResult({}, TOTAL, runs=runs))
+    assert row["best"] == "LoRA (peft) 0.7500 ± 0.0707" and row["best - second"] == "0.1250"
+    assert row["median seed std"] == "0.0530"

@@ -43,6 +43,12 @@ PRINTS = {
     "dpo": ["(ln 2 = 0.6931 when the policy is the reference)", "reward margins: ["],
     "gpt2": ["trainable, total: (6144, 192192)", "greedy: 'the film was", "top-p:  "],
     "instruct": ["### Instruction: ", "labelled -100 (the prompt)"],
+    "peft-family": [
+        "lora at 1%: r=3, 1,664 trainable",
+        "houlsby at 1%: r=3, 1,932 trainable",
+        "prompt-tuning at 1%: virtual_tokens=27, 1,856 trainable",
+        "BitFit 1,600 ",
+    ],
 }
 CHAPTERS = list(PRINTS)
 
