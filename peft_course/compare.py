@@ -43,7 +43,7 @@ from peft_course.data import ClassificationData, load_classification_data, token
 from peft_course.errors import CourseError
 from peft_course.files import atomic_write_text
 from peft_course.finetune import finetune
-from peft_course.models import count_parameters, model_identity
+from peft_course.models import count_parameters, model_config, model_identity
 from peft_course.plots import plt
 from peft_course.registry import get_method
 from peft_course.settings import COMPARE, COMPARED_METHODS, EMBEDDED_MODEL, TRAINING
@@ -75,16 +75,19 @@ FAMILIES = {  # method -> its family (what it changes); the plot's colours and m
 # --8<-- [end:families]
 
 # --8<-- [start:knobs]
-LORA_RANKS = tuple(range(1, 65))  # c_attn is 64 -> 192 on tiny-gpt2: r <= 64
-KNOBS: dict[str, tuple[str, tuple[int, ...]]] = {  # method -> (its size option, the values tried)
-    **dict.fromkeys(("lora", "rslora", "dora", "pissa", "adalora", "lora-plus"), ("r", LORA_RANKS)),
-    "houlsby": ("r", tuple(range(1, 129))),
-    "pfeiffer": ("r", tuple(range(1, 129))),
-    "vera": ("r", tuple(range(16, 1025, 16))),
+# method -> (its size option, the values tried for a model of hidden width d: 64 on tiny-gpt2)
+KNOBS: dict[str, tuple[str, Callable[[int], range]]] = {
+    **dict.fromkeys(
+        ("lora", "rslora", "dora", "pissa", "adalora", "lora-plus"),
+        ("r", lambda d: range(1, d + 1)),  # a rank at most the width (c_attn: 64 -> 192)
+    ),
+    "houlsby": ("r", lambda d: range(1, 2 * d + 1)),
+    "pfeiffer": ("r", lambda d: range(1, 2 * d + 1)),
+    "vera": ("r", lambda d: range(16, 16 * d + 1, 16)),
     # at most 64 virtual tokens: a prompt longer than the reviews themselves (about 20 tokens)
-    "prompt-tuning": ("virtual_tokens", tuple(range(1, 65))),
-    "prefix-tuning": ("virtual_tokens", tuple(range(1, 65))),
-    "p-tuning": ("encoder_hidden", tuple(range(1, 129))),  # 8 virtual tokens
+    "prompt-tuning": ("virtual_tokens", lambda d: range(1, 65)),
+    "prefix-tuning": ("virtual_tokens", lambda d: range(1, 65)),
+    "p-tuning": ("encoder_hidden", lambda d: range(1, 2 * d + 1)),  # 8 virtual tokens
 }
 # --8<-- [end:knobs]
 
@@ -144,6 +147,8 @@ class Counter:
             model, _ = self.load("head")
             self.cache["total"] = count_parameters(model)[1]
         self.total = self.cache["total"]
+        config = model_config(model_name)
+        self.width = getattr(config, "n_embd", None) or config.hidden_size  # GPT-2, Llama
 
     def load(self, method: str) -> tuple[nn.Module, Any]:
         """The untrained classifier `method` starts from (seed 0)."""
@@ -189,6 +194,8 @@ def match_budget(
     shares: Sequence[float],
     total: int,
     count: Callable[[str, int | None], int],
+    *,
+    width: int,
     tolerance: float = COMPARE.tolerance,
 ) -> list[Budget]:
     """For each budget, the knob value whose count is nearest it (on a log scale).
@@ -204,6 +211,7 @@ def match_budget(
         shares: the budgets, as shares of `total`.
         total: the model's parameters.
         count: `count(method, value)`: the trainable parameters at a knob's value.
+        width: the model's hidden width, which bounds the knobs (`KNOBS`; `Counter.width`).
         tolerance: how far off a reached budget may be, as a factor.
     """
     if method not in KNOBS:
@@ -215,7 +223,7 @@ def match_budget(
                 Budget(trainable / total, None, trainable, True)
             ]
         return [Budget(s, None, trainable, i == nearest) for i, s in enumerate(shares)]
-    values = KNOBS[method][1]
+    values = KNOBS[method][1](width)
     budgets = []
     for share in shares:
         target = share * total
@@ -613,7 +621,9 @@ def compare(
     counter = Counter(model_name, data, counts_path(output, model_name, data))
     result = CompareResult({}, counter.total)
     for method in tqdm(methods, desc="budgets", disable=not progress, leave=False):
-        result.budgets[method] = match_budget(method, shares, counter.total, counter)
+        result.budgets[method] = match_budget(
+            method, shares, counter.total, counter, width=counter.width
+        )
     search_data = subsample(data, search_examples)
     jobs = [
         Cell(m, b.share, b.value, b.trainable, epochs_of(m, max_epochs))

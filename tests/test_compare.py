@@ -46,16 +46,16 @@ def test_budget_matching_on_a_known_count():
     def count(method, r):
         return 512 * r + 128
 
-    low, one, ten = cmp.match_budget("lora", (0.001, 0.01, 0.1), TOTAL, count)
+    low, one, ten = cmp.match_budget("lora", (0.001, 0.01, 0.1), TOTAL, count, width=64)
     assert (low.value, low.reached) == (1, False)
     assert (one.value, one.trainable, one.reached) == (3, 1664, True)
     assert (ten.value, ten.reached) == (36, True)
 
 
 def test_a_method_without_a_knob_stands_at_its_nearest_budget_only():
-    budgets = cmp.match_budget("bitfit", (0.001, 0.01, 0.1), TOTAL, lambda m, v: 1600)
+    budgets = cmp.match_budget("bitfit", (0.001, 0.01, 0.1), TOTAL, lambda m, v: 1600, width=64)
     assert [b.reached for b in budgets] == [False, True, False]
-    full = cmp.match_budget("full", (0.001, 0.01, 0.1), TOTAL, lambda m, v: TOTAL)
+    full = cmp.match_budget("full", (0.001, 0.01, 0.1), TOTAL, lambda m, v: TOTAL, width=64)
     assert [(b.share, b.reached) for b in full] == [
         (0.001, False),
         (0.01, False),
@@ -67,8 +67,8 @@ def test_a_method_without_a_knob_stands_at_its_nearest_budget_only():
 @pytest.mark.parametrize(("method", "share"), [("lora", 0.01), ("prompt-tuning", 0.001)])
 def test_matched_budgets_land_near_their_target(counter, method, share):
     """On the real model: the count prepared at the chosen size is within the tolerance."""
-    (budget,) = cmp.match_budget(method, (share,), counter.total, counter)
-    assert counter.total == TOTAL
+    (budget,) = cmp.match_budget(method, (share,), counter.total, counter, width=counter.width)
+    assert (counter.total, counter.width) == (TOTAL, 64)
     assert budget.reached
     assert abs(math.log(budget.trainable / (share * TOTAL))) <= math.log(COMPARE.tolerance)
 

@@ -8,7 +8,7 @@ from peft_course.data import load_classification_data
 data = load_classification_data("synthetic-sentiment", max_examples=60)
 count = Counter("tiny-gpt2", data)  # prepares the model at a size and counts what trains
 for method in ("lora", "houlsby", "prompt-tuning"):
-    (budget,) = match_budget(method, [0.01], count.total, count)
+    (budget,) = match_budget(method, [0.01], count.total, count, width=count.width)
     print(f"{method} at 1%: {size_label(method, budget.value)}, {budget.trainable:,} trainable")
 
 with tempfile.TemporaryDirectory() as cells:  # where the finished runs are kept
