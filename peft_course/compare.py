@@ -820,6 +820,42 @@ FAMILY_STYLE = {  # family -> (colour, marker)
 }
 
 
+def label_points(
+    axes: Any,
+    points: Sequence[tuple[float, float]],
+    labels: Sequence[str],
+    groups: Sequence[float],
+    gap: float = 0.012,
+) -> None:
+    """Name each point in a column right of its group (a budget), names at least `gap` apart.
+
+    Args:
+        axes (matplotlib.axes.Axes): the plot.
+        points: (x, y) per point.
+        labels: the name of each point.
+        groups: each point's group; names of one group are moved apart, a thin line to the point.
+        gap: the least vertical distance between two names of a group, in y units.
+    """
+    for group in set(groups):
+        members = sorted(
+            (i for i, g in enumerate(groups) if g == group), key=lambda i: points[i][1]
+        )
+        column = 1.25 * max(points[i][0] for i in members)  # the names in one column
+        placed: list[float] = []
+        for i in members:
+            x, y = points[i]
+            at = max(y, placed[-1] + gap) if placed else y
+            placed.append(at)
+            axes.annotate(
+                labels[i],
+                (x, y),
+                xytext=(column, at),
+                fontsize=7,
+                va="center",
+                arrowprops={"arrowstyle": "-", "color": "lightgrey", "linewidth": 0.6},
+            )
+
+
 def plot_pareto(result: CompareResult, path: str | Path, title: str = "") -> Path:
     """Test accuracy against trainable parameters (log x), one point per method and budget.
 
@@ -831,16 +867,17 @@ def plot_pareto(result: CompareResult, path: str | Path, title: str = "") -> Pat
         path: the image written.
         title: the figure's title.
     """
-    figure, axes = plt.subplots(figsize=(9, 5.5))
-    points, labels = [], []
+    figure, axes = plt.subplots(figsize=(10, 6))
+    points, labels, shares = [], [], []
     for (method, share), runs in result.runs.items():
         mean, std = mean_std([m["accuracy"] for m in runs])
         colour, marker = FAMILY_STYLE[FAMILIES[method]]
         x = runs[0]["trainable"]
         axes.errorbar(x, mean, yerr=std, color=colour, marker=marker, capsize=2, linestyle="none")
-        axes.annotate(method, (x, mean), fontsize=7, xytext=(3, 3), textcoords="offset points")
         points.append((x, mean))
         labels.append(method)
+        shares.append(share)
+    label_points(axes, points, labels, shares)
     front = pareto_front(points)
     axes.plot(
         [points[i][0] for i in front],
