@@ -53,7 +53,7 @@ from peft_course.models import load_model, model_identity
 from peft_course.plots import plot_curves
 from peft_course.options import spelled
 from peft_course.settings import ABLATION, SWEEPS
-from peft_course.tables import write_table
+from peft_course.tables import markdown_table, write_table
 from peft_course.training import TrainConfig, load_trainable_state, train
 
 LORA_LEARNING_RATE, FULL_LEARNING_RATE = ABLATION.lora_learning_rate, ABLATION.full_learning_rate
@@ -760,6 +760,31 @@ def table_rows(result: SweepResult) -> list[dict[str, str]]:
 
 
 # --8<-- [end:table_rows]
+
+
+def sweep_summary(
+    result: SweepResult, model: str, data_name: str, epochs: int, seeds: Sequence[int]
+) -> str:
+    """What `peft-course ablate` prints: a caption and the sweep's table (`table_rows`).
+
+    Args:
+        result: the finished sweep.
+        model: the model's name, for the caption.
+        data_name: the data's name, for the caption.
+        epochs: the epochs a cell trained.
+        seeds: the training seeds.
+    """
+    shown = (
+        f"seeds {' '.join(map(str, seeds))} (mean ± sample std)"
+        if len(seeds) > 1
+        else f"seed {seeds[0]}"
+    )
+    caption = (
+        f"\n{result.sweep.name} sweep: {model} on {data_name}, {epochs} epochs, {shown}; "
+        "test accuracy (verbalizer and strict match; last iteration and best validation). The "
+        "seed project's figures are GPT-2 small on Rotten Tomatoes, strict match.\n"
+    )
+    return caption + "\n" + markdown_table(table_rows(result))
 
 
 def write_sweep(

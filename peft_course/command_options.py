@@ -38,6 +38,7 @@ from peft_course.settings import (
     EMBEDDED_MODEL,
     INSTRUCT,
     LORA,
+    PREFERENCE,
     PROMPTING,
     SWEEPS,
     TRAINING,
@@ -345,14 +346,16 @@ class Align(Dpo):
     """
 
     loss: str = option("dpo", help=f"the loss: {', '.join(ALIGN_LOSSES)}", check=align_loss)
-    gamma: float = option(0.5, help="SimPO's target reward margin", check=interval(0, None))
+    gamma: float = option(
+        PREFERENCE.gamma, help="SimPO's target reward margin", check=interval(0, None)
+    )
     label_smoothing: float = option(
-        0.1,
+        PREFERENCE.label_smoothing,
         help="robust: the probability that a pair's label is flipped",
         check=interval(0, 0.5, high_open=True),
     )
     orpo_lambda: float = option(
-        2.0,
+        PREFERENCE.orpo_lambda,
         help="ORPO: the weight of the odds-ratio term (ORPO ignores --beta)",
         check=positive_number,
     )

@@ -17,23 +17,17 @@ from typing import Any
 from peft_course import distributed, smollm2
 from peft_course.ablation import (
     named_sweep,
+    sweep_summary,
     QUICK,
     run_sweep,
-    table_rows,
     write_sweep,
 )
 from peft_course.configs import DataOptions, DPORunConfig, SweepSettings, TrainConfig
-from peft_course.compare import compare, spread_rows, table_rows as compare_rows, write_compare
+from peft_course.compare import compare, summary, write_compare
 from peft_course.counting import count_method, family_table, format_method_count
 from peft_course.data import load_classification_data
 from peft_course.decoding import decoding_options, gpt2_generation_rows
-from peft_course.demo import (
-    ablation_results,
-    demo_rows,
-    real_model_rows,
-    tuning_results,
-    tuning_rows,
-)
+from peft_course.demo import demo_rows, show_ablation, show_real_model, show_tuning
 from peft_course.dpo import (
     before_after_table,
     film_preferences,
@@ -135,18 +129,9 @@ def finetune_output(args: Any) -> Path:
     return Path("runs") / f"{args.method}-{data}"
 
 
-def smollm2_status() -> str:
-    """Whether the real language model is installed and converted, and what to do if not."""
-    if not smollm2.is_installed():
-        return f"not installed ({smollm2.INSTALL})"
-    if smollm2.is_converted():
-        return f"installed, converted: {smollm2.smollm2_directory()}"
-    return "installed; converted to safetensors on first use (about 30 s)"
-
-
 def command_info(args: Any) -> None:
     """Library versions, devices, 4-bit support, and whether `smollm2-135m` is ready."""
-    for key, value in {**system_info(), smollm2.SMOLLM2: smollm2_status()}.items():
+    for key, value in {**system_info(), smollm2.SMOLLM2: smollm2.status()}.items():
         print(f"{key:>22}: {value}")
 
 
@@ -158,66 +143,13 @@ def command_demo(args: Any) -> None:
     print(f"\n{data.name} with {args.model} (test split, best-validation checkpoint)\n")
     print(markdown_table(rows))
     print(f"saved: {path} and {path.with_suffix('.csv')}")
-    demo_ablation(args)
-    if args.tuning and args.model == EMBEDDED_MODEL:
-        demo_tuning(args)
-    if args.real_model:
-        demo_real_model(args.output)
-
-
-def demo_tuning(args: Any) -> None:
-    """Instruction tuning, entailment and six classes on the embedded model: untrained vs full."""
-    rows = tuning_rows(tuning_results(args.seed, progress=args.progress))
-    path = write_table(rows, args.output, "tuning", note=provenance("peft-course demo"))
-    print(
-        f"\nBeyond binary sentiment: {args.model}, untrained and fully fine-tuned (test splits)\n"
-    )
-    print(markdown_table(rows))
-    print(f"saved: {path}")
-
-
-def demo_ablation(args: Any) -> None:
-    """The rank, alpha and prompt tables at `--quick` size, on the embedded model only."""
-    if args.model != EMBEDDED_MODEL:
-        print(
-            "\nThe ablation tables run on the embedded model only; for another model use "
-            "`peft-course ablate` with that model's learning rates (see docs/ablation.md)."
-        )
-        return
     size = min(args.max_examples or QUICK["max_examples"], QUICK["max_examples"])
-    quick = load_data(args, max_examples=size)
-    try:
-        results = ablation_results(
-            quick, args.model, args.output / "ablation", progress=args.progress
-        )
-    except CourseError as error:  # pairs, or label words the tokenizer can't tell apart
-        print(f"\nThe ablation tables were skipped for {quick.name}: {error}")
-        return
-    for result in results:
-        print(
-            f"\nAblation, {result.sweep.name}: {args.model} on {quick.name} ({size} rows a split, "
-            f"{QUICK['epochs']} epochs), classified through the LM head; beside it the seed "
-            "project's figures (GPT-2 small, Rotten Tomatoes, strict match)\n"
-        )
-        print(markdown_table(table_rows(result)))
-    print(
-        f"saved: {args.output / 'ablation'} (rank, alpha and prompt tables, .md/.csv/-val-loss.png)"
-    )
-
-
-def demo_real_model(output: Path) -> None:
-    """The demo's last table, saved in `output`: SmolLM2 classifying reviews, untrained."""
-    if not smollm2.is_installed():
-        print(f"\nThe real-model table needs {smollm2.SMOLLM2}: {smollm2.INSTALL}")
-        return
-    rows = real_model_rows()
-    path = write_table(rows, output, "real-model", note=provenance("peft-course demo"))
-    print(
-        f"\nA real pretrained LM, no training: {smollm2.SMOLLM2} prompted on 100 generated test "
-        "reviews (`Review: <text>\\nSentiment:`, 0 or 4 solved examples before it)\n"
-    )
-    print(markdown_table(rows))
-    print(f"saved: {path}")
+    quick = load_data(args, max_examples=size) if args.model == EMBEDDED_MODEL else None
+    show_ablation(quick, args.model, args.output / "ablation", size, args.progress)
+    if args.tuning and args.model == EMBEDDED_MODEL:
+        show_tuning(args.output, args.model, args.seed, args.progress)
+    if args.real_model:
+        show_real_model(args.output)
 
 
 def command_finetune(args: Any) -> None:
@@ -419,9 +351,8 @@ def command_prompt(args: Any) -> None:
         if args.examples
         else example_pool(problems, args.shots, args.seed)
     )
-    for (
-        name
-    ) in strategies:  # a prompt each strategy cannot build (--shots 0 with few-shot) fails here
+    # a prompt a strategy cannot build (--shots 0 with few-shot) fails here
+    for name in strategies:
         build_prompt(name, problems[0].question, examples, args.shots)
     generate = load_generate(
         args.model,
@@ -451,14 +382,18 @@ def command_prompt(args: Any) -> None:
     print(f"saved: {log_path} (every prompt and completion) and {args.output / 'results.md'}")
 
 
-def command_dpo(args: Any) -> None:
-    """Direct Preference Optimization through trl, with the before/after preference table."""
+def load_pairs(args: Any) -> tuple[Any, str]:
+    """`--train-file`'s pairs split into train and test, or generated film pairs; and their name."""
     if args.train_file:
         pairs = split_pairs(load_preference_jsonl(args.train_file), args.test_fraction, args.seed)
-        source = args.train_file
-    else:
-        pairs = film_preferences(args.n_train, args.n_test, args.seed, prefer=args.prefer)
-        source = f"generated film pairs (prefer {args.prefer})"
+        return pairs, args.train_file
+    pairs = film_preferences(args.n_train, args.n_test, args.seed, prefer=args.prefer)
+    return pairs, f"generated film pairs (prefer {args.prefer})"
+
+
+def command_dpo(args: Any) -> None:
+    """Direct Preference Optimization through trl, with the before/after preference table."""
+    pairs, source = load_pairs(args)
     config = from_options(DPORunConfig, args)
     run = train_dpo(pairs, args.model, config)
     print(
@@ -478,14 +413,12 @@ def command_dpo(args: Any) -> None:
 def command_align(args: Any) -> None:
     """One of DPO's relatives through its TRL trainer, with the before/after preference table
     (or, with `--reward-model`, a reward model and DPO beside it)."""
-    if args.reward_model:
-        check_reward_model_options(args)
-    if args.train_file:
-        pairs = split_pairs(load_preference_jsonl(args.train_file), args.test_fraction, args.seed)
-        source = args.train_file
-    else:
-        pairs = film_preferences(args.n_train, args.n_test, args.seed, prefer=args.prefer)
-        source = f"generated film pairs (prefer {args.prefer})"
+    if args.reward_model and (args.loss != "dpo" or not args.lora):
+        given = "--no-lora" if args.loss == "dpo" else f"--loss {args.loss}"
+        raise CourseError(
+            f"--reward-model trains LoRA and a scalar head, DPO beside it: {given} does not apply"
+        )
+    pairs, source = load_pairs(args)
     config = from_options(DPORunConfig, args)
     if args.reward_model:
         return align_reward_model(args, pairs, source, config)
@@ -507,23 +440,6 @@ def command_align(args: Any) -> None:
     )
     events = write_events(run.history, args.output)
     print(f"saved: {metrics}, {plot} and {events.name} (TensorBoard)")
-
-
-def check_reward_model_options(args: Any) -> None:
-    """`--reward-model` trains a reward model with LoRA and DPO beside it: no other loss.
-
-    Raises:
-        CourseError: for `--loss` other than dpo, or `--no-lora`.
-    """
-    if args.loss != "dpo":
-        raise CourseError(
-            f"--reward-model trains a reward model and DPO beside it; --loss {args.loss} does "
-            "not apply (leave --loss out)"
-        )
-    if not args.lora:
-        raise CourseError(
-            "--reward-model trains LoRA adapters and a scalar head; --no-lora does not apply"
-        )
 
 
 def align_reward_model(args: Any, pairs: Any, source: str, config: DPORunConfig) -> None:
@@ -574,17 +490,7 @@ def command_ablate(args: Any) -> None:
     if result.reused:
         print(f"reused {len(result.reused)} finished cell(s): {', '.join(result.reused)}")
     paths = write_sweep(result, args.output, f"{sweep.name} sweep: {args.model} on {data.name}")
-    seeds = (
-        f"seeds {' '.join(map(str, args.seeds))} (mean ± sample std)"
-        if len(args.seeds) > 1
-        else f"seed {args.seeds[0]}"
-    )
-    print(
-        f"\n{sweep.name} sweep: {args.model} on {data.name}, {settings.epochs} epochs, {seeds}; "
-        "test accuracy (verbalizer and strict match; last iteration and best validation). The "
-        "seed project's figures are GPT-2 small on Rotten Tomatoes, strict match.\n"
-    )
-    print(markdown_table(table_rows(result)))
+    print(sweep_summary(result, args.model, data.name, settings.epochs, args.seeds))
     print("saved: " + ", ".join(str(p) for p in paths))
 
 
@@ -611,15 +517,7 @@ def command_compare(args: Any) -> None:
         print(f"reused {len(result.reused)} finished run(s) of {args.output / 'cells'}")
     note = provenance("peft-course compare" + (" --quick" if args.quick else ""))
     paths = write_compare(result, args.output, note)
-    print(
-        f"\nThe PEFT family on {data.name} with {args.model}: test accuracy (best validation; "
-        f"mean ± std over seeds {' '.join(map(str, seeds))}), trainable parameters, training "
-        f"tokens/s, peak RSS and the LM loss's rise on held-out text\n"
-    )
-    print(markdown_table(compare_rows(result)))
-    spread = spread_rows(result) if len(seeds) > 1 else []
-    if spread:  # two methods or more at a budget
-        print(markdown_table(spread))
+    print(summary(result, data.name, args.model, seeds))
     print(f"{result.seconds / 60:.1f} min; saved: " + ", ".join(str(p) for p in paths))
 
 
@@ -679,16 +577,11 @@ def interrupted_message(args: Any) -> str:
             "interrupted before its first epoch finished, so there is no checkpoint yet: rerun the "
             "same command (--resume continues a run once an epoch has finished)"
         )
-    if args.command == "compare":
+    if args.command in ("compare", "ablate"):
+        kept = "runs" if args.command == "compare" else "cells"
         return (
-            f"interrupted; finished runs are kept in {args.output / 'cells'}: rerun the same "
+            f"interrupted; finished {kept} are kept in {args.output / 'cells'}: rerun the same "
             "command to continue (they are reused, and the interrupted one resumes from its "
-            "last finished epoch)"
-        )
-    if args.command == "ablate":
-        return (
-            f"interrupted; finished cells are kept in {args.output / 'cells'}: rerun the same "
-            "command to continue (they are reused, and the interrupted cell resumes from its "
             "last finished epoch)"
         )
     return "interrupted"

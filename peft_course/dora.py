@@ -46,7 +46,7 @@ from peft_course.lora import (
     trainable_parameters,
 )
 from peft_course.models import count_parameters, load_model
-from peft_course.settings import LORA
+from peft_course.settings import EMBEDDED_MODEL, LORA
 
 
 # --8<-- [start:layer]
@@ -278,8 +278,8 @@ def equivalence_rows(seed: int = 0) -> list[dict[str, str]]:
     """
     cases = [
         (
-            "tiny-gpt2",
-            load_model("tiny-gpt2", "classification", num_labels=2, seed=seed)[0],
+            EMBEDDED_MODEL,
+            load_model(EMBEDDED_MODEL, "classification", num_labels=2, seed=seed)[0],
             ["c_attn", "mlp.c_proj"],
         ),
         ("random LlamaConfig", random_llama(seed), ["q_proj", "v_proj", "down_proj"]),

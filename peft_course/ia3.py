@@ -39,6 +39,7 @@ from peft_course.lora import (
     trainable_parameters,
 )
 from peft_course.models import count_parameters, load_model
+from peft_course.settings import EMBEDDED_MODEL
 
 
 class IA3Error(LoRAError):
@@ -315,10 +316,10 @@ def equivalence_rows(seed: int = 0) -> list[dict[str, str]]:
         seed: the seed of the inputs and the random scales.
     """
     cases = [
-        ("tiny-gpt2", load_model("tiny-gpt2", "classification", num_labels=2, seed=seed)[0]),
+        (EMBEDDED_MODEL, load_model(EMBEDDED_MODEL, "classification", num_labels=2, seed=seed)[0]),
         ("random LlamaConfig", random_llama(seed)),
     ]
-    defaults = {"tiny-gpt2": (["c_attn", "mlp.c_proj"], ["mlp.c_proj"])}
+    defaults = {EMBEDDED_MODEL: (["c_attn", "mlp.c_proj"], ["mlp.c_proj"])}
     defaults["random LlamaConfig"] = (["k_proj", "v_proj", "down_proj"], ["down_proj"])
     rows = []
     for name, base in cases:

@@ -64,7 +64,7 @@ from peft_course.lora import default_targets, stores_transposed
 from peft_course.models import load_model
 from peft_course.plots import plt
 from peft_course.preference_derivations import checks_table, plot_margin_losses
-from peft_course.settings import EMBEDDED_MODEL
+from peft_course.settings import EMBEDDED_MODEL, PREFERENCE
 from peft_course.tables import markdown_table
 
 # The losses of this chapter (and of `peft-course align --loss`), each with a line about it.
@@ -476,11 +476,11 @@ class LossSettings:
             reward accuracy went 0.09 -> 0.00 at 0.1, -> 0.19 at 1, -> 0.91 at 2.
     """
 
-    gamma: float = 0.5
-    label_smoothing: float = 0.1
+    gamma: float = PREFERENCE.gamma
+    label_smoothing: float = PREFERENCE.label_smoothing
     desirable_weight: float = 1.0
     undesirable_weight: float = 1.0
-    orpo_lambda: float = 2.0
+    orpo_lambda: float = PREFERENCE.orpo_lambda
 
     def __post_init__(self) -> None:
         """Check every value before a model is loaded."""

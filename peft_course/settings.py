@@ -120,6 +120,23 @@ class DPOSettings:
 
 
 @dataclass(frozen=True)
+class PreferenceSettings:
+    """The preference losses' parameters beside beta (`peft_course.preference.LossSettings`,
+    `peft-course align`).
+
+    Attributes:
+        gamma: SimPO's target reward margin.
+        label_smoothing: robust DPO's probability that a label is flipped.
+        orpo_lambda: ORPO's weight of the odds-ratio term (the paper's 0.1 left the held-out
+            reward accuracy at 0 in the chapter's 8 steps: docs/images/preference/orpo-lambda.md).
+    """
+
+    gamma: float = 0.5
+    label_smoothing: float = 0.1
+    orpo_lambda: float = 2.0
+
+
+@dataclass(frozen=True)
 class PromptingSettings:
     """Decoding for the prompting chapter (`peft_course.prompting`).
 
@@ -246,6 +263,7 @@ LORA = LoraSettings()
 TRAINING = TrainingSettings()
 ABLATION = AblationSettings()
 DPO = DPOSettings()
+PREFERENCE = PreferenceSettings()
 PROMPTING = PromptingSettings()
 DECODING = DecodingSettings()
 INSTRUCT = InstructSettings()

@@ -122,3 +122,12 @@ def smollm2_path() -> Path:
     return build_directory_once(
         smollm2_directory(), lambda scratch: convert(gguf, scratch), "model.safetensors"
     )
+
+
+def status() -> str:
+    """Whether SmolLM2 is installed and converted, and what to do if not (`peft-course info`)."""
+    if not is_installed():
+        return f"not installed ({INSTALL})"
+    if is_converted():
+        return f"installed, converted: {smollm2_directory()}"
+    return "installed; converted to safetensors on first use (about 30 s)"

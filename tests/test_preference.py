@@ -504,23 +504,6 @@ def test_reward_model_rows():
     assert rows[0]["held-out accuracy"] == "0.000 -> 1.000"
 
 
-def test_from_a_script(capsys):
-    """docs/beyond-dpo.md's last section shows this example as it stands."""
-    # --8<-- [start:script]
-    from peft_course.configs import DPORunConfig
-    from peft_course.dpo import film_preferences
-    from peft_course.preference import LossSettings, train_preference
-
-    pairs = film_preferences(n_train=32, n_test=16, prefer="negative")
-    config = DPORunConfig(learning_rate=2e-2, epochs=1, batch_size=8)
-    run = train_preference("simpo", pairs, config=config, settings=LossSettings(gamma=0.5))
-    print("held-out reward accuracy:", run.before["rewards/accuracies"], "->", end=" ")
-    print(run.after["rewards/accuracies"], f"after {run.steps} steps")
-    # --8<-- [end:script]
-    before, after = map(float, capsys.readouterr().out.split()[3:6:2])
-    assert after > before
-
-
 # ---- the exercises: reference answers and the grader's fixed batches ---------------------------
 
 ROOT = Path(__file__).resolve().parents[1]
