@@ -46,7 +46,7 @@ test: $(VENV)/.installed $(MATHJAX_JS) lint
 	$(BIN)/python -m pytest exercises --solutions -q
 	$(BIN)/mkdocs build --strict --quiet
 
-# Every results page under docs/ from the code as it is (about 10 CPU minutes); each page ends
+# Every results page under docs/ from the code as it is (about 17 CPU minutes, 6 of them the PEFT family comparison); each page ends
 # with the command, CPU capability and versions that made it.
 results: $(VENV)/.installed
 	$(BIN)/python -m peft_course.pages embedded

@@ -13,7 +13,7 @@ same function `peft-course finetune` runs. As the ablation's cells do, each is s
 the comparison runs again, so an interrupted comparison continues where it stopped; a cell
 interrupted mid-way resumes from its last finished epoch.
 
-`python -m peft_course.compare` makes the docs' results (the full embedded comparison and the
+`python -m peft_course.pages compare` makes the docs' results (the full embedded comparison and the
 figure of the four families) under `docs/images/peft-family/`.
 """
 
@@ -39,7 +39,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from peft_course.ablation import format_mean_std, mean_std
-from peft_course.data import ClassificationData, load_classification_data, tokenize
+from peft_course.data import ClassificationData, tokenize
 from peft_course.errors import CourseError
 from peft_course.files import atomic_write_text
 from peft_course.finetune import finetune
@@ -48,7 +48,6 @@ from peft_course.plots import plt
 from peft_course.registry import get_method
 from peft_course.settings import COMPARE, COMPARED_METHODS, EMBEDDED_MODEL, TRAINING
 from peft_course.synthetic import pretraining_corpus
-from peft_course.system import provenance
 from peft_course.tables import markdown_table, write_table
 from peft_course.training import TrainConfig, evaluate_classifier
 
@@ -1026,49 +1025,6 @@ def plot_family(path: str | Path) -> Path:
     figure.savefig(path, dpi=100)
     plt.close(figure)
     return Path(path)
-
-
-# ---------------------------------------------------------------------------------------------
-# The docs' results
-# ---------------------------------------------------------------------------------------------
-
-DOCS = Path("docs/images/peft-family")
-COMMAND = "python -m peft_course.compare"
-
-
-def write_docs(directory: str | Path = DOCS, work: str | Path = "runs/compare-docs") -> list[Path]:
-    """The docs' comparison: every method, budget and seed on the embedded default (its first
-    `docs_examples` rows a split), plus the family figure and the spread table, under
-    `directory` (cells kept in `work` for reruns).
-
-    Args:
-        directory: where the tables and figures go.
-        work: where the cells are kept.
-    """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    data = load_classification_data("synthetic-sentiment", max_examples=COMPARE.docs_examples)
-    result = compare(data, output=work)
-    every = [m for runs in [*result.search.values(), *result.runs.values()] for m in runs]
-    unique = {(json.dumps(m["cell"]), m["rate"], m["seed"]): m for m in every}  # a run once
-    loops = sum(m["seconds"] for m in unique.values())
-    note = (
-        provenance(COMMAND)
-        + f" Wall time of this run: {result.seconds / 60:.1f} min ({len(result.trained)} runs "
-        f"trained, {len(result.reused)} reused); the training loops of all the runs: "
-        f"{loops / 60:.1f} min."
-    )
-    paths = write_compare(result, directory, note)
-    paths.append(write_table(spread_rows(result), directory, "spread", note))
-    paths.append(plot_family(directory / "families.png"))
-    return paths
-
-
-if __name__ == "__main__":  # python -m peft_course.compare [directory]
-    import sys
-
-    for written in write_docs(*sys.argv[1:2]):
-        print(f"saved: {written}")
 
 
 def summary(result: CompareResult, data_name: str, model: str, seeds: Sequence[int]) -> str:

@@ -25,7 +25,6 @@ import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import sympy as sp
@@ -1411,20 +1410,6 @@ def family_table(methods: Sequence[str] | None = None, labels: int = 2) -> str:
     )
 
 
-FAMILY_RESULTS = "docs/results/peft-family-count.md"
-
-
-def write_family_table(path: str = FAMILY_RESULTS) -> str:
-    """Write `family_table()` to `path` (the counting page includes it) and return it.
-
-    Args:
-        path: the results file.
-    """
-    table = family_table() + "\n"
-    Path(path).write_text(table)
-    return table
-
-
 def architecture_of(config) -> Architecture:
     """The `Architecture` of a transformers GPT-2 or Llama config (tiny-gpt2, tiny-llama), so
     that the formulas can be checked on a model small enough to load for real.
@@ -1456,7 +1441,3 @@ def architecture_of(config) -> Architecture:
         }
         return dataclasses.replace(ARCHITECTURES["smollm2-135m"], name="llama", values=values)
     raise CountingError(f"no formulas for a {config.model_type!r} model: gpt2 and llama only")
-
-
-if __name__ == "__main__":  # python -m peft_course.counting: the family's table for the docs
-    print(write_family_table())

@@ -63,9 +63,7 @@ from peft_course.files import atomic_write_text, replacing
 from peft_course.lora import default_targets, stores_transposed
 from peft_course.models import load_model
 from peft_course.plots import plt
-from peft_course.preference_derivations import checks_table, plot_margin_losses
 from peft_course.settings import EMBEDDED_MODEL, PREFERENCE
-from peft_course.tables import markdown_table
 
 # The losses of this chapter (and of `peft-course align --loss`), each with a line about it.
 LOSSES = {
@@ -1776,79 +1774,3 @@ def save_reward_model_run(
         figure.savefig(temporary, dpi=100, format="png")
     plt.close(figure)
     return metrics, output / "rewards.png"
-
-
-def write_docs(
-    directory: str | Path = "docs/images/preference", n_train: int = 64, n_test: int = 32
-) -> list[Path]:
-    """The chapter's tables and figures: checks, TRL's numbers, side-by-side runs, reward model.
-
-    `python -m peft_course.preference` runs it (about two minutes on a laptop CPU): 8 LoRA
-    steps per loss on tiny-gpt2, film pairs that prefer the pan (the pretrained model ranks
-    most of them the other way), learning rate 1e-2, beta 0.1, `LossSettings()`.
-
-    Args:
-        directory: where the files go.
-        n_train: generated training pairs.
-        n_test: generated held-out pairs.
-
-    Returns:
-        The paths written.
-    """
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    written = [
-        atomic_write_text(directory / "checks.md", checks_table() + "\n"),
-        plot_margin_losses(directory / "margin-losses.png"),
-    ]
-    equality = [
-        {
-            **row,
-            "by hand": f"{row['by hand']:.6f}",
-            "TRL": f"{row['TRL']:.6f}",
-            "difference": f"{row['difference']:.1e}",
-        }
-        for row in compare_losses_with_trl()
-        if row["metric"] in ("loss", "rewards/margins")
-    ]
-    written.append(
-        atomic_write_text(directory / "trl-equality.md", markdown_table(equality) + "\n")
-    )
-    pairs = film_preferences(n_train, n_test, seed=0, prefer="negative")
-    config = DPORunConfig(learning_rate=1e-2, epochs=2, batch_size=16)
-    runs = train_side_by_side(pairs, config=config)
-    written.append(
-        atomic_write_text(
-            directory / "side-by-side.md", markdown_table(side_by_side_rows(runs)) + "\n"
-        )
-    )
-    written.append(
-        plot_histories(
-            runs, directory / "histories.png", f"{n_train} reversed film pairs, tiny-gpt2, LoRA"
-        )
-    )
-    orpo_rows = []
-    for orpo_lambda in (0.1, 1.0, 2.0):  # the paper's lambda, and larger ones
-        run = train_preference(
-            "orpo", pairs, config=config, settings=LossSettings(orpo_lambda=orpo_lambda)
-        )
-        orpo_rows.append({"ORPO lambda": f"{orpo_lambda:g}", **side_by_side_rows([run])[0]})
-    written.append(
-        atomic_write_text(directory / "orpo-lambda.md", markdown_table(orpo_rows) + "\n")
-    )
-    reward_rows = []
-    for prefer in ("negative", "positive"):
-        reward_pairs = film_preferences(n_train, n_test, seed=0, prefer=prefer)
-        run = train_reward_model(reward_pairs, config=config)
-        reward_rows += reward_model_rows(run, f"prefer {prefer}")
-    written.append(
-        atomic_write_text(directory / "reward-model.md", markdown_table(reward_rows) + "\n")
-    )
-    return written
-
-
-if __name__ == "__main__":  # python -m peft_course.preference [directory]
-    import sys
-
-    for path in write_docs(*sys.argv[1:2]):
-        print(f"saved: {path}")

@@ -620,12 +620,3 @@ def plot_margin_losses(path: str | Path, values: dict | None = None) -> Path:
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return Path(path)
-
-
-if __name__ == "__main__":  # python -m peft_course.preference_derivations [figure.png]
-    import sys
-
-    print(checks_table())
-    target = Path(sys.argv[1] if len(sys.argv) > 1 else "docs/images/preference/margin-losses.png")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    print(f"saved: {plot_margin_losses(target)}")

@@ -1,6 +1,6 @@
 """The PEFT family side by side (`peft_course.compare`): budgets, forgetting, the table, resuming.
 
-The comparison itself is measured by `python -m peft_course.compare` (the docs' page); here
+The comparison itself is measured by `python -m peft_course.pages compare` (the docs' page); here
 every piece is checked on tiny sizes: the budget matching lands near its target or says it
 cannot, the forgetting figure is the language-model loss transformers computes, the Pareto front
 keeps exactly the points nothing beats, and a two-method comparison writes its table and plot

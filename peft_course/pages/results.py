@@ -1,6 +1,6 @@
 """The results pages measured on the embedded tiny-gpt2, one group per chapter.
 
-    python -m peft_course.pages                 # every group (about 10 CPU minutes)
+    python -m peft_course.pages                 # every group (about 17 CPU minutes)
     python -m peft_course.pages demo ablation   # only some
 
 A page is the Markdown a chapter function writes, followed by the line `stamp` adds.
@@ -8,6 +8,7 @@ A page is the Markdown a chapter function writes, followed by the line `stamp` a
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,8 @@ from peft_course.ablation import (
     write_sweep,
 )
 from peft_course import gpt2
+from peft_course.compare import compare, plot_family, spread_rows, write_compare
+from peft_course.counting import family_table
 from peft_course.data import ClassificationData, load_classification_data
 from peft_course.decoding import gpt2_generation_rows
 from peft_course.demo import (
@@ -49,16 +52,30 @@ from peft_course.metrics import confusion
 from peft_course.models import load_tokenizer
 from peft_course.pages.stamp import COMMAND, IMAGES, RESULTS, stamp
 from peft_course.plots import plot_confusion
+from peft_course.preference import (
+    LossSettings,
+    compare_losses_with_trl,
+    plot_histories,
+    reward_model_rows,
+    side_by_side_rows,
+    train_preference,
+    train_reward_model,
+    train_side_by_side,
+)
+from peft_course.preference_derivations import checks_table as checks_table_of_losses
+from peft_course.preference_derivations import plot_margin_losses
 from peft_course.prompting import prompt_gallery, results_page
 from peft_course.qlora import QLORA_LEARNING_RATE, qlora_footprint_rows, theoretical_rows
-from peft_course.settings import INSTRUCT, LORA
+from peft_course.settings import COMPARE, INSTRUCT, LORA
+from peft_course.system import provenance
 from peft_course.smollm2 import is_installed
 from peft_course.tables import COLUMNS, confusion_rows, markdown_table, result_row, write_table
 from peft_course.training import TrainConfig
 from peft_course.settings import EMBEDDED_MODEL
 
-# The groups whose pages name their own command (`peft-course demo`, `peft-course ablate`).
-SELF_STAMPED = ("demo", "ablation")
+# The groups whose pages name their own command (`peft-course demo`, `peft-course ablate`) or
+# add to the line (compare: the run's wall time).
+SELF_STAMPED = ("demo", "ablation", "compare")
 
 
 def demo_pages(results: Path = RESULTS, images: Path = IMAGES) -> list[Path]:
@@ -348,6 +365,94 @@ def instruct_pages(results: Path = RESULTS, images: Path = IMAGES) -> list[Path]
     return pages
 
 
+def counting_pages(results: Path = RESULTS) -> list[Path]:
+    """`peft-family-count.md`: what every fine-tuning method trains on GPT-2 small and SmolLM2,
+    the counting chapter's formula beside each count (`counting.family_table`)."""
+    return [atomic_write_text(results / "peft-family-count.md", family_table() + "\n")]
+
+
+def compare_pages(images: Path = IMAGES, work: Path = Path("runs/compare-docs")) -> list[Path]:
+    """The PEFT family page's comparison, under `images/peft-family`: every method, budget and
+    seed on the embedded default (its first `COMPARE.docs_examples` rows a split), the spread
+    table and the families' figure; the cells are kept in `work` for reruns.
+
+    The tables end with their own provenance line, which adds the run's wall time.
+    """
+    directory = images / "peft-family"
+    directory.mkdir(parents=True, exist_ok=True)
+    data = load_classification_data("synthetic-sentiment", max_examples=COMPARE.docs_examples)
+    result = compare(data, output=work)
+    every = [m for runs in [*result.search.values(), *result.runs.values()] for m in runs]
+    unique = {(json.dumps(m["cell"]), m["rate"], m["seed"]): m for m in every}  # a run once
+    loops = sum(m["seconds"] for m in unique.values())
+    note = (
+        provenance(f"{COMMAND} compare")
+        + f" Wall time of this run: {result.seconds / 60:.1f} min ({len(result.trained)} runs "
+        f"trained, {len(result.reused)} reused); the training loops of all the runs: "
+        f"{loops / 60:.1f} min."
+    )
+    paths = write_compare(result, directory, note)
+    paths.append(write_table(spread_rows(result), directory, "spread", note))
+    paths.append(plot_family(directory / "families.png"))
+    return paths
+
+
+def preference_pages(images: Path = IMAGES, n_train: int = 64, n_test: int = 32) -> list[Path]:
+    """The Beyond DPO chapter's tables and figures, under `images/preference`: the sympy
+    checks, the margin-loss figure, TRL's numbers, the side-by-side runs and their histories,
+    ORPO's lambda, the reward model beside DPO.
+
+    8 LoRA steps per loss on tiny-gpt2, film pairs that prefer the pan (the pretrained model
+    ranks most of them the other way), learning rate 1e-2, beta 0.1, `LossSettings()`.
+
+    Args:
+        images: the figures' directory.
+        n_train: generated training pairs.
+        n_test: generated held-out pairs.
+    """
+    directory = images / "preference"
+    directory.mkdir(parents=True, exist_ok=True)
+    written = [atomic_write_text(directory / "checks.md", checks_table_of_losses() + "\n")]
+    plot_margin_losses(directory / "margin-losses.png")
+    equality = [
+        {
+            **row,
+            "by hand": f"{row['by hand']:.6f}",
+            "TRL": f"{row['TRL']:.6f}",
+            "difference": f"{row['difference']:.1e}",
+        }
+        for row in compare_losses_with_trl()
+        if row["metric"] in ("loss", "rewards/margins")
+    ]
+    written.append(
+        atomic_write_text(directory / "trl-equality.md", markdown_table(equality) + "\n")
+    )
+    pairs = film_preferences(n_train, n_test, seed=0, prefer="negative")
+    config = DPORunConfig(learning_rate=1e-2, epochs=2, batch_size=16)
+    runs = train_side_by_side(pairs, config=config)
+    rows = markdown_table(side_by_side_rows(runs))
+    written.append(atomic_write_text(directory / "side-by-side.md", rows + "\n"))
+    title = f"{n_train} reversed film pairs, tiny-gpt2, LoRA"
+    plot_histories(runs, directory / "histories.png", title)
+    orpo_rows = []
+    for orpo_lambda in (0.1, 1.0, 2.0):  # the paper's lambda, and larger ones
+        settings = LossSettings(orpo_lambda=orpo_lambda)
+        run = train_preference("orpo", pairs, config=config, settings=settings)
+        orpo_rows.append({"ORPO lambda": f"{orpo_lambda:g}", **side_by_side_rows([run])[0]})
+    written.append(
+        atomic_write_text(directory / "orpo-lambda.md", markdown_table(orpo_rows) + "\n")
+    )
+    reward_rows = []
+    for prefer in ("negative", "positive"):
+        reward_pairs = film_preferences(n_train, n_test, seed=0, prefer=prefer)
+        run = train_reward_model(reward_pairs, config=config)
+        reward_rows += reward_model_rows(run, f"prefer {prefer}")
+    written.append(
+        atomic_write_text(directory / "reward-model.md", markdown_table(reward_rows) + "\n")
+    )
+    return written
+
+
 def page_groups(
     results: Path = RESULTS, images: Path = IMAGES
 ) -> dict[str, Callable[[], list[Path]]]:
@@ -369,6 +474,9 @@ def page_groups(
         "dpo": lambda: dpo_pages(images),
         "gpt2": lambda: gpt2_pages(results),
         "instruct": lambda: instruct_pages(results, images),
+        "counting": lambda: counting_pages(results),
+        "compare": lambda: compare_pages(images),
+        "preference": lambda: preference_pages(images),
     }
 
 
@@ -400,6 +508,6 @@ def regenerate(
     for name in names or GROUPS:
         pages = groups[name]()
         if name not in SELF_STAMPED:
-            pages = [stamp(page, f"{COMMAND} {name}") for page in pages]
+            pages = [stamp(p, f"{COMMAND} {name}") if p.suffix == ".md" else p for p in pages]
         written += pages
     return written
