@@ -629,6 +629,23 @@ def prepare_lora_plus(
     return wrapped
 
 
+def _prepare_linear_only(
+    model: nn.Module, method: str, config_class: type, targets: Sequence[str] | None, **options: Any
+) -> nn.Module:
+    """`method` through peft's `config_class`, refused first on GPT-2's `Conv1D`.
+
+    Args:
+        model: a transformers classifier with `nn.Linear` projections.
+        method: the method's name, for the messages.
+        config_class: peft's config of the method.
+        targets: modules to adapt; None: peft's default.
+        **options: the config's other fields.
+    """
+    refuse_conv1d(model, method, targets)
+    config = config_class(task_type=TaskType.SEQ_CLS, target_modules=_targets(targets), **options)
+    return _peft(model, config, method)
+
+
 def prepare_loha(
     model: nn.Module,
     r: int = LORA.r,
@@ -648,15 +665,8 @@ def prepare_loha(
     Raises:
         CourseError: if a target is a GPT-2 `Conv1D`.
     """
-    refuse_conv1d(model, "LoHa", targets)
-    config = LoHaConfig(
-        task_type=TaskType.SEQ_CLS,
-        r=r,
-        alpha=alpha,
-        rank_dropout=dropout,
-        target_modules=_targets(targets),
-    )
-    return _peft(model, config, "LoHa")
+    options = {"r": r, "alpha": alpha, "rank_dropout": dropout}
+    return _prepare_linear_only(model, "LoHa", LoHaConfig, targets, **options)
 
 
 def prepare_lokr(
@@ -678,15 +688,8 @@ def prepare_lokr(
     Raises:
         CourseError: if a target is a GPT-2 `Conv1D`.
     """
-    refuse_conv1d(model, "LoKr", targets)
-    config = LoKrConfig(
-        task_type=TaskType.SEQ_CLS,
-        r=r,
-        alpha=alpha,
-        rank_dropout=dropout,
-        target_modules=_targets(targets),
-    )
-    return _peft(model, config, "LoKr")
+    options = {"r": r, "alpha": alpha, "rank_dropout": dropout}
+    return _prepare_linear_only(model, "LoKr", LoKrConfig, targets, **options)
 
 
 def prepare_oft(model: nn.Module, targets: Sequence[str] | None = None) -> nn.Module:
@@ -699,9 +702,7 @@ def prepare_oft(model: nn.Module, targets: Sequence[str] | None = None) -> nn.Mo
     Raises:
         CourseError: if a target is a GPT-2 `Conv1D`.
     """
-    refuse_conv1d(model, "OFT", targets)
-    config = OFTConfig(task_type=TaskType.SEQ_CLS, target_modules=_targets(targets))
-    return _peft(model, config, "OFT")
+    return _prepare_linear_only(model, "OFT", OFTConfig, targets)
 
 
 def prepare_boft(model: nn.Module, targets: Sequence[str] | None = None) -> nn.Module:
@@ -714,9 +715,7 @@ def prepare_boft(model: nn.Module, targets: Sequence[str] | None = None) -> nn.M
     Raises:
         CourseError: if a target is a GPT-2 `Conv1D`.
     """
-    refuse_conv1d(model, "BOFT", targets)
-    config = BOFTConfig(task_type=TaskType.SEQ_CLS, target_modules=_targets(targets))
-    return _peft(model, config, "BOFT")
+    return _prepare_linear_only(model, "BOFT", BOFTConfig, targets)
 
 
 # ---------------------------------------------------------------------------------------------
