@@ -28,8 +28,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    """rotten_tomatoes/, gsm8k/, hh_rlhf_dpo/, rte/ and emotion/ as ../shared/data lays them out,
-    from generated data."""
+    """rotten_tomatoes/, gsm8k/, hh_rlhf_dpo/, rte/, emotion/ and the finance tweets as
+    ../shared/data lays them out, from generated data."""
     root = tmp_path_factory.mktemp("data")
     sentiment = load_classification_data("synthetic-sentiment", max_examples=64)
     for split, rows in sentiment.splits.items():
@@ -68,7 +68,16 @@ def data_dir(tmp_path_factory) -> Path:
             root / "emotion" / f"{split}.jsonl",
             [{"text": t, "label": y} for t, y in zip(rows["text"], rows["label"])],
         )
+    (root / "twitter_financial_news_topic").mkdir()
+    for name, n in (("new_data_train.csv", 80), ("new_data_test.csv", 40)):
+        lines = [f'"{word} news item number {i}",{i % 20}' for i, word in zip(range(n), WORDS * n)]
+        (root / "twitter_financial_news_topic" / name).write_text(
+            "text,label\n" + "\n".join(lines) + "\n"
+        )
     return root
+
+
+WORDS = ["fed", "oil", "gold", "ipo", "bank"]
 
 
 def run(data_dir: Path, tmp_path: Path, *parts: str) -> int:
@@ -111,6 +120,7 @@ def test_every_part_writes_its_page_and_a_rerun_reuses_the_work(data_dir, tmp_pa
         "finetune.json",
         "instruct.json",
         "classes.json",
+        "topics.json",
     }
     first = (tmp_path / "out" / "real-prompting.md").read_text()
     # reused: the same figures
