@@ -55,7 +55,7 @@ results: $(VENV)/.installed
 	$(BIN)/python -m peft_course.pages embedded
 
 # Every chapter on SmolLM2-135M-Instruct and real data (../shared/data by default, DATA=...):
-# the docs' real-model pages, about two CPU hours in all; resumable, rerun to continue.
+# the docs' real-model pages, about three CPU hours in all (docs/real-model.md lists each part); resumable, rerun to continue.
 DATA ?= ../shared/data
 real-model: $(VENV)/.installed
 	$(BIN)/python -m peft_course.pages real-model --data-dir $(DATA)

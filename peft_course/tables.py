@@ -67,7 +67,8 @@ def markdown_table(rows: list[dict[str, str]], columns: tuple[str, ...] | None =
     """
     columns = columns or tuple(rows[0])
     align = ["---:" if all(is_number(str(row[c])) for row in rows) else "---" for c in columns]
-    lines = ["| " + " | ".join(columns) + " |", "| " + " | ".join(align) + " |"]
+    header = "| " + " | ".join(cell(c) for c in columns) + " |"
+    lines = [header, "| " + " | ".join(align) + " |"]
     lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
@@ -91,8 +92,11 @@ def read_markdown_table(text: str) -> list[dict[str, str]]:
     Args:
         text: Markdown holding the table (lines that do not start with `|` are skipped).
     """
-    lines = [line for line in text.splitlines() if line.startswith("|")]
-    cells = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in lines]
+    lines = [line.strip() for line in text.splitlines() if line.startswith("|")]
+    cells = [
+        [c.strip().replace("\\|", "|") for c in re.split(r"(?<!\\)\|", line[1:-1])]
+        for line in lines
+    ]
     return [dict(zip(cells[0], row)) for row in cells[2:]]
 
 

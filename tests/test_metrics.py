@@ -34,3 +34,17 @@ def test_bad_input():
         classification_metrics([0, 1, 1], [0, 1])
     with pytest.raises(ValueError, match="no examples"):
         classification_metrics([], [])
+
+
+def test_a_confusion_table_keeps_label_names_with_a_bar_in_one_column():
+    """Twitter's topics are named like 'Fed | Central Banks': the header escapes the bar too, or
+    the table has more header cells than columns."""
+    from peft_course.tables import confusion_rows, markdown_table, read_markdown_table
+
+    names = ["Fed | Central Banks", "Macro"]
+    table = markdown_table(confusion_rows([[3, 1], [0, 4]], names))
+    header, separator = table.splitlines()[:2]
+    assert header.count(" | ") == separator.count(" | ") == 2, table
+    rows = read_markdown_table(table)
+    assert [row["true label"] for row in rows] == names
+    assert rows[0]["Fed | Central Banks"] == "3"

@@ -6,7 +6,7 @@
     python -m peft_course.pages real-finetune --scale full --device cuda
 
 A name is a group of pages on the embedded tiny-gpt2 (`results.GROUPS`, about 17 CPU minutes
-in all) or a page on SmolLM2-135M-Instruct and real data (`real_model.PARTS`, about two CPU
+in all) or a page on SmolLM2-135M-Instruct and real data (`real_model.PARTS`, about three CPU
 hours in all, resumable); `embedded` and `real-model` name each set whole.
 """
 
