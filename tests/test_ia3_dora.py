@@ -258,3 +258,22 @@ def test_equivalence_tables_show_agreement_and_an_effect(module):
                 assert float(value) <= LOGITS_ATOL, (row["model"], key, value)
         if "effect" in row:
             assert float(row["effect"]) > 1e-3
+
+
+@pytest.mark.parametrize("name", ["ia3", "dora"])
+def test_the_docs_page_is_what_the_package_computes(name):
+    """docs/results/<name>-equivalence.md (python -m peft_course.pages family): the same models
+    and counts as a fresh run, and every difference within the 1e-5 the tests hold."""
+    from pathlib import Path
+
+    from peft_course.tables import read_markdown_table
+
+    page = Path(__file__).resolve().parents[1] / "docs" / "results" / f"{name}-equivalence.md"
+    shown = read_markdown_table(page.read_text())
+    fresh = {"ia3": ia3, "dora": dora}[name].equivalence_rows()
+    assert [(r["model"], r["trainable (ours / peft)"]) for r in shown] == [
+        (r["model"], r["trainable (ours / peft)"]) for r in fresh
+    ]
+    skip = {"model", "config", "targets (feed-forward)", "trainable (ours / peft)", "effect"}
+    for row in shown:
+        assert all(float(v) <= 1e-5 for k, v in row.items() if k not in skip), row

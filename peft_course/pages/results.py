@@ -22,7 +22,7 @@ from peft_course.ablation import (
     seed_project_rows,
     write_sweep,
 )
-from peft_course import gpt2
+from peft_course import dora, gpt2, ia3
 from peft_course.compare import compare, plot_family, spread_rows, write_compare
 from peft_course.counting import family_table
 from peft_course.data import ClassificationData, load_classification_data
@@ -365,6 +365,16 @@ def instruct_pages(results: Path = RESULTS, images: Path = IMAGES) -> list[Path]
     return pages
 
 
+def family_pages(results: Path = RESULTS) -> list[Path]:
+    """`ia3-equivalence.md` and `dora-equivalence.md`: the PEFT family page's two methods written
+    from scratch against peft's layers on the same weights (tiny-gpt2's Conv1D, a Llama's
+    nn.Linear)."""
+    return [
+        atomic_write_text(results / f"{name}-equivalence.md", markdown_table(rows()))
+        for name, rows in (("ia3", ia3.equivalence_rows), ("dora", dora.equivalence_rows))
+    ]
+
+
 def counting_pages(results: Path = RESULTS) -> list[Path]:
     """`peft-family-count.md`: what every fine-tuning method trains on GPT-2 small and SmolLM2,
     the counting chapter's formula beside each count (`counting.family_table`)."""
@@ -475,6 +485,7 @@ def page_groups(
         "gpt2": lambda: gpt2_pages(results),
         "instruct": lambda: instruct_pages(results, images),
         "counting": lambda: counting_pages(results),
+        "family": lambda: family_pages(results),
         "compare": lambda: compare_pages(images),
         "preference": lambda: preference_pages(images),
     }
