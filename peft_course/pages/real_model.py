@@ -556,6 +556,57 @@ FINETUNE_METHODS = (  # method, epochs, learning rate, options
 )
 
 
+def train_methods(
+    context: Context,
+    data: ClassificationData,
+    store: Store,
+    desc: str,
+    with_confusion: bool = False,
+) -> list[dict[str, str]]:
+    """Train `FINETUNE_METHODS` on `data` (each kept in `store`, reused on a rerun) and return
+    their result rows after the untrained model's.
+
+    Args:
+        context: where the real data is, where pages and resumable work go, and how to run.
+        data: the classification data.
+        store: the part's stored work.
+        desc: the progress bar's label.
+        with_confusion: also keep each method's confusion matrix on the test split.
+    """
+    for method, epochs, rate, options in tqdm(
+        FINETUNE_METHODS, desc=desc, disable=not context.progress
+    ):
+
+        def run(method=method, epochs=epochs, rate=rate, options=options) -> dict[str, Any]:
+            config = TrainConfig(
+                epochs=epochs,
+                batch_size=16,
+                learning_rate=rate,
+                device=context.device,
+                progress=context.progress,
+            )
+            result = finetune(data, method, context.model, config, 128, **options)
+            done = {
+                "untrained": result.untrained,
+                "best": result.best,
+                "trainable": result.trainable,
+                "seconds": result.training.seconds,
+            }
+            if with_confusion:
+                labels = data.splits["test"]["label"]
+                done["confusion"] = confusion(labels, result.predictions, data.num_labels)
+            return done
+
+        store.get(method, run)
+    first = store.results[FINETUNE_METHODS[0][0]]
+    rows = [result_row("untrained", 0, first["untrained"], 0.0)]
+    for method, *_ in FINETUNE_METHODS:
+        done = store.results[method]
+        label = get_method(method).label
+        rows.append(result_row(label, done["trainable"], done["best"], done["seconds"]))
+    return rows
+
+
 def part_finetune(context: Context) -> list[Path]:
     """Untrained, head, LoRA, merged LoRA and QLoRA sequence classifiers on Rotten Tomatoes.
 
@@ -568,34 +619,7 @@ def part_finetune(context: Context) -> list[Path]:
     started = time.perf_counter()
     data = rotten_tomatoes(context, context.sizes.finetune)
     store = context.store("finetune")
-    for method, epochs, rate, options in tqdm(
-        FINETUNE_METHODS, desc="finetune methods", disable=not context.progress
-    ):
-
-        def run(method=method, epochs=epochs, rate=rate, options=options) -> dict[str, Any]:
-            config = TrainConfig(
-                epochs=epochs,
-                batch_size=16,
-                learning_rate=rate,
-                device=context.device,
-                progress=context.progress,
-            )
-            result = finetune(data, method, context.model, config, 128, **options)
-            return {
-                "untrained": result.untrained,
-                "best": result.best,
-                "trainable": result.trainable,
-                "seconds": result.training.seconds,
-            }
-
-        store.get(method, run)
-    first = store.results[FINETUNE_METHODS[0][0]]
-    rows = [result_row("untrained", 0, first["untrained"], 0.0)]
-    for method, *_ in FINETUNE_METHODS:
-        done = store.results[method]
-        rows.append(
-            result_row(get_method(method).label, done["trainable"], done["best"], done["seconds"])
-        )
+    rows = train_methods(context, data, store, "finetune methods")
     recipes = "; ".join(
         f"{get_method(m).label} {e} epoch{'s' if e > 1 else ''} at {r:g}"
         + (f" (r={o['r']}, alpha {o['alpha']})" if o else "")
@@ -878,37 +902,7 @@ def part_topics(context: Context) -> list[Path]:
     )
     data = subsample(data, context.sizes.topics)
     store = context.store("topics")
-    for method, epochs, rate, options in tqdm(
-        FINETUNE_METHODS, desc="topic methods", disable=not context.progress
-    ):
-
-        def run(method=method, epochs=epochs, rate=rate, options=options) -> dict[str, Any]:
-            config = TrainConfig(
-                epochs=epochs,
-                batch_size=16,
-                learning_rate=rate,
-                device=context.device,
-                progress=context.progress,
-            )
-            result = finetune(data, method, context.model, config, 128, **options)
-            return {
-                "untrained": result.untrained,
-                "best": result.best,
-                "trainable": result.trainable,
-                "seconds": result.training.seconds,
-                "confusion": confusion(
-                    data.splits["test"]["label"], result.predictions, data.num_labels
-                ),
-            }
-
-        store.get(method, run)
-    first = store.results[FINETUNE_METHODS[0][0]]
-    rows = [result_row("untrained", 0, first["untrained"], 0.0)]
-    for method, *_ in FINETUNE_METHODS:
-        done = store.results[method]
-        rows.append(
-            result_row(get_method(method).label, done["trainable"], done["best"], done["seconds"])
-        )
+    rows = train_methods(context, data, store, "topic methods", with_confusion=True)
     split = ", ".join(f"{len(data.splits[s])} {s}" for s in ("train", "validation", "test"))
     lora = store.results["lora"]["confusion"]
     body = (
