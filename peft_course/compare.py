@@ -411,8 +411,10 @@ def cell_path(
     data: ClassificationData,
     model_name: str,
     max_length: int,
+    loop: dict[str, Any] | None = None,
 ) -> Path:
-    """`output/cells/<name>-<hash>/seed<k>`: the hash covers every input of the result.
+    """`output/cells/<name>-<hash>/seed<k>`: the hash covers every input of the result
+    (`loop`: the `TrainConfig` fields a caller set beyond the cell's own).
 
     A search run on the whole training split under the first seed is the seed run itself
     (`--quick` searches on all its rows): one directory, trained once.
@@ -425,6 +427,8 @@ def cell_path(
         "model": model_name,
         "max_length": max_length,
     }
+    if loop:
+        fingerprint["loop"] = loop
     identity = model_identity(model_name)
     if identity is not None:  # a local model whose files change makes other cells
         fingerprint["model_files"] = identity["fingerprint"]
@@ -443,6 +447,7 @@ def run_cell(
     progress: bool = False,
     general: Sequence[str] = (),
     before: Callable[[int, Any], float] | None = None,
+    loop: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train `cell` at learning rate `rate` under `seed`; its scores (saved when `directory`).
 
@@ -461,8 +466,11 @@ def run_cell(
         general: held-out documents for the forgetting figure; empty: not measured.
         before: `before(seed, tokenizer)`: the untrained model's LM loss on `general` (kept by
             the caller: every cell of a seed starts from the same backbone); None: computed.
+        loop: other `TrainConfig` fields (batch size, pieces, device); None: the defaults.
     """
-    config = TrainConfig(epochs=cell.epochs, learning_rate=rate, seed=seed, progress=progress)
+    config = TrainConfig(
+        **(loop or {}), epochs=cell.epochs, learning_rate=rate, seed=seed, progress=progress
+    )
     checkpoint = directory / "checkpoint" if directory is not None else None
     memory_before = peak_memory_mib()
     reset_peak_memory()
@@ -579,6 +587,7 @@ def compare(
     general: Sequence[str] | None = None,
     fresh: bool = False,
     progress: bool = True,
+    loop: dict[str, Any] | None = None,
 ) -> CompareResult:
     """Every method at every budget it reaches: a learning-rate search, then `seeds` runs.
 
@@ -601,6 +610,8 @@ def compare(
         general: held-out documents for the forgetting figure; None: `general_texts()`.
         fresh: retrain every run instead of reusing finished ones.
         progress: show progress bars.
+        loop: other `TrainConfig` fields every run shares (e.g. `batch_size`,
+            `max_tokens_per_batch`, `device`); None: the defaults.
 
     Raises:
         CourseError: if a method is not compared, or `seeds` is empty or repeats a seed.
@@ -653,7 +664,7 @@ def compare(
         )
 
     def run(cell: Cell, rate: float, seed: int, rows: ClassificationData) -> dict:
-        directory = cell_path(output, cell, rate, seed, rows, model_name, max_length)
+        directory = cell_path(output, cell, rate, seed, rows, model_name, max_length, loop)
         saved = directory / "metrics.json"
         label = f"{cell.name} rate {rate:g} seed {seed}"
         bar.update(1)
@@ -668,7 +679,7 @@ def compare(
         done.add(directory)
         result.trained.append(label)
         return run_cell(
-            rows, cell, rate, seed, model_name, max_length, directory, False, general, before
+            rows, cell, rate, seed, model_name, max_length, directory, False, general, before, loop
         )
 
     with quiet():

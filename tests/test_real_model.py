@@ -9,6 +9,7 @@ provenance, finished work reused on a rerun, and a missing data directory report
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -28,7 +29,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    """rotten_tomatoes/, gsm8k/, hh_rlhf_dpo/, rte/, emotion/ and the finance tweets as
+    """rotten_tomatoes/, gsm8k/, hh_rlhf_dpo/, rte/, emotion/, imdb/ and the finance tweets as
     ../shared/data lays them out, from generated data."""
     root = tmp_path_factory.mktemp("data")
     sentiment = load_classification_data("synthetic-sentiment", max_examples=64)
@@ -74,6 +75,13 @@ def data_dir(tmp_path_factory) -> Path:
         (root / "twitter_financial_news_topic" / name).write_text(
             "text,label\n" + "\n".join(lines) + "\n"
         )
+    (root / "imdb").mkdir()
+    reviews = load_classification_data("synthetic-sentiment", max_examples=8).splits["test"]
+    with gzip.open(root / "imdb" / "test.jsonl.gz", "wt") as file:
+        file.writelines(
+            json.dumps({"text": t, "label": y}) + "\n"
+            for t, y in zip(reviews["text"], reviews["label"])
+        )
     return root
 
 
@@ -109,6 +117,7 @@ def test_every_part_writes_its_page_and_a_rerun_reuses_the_work(data_dir, tmp_pa
         )
     assert (tmp_path / "out" / "real-ablation" / "rank-val-loss.png").is_file()
     assert (tmp_path / "out" / "real-dpo" / "rewards.png").is_file()
+    assert (tmp_path / "out" / "real-compare" / "pareto.png").is_file()
     assert (
         "1 pairs with an empty answer were left out"
         in (tmp_path / "out" / "real-dpo.md").read_text()

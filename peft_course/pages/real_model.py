@@ -14,7 +14,9 @@ page, e.g. `python -m peft_course.pages real-finetune`:
 * `real-dpo`: DPO with LoRA on Anthropic HH pairs, preference accuracy before and after;
 * `real-instruct`: LoRA instruction tuning on the generated tasks, exact match before and
   after;
-* `real-classes`: LoRA classifiers on RTE's sentence pairs and the six classes of `emotion`.
+* `real-classes`: LoRA classifiers on RTE's sentence pairs and the six classes of `emotion`;
+* `real-topics`: the financial-news seed, head, LoRA, merged LoRA and QLoRA on 20 topics;
+* `real-compare`: the PEFT family side by side at about 1% of the parameters.
 
 The sizes are the CPU sizes the pages were made with (5 to 27 minutes a part on 2 cores, the
 ablation about an hour); `--scale full` uses the whole splits for a learner with a GPU
@@ -26,7 +28,9 @@ The real data is read from `--data-dir` (`../shared/data` by default), never fro
 
 from __future__ import annotations
 
+import gzip
 import json
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -51,6 +55,8 @@ from peft_course.ablation import (
     table_rows,
     write_sweep,
 )
+from peft_course.compare import compare, plot_pareto, search_rows
+from peft_course.compare import table_rows as compare_rows
 from peft_course.data import ClassificationData, load_classification_data
 from peft_course.dpo import (
     DPORunConfig,
@@ -78,7 +84,7 @@ from peft_course.prompting import (
     load_problem_set,
     sentiment_by_prompting,
 )
-from peft_course.settings import INSTRUCT
+from peft_course.settings import COMPARE, COMPARED_METHODS, INSTRUCT
 from peft_course.system import provenance
 from peft_course.tables import confusion_rows, markdown_table, result_row
 from peft_course.training import TrainConfig
@@ -103,6 +109,11 @@ class Sizes:
         instruct: generated instruction examples: train, validation, test.
         classes: RTE and emotion: train, validation, test.
         topics: the 20 topics of finance tweets: train, validation, test.
+        compare: rows of the PEFT family's comparison: train, validation, test.
+        compare_search: training rows of its learning-rate search.
+        compare_methods: the methods compared (keys of `compare.FAMILIES`).
+        compare_rate_factors: the search's multiples of each method's registry rate.
+        general: IMDB reviews the comparison's forgetting figure is measured on.
     """
 
     prompt_test: int | None = 500
@@ -127,6 +138,11 @@ class Sizes:
         500,
     )  # RTE and emotion: train, validation, test
     topics: tuple[int | None, int | None, int | None] = (1000, 200, 500)  # finance tweets
+    compare: tuple[int | None, int | None, int | None] = (400, 100, 300)
+    compare_search: int = 200
+    compare_methods: tuple[str, ...] = COMPARED_METHODS
+    compare_rate_factors: tuple[float, ...] = COMPARE.rate_factors
+    general: int = 64
 
 
 SCALES = {
@@ -158,6 +174,11 @@ SCALES = {
         (10, 5, 5),
         (16, 8, 8),
         (40, 20, 20),
+        (16, 8, 8),
+        8,
+        ("ia3", "lora"),
+        (1.0,),
+        4,
     ),  # a test
 }
 
@@ -918,6 +939,79 @@ def part_topics(context: Context) -> list[Path]:
     return [page(context, "real-topics", title, body, started)]
 
 
+def imdb_reviews(context: Context, n: int, seed: int = 0) -> list[str]:
+    """`n` IMDB test reviews (a seeded sample): natural English that is not Rotten Tomatoes.
+
+    Args:
+        context: where the real data is.
+        n: how many reviews.
+        seed: seeds the sample.
+
+    Raises:
+        CourseError: if `--data-dir` holds no `imdb/test.jsonl.gz`.
+    """
+    path = context.data_dir / "imdb" / "test.jsonl.gz"
+    if not path.is_file():
+        raise CourseError(f"no IMDB reviews at {path}: pass --data-dir, the folder holding imdb/")
+    with gzip.open(path, "rt", encoding="utf-8") as lines:
+        texts = [json.loads(line)["text"] for line in lines if line.strip()]
+    return [texts[i] for i in random.Random(seed).sample(range(len(texts)), min(n, len(texts)))]
+
+
+def part_compare(context: Context) -> list[Path]:
+    """The PEFT family on SmolLM2 and Rotten Tomatoes at about 1% of the parameters: the
+    embedded comparison's search and cells (`peft_course.compare.compare`), one seed, one epoch,
+    the training batches run in pieces of at most 1,024 tokens (the same gradient, less padding).
+
+    Args:
+        context: where the real data is, where pages and resumable work go, and how to run.
+
+    Returns:
+        The page written.
+    """
+    started = time.perf_counter()
+    sizes = context.sizes
+    data = rotten_tomatoes(context, sizes.compare)
+    loop = {"batch_size": 16, "max_tokens_per_batch": 1024, "device": context.device}
+    result = compare(
+        data,
+        methods=sizes.compare_methods,
+        shares=(0.01,),
+        seeds=(0,),
+        output=context.work / f"{context.model}-{context.scale}" / "compare",
+        model_name=context.model,
+        max_length=128,
+        max_epochs=1,
+        search_examples=sizes.compare_search,
+        rate_factors=sizes.compare_rate_factors,
+        general=imdb_reviews(context, sizes.general),
+        fresh=context.fresh,
+        progress=context.progress,
+        loop=loop,
+    )
+    directory = context.results / "real-compare"
+    directory.mkdir(parents=True, exist_ok=True)
+    plot_pareto(result, directory / "pareto.png", f"the PEFT family on {context.model}")
+    split = ", ".join(f"{len(data.splits[s])} {s}" for s in ("train", "validation", "test"))
+    factors = ", ".join(f"{f:.3g}" for f in sizes.compare_rate_factors)
+    body = (
+        f"`{context.model}` with a new classification head, Rotten Tomatoes ({split}; a seeded "
+        f"sample), every method at the size nearest 1% of the model's parameters (a method "
+        "without a size knob at its own size), 1 epoch, batch 16 in pieces of at most 1,024 "
+        "tokens, texts cut at 128 tokens, seed 0. Each learning rate is the best of the "
+        f"method's registry rate times {factors}, by validation accuracy after training on "
+        f"{sizes.compare_search} rows; the test accuracy is of the best-validation checkpoint. "
+        "*forgetting*: the rise of the LM loss (nats a token, through the tied embedding) on "
+        f"{sizes.general} IMDB reviews; tokens/s and peak RSS measured on this machine.\n\n"
+        f"{markdown_table(compare_rows(result))}\n\n"
+        f"Learning-rate search (validation accuracy):\n\n{markdown_table(search_rows(result))}\n\n"
+        "![accuracy against trainable parameters](results/real-compare/pareto.png)\n"
+    )
+    return [
+        page(context, "real-compare", "The PEFT family on SmolLM2-135M-Instruct", body, started)
+    ]
+
+
 PARTS: dict[str, Callable[[Context], list[Path]]] = {  # page name: the part that writes it
     "real-prompting": part_prompting,
     "real-arithmetic": part_arithmetic,
@@ -927,4 +1021,5 @@ PARTS: dict[str, Callable[[Context], list[Path]]] = {  # page name: the part tha
     "real-instruct": part_instruct,
     "real-classes": part_classes,
     "real-topics": part_topics,
+    "real-compare": part_compare,
 }
