@@ -1,0 +1,196 @@
+"""Run the labs top to bottom and render each, with its outputs, as a page of the site.
+
+A lab is a jupytext percent script, `labs/<chapter>.py`: it diffs as code, and Jupyter or VS Code
+open it as a notebook. This tool reads each one with jupytext, executes it in a fresh kernel with
+nbclient (a timeout per cell), and writes `docs/labs/<chapter>.md` (git-ignored): the markdown
+cells as they are, each code cell as a Python block followed by what it printed and the figures
+it drew (PNG files beside the page). The site shows that page; `make test` runs every lab this
+way, so a lab that breaks fails the run with its name, its cell and the error in one line.
+
+    python tools/run_labs.py               # every lab, two at a time
+    python tools/run_labs.py lora dpo      # some of them
+    python tools/run_labs.py --stale       # only those whose page is missing or older than the lab
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LABS = ROOT / "labs"
+PAGES = ROOT / "docs" / "labs"
+CELL_MARKER = re.compile(r"^# %%")
+
+
+def cell_lines(script: Path) -> list[int]:
+    """The line number of each cell's `# %%` marker, in order (a lab starts with one)."""
+    lines = script.read_text().splitlines()
+    return [number for number, line in enumerate(lines, 1) if CELL_MARKER.match(line)]
+
+
+def fence(text: str, language: str) -> str:
+    """`text` as a fenced block; a longer fence when the text holds one."""
+    ticks = "`" * max(3, max((len(run) + 1 for run in re.findall(r"`{3,}", text)), default=3))
+    return f"{ticks}{language}\n{text.rstrip()}\n{ticks}"
+
+
+def output_blocks(outputs: list, name: str, figure: int, folder: Path) -> tuple[list[str], int]:
+    """Markdown for the outputs of one code cell, and the figure count after them.
+
+    What the cell printed becomes one text block (the kernel sends it in pieces), its value
+    another; a PNG becomes a file beside the page. What went to stderr (warnings, progress bars)
+    is left out: it is not what the lab shows.
+    """
+    blocks, printed = [], ""
+    for output in outputs:
+        if output["output_type"] == "stream":
+            printed += output["text"] if output["name"] == "stdout" else ""
+            continue
+        if printed.strip():
+            blocks.append(fence(printed, "text"))
+        printed = ""
+        data = output.get("data", {})
+        if "image/png" in data:
+            figure += 1
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"figure-{figure}.png").write_bytes(base64.b64decode(data["image/png"]))
+            blocks.append(f"![Figure {figure} of the {name} lab]({name}/figure-{figure}.png)")
+        elif "text/plain" in data:
+            blocks.append(fence(data["text/plain"], "text"))
+    if printed.strip():
+        blocks.append(fence(printed, "text"))
+    return blocks, figure
+
+
+def render(notebook, name: str) -> str:
+    """The executed notebook as one Markdown page, with a note on how to open the lab."""
+    folder = PAGES / name
+    shutil.rmtree(folder, ignore_errors=True)
+    blocks, figure = [], 0
+    for cell in notebook.cells:
+        if cell.cell_type == "markdown":
+            blocks.append(cell.source)
+            if len(blocks) == 1:  # after the title
+                blocks.append(
+                    f'!!! note "Run it yourself"\n    This page is `labs/{name}.py` run top to '
+                    "bottom (by `make test`). Open the file in Jupyter or VS Code, which read "
+                    f"percent scripts, or make a notebook of it: `jupytext --to notebook "
+                    f"labs/{name}.py`."
+                )
+        elif cell.cell_type == "code" and cell.source.strip():
+            blocks.append(fence(cell.source, "python"))
+            more, figure = output_blocks(cell.get("outputs", []), name, figure, folder)
+            blocks += more
+    return "\n\n".join(blocks) + "\n"
+
+
+def failed_cell(notebook) -> int | None:
+    """The index of the cell that raised (its error output) or timed out (the first not run)."""
+    for index, cell in enumerate(notebook.cells):
+        if any(o.get("output_type") == "error" for o in cell.get("outputs", [])):
+            return index
+    for index, cell in enumerate(notebook.cells):
+        if cell.cell_type == "code" and cell.source.strip() and cell.execution_count is None:
+            return index
+    return None
+
+
+def execute(notebook, timeout: int) -> None:
+    """Run every cell in a fresh kernel started from the repository's root.
+
+    The kernel talks over local sockets in a temporary folder (not TCP on localhost, which it
+    warns about, nor socket files left in the working directory).
+    """
+    from nbclient import NotebookClient
+    from traitlets.config import Config
+
+    with tempfile.TemporaryDirectory(prefix="lab-kernel-") as sockets:
+        local = Config({"KernelManager": {"transport": "ipc", "ip": f"{sockets}/kernel"}})
+        client = NotebookClient(
+            notebook,
+            timeout=timeout,
+            kernel_name="python3",
+            config=local,
+            resources={"metadata": {"path": str(ROOT)}},
+        )
+        client.execute()
+
+
+def run_lab(name: str, timeout: int, write: bool) -> tuple[str, float, str | None]:
+    """Execute `labs/<name>.py` in a fresh kernel; `(name, seconds, error line or None)`."""
+    import jupytext
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError
+
+    script = LABS / f"{name}.py"
+    notebook = jupytext.read(script, fmt="py:percent")
+    started = time.perf_counter()
+    try:
+        execute(notebook, timeout)
+    except (CellExecutionError, CellTimeoutError) as error:
+        seconds = time.perf_counter() - started
+        index, lines = failed_cell(notebook), cell_lines(script)
+        where = f"line {lines[index]}" if index is not None and index < len(lines) else "a cell"
+        if isinstance(error, CellTimeoutError):
+            return name, seconds, f"the cell at {where} gave no result in {timeout} s"
+        message = f"{error.ename}: {error.evalue}".strip().splitlines()[0]
+        return name, seconds, f"the cell at {where} raised {message}"
+    seconds = time.perf_counter() - started
+    if write:
+        PAGES.mkdir(parents=True, exist_ok=True)
+        (PAGES / f"{name}.md").write_text(render(notebook, name))
+    return name, seconds, None
+
+
+def stale(name: str) -> bool:
+    """Whether the lab's page is missing or older than the lab."""
+    page = PAGES / f"{name}.md"
+    return not page.exists() or page.stat().st_mtime < (LABS / f"{name}.py").stat().st_mtime
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the named labs (all by default); 1 with one line per failed lab if any fails."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("labs", nargs="*", help="lab names (labs/<name>.py); default: all")
+    parser.add_argument("--stale", action="store_true", help="only labs whose page is out of date")
+    parser.add_argument("--jobs", type=int, default=2, help="labs run at once (default 2)")
+    parser.add_argument("--timeout", type=int, default=120, help="seconds a cell may take")
+    parser.add_argument("--no-pages", action="store_true", help="run, but write no pages")
+    args = parser.parse_args(argv)
+    known = sorted(p.stem for p in LABS.glob("*.py"))
+    unknown = sorted(set(args.labs) - set(known))
+    if unknown:
+        print(f"run_labs: error: no lab {', '.join(unknown)} (known: {', '.join(known)})")
+        return 2
+    names = [n for n in (args.labs or known) if not args.stale or stale(n)]
+    # One torch thread a lab, as the tests do: two labs at once share the two cores evenly.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    failures, started = [], time.perf_counter()
+    with ProcessPoolExecutor(max(1, args.jobs), mp_context=get_context("spawn")) as pool:
+        jobs = [pool.submit(run_lab, n, args.timeout, not args.no_pages) for n in names]
+        for job in jobs:
+            name, seconds, error = job.result()
+            print(f"labs/{name}.py: {f'FAILED, {error}' if error else 'ok'} ({seconds:.1f} s)")
+            if error:
+                failures.append(name)
+    if names:
+        print(
+            f"{len(names) - len(failures)} of {len(names)} labs ran in "
+            f"{time.perf_counter() - started:.0f} s"
+        )
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
