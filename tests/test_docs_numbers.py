@@ -350,6 +350,7 @@ ALLOWED: dict[str, dict[str, str]] = {
         **dict.fromkeys(["1.5", "7.4"], ONCE + " (start-up times of `peft-course --help`)"),
     },
     "getting-started.md": {"3.10": VERSION, "10%": "a definition: the share carved off"},
+    "index.md": {"3.10": VERSION},
     "instruct.md": {"2,000": DATA, "3.4": ONCE},
     "lora.md": {
         **dict.fromkeys(["2,304", "1,769,472"], ARITHMETIC),
