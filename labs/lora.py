@@ -69,7 +69,7 @@ data = load_classification_data("synthetic-sentiment", max_examples=200)
 result = finetune(
     data,
     method="lora-scratch",
-    config=TrainConfig(epochs=3, learning_rate=5e-3, progress=False),
+    config=TrainConfig(epochs=4, batch_size=8, learning_rate=5e-3, progress=False),
     r=8,
     alpha=16,
     targets=["c_attn"],
