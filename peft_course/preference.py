@@ -1639,7 +1639,10 @@ class RewardModelRun:
 
 # --8<-- [start:train_reward_model]
 def train_reward_model(
-    pairs: Any, model_name: str = EMBEDDED_MODEL, config: DPORunConfig | None = None
+    pairs: Any,
+    model_name: str = EMBEDDED_MODEL,
+    config: DPORunConfig | None = None,
+    dpo: AlignRun | None = None,
 ) -> RewardModelRun:
     """A reward model (`trl.RewardTrainer`: a scalar head on the same base, LoRA) beside DPO.
 
@@ -1652,6 +1655,7 @@ def train_reward_model(
         pairs: a `DatasetDict` (or dict) with `train` and `test` preference pairs.
         model_name: the base both start from.
         config: the hyper-parameters both share (LoRA's rank and alpha, steps, learning rate).
+        dpo: a finished DPO run on the same pairs under `config` to set beside it; None: trained.
 
     Raises:
         CourseError: if `config.lora` is off (the reward model trains LoRA adapters and its
@@ -1692,7 +1696,8 @@ def train_reward_model(
         trainer.train()
         seconds = time.perf_counter() - start
         after = trainer.evaluate()
-    dpo = train_preference("dpo", {"train": train, "test": test}, model_name, config)
+    if dpo is None:
+        dpo = train_preference("dpo", {"train": train, "test": test}, model_name, config)
     return RewardModelRun(
         {k.removeprefix("eval_"): v for k, v in before.items()},
         {k.removeprefix("eval_"): v for k, v in after.items()},

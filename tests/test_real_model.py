@@ -118,6 +118,7 @@ def test_every_part_writes_its_page_and_a_rerun_reuses_the_work(data_dir, tmp_pa
     assert (tmp_path / "out" / "real-ablation" / "rank-val-loss.png").is_file()
     assert (tmp_path / "out" / "real-dpo" / "rewards.png").is_file()
     assert (tmp_path / "out" / "real-compare" / "pareto.png").is_file()
+    assert (tmp_path / "out" / "real-preference" / "histories.png").is_file()
     assert (
         "1 pairs with an empty answer were left out"
         in (tmp_path / "out" / "real-dpo.md").read_text()
@@ -130,6 +131,7 @@ def test_every_part_writes_its_page_and_a_rerun_reuses_the_work(data_dir, tmp_pa
         "instruct.json",
         "classes.json",
         "topics.json",
+        "preference.json",
     }
     first = (tmp_path / "out" / "real-prompting.md").read_text()
     # reused: the same figures

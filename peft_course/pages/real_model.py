@@ -16,7 +16,9 @@ page, e.g. `python -m peft_course.pages real-finetune`:
   after;
 * `real-classes`: LoRA classifiers on RTE's sentence pairs and the six classes of `emotion`;
 * `real-topics`: the financial-news seed, head, LoRA, merged LoRA and QLoRA on 20 topics;
-* `real-compare`: the PEFT family side by side at about 1% of the parameters.
+* `real-compare`: the PEFT family side by side at about 1% of the parameters;
+* `real-preference`: DPO, IPO, hinge, robust, SimPO, ORPO, KTO and APO-zero side by side on the
+  HH pairs, and a reward model beside DPO's implicit reward.
 
 The sizes are the CPU sizes the pages were made with (5 to 27 minutes a part on 2 cores, the
 ablation about an hour); `--scale full` uses the whole splits for a learner with a GPU
@@ -67,6 +69,17 @@ from peft_course.dpo import (
     train_dpo,
 )
 from peft_course.errors import CourseError
+from peft_course.preference import (
+    LOSSES,
+    AlignRun,
+    LossSettings,
+    RewardModelRun,
+    plot_histories,
+    reward_model_rows,
+    side_by_side_rows,
+    train_preference,
+    train_reward_model,
+)
 from peft_course.files import atomic_write_text
 from peft_course.finetune import finetune
 from peft_course.registry import get_method
@@ -114,6 +127,8 @@ class Sizes:
         compare_methods: the methods compared (keys of `compare.FAMILIES`).
         compare_rate_factors: the search's multiples of each method's registry rate.
         general: IMDB reviews the comparison's forgetting figure is measured on.
+        preference: HH pairs of the side-by-side losses: train, held-out.
+        preference_losses: the losses trained side by side (keys of `preference.LOSSES`).
     """
 
     prompt_test: int | None = 500
@@ -138,28 +153,33 @@ class Sizes:
         500,
     )  # RTE and emotion: train, validation, test
     topics: tuple[int | None, int | None, int | None] = (1000, 200, 500)  # finance tweets
-    compare: tuple[int | None, int | None, int | None] = (400, 100, 300)
-    compare_search: int = 200
+    compare: tuple[int | None, int | None, int | None] = (400, 100, 200)
+    compare_search: int = 400  # the training split itself: one run is its search and its seed
     compare_methods: tuple[str, ...] = COMPARED_METHODS
-    compare_rate_factors: tuple[float, ...] = COMPARE.rate_factors
-    general: int = 64
+    compare_rate_factors: tuple[float, ...] = (1.0,)  # the registry's rates (a CPU size)
+    general: int = 32
+    preference: tuple[int | None, int | None] = (64, 32)
+    preference_losses: tuple[str, ...] = tuple(LOSSES)
 
 
 SCALES = {
     "cpu": Sizes(),
     "full": Sizes(
-        None,
-        (2, 4, 8),
-        3,
-        None,
-        100,
-        (None, None, None),
-        (2000, 500, 500),
-        (None, None, None),
-        (None, None),
-        (2000, 100, 200),
-        (None, None, None),
-        (None, None, None),
+        prompt_test=None,
+        gsm8k=None,
+        generated=100,
+        ablation=(None, None, None),
+        search=(2000, 500, 500),
+        finetune=(None, None, None),
+        dpo=(None, None),
+        instruct=(2000, 100, 200),
+        classes=(None, None, None),
+        topics=(None, None, None),
+        compare=(2000, 500, 1000),
+        compare_search=500,
+        compare_rate_factors=COMPARE.rate_factors,
+        general=64,
+        preference=(None, None),
     ),
     "smoke": Sizes(
         16,
@@ -179,6 +199,8 @@ SCALES = {
         ("ia3", "lora"),
         (1.0,),
         4,
+        (8, 4),
+        ("dpo", "simpo"),
     ),  # a test
 }
 
@@ -717,8 +739,6 @@ def part_dpo(context: Context) -> list[Path]:
         The page written.
     """
     started = time.perf_counter()
-    folder = context.data_dir / "hh_rlhf_dpo"
-    n_train, n_test = context.sizes.dpo
     config = DPORunConfig(
         beta=0.1,
         learning_rate=1e-4,
@@ -730,13 +750,7 @@ def part_dpo(context: Context) -> list[Path]:
         max_length=256,
         logging_steps=5,
     )
-    tokenizer = load_tokenizer(context.model)
-    pairs, dropped = {}, 0
-    for split, file, n in (("train", "train.jsonl", n_train), ("test", "validation.jsonl", n_test)):
-        rows, empty = usable_pairs(folder / file)
-        fits = rows.filter(lambda pair: fits_in(tokenizer, pair, config.max_length))
-        dropped += empty
-        pairs[split] = fits.shuffle(seed=0).select(range(min(n or len(fits), len(fits))))
+    pairs, dropped = hh_pairs(context, context.sizes.dpo, config.max_length)
     run = train_dpo(pairs, context.model, config)
     save_dpo_run(run, context.results / "real-dpo", f"DPO on {context.model}, LoRA r=16")
     body = (
@@ -1012,6 +1026,99 @@ def part_compare(context: Context) -> list[Path]:
     ]
 
 
+def hh_pairs(context: Context, sizes: tuple[int | None, int | None], max_length: int) -> Any:
+    """Seeded samples of the HH helpful-base pairs whose prompt and longer answer fit in
+    `max_length` tokens (nothing truncated), and how many pairs with an empty answer were left out.
+
+    Args:
+        context: where the real data is.
+        sizes: train pairs, held-out pairs (None: all).
+        max_length: the most tokens of a prompt with either answer.
+    """
+    folder = context.data_dir / "hh_rlhf_dpo"
+    tokenizer = load_tokenizer(context.model)
+    pairs, dropped = {}, 0
+    for split, file, n in (
+        ("train", "train.jsonl", sizes[0]),
+        ("test", "validation.jsonl", sizes[1]),
+    ):
+        rows, empty = usable_pairs(folder / file)
+        fits = rows.filter(lambda pair: fits_in(tokenizer, pair, max_length))
+        dropped += empty
+        pairs[split] = fits.shuffle(seed=0).select(range(min(n or len(fits), len(fits))))
+    return pairs, dropped
+
+
+def align_run_of(record: dict[str, Any]) -> AlignRun:
+    """An `AlignRun` back from its stored `as_dict()` (without the model)."""
+    fields = {k: v for k, v in record.items() if k != "trainer"}
+    return AlignRun(
+        **{
+            **fields,
+            "config": DPORunConfig(**fields["config"]),
+            "settings": LossSettings(**fields["settings"]),
+        }
+    )
+
+
+def part_preference(context: Context) -> list[Path]:
+    """The preference losses side by side on HH helpful-base pairs with LoRA (each through its
+    TRL trainer, the same pairs and steps), then a reward model beside DPO's implicit reward.
+
+    Args:
+        context: where the real data is, where pages and resumable work go, and how to run.
+
+    Returns:
+        The page written.
+    """
+    started = time.perf_counter()
+    config = DPORunConfig(
+        beta=0.1,
+        learning_rate=3e-4,
+        epochs=1,
+        batch_size=4,
+        lora=True,
+        r=16,
+        alpha=32.0,
+        max_length=256,
+        logging_steps=2,
+    )
+    pairs, dropped = hh_pairs(context, context.sizes.preference, config.max_length)
+    store = context.store("preference")
+    for name in tqdm(context.sizes.preference_losses, desc="losses", disable=not context.progress):
+        store.get(
+            name, lambda name=name: train_preference(name, pairs, context.model, config).as_dict()
+        )
+    runs = [align_run_of(store.results[name]) for name in context.sizes.preference_losses]
+    dpo = next((run for run in runs if run.loss == "dpo"), None)
+    reward = store.get(
+        "reward-model", lambda: train_reward_model(pairs, context.model, config, dpo).as_dict()
+    )
+    directory = context.results / "real-preference"
+    directory.mkdir(parents=True, exist_ok=True)
+    plot_histories(runs, directory / "histories.png", f"HH pairs, {context.model}, LoRA")
+    reward_run = RewardModelRun(**{k: v for k, v in reward.items() if k != "trainer"})
+    reward_run.config = config
+    body = (
+        f"`{context.model}` + LoRA (r=16, alpha 32) trained by each loss's TRL trainer on the same "
+        f"{len(pairs['train'])} Anthropic HH helpful-base pairs (a seeded sample of those whose "
+        f"prompt and longer answer fit in {config.max_length} tokens; {dropped} pairs with an "
+        f"empty answer left out), 1 epoch, batch 4, learning rate {config.learning_rate:g}, "
+        f"beta {config.beta:g} (the losses' other parameters: `LossSettings()`); measured on "
+        f"{len(pairs['test'])} held-out pairs before -> after. *reward accuracy*: the implicit "
+        "reward beta·(log π − log π_ref) of the chosen answer is higher; the KL to the reference "
+        "is estimated on completions sampled from the held-out prompts; response length: greedy "
+        "responses of up to 24 tokens.\n\n"
+        f"{markdown_table(side_by_side_rows(runs))}\n\n"
+        "![reward margins during training](results/real-preference/histories.png)\n\n"
+        "A reward model (`trl.RewardTrainer`: a scalar head on the same base, the same LoRA, "
+        "pairs and steps) beside DPO's implicit reward, on the same held-out pairs:\n\n"
+        f"{markdown_table(reward_model_rows(reward_run, 'HH helpful-base'))}\n"
+    )
+    title = "Preference losses side by side on SmolLM2-135M-Instruct"
+    return [page(context, "real-preference", title, body, started)]
+
+
 PARTS: dict[str, Callable[[Context], list[Path]]] = {  # page name: the part that writes it
     "real-prompting": part_prompting,
     "real-arithmetic": part_arithmetic,
@@ -1022,4 +1129,5 @@ PARTS: dict[str, Callable[[Context], list[Path]]] = {  # page name: the part tha
     "real-classes": part_classes,
     "real-topics": part_topics,
     "real-compare": part_compare,
+    "real-preference": part_preference,
 }
