@@ -14,8 +14,8 @@ Chromium through Selenium. A page fails on:
 Each page is loaded again on a phone's screen (390 x 844, as a phone's browser lays it out) and
 fails there on an element wider than the screen that does not sit in a box scrolling sideways
 within the screen, and on math clipped or running out of its line: inline math wider than its
-paragraph (make it a display equation) or a display equation wider than the column (split it
-with `aligned`).
+paragraph (make it a display equation). A display equation wider than the column scrolls in
+its own box; it is printed as a note, not a failure (split it with `aligned`).
 
 The home page fails if its first screen at 1280 x 900 does not hold the "Start here" link and
 the whole chapter map. The search fails if a heading in its index holds raw TeX, if a fragment
@@ -116,7 +116,7 @@ article.querySelectorAll('mjx-container').forEach(math => {
       .getBoundingClientRect();
   const tex = (math.closest('.arithmatex') || math).textContent.trim().slice(0, 50);
   if (display && math.scrollWidth > line.width + 1 || display && box.width > line.width + 1) {
-    problems.push(`phone: a display equation ${Math.round(box.width)}px wide in a `
+    problems.push(`note: phone: a display equation ${Math.round(box.width)}px wide scrolls in a `
         + `${Math.round(line.width)}px column (split it with aligned): "${tex}"`);
   } else if (!display && (box.right > line.right + 1 || box.left < line.left - 1)) {
     problems.push(`phone: inline math ${Math.round(box.width)}px wide runs out of its `
@@ -360,8 +360,9 @@ def main() -> int:
             problems = list(
                 dict.fromkeys(check_page(chrome, origin + PREFIX + page, origin, shot, missing))
             )
-            failures += bool(problems)
-            print(f"{'FAIL' if problems else 'ok  '} /{page}")
+            failed = [problem for problem in problems if not problem.startswith("note: ")]
+            failures += bool(failed)
+            print(f"{'FAIL' if failed else 'ok  '} /{page}")
             for problem in problems:
                 print(f"     {problem}")
         searched = search_problems(args.site) + search_results(chrome, origin + PREFIX)
