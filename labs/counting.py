@@ -53,6 +53,7 @@ for rank in (1, 8, 64):
     print(f"r={rank:>2}: {lora:>9,} of {total:,} ({lora / total:.3%})")
 
 # %%
+# %matplotlib inline
 import matplotlib.pyplot as plt
 
 ranks = [1, 2, 4, 8, 16, 32, 64, 128]

@@ -1,12 +1,17 @@
 # %% [markdown]
 # # Lab: Preference optimization (DPO)
 #
-# DPO trains a policy from pairs (a prompt, a *chosen* and a *rejected* completion) without a
-# reward model: the implicit reward of a completion is
-# $\beta\,(\log \pi(y|x) - \log \pi_\text{ref}(y|x))$, and the loss is
-# $-\log \sigma(r_\text{chosen} - r_\text{rejected})$. This lab checks the derivation with sympy,
-# computes the loss by hand on a batch, then trains tiny-gpt2 through TRL's `DPOTrainer` to
-# prefer the *negative* review of each pair, which it does not do to begin with.
+# DPO trains a policy from pairs (a prompt $x$, a *chosen* completion $y_w$ and a *rejected*
+# one $y_l$) without a reward model. A completion's implicit reward is the policy's log-ratio to
+# the frozen reference, scaled by $\beta$, and the loss asks the chosen one's to be the larger:
+#
+# $$r(y) = \beta \log \frac{\pi(y \mid x)}{\pi_\text{ref}(y \mid x)}$$
+#
+# $$\mathcal{L} = -\log \sigma\big(r(y_w) - r(y_l)\big)$$
+#
+# This lab checks the derivation with sympy, computes the loss by hand on a batch, then trains
+# tiny-gpt2 through TRL's `DPOTrainer` to prefer the *negative* review of each pair, which it
+# does not do to begin with.
 
 # %%
 import torch
@@ -68,6 +73,7 @@ print(f"perturbed policy:   loss {moved.loss:.4f}")
 # pairs already ranked well push little, pairs ranked wrongly push hard.
 
 # %%
+# %matplotlib inline
 import matplotlib.pyplot as plt
 
 margins = torch.linspace(-6, 6, 121)

@@ -48,6 +48,7 @@ for name in ("head", "lora", "merged", "full"):
     )
 
 # %%
+# %matplotlib inline
 import matplotlib.pyplot as plt
 
 figure, axis = plt.subplots(figsize=(5, 3))

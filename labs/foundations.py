@@ -65,6 +65,7 @@ print(f"test accuracy: untrained {untrained['accuracy']:.3f}, trained {test['acc
 # fine-tuning from the same starting point, at a smaller learning rate, beside the head alone:
 
 # %%
+# %matplotlib inline
 import matplotlib.pyplot as plt
 
 full_model, _ = load_model("tiny-gpt2", task="classification", num_labels=data.num_labels)

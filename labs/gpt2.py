@@ -46,6 +46,7 @@ print(f"largest logit difference from transformers: {difference:.1e}")
 # always sees itself, so no row of the softmax is empty (that would be NaN).
 
 # %%
+# %matplotlib inline
 import matplotlib.pyplot as plt
 
 padding = torch.tensor([[0, 0, 1, 1, 1, 1]])  # two pad tokens on the left

@@ -67,6 +67,7 @@ for row in result.rows(5):
     )
 
 # %%
+# %matplotlib inline
 import matplotlib.pyplot as plt
 
 tasks = list(result.best["per_task"])

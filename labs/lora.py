@@ -81,6 +81,7 @@ print("test accuracy: untrained", result.untrained["accuracy"], "trained", resul
 # show how much of that rank training used.
 
 # %%
+# %matplotlib inline
 import matplotlib.pyplot as plt
 
 figure, axis = plt.subplots(figsize=(5, 3))

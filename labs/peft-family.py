@@ -62,6 +62,7 @@ for row in rows:
     )
 
 # %%
+# %matplotlib inline
 import matplotlib.pyplot as plt
 
 runs = {

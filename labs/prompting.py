@@ -98,6 +98,7 @@ print(f"verbalizer accuracy {scored['accuracy']:.3f}, strict {scored['strict']:.
 print("predicted counts (negative, positive):", scored["predicted counts"])
 
 # %%
+# %matplotlib inline
 import matplotlib.pyplot as plt
 
 margin = (scored["scores"][:, 1] - scored["scores"][:, 0]).tolist()

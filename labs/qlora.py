@@ -44,6 +44,7 @@ levels = get_4bit_type("nf4", device="cpu")
 print("the 16 levels:", [round(v, 3) for v in levels.tolist()])
 
 # %%
+# %matplotlib inline
 import matplotlib.pyplot as plt
 
 block = weight.flatten()[:64]

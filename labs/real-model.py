@@ -119,6 +119,7 @@ for method, rate, options in (("head", 2e-2, {}), ("lora", 5e-3, {"r": 8, "alpha
     )
 
 # %%
+# %matplotlib inline
 import matplotlib.pyplot as plt
 
 figure, axis = plt.subplots(figsize=(5, 3))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import importlib
 import os
 import re
 import shutil
@@ -30,6 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 LABS = ROOT / "labs"
 PAGES = ROOT / "docs" / "labs"
 CELL_MARKER = re.compile(r"^# %%")
+# Labs that need what not every machine has, and the check that says whether this one does
+# (`(works, why)`), as the tests skip: without it the lab's page shows its code, not run.
+NEEDS = {"qlora": ("peft_course.system", "bnb_4bit_support")}
 
 
 def cell_lines(script: Path) -> list[int]:
@@ -72,8 +76,9 @@ def output_blocks(outputs: list, name: str, figure: int, folder: Path) -> tuple[
     return blocks, figure
 
 
-def render(notebook, name: str) -> str:
-    """The executed notebook as one Markdown page, with a note on how to open the lab."""
+def render(notebook, name: str, skipped: str = "") -> str:
+    """The executed notebook as one Markdown page, with a note on how to open the lab (and,
+    with `skipped`, why it was not run here)."""
     folder = PAGES / name
     shutil.rmtree(folder, ignore_errors=True)
     blocks, figure = [], 0
@@ -87,6 +92,8 @@ def render(notebook, name: str) -> str:
                     f"percent scripts, or make a notebook of it: `jupytext --to notebook "
                     f"labs/{name}.py`."
                 )
+                if skipped:
+                    blocks.append(f'!!! warning "Not run here"\n    {skipped}')
         elif cell.cell_type == "code" and cell.source.strip():
             blocks.append(fence(cell.source, "python"))
             more, figure = output_blocks(cell.get("outputs", []), name, figure, folder)
@@ -126,14 +133,42 @@ def execute(notebook, timeout: int) -> None:
         client.execute()
 
 
-def run_lab(name: str, timeout: int, write: bool) -> tuple[str, float, str | None]:
-    """Execute `labs/<name>.py` in a fresh kernel; `(name, seconds, error line or None)`."""
+def missing_figures(notebook) -> tuple[int, int]:
+    """`(plt.show() calls, PNG figures)` of the executed notebook's code cells."""
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    shown = sum(cell.source.count("plt.show()") for cell in code)
+    drawn = sum(
+        "image/png" in output.get("data", {}) for cell in code for output in cell.get("outputs", [])
+    )
+    return shown, drawn
+
+
+def machine_has(name: str) -> tuple[bool, str]:
+    """Whether this machine has what lab `name` needs (`NEEDS`), and why not if it has not."""
+    if name not in NEEDS:
+        return True, ""
+    module, function = NEEDS[name]
+    return getattr(importlib.import_module(module), function)()
+
+
+def run_lab(name: str, timeout: int, write: bool) -> tuple[str, float, str | None, str]:
+    """Execute `labs/<name>.py` in a fresh kernel.
+
+    Returns:
+        `(name, seconds, the error line or None, why it was skipped or "")`.
+    """
     import jupytext
     from nbclient.exceptions import CellExecutionError, CellTimeoutError
 
     script = LABS / f"{name}.py"
     notebook = jupytext.read(script, fmt="py:percent")
     started = time.perf_counter()
+    works, why = machine_has(name)
+    if not works:
+        if write:
+            PAGES.mkdir(parents=True, exist_ok=True)
+            (PAGES / f"{name}.md").write_text(render(notebook, name, skipped=why))
+        return name, time.perf_counter() - started, None, why
     try:
         execute(notebook, timeout)
     except (CellExecutionError, CellTimeoutError) as error:
@@ -141,14 +176,17 @@ def run_lab(name: str, timeout: int, write: bool) -> tuple[str, float, str | Non
         index, lines = failed_cell(notebook), cell_lines(script)
         where = f"line {lines[index]}" if index is not None and index < len(lines) else "a cell"
         if isinstance(error, CellTimeoutError):
-            return name, seconds, f"the cell at {where} gave no result in {timeout} s"
+            return name, seconds, f"the cell at {where} gave no result in {timeout} s", ""
         message = f"{error.ename}: {error.evalue}".strip().splitlines()[0]
-        return name, seconds, f"the cell at {where} raised {message}"
+        return name, seconds, f"the cell at {where} raised {message}", ""
     seconds = time.perf_counter() - started
+    shown, drawn = missing_figures(notebook)
+    if drawn < shown:  # a file backend (the package's plots choose Agg) swallowed plt.show()
+        return name, seconds, f"{shown} plt.show() calls drew {drawn} figures", ""
     if write:
         PAGES.mkdir(parents=True, exist_ok=True)
         (PAGES / f"{name}.md").write_text(render(notebook, name))
-    return name, seconds, None
+    return name, seconds, None, ""
 
 
 def stale(name: str) -> bool:
@@ -180,8 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     with ProcessPoolExecutor(max(1, args.jobs), mp_context=get_context("spawn")) as pool:
         jobs = [pool.submit(run_lab, n, args.timeout, not args.no_pages) for n in names]
         for job in jobs:
-            name, seconds, error = job.result()
-            print(f"labs/{name}.py: {f'FAILED, {error}' if error else 'ok'} ({seconds:.1f} s)")
+            name, seconds, error, skipped = job.result()
+            verdict = f"FAILED, {error}" if error else f"skipped: {skipped}" if skipped else "ok"
+            print(f"labs/{name}.py: {verdict} ({seconds:.1f} s)")
             if error:
                 failures.append(name)
     if names:
