@@ -728,6 +728,19 @@ def fits_in(tokenizer: Any, pair: dict[str, str], max_length: int) -> bool:
     )
 
 
+HH_DPO = DPORunConfig(  # LoRA on the HH pairs: the DPO part's recipe
+    beta=0.1,
+    learning_rate=1e-4,
+    epochs=1,
+    batch_size=4,
+    lora=True,
+    r=16,
+    alpha=32.0,
+    max_length=256,
+    logging_steps=5,
+)
+
+
 def part_dpo(context: Context) -> list[Path]:
     """DPO with LoRA on Anthropic HH helpful pairs:
     held-out preference accuracy before and after.
@@ -739,17 +752,7 @@ def part_dpo(context: Context) -> list[Path]:
         The page written.
     """
     started = time.perf_counter()
-    config = DPORunConfig(
-        beta=0.1,
-        learning_rate=1e-4,
-        epochs=1,
-        batch_size=4,
-        lora=True,
-        r=16,
-        alpha=32.0,
-        max_length=256,
-        logging_steps=5,
-    )
+    config = HH_DPO
     pairs, dropped = hh_pairs(context, context.sizes.dpo, config.max_length)
     run = train_dpo(pairs, context.model, config)
     save_dpo_run(run, context.results / "real-dpo", f"DPO on {context.model}, LoRA r=16")
@@ -1072,17 +1075,7 @@ def part_preference(context: Context) -> list[Path]:
         The page written.
     """
     started = time.perf_counter()
-    config = DPORunConfig(
-        beta=0.1,
-        learning_rate=3e-4,
-        epochs=1,
-        batch_size=4,
-        lora=True,
-        r=16,
-        alpha=32.0,
-        max_length=256,
-        logging_steps=2,
-    )
+    config = replace(HH_DPO, learning_rate=3e-4, logging_steps=2)  # fewer steps than `real-dpo`
     pairs, dropped = hh_pairs(context, context.sizes.preference, config.max_length)
     store = context.store("preference")
     for name in tqdm(context.sizes.preference_losses, desc="losses", disable=not context.progress):
