@@ -4,6 +4,10 @@
 and a mistyped option cost no torch import. Each `command_<name>` is a thin layer over a
 chapter function, so what the command prints is what a learner gets by calling that function.
 `check_arguments` checks every option's range before any command does work.
+
+Each handler imports the chapters it runs, inside itself: a command loads only what it uses
+(`count` no trl and no matplotlib, `count --method bitfit` no peft, `info` no peft), and
+starts in seconds. At the top are the utilities only (tests/test_layers.py checks it).
 """
 
 from __future__ import annotations
@@ -14,86 +18,20 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from peft_course import distributed, smollm2
-from peft_course.ablation import (
-    named_sweep,
-    sweep_summary,
-    QUICK,
-    run_sweep,
-    write_sweep,
-)
+from peft_course import distributed
 from peft_course.configs import DataOptions, DPORunConfig, SweepSettings, TrainConfig
-from peft_course.compare import compare, summary, write_compare
-from peft_course.counting import count_method, family_table, format_method_count
-from peft_course.data import load_classification_data
-from peft_course.decoding import decoding_options, gpt2_generation_rows
-from peft_course.demo import demo_rows, show_ablation, show_real_model, show_tuning
-from peft_course.dpo import (
-    before_after_table,
-    film_preferences,
-    load_preference_jsonl,
-    save_dpo_run,
-    split_pairs,
-    train_dpo,
-)
 from peft_course.errors import CourseError, check_distinct
 from peft_course.event_logs import LiveEvents, write_events
-from peft_course.export import export_run
 from peft_course.files import (
     atomic_write_text,
     check_output_directory,
     check_output_kind,
     owning_output,
 )
-from peft_course.finetune import finetune, lora_training_rows
-from peft_course.gpt2 import from_pretrained, gpt2_count_rows, gpt2_parity_rows
-from peft_course.instruct import instruct_rows, instruct_tune, load_instructions
-from peft_course.lora import equivalence_rows
-from peft_course.models import (
-    check_max_length,
-    context_length,
-    load_tokenizer,
-    model_config,
-    model_identity,
-)
 from peft_course.options import as_flags, from_options
-from peft_course.preference import (
-    TRAINERS,
-    LossSettings,
-    before_after_rows,
-    reward_model_rows,
-    save_align_run,
-    save_reward_model_run,
-    train_preference,
-    train_reward_model,
-)
-from peft_course.prompting import (
-    DEFAULT_STRATEGIES,
-    build_prompt,
-    evaluate_prompting,
-    example_pool,
-    get_strategy,
-    load_generate,
-    load_problem_set,
-)
-from peft_course.qlora import require_4bit
 from peft_course.registry import METHODS, get_method, method_options
-from peft_course.runs import (
-    RunSpec,
-    check_resume,
-    check_run_directory,
-    check_texts_to_classify,
-    history_events,
-    load_run,
-    predict_texts,
-    save_run,
-    start_run,
-)
 from peft_course.settings import COMPARE, DEFAULT_DATASET, EMBEDDED_MODEL, INSTRUCT
-from peft_course.system import provenance, system_info
 from peft_course.tables import markdown_table, write_table
-from peft_course.training import check_checkpoint
-from peft_course.word_problems import load_gsm8k_jsonl
 
 
 def load_data(args: Any, **given):
@@ -103,6 +41,8 @@ def load_data(args: Any, **given):
         args: the parsed command line of a command with the data options.
         **given: options set by the command itself (e.g. a smaller `max_examples`).
     """
+    from peft_course.data import load_classification_data
+
     options = asdict(from_options(DataOptions, args, **given))
     return load_classification_data(options.pop("dataset"), **options, seed=args.seed)
 
@@ -130,13 +70,25 @@ def finetune_output(args: Any) -> Path:
 
 
 def command_info(args: Any) -> None:
-    """Library versions, devices, 4-bit support, and whether `smollm2-135m` is ready."""
-    for key, value in {**system_info(), smollm2.SMOLLM2: smollm2.status()}.items():
+    """Library versions, devices, 4-bit support, the measured matmul peak, and whether
+    `smollm2-135m` is ready."""
+    from peft_course import smollm2
+    from peft_course.cost import cached_peaks
+    from peft_course.system import system_info
+
+    peaks = [f"{flops / 1e9:,.1f} GFLOP/s ({where})" for where, flops in cached_peaks().items()]
+    measured = "; ".join(peaks) or "not measured yet (the first training run measures it)"
+    shown = {**system_info(), "matmul peak": measured, smollm2.SMOLLM2: smollm2.status()}
+    for key, value in shown.items():
         print(f"{key:>22}: {value}")
 
 
 def command_demo(args: Any) -> None:
     """The results table of every method, the quick ablation tables, and the real-model glimpse."""
+    from peft_course.ablation import QUICK
+    from peft_course.demo import demo_rows, show_ablation, show_real_model, show_tuning
+    from peft_course.system import provenance
+
     data = load_data(args)
     rows = demo_rows(data, args.model, args.seed, args.max_length, progress=args.progress)
     path = write_table(rows, args.output, note=provenance("peft-course demo"))
@@ -154,6 +106,13 @@ def command_demo(args: Any) -> None:
 
 def command_finetune(args: Any) -> None:
     """Train one method on one dataset and save the run (weights, metrics, plots, results row)."""
+    from peft_course.cost import RunCost
+    from peft_course.finetune import finetune
+    from peft_course.models import model_identity
+    from peft_course.qlora import require_4bit
+    from peft_course.runs import RunSpec, check_resume, check_run_directory, save_run, start_run
+    from peft_course.training import check_checkpoint
+
     method = get_method(args.method)
     # nothing is written yet
     output = check_run_directory(finetune_output(args), args.overwrite, args.resume)
@@ -209,11 +168,14 @@ def command_finetune(args: Any) -> None:
         f"{result.best['accuracy']:.4f}, weighted F1 {result.best['f1']:.4f}; "
         f"last iteration: {result.last['accuracy']:.4f}"
     )
+    print(RunCost(**result.training.cost).summary())
     print(f"saved: {output}")
 
 
 def command_predict(args: Any) -> None:
     """Label texts with a saved run's model, with each label's probability."""
+    from peft_course.runs import check_texts_to_classify, load_run, predict_texts
+
     check_texts_to_classify(args.texts)  # before the model loads
     model, tokenizer, spec = load_run(args.run)
     for row in predict_texts(model, tokenizer, args.texts, spec.max_length):
@@ -223,6 +185,8 @@ def command_predict(args: Any) -> None:
 
 def command_export(args: Any) -> None:
     """Write a saved run as a transformers checkpoint (--merged) or peft adapter, with its card."""
+    from peft_course.export import export_run
+
     output = export_run(args.run, args.output, args.merged)
     kind = "a transformers checkpoint" if args.merged else "the run for transformers and peft"
     print(f"saved: {output} ({kind}, with its model card {output / 'README.md'})")
@@ -230,6 +194,8 @@ def command_export(args: Any) -> None:
 
 def command_count(args: Any) -> None:
     """Print what a method trains: trainable and total parameters, and the formula's count."""
+    from peft_course.counting import count_method, family_table, format_method_count
+
     if args.family:
         print(family_table())
         return
@@ -243,6 +209,10 @@ def command_count(args: Any) -> None:
 
 def command_lora(args: Any) -> None:
     """LoRA from scratch against peft on the same weights, then both trained side by side."""
+    from peft_course.data import load_classification_data
+    from peft_course.finetune import lora_training_rows
+    from peft_course.lora import equivalence_rows
+
     equivalence = equivalence_rows(args.seed)
     print("\nLoRA from scratch vs peft: largest absolute differences (same A, B and head)\n")
     print(markdown_table(equivalence))
@@ -269,6 +239,10 @@ def command_lora(args: Any) -> None:
 
 def command_gpt2(args: Any) -> None:
     """GPT-2 from scratch: parity with transformers, LoRA counts, continuations by hand."""
+    from peft_course.decoding import decoding_options, gpt2_generation_rows
+    from peft_course.gpt2 import from_pretrained, gpt2_count_rows, gpt2_parity_rows
+    from peft_course.models import load_tokenizer
+
     for strategy in args.strategy:  # every setting is checked before anything loads
         decoding_options(strategy, args.temperature, args.top_k, args.top_p)
     model = from_pretrained(args.model, seed=args.seed).eval()
@@ -295,6 +269,9 @@ def command_gpt2(args: Any) -> None:
 
 def command_instruct(args: Any) -> None:
     """Instruction tuning with the loss on the response only; exact match before and after."""
+    from peft_course.instruct import instruct_rows, instruct_tune, load_instructions
+    from peft_course.runs import history_events
+
     columns = {
         "instruction": args.instruction_column,
         "context": args.context_column,
@@ -341,6 +318,17 @@ def command_instruct(args: Any) -> None:
 
 def command_prompt(args: Any) -> None:
     """Prompt a language model on word problems: direct, few-shot and chain-of-thought."""
+    from peft_course.prompting import (
+        DEFAULT_STRATEGIES,
+        build_prompt,
+        evaluate_prompting,
+        example_pool,
+        get_strategy,
+        load_generate,
+        load_problem_set,
+    )
+    from peft_course.word_problems import load_gsm8k_jsonl
+
     # every input is read and checked before the model runs;
     # the outputs are replaced only at the end
     strategies = [get_strategy(name).name for name in args.strategy or DEFAULT_STRATEGIES]
@@ -384,6 +372,8 @@ def command_prompt(args: Any) -> None:
 
 def load_pairs(args: Any) -> tuple[Any, str]:
     """`--train-file`'s pairs split into train and test, or generated film pairs; and their name."""
+    from peft_course.dpo import film_preferences, load_preference_jsonl, split_pairs
+
     if args.train_file:
         pairs = split_pairs(load_preference_jsonl(args.train_file), args.test_fraction, args.seed)
         return pairs, args.train_file
@@ -393,6 +383,8 @@ def load_pairs(args: Any) -> tuple[Any, str]:
 
 def command_dpo(args: Any) -> None:
     """Direct Preference Optimization through trl, with the before/after preference table."""
+    from peft_course.dpo import before_after_table, save_dpo_run, train_dpo
+
     pairs, source = load_pairs(args)
     config = from_options(DPORunConfig, args)
     run = train_dpo(pairs, args.model, config)
@@ -413,6 +405,16 @@ def command_dpo(args: Any) -> None:
 def command_align(args: Any) -> None:
     """One of DPO's relatives through its TRL trainer, with the before/after preference table
     (or, with `--reward-model`, a reward model and DPO beside it)."""
+    from peft_course.preference import (
+        TRAINERS,
+        LossSettings,
+        before_after_rows,
+        save_align_run,
+        train_preference,
+    )
+
+    if args.grpo:
+        return align_grpo(args)
     if args.reward_model and (args.loss != "dpo" or not args.lora):
         given = "--no-lora" if args.loss == "dpo" else f"--loss {args.loss}"
         raise CourseError(
@@ -442,8 +444,48 @@ def command_align(args: Any) -> None:
     print(f"saved: {metrics}, {plot} and {events.name} (TensorBoard)")
 
 
+def align_grpo(args: Any) -> None:
+    """`align --grpo`: GRPO from the instruction-tuned tiny-gpt2 on the generated tasks."""
+    from dataclasses import replace
+
+    from peft_course.online_rl import grpo_rows, sample_rows, save_grpo_run, train_grpo
+    from peft_course.settings import GRPO
+
+    given = [
+        flag
+        for flag, used in (
+            ("--reward-model", args.reward_model),
+            (f"--loss {args.loss}", args.loss != "dpo"),
+            ("--train-file", args.train_file is not None),
+            (f"--model {args.model}", args.model != EMBEDDED_MODEL),
+        )
+        if used
+    ]
+    if given:
+        raise CourseError(
+            "--grpo trains the instruction-tuned tiny-gpt2 on its own answers to the generated "
+            f"tasks: {', '.join(given)} does not apply"
+        )
+    settings = replace(GRPO, steps=args.grpo_steps)
+    run = train_grpo(args.grpo_reward, settings, args.seed)
+    print(
+        f"\nGRPO (trl.GRPOTrainer), {args.grpo_reward} reward, on the generated tasks "
+        f"{', '.join(settings.tasks)}: {settings.prompts_per_step} prompts x "
+        f"{settings.num_generations} completions a step, beta {settings.beta:g}, lr "
+        f"{settings.learning_rate:g}, {run.steps} steps, {run.seconds:.1f} s\n"
+    )
+    print(markdown_table(grpo_rows([run])))
+    print()
+    print(markdown_table(sample_rows(run)))
+    metrics, plot = save_grpo_run(run, args.output, f"GRPO, {args.grpo_reward} reward")
+    events = write_events(run.history, args.output)
+    print(f"saved: {metrics}, {plot} and {events.name} (TensorBoard)")
+
+
 def align_reward_model(args: Any, pairs: Any, source: str, config: DPORunConfig) -> None:
     """`align --reward-model`: a reward model and DPO on the same pairs, their held-out accuracy."""
+    from peft_course.preference import reward_model_rows, save_reward_model_run, train_reward_model
+
     run = train_reward_model(pairs, args.model, config)
     print(
         f"\nreward model (trl.RewardTrainer: scalar head + LoRA) and DPO beside it on {source}: "
@@ -459,6 +501,8 @@ def align_reward_model(args: Any, pairs: Any, source: str, config: DPORunConfig)
 
 def command_ablate(args: Any) -> None:
     """Run an ablation sweep (rank, alpha, prompt template or another) and save its tables."""
+    from peft_course.ablation import QUICK, named_sweep, run_sweep, sweep_summary, write_sweep
+
     if args.quick:
         args.max_examples = args.max_examples or QUICK["max_examples"]
         args.epochs = QUICK["epochs"] if args.epochs is None else args.epochs
@@ -496,6 +540,9 @@ def command_ablate(args: Any) -> None:
 
 def command_compare(args: Any) -> None:
     """Train the PEFT family at matched budgets and write the table, the budgets and the plot."""
+    from peft_course.compare import compare, summary, write_compare
+    from peft_course.system import provenance
+
     seeds = args.seeds or (COMPARE.seeds[:1] if args.quick else COMPARE.seeds)
     if args.quick:
         args.max_examples = args.max_examples or COMPARE.quick_examples
@@ -536,6 +583,8 @@ def check_arguments(args: Any) -> None:
         CourseError: if `--max-new-tokens` leaves no room for the prompt in the model's context.
     """
     if args.command == "finetune":
+        from peft_course.runs import check_run_directory
+
         check_run_directory(finetune_output(args), args.overwrite, args.resume)
     elif getattr(args, "output", None) is not None:
         # a new or empty directory, or one an earlier run of the same command made
@@ -544,6 +593,8 @@ def check_arguments(args: Any) -> None:
     model = getattr(args, "model", None)
     if model is None or args.command == "count":  # count's --model names an architecture
         return
+    from peft_course.models import check_max_length, context_length, model_config
+
     model_config(model)
     if getattr(args, "max_length", None) is not None:
         check_max_length(args.max_length, model, "--max-length")

@@ -21,14 +21,10 @@ from collections.abc import Iterator, Sequence
 
 import torch
 import torch.distributed as dist
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_optimizer_state_dict,
-    set_optimizer_state_dict,
-)
-from torch.distributed.fsdp import fully_shard
-from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.utils.data import Sampler
+
+# FSDP, DTensor and the distributed checkpoint are imported where they are used: they add about
+# a second to every command's start, and only a sharded run needs them
 
 
 def world_size() -> int:
@@ -167,6 +163,8 @@ def shard(model: torch.nn.Module) -> bool:
     """
     if world_size() <= 1:
         return False
+    from torch.distributed.fsdp import fully_shard
+
     blocks = {
         name
         for module in model.modules()
@@ -183,11 +181,15 @@ def shard(model: torch.nn.Module) -> bool:
 
 def full_tensor(parameter: torch.Tensor) -> torch.Tensor:
     """The whole of `parameter`, gathered from every process when it is sharded (a collective)."""
+    from torch.distributed.tensor import DTensor
+
     return parameter.full_tensor() if isinstance(parameter, DTensor) else parameter
 
 
 def assign(parameter: torch.nn.Parameter, value: torch.Tensor) -> None:
     """Copy a whole tensor into `parameter`, keeping only this process's shard when sharded."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
     if isinstance(parameter, DTensor):
         value = distribute_tensor(
             value.to(parameter.device), parameter.device_mesh, parameter.placements
@@ -197,6 +199,8 @@ def assign(parameter: torch.nn.Parameter, value: torch.Tensor) -> None:
 
 def is_sharded(model: torch.nn.Module) -> bool:
     """True once `shard` has split the model's parameters across the processes."""
+    from torch.distributed.tensor import DTensor
+
     return any(isinstance(p, DTensor) for p in model.parameters())
 
 
@@ -204,6 +208,8 @@ def optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) ->
     """The optimizer's state as one process would hold it: gathered when the model is sharded."""
     if not is_sharded(model):
         return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
     options = StateDictOptions(full_state_dict=True, cpu_offload=True)
     return get_optimizer_state_dict(model, optimizer, options=options)
 
@@ -215,5 +221,7 @@ def load_optimizer_state(
     if not is_sharded(model):
         optimizer.load_state_dict(state)
         return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
     options = StateDictOptions(full_state_dict=True)
     set_optimizer_state_dict(model, optimizer, optim_state_dict=state, options=options)

@@ -28,8 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from peft import LoraConfig, get_peft_model
-from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import (
@@ -408,6 +406,8 @@ def default_targets(model: nn.Module) -> list[str]:
     Raises:
         LoRAError: if peft has no default targets for the architecture.
     """
+    from peft.utils.constants import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
+
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     targets = TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model_type)
     if not targets:
@@ -643,6 +643,8 @@ def peft_lora_config(
             force it with a warning); pass `stores_transposed(model)` for a model of another
             architecture.
     """
+    from peft import LoraConfig
+
     return LoraConfig(
         r=config.r,
         lora_alpha=config.alpha,
@@ -822,6 +824,8 @@ def compare_with_peft(
         The largest absolute differences of the logits (unmerged and merged) and of the
             gradients of `A` and `B` after one backward pass, and both trainable-parameter counts.
     """
+    from peft import get_peft_model  # here, not at the top: peft takes seconds to import
+
     ours, theirs = copy.deepcopy(base).eval(), copy.deepcopy(base).eval()
     inject_lora(ours, config)
     randomize_b(ours, seed)  # B = 0 would make every comparison trivially pass

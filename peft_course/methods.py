@@ -12,7 +12,6 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from peft import LoraConfig, TaskType, get_peft_model
 from torch import nn
 
 from peft_course.errors import CourseError, check_string_list, describe
@@ -78,7 +77,7 @@ def prepare_lora(
     bias: str = "none",
     modules_to_save: list[str] | None = None,
     use_rslora: bool = False,
-    task_type: TaskType = TaskType.SEQ_CLS,
+    task_type: str = "SEQ_CLS",
     use_dora: bool = False,
     init_lora_weights: bool | str = True,
 ) -> nn.Module:
@@ -121,6 +120,8 @@ def prepare_lora(
         modules_to_save=modules_to_save,
         use_rslora=use_rslora,
     )
+    from peft import LoraConfig, get_peft_model  # here: peft takes seconds to import
+
     config = LoraConfig(
         task_type=task_type,
         r=r,

@@ -9,13 +9,13 @@ pad token set. Weights are only read from safetensors and remote code is never r
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
-from datasets import Dataset
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler
 from transformers import (
     AutoConfig,
@@ -42,6 +42,9 @@ from peft_course.settings import DEFAULT_MODEL
 from peft_course.smollm2 import SMOLLM2, smollm2_path
 from peft_course.tiny_gpt2 import TINY_GPT2, length_grouped_batches, tiny_gpt2_path
 from peft_course.tiny_llama import TINY_LLAMA, tiny_llama_path
+
+if TYPE_CHECKING:  # in annotations only: `datasets` takes a second to import
+    from datasets import Dataset
 
 Task = Literal["classification", "causal-lm"]
 
@@ -261,13 +264,13 @@ def check_max_length(max_length: Any, model_or_name: Any, name: str = "max_lengt
 
 
 def _four_bit_parameter_type() -> type | tuple:
-    """bitsandbytes' packed 4-bit parameter class,
-    or `()` (matches nothing) without bitsandbytes."""
-    try:
-        from bitsandbytes.nn import Params4bit
-    except Exception:  # not installed, or its native library fails to load
-        return ()
-    return Params4bit
+    """bitsandbytes' packed 4-bit parameter class, or `()` (matches nothing) while bitsandbytes
+    is not loaded.
+
+    A model holds a 4-bit weight only once something has imported bitsandbytes, so a count never
+    imports it itself (that takes seconds, and most counts have no 4-bit weight)."""
+    bnb = sys.modules.get("bitsandbytes")
+    return bnb.nn.Params4bit if bnb is not None else ()
 
 
 # --8<-- [start:count_parameters]

@@ -10,6 +10,8 @@ run/
   events.out.tfevents.*  the history for TensorBoard (`tensorboard --logdir runs`)
   metrics.json         untrained, best-validation and last-iteration test scores
   history.json         loss and validation accuracy per evaluation; history.png plots it
+  cost.json            what training cost: real and padded tokens/s, peak memory, optimizer
+                       state, FLOPs a token and the share of this machine's peak (`cost`)
   confusion.png        for more than two labels
   results.md           the run's row of a results table
   checkpoint/          the latest epoch, for --resume, and the run.json it was started with
@@ -56,6 +58,7 @@ from peft_course.training import load_trainable_state
 from peft_course.settings import TRAINING
 
 RUN_FILE, WEIGHTS_FILE, METRICS_FILE = "run.json", "weights.safetensors", "metrics.json"
+COST_FILE = "cost.json"
 ADAPTER_CONFIG, ADAPTER_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"  # peft's
 PEFT_PREFIX = "base_model.model."  # what peft puts before the base model's own names
 
@@ -352,6 +355,7 @@ def save_run(
     if not save_peft_adapter(directory, unmerged, spec):
         remove_peft_adapter(directory)
     atomic_write_text(directory / "history.json", json.dumps(result.training.history, indent=1))
+    atomic_write_text(directory / COST_FILE, json.dumps(result.training.cost, indent=1))
     write_events(history_events(result.training), directory if log_dir is None else log_dir)
     with replacing(directory / "history.png") as temporary:
         plot_history(result.training.history, temporary, f"{spec.method} on {spec.dataset}")

@@ -17,10 +17,6 @@ import importlib.util
 import json
 from pathlib import Path
 
-import torch
-from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM, AutoTokenizer
-
 from peft_course.errors import CourseError
 from peft_course.files import build_directory_once
 from peft_course.tiny_gpt2 import cache_root
@@ -94,6 +90,10 @@ def convert(gguf: Path, directory: Path) -> Path:
     Returns:
         `directory`.
     """
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     model = AutoModelForCausalLM.from_pretrained(
         str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
     )

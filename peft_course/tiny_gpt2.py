@@ -22,14 +22,18 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tokenizers import ByteLevelBPETokenizer
-from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast, PreTrainedModel
+from transformers import GPT2Config, GPT2TokenizerFast
 
 from peft_course.files import build_directory_once
 from peft_course.settings import EMBEDDED_MODEL
 from peft_course.synthetic import pretraining_corpus
+
+if TYPE_CHECKING:  # the modelling code is imported when a model is built: it takes seconds
+    from transformers import PreTrainedModel
 
 TINY_GPT2 = EMBEDDED_MODEL
 EOS_TOKEN = "<|endoftext|>"
@@ -209,6 +213,8 @@ def build_tiny_gpt2(
     Returns:
         `directory`, as a `Path`.
     """
+    from transformers import GPT2LMHeadModel
+
     return build_tiny_model(
         directory,
         lambda vocab, eos: GPT2LMHeadModel(tiny_gpt2_config(vocab, eos)),

@@ -35,6 +35,7 @@ from peft_course.errors import (
     CourseError,
 )
 from peft_course.configs import TrainConfig
+from peft_course.cost import reset_peak_memory, run_cost
 from peft_course.files import replacing
 from peft_course.metrics import classification_metrics
 from peft_course.models import make_loader
@@ -58,6 +59,9 @@ class TrainResult:
             ones are not kept): `step` and `tokens_per_second`, the real tokens trained on since
             the previous validation over the time they took. Kept out of `history`, which is
             the same on every rerun, and out of checkpoints.
+        cost: this process's run's `cost.RunCost` as a dictionary (real and padded tokens/s,
+            peak memory, optimizer state, FLOPs a token, utilisation of the measured peak);
+            kept out of `history` for the same reason.
     """
 
     history: list[dict[str, float]] = field(default_factory=list)
@@ -66,10 +70,12 @@ class TrainResult:
     best_state: dict[str, torch.Tensor] = field(default_factory=dict)
     seconds: float = 0.0
     throughput: list[dict[str, float]] = field(default_factory=list)
+    cost: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON-friendly part (weights and the timings of this process left out)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("best_state", "throughput")}
+        mine = ("best_state", "throughput", "cost")
+        return {k: v for k, v in asdict(self).items() if k not in mine}
 
 
 @torch.no_grad()
@@ -479,6 +485,7 @@ def train(
     device = distributed.setup(pick_device(config.device))
     bf16 = use_bf16(device, config.bf16)
     model.to(device)
+    reset_peak_memory(device)
     sharded = config.fsdp and distributed.shard(model)  # before the optimizer sees the parameters
     parameters = [p for p in model.parameters() if p.requires_grad]
     if not parameters:
@@ -513,10 +520,15 @@ def train(
     start, seen = time.perf_counter() - result.seconds, 0
     running = torch.zeros((), dtype=torch.float64, device=device)  # read only when validating
     tokens, since = 0.0, time.perf_counter()  # real tokens trained on since the last validation
+    padded = 0  # tokens computed on since the last validation, padding included
+    spent = {"real": 0.0, "padded": 0, "seconds": 0.0}  # the run's, validation left out
 
     def validate(epoch: float) -> None:
-        nonlocal running, seen, tokens, since
+        nonlocal running, seen, tokens, since, padded
         tokens_per_second = float(tokens) / max(time.perf_counter() - since, 1e-9)
+        spent["real"] += float(tokens)
+        spent["padded"] += padded
+        spent["seconds"] += time.perf_counter() - since
         if evaluator is not None:
             scores = evaluator(model)
         else:
@@ -537,7 +549,7 @@ def train(
         if on_validate is not None:
             on_validate({**result.history[-1], **result.throughput[-1]})
         running, seen = torch.zeros_like(running), 0
-        tokens, since = 0.0, time.perf_counter()
+        tokens, since, padded = 0.0, time.perf_counter(), 0
         if scores["accuracy"] > result.best_val_accuracy:
             result.best_val_accuracy, result.best_step = scores["accuracy"], step
             result.best_state = trainable_state(model)
@@ -546,12 +558,14 @@ def train(
     def step_loss(batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Forward and backward over the batch's pieces; each loss weighted by its share of the
         whole (global) batch, so the gradients add up to the batch's mean gradient."""
+        nonlocal padded
         pieces = batch_pieces(batch, config.max_tokens_per_batch)
         weights = [loss_weight(piece, loss_fn is not None) for piece in pieces]
         whole = distributed.total(sum(weights), device)
         total_loss = torch.zeros((), device=device)
         for piece, weight in zip(pieces, weights):
             piece = {k: v.to(device) for k, v in piece.items()}
+            padded += piece["input_ids"].numel()  # what the products compute on, padding too
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 loss = forward(**piece).loss if loss_fn is None else loss_fn(model, piece)
             share = loss * (weight / whole)  # 1.0 for one piece on one process: the plain loop
@@ -600,4 +614,6 @@ def train(
                 on_epoch_end(epoch + 1, result)
     bar.close()
     result.seconds = time.perf_counter() - start
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    result.cost = run_cost(model, optimizer, *spent.values(), device, dtype).as_dict()
     return result

@@ -579,7 +579,7 @@ def test_a_failing_prompt_rerun_keeps_the_finished_log(tmp_path, capsys, monkeyp
         "--strategy repeats",
     )
     fails(capsys, [*command[:-2], "--top-p", "0", "--output", output], "--top-p must be in (0, 1]")
-    import peft_course.commands as commands
+    import peft_course.prompting as prompting  # `command_prompt` imports it when it runs
 
     def interrupted(*args, **kwargs):
         def generate(prompt):
@@ -587,7 +587,7 @@ def test_a_failing_prompt_rerun_keeps_the_finished_log(tmp_path, capsys, monkeyp
 
         return generate
 
-    monkeypatch.setattr(commands, "load_generate", interrupted)
+    monkeypatch.setattr(prompting, "load_generate", interrupted)
     assert main([str(a) for a in command]) == 130
     assert snapshot(output) == before  # no temporary file left behind either
 
