@@ -25,7 +25,7 @@ from peft_course.data import load_classification_data
 data = load_classification_data("synthetic-sentiment", max_examples=200)
 count = Counter("tiny-gpt2", data)
 print(f"tiny-gpt2 classifier: {count.total:,} parameters, width {count.width}")
-for method in ("bitfit", "ia3", "lora", "dora", "houlsby", "prompt-tuning"):
+for method in ("bitfit", "ia3", "lora", "houlsby", "prompt-tuning"):
     budgets = match_budget(method, [0.005, 0.01, 0.02], count.total, count, width=count.width)
     sizes = [
         f"{b.share:.1%}: {size_label(method, b.value)} ({b.trainable:,})"

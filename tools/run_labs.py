@@ -19,6 +19,7 @@ import base64
 import importlib
 import os
 import re
+import resource
 import shutil
 import sys
 import tempfile
@@ -31,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LABS = ROOT / "labs"
 PAGES = ROOT / "docs" / "labs"
 CELL_MARKER = re.compile(r"^# %%")
+OUTPUT = 'text title="Output"'  # a text block (it wraps) under a bar that says what it is
 # Labs that need what not every machine has, and the check that says whether this one does
 # (`(works, why)`), as the tests skip: without it the lab's page shows its code, not run.
 NEEDS = {"qlora": ("peft_course.system", "bnb_4bit_support")}
@@ -61,7 +63,7 @@ def output_blocks(outputs: list, name: str, figure: int, folder: Path) -> tuple[
             printed += output["text"] if output["name"] == "stdout" else ""
             continue
         if printed.strip():
-            blocks.append(fence(printed, "text"))
+            blocks.append(fence(printed, OUTPUT))
         printed = ""
         data = output.get("data", {})
         if "image/png" in data:
@@ -70,9 +72,9 @@ def output_blocks(outputs: list, name: str, figure: int, folder: Path) -> tuple[
             (folder / f"figure-{figure}.png").write_bytes(base64.b64decode(data["image/png"]))
             blocks.append(f"![Figure {figure} of the {name} lab]({name}/figure-{figure}.png)")
         elif "text/plain" in data:
-            blocks.append(fence(data["text/plain"], "text"))
+            blocks.append(fence(data["text/plain"], OUTPUT))
     if printed.strip():
-        blocks.append(fence(printed, "text"))
+        blocks.append(fence(printed, OUTPUT))
     return blocks, figure
 
 
@@ -143,6 +145,16 @@ def missing_figures(notebook) -> tuple[int, int]:
     return shown, drawn
 
 
+def children_cpu() -> float:
+    """CPU seconds (user + system) of this process's finished children: the kernels it ran.
+
+    On a shared machine the wall time says how busy the machine was; this says what the lab
+    costs (with one torch thread a kernel, about its wall time on an idle core).
+    """
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def machine_has(name: str) -> tuple[bool, str]:
     """Whether this machine has what lab `name` needs (`NEEDS`), and why not if it has not."""
     if name not in NEEDS:
@@ -151,11 +163,12 @@ def machine_has(name: str) -> tuple[bool, str]:
     return getattr(importlib.import_module(module), function)()
 
 
-def run_lab(name: str, timeout: int, write: bool) -> tuple[str, float, str | None, str]:
+def run_lab(name: str, timeout: int, write: bool) -> tuple[str, float, float, str | None, str]:
     """Execute `labs/<name>.py` in a fresh kernel.
 
     Returns:
-        `(name, seconds, the error line or None, why it was skipped or "")`.
+        `(name, wall seconds, CPU seconds of its kernel, the error line or None, why it was
+        skipped or "")`.
     """
     import jupytext
     from nbclient.exceptions import CellExecutionError, CellTimeoutError
@@ -168,7 +181,8 @@ def run_lab(name: str, timeout: int, write: bool) -> tuple[str, float, str | Non
         if write:
             PAGES.mkdir(parents=True, exist_ok=True)
             (PAGES / f"{name}.md").write_text(render(notebook, name, skipped=why))
-        return name, time.perf_counter() - started, None, why
+        return name, time.perf_counter() - started, 0.0, None, why
+    cpu = children_cpu()
     try:
         execute(notebook, timeout)
     except (CellExecutionError, CellTimeoutError) as error:
@@ -176,17 +190,18 @@ def run_lab(name: str, timeout: int, write: bool) -> tuple[str, float, str | Non
         index, lines = failed_cell(notebook), cell_lines(script)
         where = f"line {lines[index]}" if index is not None and index < len(lines) else "a cell"
         if isinstance(error, CellTimeoutError):
-            return name, seconds, f"the cell at {where} gave no result in {timeout} s", ""
+            return name, seconds, 0.0, f"the cell at {where} gave no result in {timeout} s", ""
         message = f"{error.ename}: {error.evalue}".strip().splitlines()[0]
-        return name, seconds, f"the cell at {where} raised {message}", ""
+        return name, seconds, 0.0, f"the cell at {where} raised {message}", ""
     seconds = time.perf_counter() - started
+    cpu = children_cpu() - cpu
     shown, drawn = missing_figures(notebook)
     if drawn < shown:  # a file backend (the package's plots choose Agg) swallowed plt.show()
-        return name, seconds, f"{shown} plt.show() calls drew {drawn} figures", ""
+        return name, seconds, cpu, f"{shown} plt.show() calls drew {drawn} figures", ""
     if write:
         PAGES.mkdir(parents=True, exist_ok=True)
         (PAGES / f"{name}.md").write_text(render(notebook, name))
-    return name, seconds, None, ""
+    return name, seconds, cpu, None, ""
 
 
 def stale(name: str) -> bool:
@@ -218,9 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     with ProcessPoolExecutor(max(1, args.jobs), mp_context=get_context("spawn")) as pool:
         jobs = [pool.submit(run_lab, n, args.timeout, not args.no_pages) for n in names]
         for job in jobs:
-            name, seconds, error, skipped = job.result()
+            name, seconds, cpu, error, skipped = job.result()
             verdict = f"FAILED, {error}" if error else f"skipped: {skipped}" if skipped else "ok"
-            print(f"labs/{name}.py: {verdict} ({seconds:.1f} s)")
+            print(f"labs/{name}.py: {verdict} ({seconds:.1f} s, {cpu:.1f} s of CPU)")
             if error:
                 failures.append(name)
     if names:
