@@ -36,6 +36,7 @@ from peft_course.settings import (
     DEFAULT_MODEL,
     DPO,
     EMBEDDED_MODEL,
+    GRPO,
     INSTRUCT,
     LORA,
     PREFERENCE,
@@ -332,6 +333,20 @@ def align_loss(name: str, value: object) -> str:
     return value
 
 
+# `peft-course align --grpo-reward`: the rewards of peft_course.online_rl.REWARDS (which
+# imports torch; tests/test_online_rl.py checks that the two lists agree)
+GRPO_REWARDS = ("exact", "format")
+
+
+def grpo_reward(name: str, value: object) -> str:
+    """One of `GRPO_REWARDS`, or a `CourseError` that lists them."""
+    if value not in GRPO_REWARDS:
+        raise CourseError(
+            f"{name}: unknown GRPO reward {value!r}; choose one of {', '.join(GRPO_REWARDS)}"
+        )
+    return value
+
+
 @checked
 class Align(Dpo):
     """DPO and its relatives (IPO, hinge, robust, SimPO, ORPO, KTO, APO-zero) with TRL
@@ -342,7 +357,7 @@ class Align(Dpo):
     DPO's log-ratio), margins, the mean response length and the KL to the reference on sampled
     completions before and after; save metrics.json and rewards.png. With --reward-model, train
     a reward model (trl.RewardTrainer) and DPO beside it instead, and print both held-out
-    accuracies.
+    accuracies. With --grpo, online RL on a checkable reward instead (trl.GRPOTrainer).
     """
 
     loss: str = option("dpo", help=f"the loss: {', '.join(ALIGN_LOSSES)}", check=align_loss)
@@ -364,6 +379,18 @@ class Align(Dpo):
         help="train a reward model instead (trl.RewardTrainer: a scalar head on the base, with "
         "LoRA) and DPO beside it on the same pairs; print both held-out accuracies",
     )
+    grpo: bool = option(
+        False,
+        help="online RL instead: GRPO (trl.GRPOTrainer) from an instruction-tuned tiny-gpt2 on "
+        "the generated tasks, rewarded by exact match of the computed answer (--grpo-reward); "
+        "print exact match and mean reward before and after (the pair options do not apply)",
+    )
+    grpo_reward: str = option(
+        "exact",
+        help="--grpo: exact (the computed answer) or format (the answer's shape only: gameable)",
+        check=grpo_reward,
+    )
+    grpo_steps: int = option(GRPO.steps, help="--grpo: optimizer steps", check=positive_int)
     output: Path = output_option("runs/align", "where metrics.json and rewards.png go")
 
 

@@ -259,7 +259,46 @@ class CompareSettings:
     docs_examples: int = 400
 
 
+@dataclass(frozen=True)
+class GRPOSettings:
+    """Online RL on the instruction chapter's generated tasks (`peft_course.online_rl`,
+    `peft-course align --grpo`).
+
+    Attributes:
+        tasks: the generated tasks trained on; the start answers them above 0 but far from 1.
+        start_tasks: the tasks the instruction-tuned start is trained on; None: all five, as
+            the instruction chapter's model is.
+        start_examples: generated examples (of all five tasks, before `start_tasks` picks) of
+            the start's training split.
+        start_epochs: its epochs of full fine-tuning (learning rate 3e-3, the chapter's).
+        n_test: generated held-out examples (those of `tasks` among them are scored).
+        steps: GRPO optimizer steps.
+        learning_rate: the policy's learning rate (full fine-tuning).
+        beta: the weight of the KL term to the start.
+        num_generations: completions sampled per prompt (the group).
+        prompts_per_step: prompts a step; each brings `num_generations` completions.
+        max_completion_length: the most tokens a completion gets.
+        temperature: the sampling temperature of training and of the held-out reward.
+        samples: completions sampled per held-out prompt for the held-out mean reward.
+    """
+
+    tasks: tuple[str, ...] = ("sentiment", "nth word", "reverse")
+    start_tasks: tuple[str, ...] | None = None
+    start_examples: int = 2000
+    start_epochs: int = 4
+    n_test: int = 200
+    steps: int = 100
+    learning_rate: float = 3e-4
+    beta: float = 0.04
+    num_generations: int = 4
+    prompts_per_step: int = 8
+    max_completion_length: int = 8
+    temperature: float = 1.0
+    samples: int = 4
+
+
 LORA = LoraSettings()
+GRPO = GRPOSettings()
 TRAINING = TrainingSettings()
 ABLATION = AblationSettings()
 DPO = DPOSettings()

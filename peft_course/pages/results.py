@@ -62,11 +62,12 @@ from peft_course.preference import (
     train_reward_model,
     train_side_by_side,
 )
+from peft_course.online_rl import grpo_rows, plot_grpo, sample_rows, start_rows, train_grpo
 from peft_course.preference_derivations import checks_table as checks_table_of_losses
 from peft_course.preference_derivations import plot_margin_losses
 from peft_course.prompting import prompt_gallery, results_page
 from peft_course.qlora import QLORA_LEARNING_RATE, qlora_footprint_rows, theoretical_rows
-from peft_course.settings import COMPARE, INSTRUCT, LORA
+from peft_course.settings import COMPARE, GRPO, INSTRUCT, LORA
 from peft_course.system import provenance
 from peft_course.smollm2 import is_installed
 from peft_course.tables import COLUMNS, confusion_rows, markdown_table, result_row, write_table
@@ -410,7 +411,7 @@ def compare_pages(images: Path = IMAGES, work: Path = Path("runs/compare-docs"))
 def preference_pages(images: Path = IMAGES, n_train: int = 64, n_test: int = 32) -> list[Path]:
     """The Beyond DPO chapter's tables and figures, under `images/preference`: the sympy
     checks, the margin-loss figure, TRL's numbers, the side-by-side runs and their histories,
-    ORPO's lambda, the reward model beside DPO.
+    ORPO's lambda, the reward model beside DPO, and GRPO (`grpo_pages`).
 
     8 LoRA steps per loss on tiny-gpt2, film pairs that prefer the pan (the pretrained model
     ranks most of them the other way), learning rate 1e-2, beta 0.1, `LossSettings()`.
@@ -460,7 +461,28 @@ def preference_pages(images: Path = IMAGES, n_train: int = 64, n_test: int = 32)
     written.append(
         atomic_write_text(directory / "reward-model.md", markdown_table(reward_rows) + "\n")
     )
-    return written
+    return written + grpo_pages(directory)
+
+
+def grpo_pages(directory: Path) -> list[Path]:
+    """GRPO from the instruction-tuned tiny-gpt2 with the exact-match reward and with the
+    format-only one (`online_rl.train_grpo`, `GRPO` settings, seed 0): the start's exact match
+    per task, the two runs' table, their rewards and KL per step, sampled answers before/after.
+
+    Args:
+        directory: where the pages and the figure go (`images/preference`).
+    """
+    runs = [train_grpo(reward) for reward in ("exact", "format")]
+    plot_grpo(runs, directory / "grpo.png", "GRPO on tiny-gpt2, " + ", ".join(GRPO.tasks))
+    pages = {
+        "grpo-start.md": start_rows(),
+        "grpo.md": grpo_rows(runs),
+        "grpo-samples.md": [
+            {**row, "after exact GRPO (sampled)": runs[0].after["sampled"][i]}
+            for i, row in enumerate(sample_rows(runs[1], 6))
+        ],
+    }
+    return [atomic_write_text(directory / n, markdown_table(r) + "\n") for n, r in pages.items()]
 
 
 def page_groups(
