@@ -14,6 +14,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+# A confusion matrix's counts: 9 points at the figures' 100 dpi is 12.5 px, legible on any cell.
+COUNT_POINTS = 9
+
+
+def count_colour(cell: tuple[float, ...]) -> str:
+    """Black on a light cell, white on a dark one (by the cell's luminance, ITU-R BT.709), so a
+    count reads on every shade of the colour map.
+
+    Args:
+        cell: the cell's RGB(A) colour, each channel in [0, 1].
+    """
+    red, green, blue = cell[:3]
+    return "black" if 0.2126 * red + 0.7152 * green + 0.0722 * blue > 0.5 else "white"
+
 
 def whole_epoch_ticks(axes, epochs: Sequence[float]) -> None:
     """Tick only whole epochs when every point is at one (no "1.5" between epoch 1 and 2).
@@ -69,16 +83,19 @@ def plot_confusion(
     Returns:
         `path`, as a `Path`.
     """
-    size = max(4.0, 0.45 * len(label_names) + 2)
+    size = max(4.0, 0.5 * len(label_names) + 2.5)
     figure, axes = plt.subplots(figsize=(size, size))
-    axes.imshow(matrix, cmap="Blues")
+    image = axes.imshow(matrix, cmap="Blues")
     axes.set_xticks(range(len(label_names)), label_names, rotation=90)
     axes.set_yticks(range(len(label_names)), label_names)
     axes.set(xlabel="predicted", ylabel="true", title=title)
     for i, row in enumerate(matrix):
         for j, count in enumerate(row):
             if count:
-                axes.text(j, i, str(count), ha="center", va="center", fontsize=7)
+                axes.text(
+                    j, i, str(count), ha="center", va="center", fontsize=COUNT_POINTS,
+                    color=count_colour(image.cmap(image.norm(count))),
+                )  # fmt: skip
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
@@ -93,7 +110,8 @@ def plot_curves(
     reference: tuple[float, str] | None = None,
 ) -> Path:
     """Several (epoch, value) curves on one axis, one line and legend entry each (e.g. one per sweep
-    cell); `reference=(value, label)` adds a dashed horizontal line, such as chance level.
+    cell); `reference=(value, label)` adds a dashed horizontal line, such as chance level. When
+    every curve is one point at the same epoch, each is a dot above its label instead.
 
     Args:
         curves: each curve's legend label and its (epoch, value) points.
@@ -106,13 +124,24 @@ def plot_curves(
         `path`, as a `Path`.
     """
     figure, axes = plt.subplots(figsize=(7, 4))
-    for label, points in curves.items():
-        axes.plot([x for x, _ in points], [y for _, y in points], marker="o", label=label)
+    epochs = {x for points in curves.values() for x, _ in points}
+    if all(len(points) == 1 for points in curves.values()) and len(epochs) == 1:
+        # One validation each: a dot per curve above its label, not one-point lines on an epoch axis
+        for i, [(_, y)] in enumerate(curves.values()):
+            axes.plot([i], [y], marker="o", markersize=9, linestyle="none")
+        axes.set_xticks(range(len(curves)), list(curves), rotation=20, ha="right")
+        axes.set_xlim(-0.5, len(curves) - 0.5)
+        xlabel = f"after epoch {next(iter(epochs)):g}"
+    else:
+        for label, points in curves.items():
+            axes.plot([x for x, _ in points], [y for _, y in points], marker="o", label=label)
+        whole_epoch_ticks(axes, sorted(epochs))
+        xlabel = "epoch"
     if reference is not None:
         axes.axhline(reference[0], color="grey", linestyle="--", label=reference[1])
-    axes.set(xlabel="epoch", ylabel=ylabel, title=title)
-    whole_epoch_ticks(axes, [x for points in curves.values() for x, _ in points])
-    axes.legend(fontsize=8)
+    axes.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
