@@ -47,10 +47,10 @@ from peft_course.instruct import (
     normalize,
     prompt_text,
 )
-from peft_course.models import load_model
+from peft_course.models import load_model, load_tokenizer
 from peft_course.plots import plt
 from peft_course.preference import machine_bf16
-from peft_course.settings import GRPO, INSTRUCT, GRPOSettings
+from peft_course.settings import EMBEDDED_MODEL, GRPO, INSTRUCT, GRPOSettings
 from peft_course.tiny_gpt2 import cache_root
 from peft_course.training import TrainConfig
 
@@ -174,7 +174,7 @@ def instruction_tuned_start(settings: GRPOSettings = GRPO) -> Path:
         )
         result = instruct_tune(splits, "full", config=config)
         result.model.save_pretrained(scratch, safe_serialization=True)
-        load_model("tiny-gpt2", task="causal-lm")[1].save_pretrained(scratch)
+        load_tokenizer(EMBEDDED_MODEL).save_pretrained(scratch)
 
     return build_directory_once(cache_root() / f"grpo-start-{key}", build)
 
