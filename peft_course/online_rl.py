@@ -190,6 +190,12 @@ def held_out(
     The sampled means are what GRPO raises: the expected reward of the policy at the training
     temperature, `settings.samples` completions per prompt (seeded, so the same for every run).
 
+    Args:
+        model: the policy.
+        tokenizer: its tokenizer.
+        examples: the held-out examples.
+        settings: `max_completion_length`, `temperature` and `samples`.
+
     Returns:
         `exact match`, `format` (greedy), `exact match reward`, `format reward` (sampled means),
         `greedy` and `sampled` answers (the first sample of each prompt).
