@@ -78,13 +78,13 @@ def peak_key(device: torch.device, dtype: torch.dtype) -> str:
     if device.type == "cuda":
         where = torch.cuda.get_device_name(device)
     else:
-        capability = torch.backends.cpu.get_cpu_capability()
+        capability, threads = torch.backends.cpu.get_cpu_capability(), torch.get_num_threads()
         where = f"{platform.processor() or platform.machine()} {capability}, "
-        where += f"{torch.get_num_threads()} threads"
+        where += f"{threads} thread{'s' if threads != 1 else ''}"
     return f"{where}, {str(dtype).removeprefix('torch.')}"
 
 
-def measure_matmul_peak(device: torch.device, dtype: torch.dtype, repeats: int = 5) -> float:
+def measure_matmul_peak(device: torch.device, dtype: torch.dtype, repeats: int = 10) -> float:
     """FLOP/s of the best of `repeats` rounds of square matrix products on `device` (seconds).
 
     Args:
@@ -113,7 +113,9 @@ def matmul_peak(device: torch.device, dtype: torch.dtype = torch.float32) -> flo
     """This machine's matrix-product FLOP/s on `device` in `dtype`, measured once and cached.
 
     The figure is kept in `matmul-peak.json` in the course cache (`$PEFT_COURSE_CACHE`), one per
-    device, kernel set, thread count and dtype; delete the file to measure again.
+    device, kernel set, thread count and dtype. The fastest of a few rounds is kept, which rides
+    out a short burst of other work but not a machine loaded throughout: delete the file to
+    measure again on a quiet one.
 
     Args:
         device: the device that trains.
