@@ -54,6 +54,7 @@ HINTS = EXERCISES / "hints.toml"
 # the first one, in this order and then in its file's order, that is not done or wrong.
 CHAPTERS = (
     "warmup",
+    "foundations",
     "prompting",
     "counting",
     "lora",
@@ -65,6 +66,7 @@ CHAPTERS = (
     "preference",
     "gpt2",
     "instruct",
+    "real_model",
 )
 
 
