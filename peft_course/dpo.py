@@ -37,7 +37,7 @@ from peft_course.errors import (
     describe,
 )
 from peft_course.configs import DPORunConfig, beta_check
-from peft_course.files import atomic_write_text, replacing
+from peft_course.files import write_metrics_and_plot
 from peft_course.lora import default_targets, stores_transposed
 from peft_course.models import load_model
 from peft_course.plots import plt
@@ -969,13 +969,9 @@ def save_dpo_run(run: DPORun, output: str | Path, title: str = "") -> tuple[Path
     Returns:
         `(metrics.json, rewards.png)` paths.
     """
-    output = Path(output)
-    metrics = atomic_write_text(output / "metrics.json", json.dumps(run.as_dict(), indent=1))
-    with replacing(
-        output / "rewards.png"
-    ) as temporary:  # never a half-written plot beside the metrics
-        plot_rewards(run.history, temporary, title)
-    return metrics, output / "rewards.png"
+    return write_metrics_and_plot(
+        output, run.as_dict(), lambda path: plot_rewards(run.history, path, title)
+    )
 
 
 def before_after_table(run: DPORun) -> str:

@@ -9,6 +9,7 @@ never an empty or truncated one.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -152,6 +153,27 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     with replacing(path) as temporary:
         temporary.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def write_metrics_and_plot(
+    output: str | Path, record: dict, plot: Callable[[Path], object]
+) -> tuple[Path, Path]:
+    """`metrics.json` (`record`, as JSON) and `rewards.png` (drawn by `plot(path)`) in `output`,
+    each written whole or not at all: what every alignment run leaves.
+
+    Args:
+        output: the run's directory.
+        record: the run's JSON-friendly record.
+        plot: draws the figure into the path it is given.
+
+    Returns:
+        `(metrics.json, rewards.png)` paths.
+    """
+    output = Path(output)
+    metrics = atomic_write_text(output / "metrics.json", json.dumps(record, indent=1))
+    with replacing(output / "rewards.png") as temporary:
+        plot(temporary)
+    return metrics, output / "rewards.png"
 
 
 def build_directory_once(

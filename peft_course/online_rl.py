@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from peft_course.errors import CourseError, check_int
-from peft_course.files import atomic_write_text, build_directory_once, replacing
+from peft_course.files import build_directory_once, write_metrics_and_plot
 from peft_course.instruct import (
     TASKS,
     Example,
@@ -511,8 +511,4 @@ def save_grpo_run(run: GRPORun, output: str | Path, title: str = "") -> tuple[Pa
     Returns:
         `(metrics.json, rewards.png)` paths.
     """
-    output = Path(output)
-    metrics = atomic_write_text(output / "metrics.json", json.dumps(run.as_dict(), indent=1))
-    with replacing(output / "rewards.png") as temporary:
-        plot_grpo([run], temporary, title)
-    return metrics, output / "rewards.png"
+    return write_metrics_and_plot(output, run.as_dict(), lambda path: plot_grpo([run], path, title))

@@ -59,7 +59,7 @@ from peft_course.dpo import (
     tokenize_pair,
 )
 from peft_course.errors import CourseError, check_number
-from peft_course.files import atomic_write_text, replacing
+from peft_course.files import atomic_write_text, replacing, write_metrics_and_plot
 from peft_course.lora import default_targets, stores_transposed
 from peft_course.models import load_model
 from peft_course.plots import plt
@@ -1584,11 +1584,9 @@ def save_align_run(run: AlignRun, output: str | Path, title: str = "") -> tuple[
     Returns:
         `(metrics.json, rewards.png)` paths.
     """
-    output = Path(output)
-    metrics = atomic_write_text(output / "metrics.json", json.dumps(run.as_dict(), indent=1))
-    with replacing(output / "rewards.png") as temporary:
-        plot_histories([run], temporary, title)
-    return metrics, output / "rewards.png"
+    return write_metrics_and_plot(
+        output, run.as_dict(), lambda path: plot_histories([run], path, title)
+    )
 
 
 # ----------------------------------------------------------------------------------------------
