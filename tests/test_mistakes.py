@@ -29,6 +29,7 @@ PAGE = ROOT / "exercises" / "mistakes.md"
 MISTAKES = tomllib.loads(CATALOGUE.read_text())["mistake"]
 # chapter -> its page and title, in the order of the course (the grader's CHAPTERS)
 CHAPTERS = {
+    "foundations": ("foundations.md", "Foundations"),
     "prompting": ("prompting.md", "Prompting"),
     "counting": ("counting.md", "Counting parameters"),
     "lora": ("lora.md", "LoRA from scratch"),
@@ -37,6 +38,7 @@ CHAPTERS = {
     "dpo": ("dpo.md", "Preference optimization (DPO)"),
     "preference": ("beyond-dpo.md", "Beyond DPO"),
     "gpt2": ("gpt2.md", "GPT-2 from scratch"),
+    "real_model": ("real-model.md", "A real model"),
 }
 FIELDS = {"chapter", "function", "title", "plant", "checks", "grader", "explanation"}
 
