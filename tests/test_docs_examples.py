@@ -97,6 +97,20 @@ def test_the_chapter_ends_with_its_example(chapter):
     assert last.rstrip().endswith("```"), f"docs/{chapter}.md: nothing after the example"
 
 
+@pytest.mark.parametrize("chapter", sorted(p.stem for p in (EXAMPLES / "output").glob("*.txt")))
+def test_the_output_shown_is_what_the_example_prints(chapter):
+    """The output a page shows under its example (stored by tools/example_outputs.py) still
+    holds the lines the example prints the same on every machine, and the page shows it."""
+    stored = (EXAMPLES / "output" / f"{chapter}.txt").read_text()
+    for line in PRINTS[chapter]:
+        assert line in stored, (
+            f"docs/examples/output/{chapter}.txt lacks {line!r}: "
+            f"python tools/example_outputs.py {chapter}"
+        )
+    page = (ROOT / "docs" / f"{chapter}.md").read_text()
+    assert f'output="docs/examples/output/{chapter}.txt"' in page
+
+
 @pytest.mark.parametrize("chapter", CHAPTERS)
 def test_the_example_runs(chapter, capsys):
     if chapter == "qlora":  # as tests/test_qlora.py needs: bitsandbytes' 4-bit layers

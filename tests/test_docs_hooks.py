@@ -51,3 +51,14 @@ def test_text_pointed_at_that_is_not_there_fails_the_build():
     block = '```python hl="no such line"\n--8<-- "peft_course/lora.py:merge_and_unload"\n```'
     with pytest.raises(ValueError, match="no such line"):
         hooks.show_code(block)
+
+
+def test_an_example_shows_what_it_printed_under_it(tmp_path, monkeypatch):
+    (tmp_path / "example.py").write_text('"""An example."""\n\nprint(1 + 1)\n')
+    (tmp_path / "example.txt").write_text("2\n")
+    monkeypatch.setattr(hooks, "ROOT", tmp_path)
+    shown = hooks.show_code('```python output="example.txt"\n--8<-- "example.py"\n```')
+    code, printed = shown.split("\n\n```text")
+    assert code.startswith('```python title="example.py"') and "output=" not in code
+    assert '"""An example."""' in code  # an example is shown whole
+    assert printed == ' title="what it prints"\n2\n```'

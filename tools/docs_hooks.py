@@ -12,7 +12,9 @@
   of the package (`--8<-- "peft_course/lora.py:config"`) is filled here, before the snippets
   extension runs, with those sections less their docstrings (the reference pages show them) and
   gets the file as its title. `hl="text"` on the fence (repeatable) highlights each line that
-  contains the text, so a page points at a line by what it says, not by a number that moves.
+  contains the text, so a page points at a line by what it says, not by a number that moves;
+  `output="docs/examples/output/lora.txt"` shows under the code what a run of it printed
+  (stored by tools/example_outputs.py), never output typed by hand.
 - The chapters and the reference are two sequences: the footer's "next" on the last chapter
   does not lead into the API reference, nor "previous" on the first reference page back out.
 """
@@ -45,6 +47,9 @@ OPTION = re.compile(r'(?P<key>\w+)="(?P<value>[^"]*)"')
 # Whose docstrings go: the package's and the tests' (their reference is the API pages); an
 # exercise or an example script is shown whole.
 STRIPPED = ("peft_course/", "tests/")
+# The fence options the hook reads itself: `hl="text"` (a line to highlight, repeatable) and
+# `output="docs/examples/output/<page>.txt"` (what the example printed, shown under it).
+OWN = ("hl", "output")
 
 
 def section(path: str, name: str | None) -> str:
@@ -103,7 +108,7 @@ def show_code(markdown: str) -> str:
             parts.append(strip_docstrings(code) if include["path"].startswith(STRIPPED) else code)
         code = "\n\n".join(part.strip("\n") for part in parts)
         options = OPTION.findall(match["options"])
-        kept = " ".join(f'{key}="{value}"' for key, value in options if key != "hl")
+        kept = " ".join(f'{key}="{value}"' for key, value in options if key not in OWN)
         if "title" not in dict(options):
             paths = dict.fromkeys(include["path"] for include in includes)
             kept = f'title="{", ".join(paths)}" {kept}'.strip()
@@ -119,8 +124,12 @@ def show_code(markdown: str) -> str:
                 raise ValueError(f"hl={missing[0]!r} is in no line of {includes[0]['path']}")
             kept += f' hl_lines="{" ".join(numbers)}"'
         indent = match["indent"]
-        body = "\n".join(indent + line if line else line for line in code.splitlines())
-        return f"{indent}```python {kept}\n{body}\n{indent}```"
+        block = f"```python {kept}\n{code}\n```"
+        printed = dict(options).get("output")
+        if printed:  # what a run printed, stored by tools/example_outputs.py
+            text = (ROOT / printed).read_text().rstrip("\n")
+            block += f'\n\n```text title="what it prints"\n{text}\n```'
+        return "\n".join(indent + line if line else line for line in block.splitlines())
 
     return FENCE.sub(fill, markdown)
 
