@@ -40,7 +40,7 @@ from peft_course.configs import DPORunConfig, beta_check
 from peft_course.files import write_metrics_and_plot
 from peft_course.lora import default_targets, stores_transposed
 from peft_course.models import load_model
-from peft_course.plots import plt
+from peft_course.plots import plt, save_figure
 from peft_course.settings import DPO
 from peft_course.synthetic import INTENSIFIERS, NEGATIVE_ADJECTIVES, POSITIVE_ADJECTIVES, SUBJECTS
 from peft_course.settings import EMBEDDED_MODEL
@@ -951,11 +951,7 @@ def plot_rewards(history: Sequence[dict[str, float]], path: str | Path, title: s
     )  # under the axes
     accuracy.plot(steps, [h["rewards/accuracies"] for h in history], marker=".", color="tab:green")
     accuracy.set(xlabel="step", ylabel="reward accuracy (train batch)", ylim=(-0.05, 1.05))
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return Path(path)
+    return save_figure(figure, path, title)
 
 
 def save_dpo_run(run: DPORun, output: str | Path, title: str = "") -> tuple[Path, Path]:

@@ -48,7 +48,7 @@ from peft_course.instruct import (
     prompt_text,
 )
 from peft_course.models import load_model, load_tokenizer
-from peft_course.plots import plt
+from peft_course.plots import plt, save_figure
 from peft_course.preference import machine_bf16
 from peft_course.settings import EMBEDDED_MODEL, GRPO, INSTRUCT, GRPOSettings
 from peft_course.tiny_gpt2 import cache_root
@@ -493,11 +493,7 @@ def plot_grpo(runs: Sequence[GRPORun], path: str | Path, title: str = "") -> Pat
     kl.set(xlabel="step", ylabel="KL to the start (per token)")
     rewards.legend(fontsize=8)
     kl.legend(fontsize=8, title="reward trained on", title_fontsize=8)
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return Path(path)
+    return save_figure(figure, path, title)
 
 
 def save_grpo_run(run: GRPORun, output: str | Path, title: str = "") -> tuple[Path, Path]:

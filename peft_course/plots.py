@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -16,6 +17,24 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 # A confusion matrix's counts: 9 points at the figures' 100 dpi is 12.5 px, legible on any cell.
 COUNT_POINTS = 9
+
+
+def save_figure(figure: Any, path: str | Path, title: str = "") -> Path:
+    """Give `figure` its title, lay it out, write it to `path` at 100 dpi and close it.
+
+    Args:
+        figure: a matplotlib figure.
+        path: the image file to write (its suffix picks the format).
+        title: the figure's title.
+
+    Returns:
+        `path`, as a `Path`.
+    """
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return Path(path)
 
 
 def count_colour(cell: tuple[float, ...]) -> str:

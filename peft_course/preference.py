@@ -62,7 +62,7 @@ from peft_course.errors import CourseError, check_number
 from peft_course.files import atomic_write_text, replacing, write_metrics_and_plot
 from peft_course.lora import default_targets, stores_transposed
 from peft_course.models import load_model
-from peft_course.plots import plt
+from peft_course.plots import plt, save_figure
 from peft_course.settings import EMBEDDED_MODEL, PREFERENCE
 
 # The losses of this chapter (and of `peft-course align --loss`), each with a line about it.
@@ -1528,11 +1528,7 @@ def plot_histories(runs: Sequence[AlignRun], path: str | Path, title: str = "") 
         axes.axhline(0, color="grey", linewidth=0.5)
         axes.set(xlabel="step", ylabel=label)
     margins.legend(fontsize=8, ncol=2)
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return Path(path)
+    return save_figure(figure, path, title)
 
 
 def before_after_rows(run: AlignRun) -> list[dict[str, str]]:
