@@ -53,7 +53,7 @@ from peft_course.models import load_model, model_identity
 from peft_course.plots import plot_curves
 from peft_course.options import spelled
 from peft_course.settings import ABLATION, SWEEPS
-from peft_course.tables import markdown_table, write_table
+from peft_course.tables import distinct_markdown_table, write_table
 from peft_course.training import TrainConfig, load_trainable_state, train
 
 LORA_LEARNING_RATE, FULL_LEARNING_RATE = ABLATION.lora_learning_rate, ABLATION.full_learning_rate
@@ -784,7 +784,7 @@ def sweep_summary(
         "test accuracy (verbalizer and strict match; last iteration and best validation). The "
         "seed project's figures are GPT-2 small on Rotten Tomatoes, strict match.\n"
     )
-    return caption + "\n" + markdown_table(table_rows(result))
+    return caption + "\n" + distinct_markdown_table(table_rows(result))
 
 
 def write_sweep(
@@ -801,7 +801,7 @@ def write_sweep(
     Returns:
         The Markdown, CSV and plot paths.
     """
-    markdown = write_table(table_rows(result), output, result.sweep.name, note)
+    markdown = write_table(table_rows(result), output, result.sweep.name, note, distinct=True)
     curves = {
         f"{label} (seed {m['seed']})" if len(runs) > 1 else label: [
             (h["epoch"], h["val_loss"]) for h in m["history"]

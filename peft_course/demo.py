@@ -32,7 +32,7 @@ from peft_course.prompting import balanced_examples, sentiment_by_prompting
 from peft_course.settings import EMBEDDED_MODEL, INSTRUCT, LORA, TRAINING
 from peft_course.smollm2 import INSTALL, SMOLLM2, is_installed
 from peft_course.system import provenance
-from peft_course.tables import markdown_table, result_row, write_table
+from peft_course.tables import distinct_markdown_table, markdown_table, result_row, write_table
 from peft_course.training import TrainConfig
 
 
@@ -277,7 +277,7 @@ def show_ablation(
             f"{QUICK['epochs']} epochs), classified through the LM head; beside it the seed "
             "project's figures (GPT-2 small, Rotten Tomatoes, strict match)\n"
         )
-        print(markdown_table(table_rows(result)))
+        print(distinct_markdown_table(table_rows(result)))
     print(f"saved: {output} (rank, alpha and prompt tables, .md/.csv/-val-loss.png)")
 
 

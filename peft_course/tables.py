@@ -73,6 +73,38 @@ def markdown_table(rows: list[dict[str, str]], columns: tuple[str, ...] | None =
     return "\n".join(lines) + "\n"
 
 
+def repeated_columns(rows: list[dict[str, str]]) -> dict[str, str]:
+    """Each column whose cells equal an earlier column's in every row, mapped to that column.
+
+    Args:
+        rows: the table's rows, each a mapping from column name to cell.
+    """
+    columns = list(rows[0])
+    repeats: dict[str, str] = {}
+    for i, column in enumerate(columns):
+        for earlier in columns[:i]:
+            if earlier not in repeats and all(row[column] == row[earlier] for row in rows):
+                repeats[column] = earlier
+                break
+    return repeats
+
+
+def distinct_markdown_table(rows: list[dict[str, str]]) -> str:
+    """`markdown_table` without the columns that repeat an earlier one in every row, and a line
+    naming them: a column that only repeats another gives a reader nothing to read.
+
+    Args:
+        rows: the table's rows, each a mapping from column name to cell.
+    """
+    repeats = repeated_columns(rows)
+    table = markdown_table(rows, tuple(c for c in rows[0] if c not in repeats))
+    if not repeats:
+        return table
+    same = "; ".join(f"*{column}* equals *{earlier}*" for column, earlier in repeats.items())
+    them = "them" if len(repeats) > 1 else "it"
+    return f"{table}\nIn every row {same}, so the table leaves {them} out.\n"
+
+
 def confusion_rows(matrix: list[list[int]], names: list[str]) -> list[dict[str, str]]:
     """A confusion matrix as table rows: one row per true label, one column per predicted label.
 
@@ -101,7 +133,11 @@ def read_markdown_table(text: str) -> list[dict[str, str]]:
 
 
 def write_table(
-    rows: list[dict[str, str]], directory: str | Path, stem: str = "results", note: str = ""
+    rows: list[dict[str, str]],
+    directory: str | Path,
+    stem: str = "results",
+    note: str = "",
+    distinct: bool = False,
 ) -> Path:
     """Save the table as `<stem>.md` and `<stem>.csv` in `directory`; returns the Markdown path.
 
@@ -110,11 +146,14 @@ def write_table(
         directory: where both files are written; it is created if missing.
         stem: the file name without its extension.
         note: when given, follows the Markdown table as its own paragraph (what produced it).
+        distinct: leave the columns that repeat another out of the Markdown
+            (`distinct_markdown_table`); the CSV keeps every column.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     markdown = directory / f"{stem}.md"
-    atomic_write_text(markdown, markdown_table(rows) + (f"\n{note}\n" if note else ""))
+    shown = distinct_markdown_table(rows) if distinct else markdown_table(rows)
+    atomic_write_text(markdown, shown + (f"\n{note}\n" if note else ""))
     with (
         replacing(directory / f"{stem}.csv") as temporary,
         open(temporary, "w", newline="") as handle,

@@ -112,6 +112,7 @@ def test_docs_table_is_reproduced(demo_run):
 
 
 ABLATION_COLUMNS = ("verbalizer, last", "verbalizer, best", "strict, last", "strict, best")
+REPEATS = {"strict, best": "verbalizer, best"}  # what the docs' table shows when it leaves one out
 
 
 @pytest.mark.parametrize("sweep", ["rank", "alpha", "prompt"])
@@ -130,7 +131,8 @@ def test_docs_ablation_tables_are_reproduced(demo_run, sweep):
             new["seed project, best"],
         )
         for column in ("verbalizer, best", "strict, best"):
-            assert abs(float(old[column]) - float(new[column])) <= 2 * ABLATION_BEST_SPREAD, (
+            shown = old.get(column, old[REPEATS.get(column, column)])  # a left-out repeat
+            assert abs(float(shown) - float(new[column])) <= 2 * ABLATION_BEST_SPREAD, (
                 sweep,
                 old[first],
                 column,

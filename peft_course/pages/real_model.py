@@ -99,7 +99,7 @@ from peft_course.prompting import (
 )
 from peft_course.settings import COMPARE, COMPARED_METHODS, INSTRUCT
 from peft_course.system import provenance
-from peft_course.tables import confusion_rows, markdown_table, result_row
+from peft_course.tables import confusion_rows, distinct_markdown_table, markdown_table, result_row
 from peft_course.training import TrainConfig
 from peft_course.word_problems import load_gsm8k_jsonl
 
@@ -156,7 +156,7 @@ class Sizes:
     compare: tuple[int | None, int | None, int | None] = (400, 100, 200)
     compare_search: int = 400  # the training split itself: one run is its search and its seed
     compare_methods: tuple[str, ...] = COMPARED_METHODS
-    compare_rate_factors: tuple[float, ...] = (1.0,)  # the registry's rates (a CPU size)
+    compare_rate_factors: tuple[float, ...] = (0.1, 0.3, 1.0)  # the registry's rates, and lower
     general: int = 32
     preference: tuple[int | None, int | None] = (64, 32)
     preference_losses: tuple[str, ...] = tuple(LOSSES)
@@ -564,7 +564,7 @@ def part_ablation(context: Context) -> list[Path]:
             provenance(f"{COMMAND} real-ablation"),
         )
         tables.append(
-            f"### The {sweep.name} table\n\n{markdown_table(table_rows(result))}\n"
+            f"### The {sweep.name} table\n\n{distinct_markdown_table(table_rows(result))}\n"
             f"![validation loss of every cell](results/real-ablation/{sweep.name}-val-loss.png)\n"
         )
     split = ", ".join(f"{len(data.splits[s])} {s}" for s in ("train", "validation", "test"))
