@@ -444,27 +444,26 @@ def command_align(args: Any) -> None:
     print(f"saved: {metrics}, {plot} and {events.name} (TensorBoard)")
 
 
+GRPO_OPTIONS = ("grpo", "grpo_reward", "grpo_steps", "seed", "output")  # what `align --grpo` reads
+GRPO_FLAGS = ", ".join("--" + name.replace("_", "-") for name in GRPO_OPTIONS[1:])
+
+
 def align_grpo(args: Any) -> None:
     """`align --grpo`: GRPO from the instruction-tuned tiny-gpt2 on the generated tasks."""
     from dataclasses import replace
 
+    from peft_course.command_options import Align
     from peft_course.online_rl import grpo_rows, sample_rows, save_grpo_run, train_grpo
+    from peft_course.options import typed_fields
     from peft_course.settings import GRPO
 
-    given = [
-        flag
-        for flag, used in (
-            ("--reward-model", args.reward_model),
-            (f"--loss {args.loss}", args.loss != "dpo"),
-            ("--train-file", args.train_file is not None),
-            (f"--model {args.model}", args.model != EMBEDDED_MODEL),
-        )
-        if used
-    ]
-    if given:
+    typed = typed_fields(args.command_line, Align, DPORunConfig)
+    ignored = [flag for name, flag in typed.items() if name not in GRPO_OPTIONS]
+    if ignored:
+        verb = "does" if len(ignored) == 1 else "do"
         raise CourseError(
             "--grpo trains the instruction-tuned tiny-gpt2 on its own answers to the generated "
-            f"tasks: {', '.join(given)} does not apply"
+            f"tasks: {', '.join(ignored)} {verb} not apply (it takes {GRPO_FLAGS})"
         )
     settings = replace(GRPO, steps=args.grpo_steps)
     run = train_grpo(args.grpo_reward, settings, args.seed)

@@ -20,7 +20,7 @@ import functools
 import inspect
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from peft_course.errors import (
@@ -130,6 +130,25 @@ def shown(field: dataclasses.Field) -> str:
 def flag_of(field: dataclasses.Field) -> str:
     """The field's command-line flag: `--max-length` for `max_length`, unless it names another."""
     return field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+
+
+def typed_fields(command_line: Sequence[str], *classes: type) -> dict[str, str]:
+    """The fields of `classes` whose flag (or its `--no-` form) is in `command_line`, each with
+    the flag as typed: what tells a value the user gave from a default the parser filled in.
+
+    Args:
+        command_line: the arguments as typed (`--beta 0.2`, `--beta=0.2`, `--no-lora`).
+        *classes: the dataclasses whose fields are the command's options.
+    """
+    typed = {token.split("=", 1)[0] for token in command_line if token.startswith("--")}
+    found = {}
+    for cls in classes:
+        for field in dataclasses.fields(cls):
+            flag = flag_of(field)
+            for spelling in (flag, "--no-" + flag[2:]):
+                if spelling in typed:
+                    found[field.name] = spelling
+    return found
 
 
 def spelled(name: str) -> str:

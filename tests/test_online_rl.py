@@ -16,7 +16,7 @@ from peft_course.online_rl import (
     format_reward,
     train_grpo,
 )
-from peft_course.settings import GRPO
+from peft_course.settings import EMBEDDED_MODEL, GRPO
 
 
 def test_exact_match_reward_is_one_only_for_the_computed_answer():
@@ -52,12 +52,23 @@ def test_bad_grpo_input_is_one_line(reward, settings, needle):
 @pytest.mark.parametrize(
     "argv, needles",
     [
-        (["--grpo", "--loss", "ipo"], ("--grpo", "--loss ipo does not apply")),
+        (["--grpo", "--loss", "ipo"], ("--grpo", "--loss does not apply")),
         (["--grpo", "--reward-model"], ("--grpo", "--reward-model does not apply")),
+        (["--grpo", "--beta=0.2", "--no-lora"], ("--beta, --no-lora do not apply",)),
+        (["--grpo", "--learning-rate", "1e-3"], ("--learning-rate does not apply",)),
+        (["--grpo", "--model", EMBEDDED_MODEL], ("--model does not apply",)),  # even the default
         (["--grpo", "--grpo-reward", "length"], ("--grpo-reward", "unknown GRPO reward 'length'")),
         (["--grpo", "--grpo-steps", "0"], ("--grpo-steps",)),
     ],
-    ids=["with a loss", "with a reward model", "unknown reward", "no steps"],
+    ids=[
+        "with a loss",
+        "with a reward model",
+        "with DPO's options",
+        "with a learning rate",
+        "another model",
+        "unknown reward",
+        "no steps",
+    ],
 )
 def test_align_grpo_bad_options_are_one_line(tmp_path, capsys, argv, needles):
     code = main(["align", *argv, "--output", str(tmp_path / "out")])
