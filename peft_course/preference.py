@@ -636,9 +636,13 @@ def score_rows(
         pad_token_id: the padding id.
     """
     policy_logps, whole, predicted = row_scores(policy, rows, pad_token_id)
+    if reference is policy:  # the same model in eval mode scores the same: no second pass
+        reference_logps = policy_logps.detach().clone()
+    else:
+        reference_logps = reference_row_scores(policy, reference, rows, pad_token_id)
     return Scores(
         policy=policy_logps,
-        reference=reference_row_scores(policy, reference, rows, pad_token_id),
+        reference=reference_logps,
         lengths=torch.tensor([len(c) for _, c in rows], dtype=torch.float32),
         nll=-whole,
         tokens=predicted.float(),
@@ -1165,7 +1169,10 @@ def held_out_metrics(
     scores = score_pairs(policy, reference, tokenizer, pairs, bos=name in BOS_LOSSES)
     chosen, rejected = pair_rewards(name, scores, loss_beta(name, beta, settings))
     (pc, pr), (rc, rr) = scores.halves("policy"), scores.halves("reference")
-    loss = loss_metrics(name, policy, reference, tokenizer, pairs, beta, settings)["loss"]
+    if name == "kto":  # its loss is over the unpaired rows, scored apart
+        loss = loss_metrics(name, policy, reference, tokenizer, pairs, beta, settings)["loss"]
+    else:
+        loss = paired_loss(name, scores, beta, settings).loss.item()
     return {
         "loss": loss,
         "rewards/accuracies": (chosen > rejected).float().mean().item(),
@@ -1401,7 +1408,7 @@ def train_preference(
     before = held_out_metrics(name, policy, reference or policy, *measure[1:])
     length_before = mean_response_length(policy, tokenizer, prompts, max_new_tokens)
     kl = (tokenizer, prompts, max_new_tokens, kl_samples, config.seed)
-    kl_before = sampled_kl(policy, reference or policy, *kl)
+    kl_before = 0.0  # at step 0 the policy is the reference: every sampled log-ratio is 0
     peft_config = (
         LoraConfig(
             r=config.r,
