@@ -445,7 +445,6 @@ def command_align(args: Any) -> None:
 
 
 GRPO_OPTIONS = ("grpo", "grpo_reward", "grpo_steps", "seed", "output")  # what `align --grpo` reads
-GRPO_FLAGS = ", ".join("--" + name.replace("_", "-") for name in GRPO_OPTIONS[1:])
 
 
 def align_grpo(args: Any) -> None:
@@ -454,16 +453,18 @@ def align_grpo(args: Any) -> None:
 
     from peft_course.command_options import Align
     from peft_course.online_rl import grpo_rows, sample_rows, save_grpo_run, train_grpo
-    from peft_course.options import typed_fields
+    from peft_course.options import flag_of, typed_fields
     from peft_course.settings import GRPO
 
     typed = typed_fields(args.command_line, Align, DPORunConfig)
     ignored = [flag for name, flag in typed.items() if name not in GRPO_OPTIONS]
     if ignored:
+        options = {f.name: flag_of(f) for cls in (Align, DPORunConfig) for f in fields(cls)}
+        takes = ", ".join(options[name] for name in GRPO_OPTIONS[1:])
         verb = "does" if len(ignored) == 1 else "do"
         raise CourseError(
             "--grpo trains the instruction-tuned tiny-gpt2 on its own answers to the generated "
-            f"tasks: {', '.join(ignored)} {verb} not apply (it takes {GRPO_FLAGS})"
+            f"tasks: {', '.join(ignored)} {verb} not apply (it takes {takes})"
         )
     settings = replace(GRPO, steps=args.grpo_steps)
     run = train_grpo(args.grpo_reward, settings, args.seed)

@@ -231,7 +231,7 @@ def test_loss_and_rewards_equal_trl(perturbed, name):
         import peft_course.preference as package
 
         exercise, grader = EXERCISED[name], grader_module()
-        graded, (call, _) = grader.TRL_BATCHES[exercise], grader.trl_case(EXERCISED[name])
+        graded, (call, _) = grader.TRL_BATCHES[exercise], grader.trl_case(exercise)
         # its expected loss is the package's (= TRL's, above) on its own stored batch, on any CPU
         expected = call(getattr(package, exercise)).loss.item()
         assert graded["trl_loss"] == pytest.approx(expected, abs=PREFERENCE_LOSS_ATOL)
