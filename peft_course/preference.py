@@ -1154,8 +1154,20 @@ def held_out_metrics(
     pairs: Sequence[dict[str, str]],
     beta: float,
     settings: LossSettings | None = None,
+    reference_scores: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """How the policy ranks held-out pairs, by the loss's own reward and by DPO's.
+
+    Args:
+        name: one of `LOSSES`.
+        policy: the model being judged.
+        reference: the frozen reference; None uses the policy with its adapters disabled.
+        tokenizer: their tokenizer.
+        pairs: the held-out pairs.
+        beta: the loss's beta.
+        settings: the loss's other parameters; None uses `LossSettings()`.
+        reference_scores: the reference's `Scores.reference` of these pairs when already known
+            (a run's starting model is its reference); None scores them.
 
     Returns:
         `loss` (the loss's own, on all the pairs at once), `rewards/accuracies` (the share of
@@ -1166,10 +1178,28 @@ def held_out_metrics(
     """
     name, settings = check_loss_name(name), settings or LossSettings()
     pairs = check_pairs(pairs)
-    scores = score_pairs(policy, reference, tokenizer, pairs, bos=name in BOS_LOSSES)
+    if reference_scores is None:
+        scores = score_pairs(policy, reference, tokenizer, pairs, bos=name in BOS_LOSSES)
+    else:
+        scores = score_pairs(policy, policy, tokenizer, pairs, bos=name in BOS_LOSSES)
+        scores.reference = reference_scores
+    return metrics_of_scores(name, scores, beta, settings, policy, reference, tokenizer, pairs)
+
+
+def metrics_of_scores(
+    name: str,
+    scores: Scores,
+    beta: float,
+    settings: LossSettings,
+    policy: torch.nn.Module,
+    reference: torch.nn.Module | None,
+    tokenizer: Any,
+    pairs: Sequence[dict[str, str]],
+) -> dict[str, float]:
+    """`held_out_metrics` from the pairs' `Scores` (KTO's loss, over unpaired rows, apart)."""
     chosen, rejected = pair_rewards(name, scores, loss_beta(name, beta, settings))
     (pc, pr), (rc, rr) = scores.halves("policy"), scores.halves("reference")
-    if name == "kto":  # its loss is over the unpaired rows, scored apart
+    if name == "kto":
         loss = loss_metrics(name, policy, reference, tokenizer, pairs, beta, settings)["loss"]
     else:
         loss = paired_loss(name, scores, beta, settings).loss.item()
@@ -1182,6 +1212,51 @@ def held_out_metrics(
         "log_ratio_accuracy": ((pc - rc) > (pr - rr)).float().mean().item(),
         "likelihood_accuracy": (pc > pr).float().mean().item(),
     }
+
+
+@dataclass
+class StartingPoint:
+    """What a run's starting model makes of the held-out pairs, before any training.
+
+    The starting model is also the reference every loss is measured against (a fresh LoRA's
+    base, or an untouched copy), so its scores serve twice: as the policy's before training and
+    as the reference's after. Every loss trained from the same model on the same pairs shares
+    it (SimPO and ORPO score with a beginning-of-text token, the others without).
+
+    Attributes:
+        scores: `score_pairs` of the held-out pairs with the model as policy and reference.
+        length: `mean_response_length` of the model on the held-out prompts.
+        bos: whether the pairs were scored with the beginning-of-text token.
+    """
+
+    scores: Scores
+    length: float
+    bos: bool
+
+
+def starting_point(
+    model: torch.nn.Module,
+    tokenizer: Any,
+    pairs: Sequence[dict[str, str]],
+    bos: bool = False,
+    max_new_tokens: int = 24,
+    length: float | None = None,
+) -> StartingPoint:
+    """The `StartingPoint` of `model` on held-out `pairs`.
+
+    Args:
+        model: the model runs start from.
+        tokenizer: its tokenizer.
+        pairs: the held-out pairs.
+        bos: score with the beginning-of-text token (as CPO and ORPO do).
+        max_new_tokens: the longest greedy response measured.
+        length: the mean response length when already measured (it does not depend on `bos`).
+    """
+    pairs = check_pairs(pairs)
+    prompts = [pair["prompt"] for pair in pairs]
+    if length is None:
+        length = mean_response_length(model, tokenizer, prompts, max_new_tokens)
+    return StartingPoint(score_pairs(model, model, tokenizer, pairs, bos), length, bos)
 
 
 @torch.no_grad()
@@ -1323,6 +1398,7 @@ class AlignRun:
         config: the run's hyper-parameters.
         settings: the loss's other parameters.
         model: the trained policy.
+        start: the `StartingPoint` the run was measured from (left out of `as_dict`).
     """
 
     loss: str
@@ -1340,9 +1416,10 @@ class AlignRun:
     config: DPORunConfig
     settings: LossSettings
     model: Any = field(repr=False, default=None)
+    start: StartingPoint | None = field(repr=False, default=None)
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON-friendly part (the model left out)."""
+        """The JSON-friendly part (the model and the starting point left out)."""
         return {
             "loss": self.loss,
             "trainer": TRAINERS[self.loss],
@@ -1371,6 +1448,7 @@ def train_preference(
     settings: LossSettings | None = None,
     max_new_tokens: int = 24,
     kl_samples: int = 4,
+    start: StartingPoint | None = None,
 ) -> AlignRun:
     """Train with loss `name` through its TRL trainer on `pairs["train"]`; measure on `"test"`.
 
@@ -1388,6 +1466,9 @@ def train_preference(
         settings: the loss's other parameters; None uses `LossSettings()`.
         max_new_tokens: the longest response generated to measure response lengths and the KL.
         kl_samples: completions sampled per held-out prompt for the KL (`sampled_kl`).
+        start: the `StartingPoint` of `model_name` on `pairs["test"]` when already measured
+            (losses trained side by side share it: pass the last run's `start`); None, or one
+            scored with the other beginning-of-text choice, measures it (keeping its length).
     """
     from peft import LoraConfig
 
@@ -1404,9 +1485,13 @@ def train_preference(
     )
     frozen_before = frozen_weights(policy if config.lora else reference)
     prompts = [pair["prompt"] for pair in test]
-    measure = (name, tokenizer, test, config.beta, settings)
-    before = held_out_metrics(name, policy, reference or policy, *measure[1:])
-    length_before = mean_response_length(policy, tokenizer, prompts, max_new_tokens)
+    bos = name in BOS_LOSSES
+    if start is None or start.bos != bos:  # its length holds for either choice
+        length = start.length if start else None
+        start = starting_point(policy, tokenizer, test, bos, max_new_tokens, length)
+    before = metrics_of_scores(
+        name, start.scores, config.beta, settings, policy, reference or policy, tokenizer, test
+    )
     kl = (tokenizer, prompts, max_new_tokens, kl_samples, config.seed)
     kl_before = 0.0  # at step 0 the policy is the reference: every sampled log-ratio is 0
     peft_config = (
@@ -1436,11 +1521,14 @@ def train_preference(
             scratch,
             peft_config=peft_config,
         )
-        start = time.perf_counter()
+        began = time.perf_counter()
         trainer.train()
-        seconds = time.perf_counter() - start
+        seconds = time.perf_counter() - began
     policy = trainer.model
-    after = held_out_metrics(name, policy, reference, *measure[1:])
+    reference_scores = start.scores.reference  # the starting model is the reference
+    after = held_out_metrics(
+        name, policy, reference, tokenizer, test, config.beta, settings, reference_scores
+    )
     length_after = mean_response_length(policy, tokenizer, prompts, max_new_tokens)
     kl_after = sampled_kl(policy, reference, *kl)
     tokens = training_tokens(tokenizer, train) * config.epochs
@@ -1448,7 +1536,7 @@ def train_preference(
         loss=name,
         before=before,
         after=after,
-        length_before=length_before,
+        length_before=start.length,
         length_after=length_after,
         kl_before=kl_before,
         kl_after=kl_after,
@@ -1462,6 +1550,7 @@ def train_preference(
         config=config,
         settings=settings,
         model=policy,
+        start=start,
     )
 
 
@@ -1484,7 +1573,11 @@ def train_side_by_side(
         config: the hyper-parameters every run shares.
         settings: the losses' other parameters.
     """
-    return [train_preference(name, pairs, model_name, config, settings) for name in losses]
+    runs: list[AlignRun] = []
+    for name in losses:
+        start = runs[-1].start if runs else None
+        runs.append(train_preference(name, pairs, model_name, config, settings, start=start))
+    return runs
 
 
 def side_by_side_rows(runs: Sequence[AlignRun]) -> list[dict[str, str]]:

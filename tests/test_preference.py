@@ -31,11 +31,13 @@ from peft_course.preference import (
     apo_zero_loss,
     cdpo_loss,
     check_loss_name,
+    held_out_metrics,
     hinge_loss,
     ipo_loss,
     kl_rows,
     kto_loss,
     loss_metrics,
+    metrics_of_scores,
     orpo_loss,
     plot_histories,
     sampled_kl,
@@ -44,6 +46,7 @@ from peft_course.preference import (
     score_pairs,
     side_by_side_rows,
     simpo_loss,
+    starting_point,
     train_preference,
     train_reward_model,
     trl_loss_metrics,
@@ -322,9 +325,33 @@ def test_each_loss_trains_above_its_step0_accuracy(reversed_pairs, name):
     assert 1 <= run.length_before <= 8 and 1 <= run.length_after <= 8
     assert run.kl_before == 0 and run.kl_after > 0, "the policy drifts from the reference"
     assert run.tokens_per_second > 0
+    # `after` took the reference's scores from the starting point: scored afresh, the same
+    tokenizer = load_model("tiny-gpt2", task="causal-lm")[1]
+    test = reversed_pairs["test"]
+    assert held_out_metrics(name, run.model, None, tokenizer, test, config.beta) == run.after
+    assert run.start.bos == (name in BOS_LOSSES)
     (row,) = side_by_side_rows([run])
     assert row["loss"] == name and "->" in row["reward accuracy"]
     assert json.loads(json.dumps(run.as_dict()))["trainer"] == TRAINERS[name]
+
+
+def test_a_starting_point_is_what_held_out_metrics_measure_before_training(reversed_pairs):
+    """Losses trained side by side share one measurement of the starting model (its scores of
+    the held-out pairs, with and without bos, and its response length): the metrics taken from
+    it are those `held_out_metrics` scores afresh."""
+    model, tokenizer = load_model("tiny-gpt2", task="causal-lm")
+    test = reversed_pairs["test"]
+    plain = starting_point(model, tokenizer, test, bos=False, max_new_tokens=8)
+    with_token = starting_point(model, tokenizer, test, True, 8, length=plain.length)
+    assert with_token.length == plain.length and with_token.bos and not plain.bos
+    assert not torch.equal(plain.scores.policy, with_token.scores.policy), "bos changes scores"
+    assert torch.equal(plain.scores.policy, plain.scores.reference)
+    for name in ("dpo", "simpo", "kto"):
+        start = with_token if name in BOS_LOSSES else plain
+        shared = metrics_of_scores(
+            name, start.scores, BETA, LossSettings(), model, model, tokenizer, test
+        )
+        assert shared == held_out_metrics(name, model, model, tokenizer, test, BETA), name
 
 
 def test_sampled_kl_is_the_kl_of_the_next_token():

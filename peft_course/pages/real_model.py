@@ -1078,10 +1078,16 @@ def part_preference(context: Context) -> list[Path]:
     config = replace(HH_DPO, learning_rate=3e-4, logging_steps=2)  # fewer steps than `real-dpo`
     pairs, dropped = hh_pairs(context, context.sizes.preference, config.max_length)
     store = context.store("preference")
+    start = None  # the starting model's scores and lengths, measured by the first loss trained
+
+    def train(name: str) -> dict[str, Any]:
+        nonlocal start
+        run = train_preference(name, pairs, context.model, config, start=start)
+        start = run.start
+        return run.as_dict()
+
     for name in tqdm(context.sizes.preference_losses, desc="losses", disable=not context.progress):
-        store.get(
-            name, lambda name=name: train_preference(name, pairs, context.model, config).as_dict()
-        )
+        store.get(name, lambda name=name: train(name))
     runs = [align_run_of(store.results[name]) for name in context.sizes.preference_losses]
     dpo = next((run for run in runs if run.loss == "dpo"), None)
     reward = store.get(
