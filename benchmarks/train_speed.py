@@ -9,13 +9,14 @@ IMDB's median (230 tokens), cut at 512. Each recipe runs `--warmup` steps, then 
 `--steps` steps:
 
 * (a) the seeds' recipe: `transformers.Trainer`, float32, every row padded to 512, batch 16;
-* (b) `peft_course.training.train` with its defaults, as a learner runs it (dynamic padding;
-  on CUDA also bf16 autocast, frozen matrices held in bf16, fused AdamW, padding to a
-  multiple of 8);
+* (b) `peft_course.training.train` with its defaults, as a learner runs it (dynamic padding,
+  and a batch of more than `TrainConfig.max_tokens_per_batch` padded tokens run in pieces of
+  rows of similar length, with the whole batch's gradient; on CUDA at a budget of 4096 and
+  also bf16 autocast, frozen matrices held in bf16, fused AdamW, padding to a multiple of 8);
 * (c) the course's loop at its fastest: batches grouped by length (on CUDA at batch 64, and
   with `--compile`, compiled);
-* (d) (b)'s batches, each run in pieces of similar length (`max_tokens_per_batch`): the same
-  gradient as (b) with less padding;
+* (d) (b)'s batches, each run whole (`max_tokens_per_batch=None`, the default before the
+  pieces were): the same gradient as (b) with all the padding;
 * on CUDA, (e) QLoRA (NF4, double quantization, bf16 compute, gradient checkpointing) at (c)'s
   batch, and (f) QLoRA at the largest batch (doubling from (c)'s) whose peak memory stays
   within (c)'s.
@@ -212,7 +213,7 @@ def run_course(
     )  # the warm-up and validation cancel out
     timed = rows.select(range((warmup + steps) * batch))["input_ids"]
     real = sum(len(r) for r in timed) * steps / (warmup + steps)
-    pieces = options.get("max_tokens_per_batch")
+    pieces = options.get("max_tokens_per_batch", TrainConfig().max_tokens_per_batch)
     padded = real * padding_factor(
         timed, batch, options.get("group_by_length", False), pieces, seed
     )
@@ -318,7 +319,7 @@ def main() -> None:
     parser.add_argument(
         "--max-tokens",
         type=int,
-        help="(d)'s budget per piece (default: 4096 on CUDA, 1024 on a CPU)",
+        help="(b)'s budget per piece (default: 4096 on CUDA, TrainConfig's on a CPU)",
     )
     parser.add_argument(
         "--compile", action="store_true", help="compile (c) with torch.compile (CUDA)"
@@ -332,7 +333,7 @@ def main() -> None:
     cuda = args.device == "cuda"
     steps = args.steps or (20 if cuda else 6)
     fast_batch = 64 if cuda else BATCH
-    max_tokens = args.max_tokens or (4096 if cuda else 1024)
+    max_tokens = args.max_tokens or (4096 if cuda else TrainConfig().max_tokens_per_batch)
     config = (
         GPT2Config(num_labels=2, pad_token_id=0)
         if cuda
@@ -354,7 +355,7 @@ def main() -> None:
         "device": args.device,
         "seed": args.seed,
     }
-    fastest = {"group_by_length": True, "compile": args.compile}
+    fastest = {"group_by_length": True, "compile": args.compile, "max_tokens_per_batch": max_tokens}
     reset_peak(args.device)
     results = {
         "(a) seeds' recipe: Trainer, fp32, padded to 512, batch 16": (
@@ -362,15 +363,15 @@ def main() -> None:
             peak_gib(args.device),
         )
     }
-    results["(b) course loop, defaults (dynamic padding), batch 16"] = run_course(
-        **run, batch=BATCH
+    results[f"(b) course loop, defaults (pieces of ≤ {max_tokens} tokens), batch 16"] = run_course(
+        **run, batch=BATCH, max_tokens_per_batch=max_tokens
     )
     results[
         f"(c) course loop, group_by_length, batch {fast_batch}"
         + (", compiled" if args.compile else "")
     ] = run_course(**run, batch=fast_batch, **fastest)
-    results[f"(d) (b)'s batches in pieces of ≤ {max_tokens} tokens"] = run_course(
-        **run, batch=BATCH, max_tokens_per_batch=max_tokens
+    results["(d) (b)'s batches whole (dynamic padding only)"] = run_course(
+        **run, batch=BATCH, max_tokens_per_batch=None
     )
     if cuda:
         lora_peak = list(results.values())[2][3]

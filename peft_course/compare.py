@@ -707,8 +707,8 @@ def epochs_of(method: str, max_epochs: int | None) -> int:
 
 
 def percent(share: float) -> str:
-    """0.001 -> `0.1%`."""
-    return f"{share * 100:g}%"
+    """0.001 -> `0.1%`; a method's own share to 3 significant figures (8.564e-06 -> `0.000856%`)."""
+    return f"{share * 100:.3g}%"
 
 
 def table_rows(result: CompareResult) -> list[dict[str, str]]:

@@ -82,9 +82,9 @@ class TrainConfig:
         help="batch rows of similar length together (less padding; other batches than the default)",
     )
     max_tokens_per_batch: int | None = option(
-        None,
-        help="run each batch in pieces of similar length, at most N padded tokens each (the same "
-        "gradient with less padding and memory)",
+        TRAINING.max_tokens_per_batch,
+        help="run a batch of more padded tokens than N in pieces of similar length, at most N "
+        "each (the same gradient with less padding and memory; raise it on a GPU)",
         check=positive_int,
     )
     log_every: int = option(

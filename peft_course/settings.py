@@ -54,6 +54,9 @@ class TrainingSettings:
         max_length: tokens a text keeps.
         seed: the training seed.
         log_every: steps between reads of the loss (each read waits for a GPU to finish).
+        max_tokens_per_batch: the padded tokens of the most a forward pass takes; a batch with
+            more runs in pieces of rows of similar length (the same gradient, less padding). It
+            suits a CPU, where compute grows with the padded tokens; a GPU takes more at once.
     """
 
     epochs: int = 3
@@ -63,6 +66,7 @@ class TrainingSettings:
     max_length: int = 256
     seed: int = 0
     log_every: int = 10
+    max_tokens_per_batch: int = 2048
 
 
 @dataclass(frozen=True)

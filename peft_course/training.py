@@ -349,11 +349,14 @@ def batch_pieces(
     columns none of its rows needs. With right padding, which training uses, a row's tokens keep
     their positions, so each row's loss is what it was in the whole batch.
 
+    A batch within the budget is one piece, the batch itself, rows in their order: the default
+    budget changes nothing for short texts.
+
     Args:
         batch: a padded batch with an `attention_mask`.
         max_tokens: the budget of padded tokens a piece; `None`: one piece.
     """
-    if max_tokens is None:
+    if max_tokens is None or batch["attention_mask"].numel() <= max_tokens:
         return [batch]
     lengths = batch["attention_mask"].sum(1)
     order = torch.argsort(lengths, stable=True).tolist()

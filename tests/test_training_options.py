@@ -81,10 +81,12 @@ def test_pieces_take_every_row_once_within_the_budget(tokenized_sentiment):
     )
     assert sum(loss_weight(p, per_row=True) for p in pieces) == 16
     assert batch_pieces(batch, None) == [batch]
+    (whole,) = batch_pieces(batch, batch["attention_mask"].numel())
+    assert whole is batch, "a batch within the budget should run whole, its rows in their order"
 
 
 def test_pieces_give_the_losses_of_the_whole_batch(tokenized_sentiment):
-    plain, plain_state = lora_run(*tokenized_sentiment)
+    plain, plain_state = lora_run(*tokenized_sentiment, max_tokens_per_batch=None)
     pieces, pieces_state = lora_run(*tokenized_sentiment, max_tokens_per_batch=48)
     assert len(plain) == 12
     assert max(abs(a - b) for a, b in zip(plain, pieces)) < TRAINING_LOSS_ATOL, (plain, pieces)
