@@ -38,8 +38,8 @@ $(MATHJAX_JS):
 	rm -rf build/mathjax
 
 # Tests never touch the hub: offline mode makes any accidental download fail fast. tests/ runs
-# in two processes (pytest-xdist, a test file to a process; each pins torch to one thread):
-# 232 s on 2 cores against 306 s in one (TEST_WORKERS=1 for one process).
+# in two processes (pytest-xdist, a test file to a process; each pins torch to one thread; the
+# slowest files first, tests/conftest.py): 234 s on 2 cores (TEST_WORKERS=1 for one process).
 # The labs run as many at a time (tools/run_labs.py, a kernel each, one torch thread each): about
 # 136 s of CPU for the 13.
 TEST_WORKERS ?= 2
@@ -47,7 +47,7 @@ test: export HF_HUB_OFFLINE = 1
 test: export HF_DATASETS_OFFLINE = 1
 test: export NO_MKDOCS_2_WARNING = 1
 test: $(VENV)/.installed $(MATHJAX_JS) lint
-	$(BIN)/python -m pytest tests -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest tests -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 	$(BIN)/python -m pytest exercises --solutions -q
 	$(BIN)/python tools/run_labs.py --jobs $(TEST_WORKERS)
 	$(BIN)/mkdocs build --strict --quiet
