@@ -344,6 +344,7 @@ class DPORunConfig:
     seed: int = seed_option(help="seeds the model's initialisation and the training")
     logging_steps: int = option(2, help="training steps between logged metrics", check=positive_int)
     max_length: int = option(128, help="longest prompt + completion in tokens", check=at_least(2))
+    progress: bool = progress_option()
 
     def __post_init__(self) -> None:
         """Check every field, so that a bad value fails before a model is loaded."""

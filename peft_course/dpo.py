@@ -664,7 +664,7 @@ def make_dpo_config(config: DPORunConfig, output_dir: str | Path, eval_batch_siz
         save_strategy="no",
         push_to_hub=False,
         seed=config.seed,
-        disable_tqdm=True,
+        disable_tqdm=not config.progress,
         dataloader_num_workers=0,
         dataloader_pin_memory=False,
     )

@@ -946,7 +946,7 @@ def trainer_arguments(
         "save_strategy": "no",
         "push_to_hub": False,
         "seed": config.seed,
-        "disable_tqdm": True,
+        "disable_tqdm": not config.progress,
         "dataloader_num_workers": 0,
         "dataloader_pin_memory": False,
     }

@@ -277,3 +277,14 @@ def test_unsaved_model_needs_an_explicit_reference(causal, tmp_path):
         model=model, ref_model=reference, args=args, train_dataset=pairs, processing_class=tokenizer
     )
     assert trainer.ref_model is reference
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_the_progress_option_reaches_trl(tmp_path, progress):
+    """`--no-progress` hides TRL's bar, and the default shows it (DPO on SmolLM2 takes minutes)."""
+    from peft_course.dpo import make_dpo_config
+    from peft_course.preference import trainer_arguments
+
+    config = DPORunConfig(progress=progress)
+    assert make_dpo_config(config, tmp_path).disable_tqdm is not progress
+    assert trainer_arguments(config, tmp_path)["disable_tqdm"] is not progress
