@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
-from transformers import set_seed
 
 from peft_course import distributed
 from peft_course.models import count_parameters
@@ -54,7 +53,7 @@ from peft_course.plots import plot_curves
 from peft_course.options import spelled
 from peft_course.settings import ABLATION, SWEEPS
 from peft_course.tables import distinct_markdown_table, write_table
-from peft_course.training import TrainConfig, load_trainable_state, train
+from peft_course.training import TrainConfig, load_trainable_state, seed_everything, train
 
 LORA_LEARNING_RATE, FULL_LEARNING_RATE = ABLATION.lora_learning_rate, ABLATION.full_learning_rate
 SEED_RANKS, SEED_ALPHAS = (16, 128, 196), (64.0, 256.0)  # the seed project's grids
@@ -518,7 +517,7 @@ def run_cell(
     encoded = encode(data, tokenizer, prompt_format, settings.max_length)
     words, test = prompt_format.label_words, encoded["test"]
     untrained = untrained_score(model, test, tokenizer, words, settings, directory)
-    set_seed(seed)  # LoRA's A matrices are drawn here
+    seed_everything(seed)  # LoRA's A matrices are drawn here
     if config.method == "lora":
         model = prepare_lm_lora(
             model,

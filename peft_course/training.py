@@ -15,6 +15,7 @@ trains on its share of every batch (`peft_course.distributed`).
 from __future__ import annotations
 
 import json
+import random
 import time
 import zipfile
 from collections.abc import Callable, Iterator
@@ -23,11 +24,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from datasets import Dataset, DatasetDict
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
-from transformers import set_seed
 from transformers.pytorch_utils import Conv1D
 
 from peft_course import distributed
@@ -430,6 +431,17 @@ def frozen_matrices_in_bf16(model: torch.nn.Module, enabled: bool) -> Iterator[N
             parameter.data = original.to(parameter.device)
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (every device's), as `transformers.set_seed`.
+
+    Written here rather than imported: `transformers.set_seed` lives in its trainer utilities,
+    whose import pulls in peft and bitsandbytes, seconds before any command that trains no adapter.
+    """
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # seeds CUDA's generators too
+
+
 def train(
     model: torch.nn.Module,
     tokenized: DatasetDict,
@@ -484,7 +496,7 @@ def train(
         CourseError: if the model has no trainable parameters.
     """
     config = config or TrainConfig()
-    set_seed(config.seed)
+    seed_everything(config.seed)
     device = distributed.setup(pick_device(config.device))
     bf16 = use_bf16(device, config.bf16)
     model.to(device)
