@@ -44,3 +44,19 @@ def test_the_command_line_and_its_handlers_load_no_heavy_library(loaded):
 def test_counting_loads_sympy_but_not_peft(loaded):
     """GPT-2 small built, counted, and the formula's count: sympy (the formula), no peft."""
     assert loaded[1] == ["sympy"]
+
+
+def test_the_training_loop_loads_neither_peft_nor_trl():
+    """Head and full fine-tuning apply no adapter: the loop, `finetune` and the demo's first
+    phases must not pull in peft or bitsandbytes (transformers' `set_seed` once did, through
+    its trainer utilities) nor trl."""
+    probe = (
+        "import json, sys; import peft_course.finetune, peft_course.training; "
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    )
+    assert not {"peft", "bitsandbytes", "trl"} & set(
+        json.loads(result.stdout.strip().splitlines()[-1])
+    )
