@@ -684,6 +684,32 @@ def run_sweep(
     return result
 
 
+def drop_cells(
+    sweeps: Sequence[Sweep],
+    data: ClassificationData,
+    settings: SweepSettings = SweepSettings(),
+    seeds: Sequence[int] = (0,),
+    output: str | Path = "runs/ablation",
+) -> None:
+    """Delete the saved cells of `sweeps` under `output`, so that running them retrains each once.
+
+    Tables share cells (the rank table's r=16 is the alpha table's alpha=64): `fresh=True` on
+    each `run_sweep` would retrain a shared cell once per table, this only once in all.
+
+    Args:
+        sweeps: the tables about to be rerun.
+        data: their classification data.
+        settings: what their cells share.
+        seeds: the training seeds.
+        output: the directory the cells are saved under.
+    """
+    for sweep in sweeps:
+        for cell in sweep.cells:
+            for seed in seeds:
+                directory = cell_directory(output, cell, settings, data, seed)
+                shutil.rmtree(directory, ignore_errors=True)
+
+
 # --8<-- [start:mean_std]
 def mean_std(values: Sequence[float]) -> tuple[float, float]:
     """Mean and *sample* standard deviation (n - 1 in the denominator; 0 for a single value).

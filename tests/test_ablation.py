@@ -16,6 +16,7 @@ from peft_course.ablation import (
     SweepSettings,
     alpha_sweep,
     cell_directory,
+    drop_cells,
     format_mean_std,
     mean_std,
     parameter_sweep,
@@ -250,6 +251,20 @@ def test_two_cell_sweep_writes_table_and_plot_then_a_rerun_skips_them(tmp_path, 
     assert again.trained == [] and again.reused == ["2 (seed 0)", "4 (seed 0)"]
     assert [p.stat().st_mtime_ns for p in saved] == stamps
     assert table_rows(again) == table_rows(first)
+
+
+def test_dropped_cells_are_retrained_once_even_when_tables_share_them(tmp_path, tiny_data):
+    """`drop_cells` is `--fresh` for several tables at once: a cell two tables share (here r=4)
+    is retrained by the first table that runs it and reused by the next, not trained twice."""
+    first = parameter_sweep("r", [2, 4], CellConfig(template="simple-1"))
+    second = parameter_sweep("r", [4], CellConfig(template="simple-1"))
+    run_sweep(first, tiny_data, QUICK_SETTINGS, output=tmp_path)
+    assert run_sweep(second, tiny_data, QUICK_SETTINGS, output=tmp_path).trained == []
+    drop_cells([first, second], tiny_data, QUICK_SETTINGS, output=tmp_path)
+    assert not list(tmp_path.glob("cells/*/seed0/metrics.json"))
+    again = run_sweep(first, tiny_data, QUICK_SETTINGS, output=tmp_path)
+    assert again.trained == ["2 (seed 0)", "4 (seed 0)"]
+    assert run_sweep(second, tiny_data, QUICK_SETTINGS, output=tmp_path).reused == ["4 (seed 0)"]
 
 
 def test_an_interrupted_cell_resumes_to_the_same_result(

@@ -48,6 +48,7 @@ from peft_course.ablation import (
     CellConfig,
     SweepSettings,
     alpha_sweep,
+    drop_cells,
     format_mean_std,
     full_cell,
     parameter_sweep,
@@ -527,15 +528,13 @@ def part_ablation(context: Context) -> list[Path]:
     cells = context.work / "ablation"
     search = rotten_tomatoes(context, context.sizes.search)
     base = CellConfig(r=16, alpha=64.0, template="default")
-    lora = run_sweep(
-        parameter_sweep("learning_rate", list(LORA_RATES), base), search, settings, output=cells
-    )
-    full = run_sweep(
+    searches = [
+        parameter_sweep("learning_rate", list(LORA_RATES), base),
         parameter_sweep("learning_rate", list(FULL_RATES), replace(base, method="full")),
-        search,
-        settings,
-        output=cells,
-    )
+    ]
+    if context.fresh:
+        drop_cells(searches, search, settings, output=cells)
+    lora, full = [run_sweep(sweep, search, settings, output=cells) for sweep in searches]
     lora_rate, full_rate = best_rate(lora.metrics), best_rate(full.metrics)
     search_rows = [
         {
@@ -554,6 +553,8 @@ def part_ablation(context: Context) -> list[Path]:
         alpha_sweep(SEED_ALPHAS, 16, base, full_row),
         prompt_sweep(tuple(TEMPLATES), 128, 512.0, base),
     ]
+    if context.fresh:
+        drop_cells(sweeps, data, settings, output=cells)
     written, tables = [], []
     for sweep in sweeps:
         result = run_sweep(sweep, data, settings, output=cells)
