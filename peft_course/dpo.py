@@ -609,7 +609,8 @@ def preference_metrics(
             tokenizer.pad_token_id,
         )
         pc, pr = pair_logprobs(policy, batch)
-        rc, rr = reference_logprobs(policy, reference, batch)
+        # before training the reference is the policy itself: the same scores, not scored twice
+        rc, rr = (pc, pr) if reference is policy else reference_logprobs(policy, reference, batch)
         for key, value in zip(("pc", "pr", "rc", "rr"), (pc, pr, rc, rr)):
             totals[key].append(value)
     policy.train(was_training)

@@ -119,6 +119,23 @@ def test_loss_and_rewards_equal_trl(causal):
     assert smoothed["loss"] == pytest.approx(theirs["loss"], abs=RERUN_ATOL)
 
 
+def test_the_policy_as_its_own_reference_is_scored_once(causal):
+    """Before training `train_dpo` measures the policy against itself: one forward pass a batch
+    of pairs, not two, and rewards, margins and loss exactly those of a policy equal to its
+    reference (0, 0 and ln 2)."""
+    model, tokenizer = causal
+    pairs = list(film_preferences(6, 1, seed=2)["train"])
+    passes = []
+    hook = model.register_forward_hook(lambda *_: passes.append(1))
+    try:
+        metrics = preference_metrics(model, tokenizer, pairs, beta=0.5, reference=model)
+    finally:
+        hook.remove()
+    assert len(passes) == 1, f"{len(passes)} forward passes for one batch of {len(pairs)} pairs"
+    assert metrics["rewards/margins"] == 0 and metrics["rewards/chosen"] == 0
+    assert metrics["loss"] == pytest.approx(math.log(2), abs=1e-7)
+
+
 def test_trl_loss_is_ln2_when_policy_is_reference(causal):
     reference, tokenizer = causal
     policy = perturbed_copy(reference, scale=0.0)
