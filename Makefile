@@ -45,7 +45,8 @@ $(MATHJAX_JS):
 
 # Tests never touch the hub: offline mode makes any accidental download fail fast. tests/ runs
 # in two processes (pytest-xdist, a test file to a process; each pins torch to one thread; the
-# slowest files first, tests/conftest.py): 234 s on 2 cores (TEST_WORKERS=1 for one process).
+# slowest files first, tests/conftest.py): 234 s on 2 AVX512 cores, about 490 s on 2 with AVX2
+# only (TEST_WORKERS=1 for one process).
 # The labs run as many at a time (tools/run_labs.py, a kernel each, one torch thread each): about
 # 136 s of CPU for the 13.
 TEST_WORKERS ?= 2
