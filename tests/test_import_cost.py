@@ -14,7 +14,8 @@ import sys
 import pytest
 
 HEAVY = ("trl", "peft", "bitsandbytes", "matplotlib", "sympy")
-# one fresh interpreter: what the command line and its handlers load, then what a count adds
+# one fresh interpreter: what the command line and its handlers load, then what a count adds,
+# then what the training loop adds
 PROBE = f"""
 import json, sys
 def heavy():
@@ -25,16 +26,19 @@ from peft_course.counting import count_method
 result = count_method("bitfit")  # what `peft-course count --method bitfit` runs
 assert result.trainable == result.formula_value, result
 print(json.dumps(heavy()))
+import peft_course.finetune, peft_course.training  # head and full fine-tuning's loop
+print(json.dumps(heavy()))
 """
 
 
 @pytest.fixture(scope="module")
 def loaded() -> list[list[str]]:
-    """The heavy libraries loaded after importing the command line, then after a count."""
+    """The heavy libraries loaded after importing the command line, after a count, and after
+    importing the training loop."""
     result = subprocess.run(
         [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True
     )
-    return [json.loads(line) for line in result.stdout.strip().splitlines()[-2:]]
+    return [json.loads(line) for line in result.stdout.strip().splitlines()[-3:]]
 
 
 def test_the_command_line_and_its_handlers_load_no_heavy_library(loaded):
@@ -46,17 +50,8 @@ def test_counting_loads_sympy_but_not_peft(loaded):
     assert loaded[1] == ["sympy"]
 
 
-def test_the_training_loop_loads_neither_peft_nor_trl():
+def test_the_training_loop_loads_neither_peft_nor_trl(loaded):
     """Head and full fine-tuning apply no adapter: the loop, `finetune` and the demo's first
     phases must not pull in peft or bitsandbytes (transformers' `set_seed` once did, through
     its trainer utilities) nor trl."""
-    probe = (
-        "import json, sys; import peft_course.finetune, peft_course.training; "
-        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
-    )
-    assert not {"peft", "bitsandbytes", "trl"} & set(
-        json.loads(result.stdout.strip().splitlines()[-1])
-    )
+    assert not {"peft", "bitsandbytes", "trl"} & set(loaded[2])
