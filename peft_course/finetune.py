@@ -21,7 +21,7 @@ best-validation checkpoint and the last iteration (the seed projects report both
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -95,9 +95,9 @@ class FinetuneResult:
         method: the method's name.
         trainable: parameters the method trains (counted before any merge).
         total: all parameters of the prepared model (counted before any merge).
-        untrained: test scores before training.
+        untrained: test scores before training; None when not measured.
         best: test scores of the best-validation weights (after `finish`, if any).
-        last: test scores of the last iteration's weights.
+        last: test scores of the last iteration's weights; None when not measured.
         training: the training loop's result (history, best state).
         model: the model with the best-validation weights (merged, for `merged`).
         tokenizer: the model's tokenizer.
@@ -107,9 +107,9 @@ class FinetuneResult:
     method: str
     trainable: int
     total: int
-    untrained: dict[str, Any]
+    untrained: dict[str, Any] | None
     best: dict[str, Any]
-    last: dict[str, Any]
+    last: dict[str, Any] | None
     training: TrainResult
     model: nn.Module = field(repr=False)
     tokenizer: Any = field(repr=False)
@@ -130,6 +130,8 @@ def finetune(
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     on_validate: Callable[[dict[str, float]], None] | None = None,
+    score_untrained: bool = True,
+    score_last: bool = True,
     **method_options: Any,
 ) -> FinetuneResult:
     """Load `model_name`, apply `method`, train on `data`, and score on its test split.
@@ -147,6 +149,10 @@ def finetune(
         checkpoint_dir: where a checkpoint is written after every epoch; None writes none.
         resume: continue from the checkpoint in `checkpoint_dir`.
         on_validate: called with each validation's history entry as it ends (`training.train`).
+        score_untrained: score the model on the test split before training (`untrained`).
+            Runs that share a model, data and seed share their untrained classifier (the new
+            head is drawn from the seed), so a table of several methods measures it once.
+        score_last: score the last iteration's weights on the test split too (`last`).
         **method_options: the method's keyword options (e.g. `r`, `alpha`, `targets`).
 
     Raises:
@@ -169,13 +175,21 @@ def finetune(
     check_label_count(model, data)
     check_max_length(max_length, model)
     tokenized = tokenize(data, tokenizer, max_length)
-    untrained = evaluate_classifier(model, tokenized["test"], tokenizer, device=config.device)
+    untrained = (
+        evaluate_classifier(model, tokenized["test"], tokenizer, device=config.device)
+        if score_untrained
+        else None
+    )
     model = spec.function("prepare")(model, **options)
     trainable, total = count_parameters(model)
     training = train(
         model, tokenized, tokenizer, config, checkpoint_dir, resume, on_validate=on_validate
     )
-    last = evaluate_classifier(model, tokenized["test"], tokenizer, device=config.device)
+    last = (
+        evaluate_classifier(model, tokenized["test"], tokenizer, device=config.device)
+        if score_last
+        else None
+    )
     load_trainable_state(model, training.best_state)
     if spec.finish is not None:
         model = spec.function("finish")(model)
@@ -184,13 +198,54 @@ def finetune(
         method,
         trainable,
         total,
-        _scores(untrained),
+        None if untrained is None else _scores(untrained),
         _scores(best),
-        _scores(last),
+        None if last is None else _scores(last),
         training,
         model,
         tokenizer,
         best["predictions"],
+    )
+
+
+def finish_as(
+    result: FinetuneResult,
+    method: str,
+    data: ClassificationData,
+    max_length: int = TRAINING.max_length,
+    device: str | None = None,
+) -> FinetuneResult:
+    """`result` finished the way `method` finishes, scored on the test split: `merged` from a
+    `lora` run is the same training, so it need not run twice.
+
+    The finishing step (e.g. `merge_and_unload`) takes `result.model` apart, so use the returned
+    model, not `result`'s. The last iteration's scores stay `result`'s (its weights before the
+    finishing step).
+
+    Args:
+        result: a run of a method with no finishing step of its own.
+        method: a method that trains as `result.method` does and then finishes.
+        data: the classification data `result` was trained on.
+        max_length: tokens a text keeps, as in training.
+        device: where to score; None picks CUDA when present, else the CPU.
+
+    Raises:
+        CourseError: if `method` does not train as `result.method` does, or has no finishing step.
+    """
+    spec, trained = get_method(method), get_method(result.method)
+    if (
+        spec.finish is None
+        or trained.finish is not None
+        or (spec.load, spec.prepare) != (trained.load, trained.prepare)
+    ):
+        raise CourseError(
+            f"'{method}' is not '{result.method}' and then a finishing step: train it with finetune"
+        )
+    model = spec.function("finish")(result.model)
+    tokenized = tokenize(data, result.tokenizer, max_length)
+    best = evaluate_classifier(model, tokenized["test"], result.tokenizer, device=device)
+    return replace(
+        result, method=method, best=_scores(best), model=model, predictions=best["predictions"]
     )
 
 

@@ -322,7 +322,9 @@ class HFGenerate:
     Only the new text is returned. Sampling is seeded per prompt (seed + a hash of the
     prompt), so a prompt gets the same completion whatever order prompts come in. A prompt
     longer than the context leaves room for `max_new_tokens` by dropping its oldest tokens,
-    the way evaluation harnesses do; `truncated` counts how often that happened.
+    the way evaluation harnesses do; `truncated` counts how often that happened. `many`
+    decodes greedily `batch_size` prompts at a time: one pass over the weights for a token of
+    every row, where a CPU spends a token's time reading the weights, not computing with them.
 
     Attributes:
         model: the causal language model.
@@ -334,6 +336,7 @@ class HFGenerate:
         seed: the sampling seed, to which the prompt's hash is added.
         stop: generation stops once this text is written.
         chat: wrap each prompt in the model's chat template (instruct models).
+        batch_size: prompts `many` decodes together (greedy only; sampling goes one at a time).
         truncated: how many prompts were cut to fit the context.
 
     Raises:
@@ -350,6 +353,7 @@ class HFGenerate:
     seed: int = 0
     stop: str = STOP
     chat: bool = False
+    batch_size: int = 1
     truncated: int = field(default=0, init=False)
     _stopping: Any = field(default=None, init=False, repr=False)
 
@@ -362,6 +366,7 @@ class HFGenerate:
         check_positive_number("temperature", self.temperature)
         check_number("top_p", self.top_p, 0, 1, low_open=True)
         check_int("seed", self.seed, minimum=0)
+        check_positive_int("batch_size", self.batch_size)
         if self.chat and not getattr(self.tokenizer, "chat_template", None):
             raise CourseError(
                 "the model's tokenizer has no chat template (it is not a chat model): drop --chat"
@@ -377,41 +382,72 @@ class HFGenerate:
             )
 
     def __call__(self, prompt: str) -> str:
-        from transformers import StoppingCriteriaList, StopStringCriteria
+        ids = self._prompt_ids(prompt)
+        if self.do_sample:
+            torch.manual_seed(self.seed + zlib.crc32(prompt.encode()))
+        return self._generate([ids])[0]
 
-        if self._stopping is None:  # built once: it pre-computes how every token can end `stop`
-            self._stopping = StoppingCriteriaList([StopStringCriteria(self.tokenizer, [self.stop])])
+    def many(self, prompts: Sequence[str]) -> list[str]:
+        """The completions of `prompts`, greedy ones `batch_size` at a time.
+
+        A batch is padded on the left, so every row's new tokens follow its own last token,
+        and its prompts are the ones of most similar length. Finished rows wait (padded) for
+        the others, and their text ends where it would have alone.
+
+        Args:
+            prompts: the prompts, in order; the completions come back in the same order.
+        """
+        if self.do_sample or self.batch_size == 1:
+            return [self(prompt) for prompt in prompts]
+        rows = [self._prompt_ids(prompt) for prompt in prompts]
+        order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+        completions: list[str] = [""] * len(rows)
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            for i, text in zip(batch, self._generate([rows[i] for i in batch])):
+                completions[i] = text
+        return completions
+
+    def _prompt_ids(self, prompt: str) -> list[int]:
+        """The prompt's token ids (in the chat template with `chat`), its oldest tokens dropped
+        where it would leave no room for `max_new_tokens`."""
         text = chat_prompt(self.tokenizer, prompt) if self.chat else prompt
-        ids = self.tokenizer(text, return_tensors="pt", verbose=False)["input_ids"]
+        ids = self.tokenizer(text, verbose=False)["input_ids"]
         context = (
             getattr(self.model.config, "n_positions", None)
             or self.model.config.max_position_embeddings
         )
         room = context - self.max_new_tokens
-        if room < 1:
-            raise CourseError(
-                f"max_new_tokens={self.max_new_tokens} leaves no room in a context of {context}"
-            )
-        if ids.shape[1] > room:
-            ids, self.truncated = ids[:, -room:], self.truncated + 1
+        if len(ids) > room:
+            ids, self.truncated = ids[-room:], self.truncated + 1
+        return ids
+
+    def _generate(self, rows: list[list[int]]) -> list[str]:
+        """The new text after each row of token ids, the rows padded on the left together."""
+        from transformers import StoppingCriteriaList, StopStringCriteria
+
+        if self._stopping is None:  # built once: it pre-computes how every token can end `stop`
+            self._stopping = StoppingCriteriaList([StopStringCriteria(self.tokenizer, [self.stop])])
+        width = max(len(row) for row in rows)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(row)) + row for row in rows])
+        mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in rows])
         sampling = (
             {"do_sample": True, "temperature": self.temperature, "top_p": self.top_p}
             if self.do_sample
             else {"do_sample": False}
         )
-        if self.do_sample:
-            torch.manual_seed(self.seed + zlib.crc32(prompt.encode()))
         self.model.eval()
         with torch.no_grad():
             output = self.model.generate(
                 input_ids=ids.to(self.model.device),
-                attention_mask=torch.ones_like(ids).to(self.model.device),
+                attention_mask=mask.to(self.model.device),
                 max_new_tokens=self.max_new_tokens,
                 stopping_criteria=self._stopping,
-                pad_token_id=self.tokenizer.pad_token_id,
+                pad_token_id=pad,
                 **sampling,
             )
-        return self.tokenizer.decode(output[0, ids.shape[1] :], skip_special_tokens=True)
+        return self.tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
 
 
 # --8<-- [end:hf_generate]
@@ -547,28 +583,48 @@ def evaluate_prompting(
             log = stack.enter_context(
                 open(stack.enter_context(replacing(log_path)), "w", encoding="utf-8")
             )
-        for template, index, problem, prompt in jobs:
+        many = getattr(generate, "many", None)  # batches of prompts, if `generate` has them
+        size = getattr(generate, "batch_size", 1) if many else 1
+        for first in range(0, len(jobs), size):
+            chunk = jobs[first : first + size]
             start = time.perf_counter()
-            completion = generate(prompt)
-            seconds = time.perf_counter() - start
-            predicted = extract_answer(cut_completion(completion))
-            record = {
-                "strategy": template.name,
-                "index": index,
-                "kind": problem.kind,
-                "question": problem.question,
-                "gold": format_number(problem.answer),
-                "prompt": prompt,
-                "completion": completion,
-                "predicted": None if predicted is None else format_number(predicted),
-                "correct": answers_match(predicted, problem.answer),
-                "seconds": round(seconds, 3),
-            }
-            records.append(record)
-            if log is not None:
-                log.write(json.dumps(record) + "\n")
-                log.flush()
+            completions = many([job[3] for job in chunk]) if many else [generate(chunk[0][3])]
+            seconds = (time.perf_counter() - start) / len(chunk)
+            records += [
+                _scored(template, index, problem, prompt, completion, seconds, log)
+                for (template, index, problem, prompt), completion in zip(chunk, completions)
+            ]
     return PromptingResult(records, tuple(t.name for t in templates))
+
+
+def _scored(
+    template: PromptTemplate,
+    index: int,
+    problem: Problem,
+    prompt: str,
+    completion: str,
+    seconds: float,
+    log: Any,
+) -> dict[str, Any]:
+    """The record of one (strategy, problem): the answer read from the completion and its
+    verdict, written to `log` (if any) at once."""
+    predicted = extract_answer(cut_completion(completion))
+    record = {
+        "strategy": template.name,
+        "index": index,
+        "kind": problem.kind,
+        "question": problem.question,
+        "gold": format_number(problem.answer),
+        "prompt": prompt,
+        "completion": completion,
+        "predicted": None if predicted is None else format_number(predicted),
+        "correct": answers_match(predicted, problem.answer),
+        "seconds": round(seconds, 3),
+    }
+    if log is not None:
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+    return record
 
 
 # --8<-- [end:evaluate_prompting]

@@ -11,7 +11,8 @@ import torch
 
 from peft_course.cli import main
 from peft_course.data import load_classification_data, tokenize
-from peft_course.finetune import finetune, prepare
+from peft_course.errors import CourseError
+from peft_course.finetune import finetune, finish_as, prepare
 from peft_course.models import ModelLoadError, load_model
 from peft_course.synthetic import NEGATIVE_ADJECTIVES, POSITIVE_ADJECTIVES, SUBJECTS
 from peft_course.runs import (
@@ -85,6 +86,29 @@ def test_merged_predicts_what_unmerged_predicts(small, lora_run):
     assert not any("lora" in name for name, _ in merged.model.named_parameters())
     assert merged.predictions == lora_run.predictions
     assert merged.best["accuracy"] == lora_run.best["accuracy"]
+
+
+def test_merging_a_lora_run_is_the_merged_method_without_training_twice(small, lora_run):
+    """`finish_as(lora run, "merged")` is the `merged` method: the same training, then the
+    merge; the scores left out (`score_untrained`, `score_last`) change no weight."""
+    epochs, lr, options = QUICK["lora"]
+    config = TrainConfig(epochs=epochs, learning_rate=lr, progress=False)
+    again = finetune(
+        small, "lora", config=config, score_untrained=False, score_last=False, **options
+    )
+    assert again.untrained is None and again.last is None
+    assert again.best == lora_run.best
+    merged = finish_as(again, "merged", small)
+    assert merged.method == "merged"
+    assert not any("lora" in name for name, _ in merged.model.named_parameters())
+    assert merged.predictions == lora_run.predictions
+    assert merged.best["accuracy"] == lora_run.best["accuracy"]
+
+
+@pytest.mark.parametrize("method", ["head", "qlora", "lora"])
+def test_finishing_as_a_method_that_trains_otherwise_is_refused(lora_run, method):
+    with pytest.raises(CourseError, match="is not 'lora' and then a finishing step"):
+        finish_as(lora_run, method, None)
 
 
 def test_reloaded_run_predicts_what_the_in_memory_model_predicts(tmp_path, small, lora_run):

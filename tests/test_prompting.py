@@ -413,6 +413,52 @@ def test_hf_generate_sampling_is_seeded_and_long_prompts_are_cut(tiny_lm):
     assert isinstance(sample(long_prompt), str) and sample.truncated == 1
 
 
+def test_greedy_batches_write_what_one_prompt_at_a_time_writes(tiny_lm):
+    """Left-padded batches of prompts of different lengths: each row's new tokens follow its
+    own last token, a row that stops early keeps its own text, and the order comes back."""
+    model, tokenizer = tiny_lm
+    prompts = [
+        "the film was",
+        "I loved the",
+        "honestly , the cast was really dull",
+        "a must see",
+        "the plot was not",
+        "Review: the acting was not good",
+        zero_shot_prompt("What is 2 + 3?"),
+    ]
+    alone = HFGenerate(model, tokenizer, max_new_tokens=12, stop=" lead")
+    batched = HFGenerate(model, tokenizer, max_new_tokens=12, stop=" lead", batch_size=4)
+    expected = [alone(prompt) for prompt in prompts]
+    assert batched.many(prompts) == expected
+    assert alone.many(prompts) == expected  # batch_size 1: one at a time
+    lengths = {len(tokenizer(text)["input_ids"]) for text in expected}
+    assert len(lengths) > 2  # rows end at different steps (eos, the stop text, or 12 tokens)
+    assert any(text.endswith(" lead") for text in expected)
+
+
+def test_the_harness_sends_batches_to_a_generator_that_takes_them():
+    problems = generate_problems(5, seed=2)
+    answers = {p.question: p.answer for p in problems}
+    reasoner = scripted_reasoner(answers)
+    calls = []
+
+    class Batched:
+        batch_size = 2
+
+        def __call__(self, prompt):
+            raise AssertionError("a batched generator is sent batches")
+
+        def many(self, prompts):
+            calls.append(len(prompts))
+            return [reasoner(p) for p in prompts]
+
+    result = evaluate_prompting(Batched(), problems, ["zero-shot", "cot"])
+    assert calls == [2, 2, 2, 2, 2]  # 10 prompts, strategy by strategy
+    expected = evaluate_prompting(reasoner, problems, ["zero-shot", "cot"])
+    drop = lambda records: [{k: v for k, v in r.items() if k != "seconds"} for r in records]  # noqa: E731
+    assert drop(result.records) == drop(expected.records)
+
+
 def hand_logprob(model, tokenizer, prompt: str, word: str) -> tuple[float, float]:
     """log p(first token of word | prompt) and log p(word | prompt), one unpadded row at a time."""
     prompt_ids = tokenizer(prompt)["input_ids"]

@@ -176,3 +176,33 @@ def test_a_set_stands_for_its_pages_and_an_unknown_name_is_refused(capsys):
     with pytest.raises(SystemExit) as exited:
         main(["nope"])
     assert exited.value.code == 2 and "unknown page name(s) nope" in capsys.readouterr().err
+
+
+def test_the_fine_tuning_table_trains_each_recipe_once_and_scores_only_what_it_shows(
+    data_dir, tmp_path, monkeypatch
+):
+    """Four rows of methods and an untrained row: head, LoRA and QLoRA train (merged LoRA is
+    LoRA's run, merged), and the test split is scored once untrained and once per method's
+    best checkpoint. Before, every method trained and scored untrained, last and best (12)."""
+    import peft_course.finetune as finetuning
+    import peft_course.pages.real_model as real_model
+
+    trained, scored = [], 0
+    train_one, score = real_model.finetune, finetuning.evaluate_classifier
+
+    def counted_finetune(data, method, *args, **kwargs):
+        trained.append(method)
+        return train_one(data, method, *args, **kwargs)
+
+    def counted_score(*args, **kwargs):
+        nonlocal scored
+        scored += 1
+        return score(*args, **kwargs)
+
+    monkeypatch.setattr(real_model, "finetune", counted_finetune)
+    monkeypatch.setattr(finetuning, "evaluate_classifier", counted_score)
+    assert run(data_dir, tmp_path, "real-finetune") == 0
+    assert trained == ["head", "lora", "qlora"]
+    assert scored == 1 + 4
+    table = (tmp_path / "out" / "real-finetune.md").read_text()
+    assert "| merged LoRA |" in table and "| untrained |" in table

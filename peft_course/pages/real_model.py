@@ -82,7 +82,7 @@ from peft_course.preference import (
     train_reward_model,
 )
 from peft_course.files import atomic_write_text
-from peft_course.finetune import finetune
+from peft_course.finetune import FinetuneResult, finetune, finish_as
 from peft_course.registry import get_method
 from peft_course.instruct import generated_instructions, instruct_rows, instruct_tune
 from peft_course.lm_classification import TEMPLATES
@@ -436,6 +436,9 @@ def part_prompting(context: Context) -> list[Path]:
     ]
 
 
+ARITHMETIC_BATCH = 8  # prompts decoded together: a CPU reads the weights once for all eight
+
+
 def part_arithmetic(context: Context) -> list[Path]:
     """Direct, few-shot, chain-of-thought and zero-shot CoT on generated problems and GSM8K.
 
@@ -447,7 +450,7 @@ def part_arithmetic(context: Context) -> list[Path]:
     """
     started = time.perf_counter()
     model, tokenizer = load_model(context.model, task="causal-lm")
-    generate = HFGenerate(model, tokenizer, max_new_tokens=128)
+    generate = HFGenerate(model, tokenizer, max_new_tokens=128, batch_size=ARITHMETIC_BATCH)
     gsm8k = context.data_dir / "gsm8k"
     sources = {
         "generated": (load_problem_set("generated", context.sizes.generated, 0), None),
@@ -475,9 +478,8 @@ def part_arithmetic(context: Context) -> list[Path]:
         tables = [store.results[f"{name} {s}"]["table"] for s in DEFAULT_STRATEGIES]
         header, rows = tables[0].splitlines()[:2], [t.splitlines()[2] for t in tables]
         sections.append(
-            f"**{name}** ({len(problems)} problems, greedy, at most 128 new tokens, k=2):\n\n"
-            + "\n".join(header + rows)
-            + "\n"
+            f"**{name}** ({len(problems)} problems, greedy, at most 128 new tokens, k=2, "
+            f"{ARITHMETIC_BATCH} prompts decoded together):\n\n" + "\n".join(header + rows) + "\n"
         )
     body = "\n".join(sections)
     return [
@@ -610,6 +612,10 @@ def train_methods(
     """Train `FINETUNE_METHODS` on `data` (each kept in `store`, reused on a rerun) and return
     their result rows after the untrained model's.
 
+    Nothing the rows do not show is computed: the untrained classifier is scored once (by the
+    first method), no method scores its last iteration, and `merged` finishes the `lora` run
+    of the same recipe when that ran in this process instead of training it again.
+
     Args:
         context: where the real data is, where pages and resumable work go, and how to run.
         data: the classification data.
@@ -617,19 +623,38 @@ def train_methods(
         desc: the progress bar's label.
         with_confusion: also keep each method's confusion matrix on the test split.
     """
-    for method, epochs, rate, options in tqdm(
-        FINETUNE_METHODS, desc=desc, disable=not context.progress
+    trained: dict[tuple[Any, ...], FinetuneResult] = {}  # (method, recipe): a run of this process
+    for index, (method, epochs, rate, options) in enumerate(
+        tqdm(FINETUNE_METHODS, desc=desc, disable=not context.progress)
     ):
 
-        def run(method=method, epochs=epochs, rate=rate, options=options) -> dict[str, Any]:
-            config = TrainConfig(
-                epochs=epochs,
-                batch_size=16,
-                learning_rate=rate,
-                device=context.device,
-                progress=context.progress,
-            )
-            result = finetune(data, method, context.model, config, 128, **options)
+        def run(
+            index=index, method=method, epochs=epochs, rate=rate, options=options
+        ) -> dict[str, Any]:
+            recipe = (epochs, rate, tuple(sorted(options.items())))
+            earlier = trained.get(("lora", recipe)) if method == "merged" else None
+            if earlier is not None:
+                result = finish_as(earlier, method, data, 128, context.device)
+            else:
+                config = TrainConfig(
+                    epochs=epochs,
+                    batch_size=16,
+                    learning_rate=rate,
+                    device=context.device,
+                    progress=context.progress,
+                )
+                result = finetune(
+                    data,
+                    method,
+                    context.model,
+                    config,
+                    128,
+                    score_untrained=index == 0,
+                    score_last=False,
+                    **options,
+                )
+                if method == "lora":  # kept for `merged`
+                    trained[(method, recipe)] = result
             done = {
                 "untrained": result.untrained,
                 "best": result.best,
