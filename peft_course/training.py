@@ -91,6 +91,9 @@ def predict(
 ) -> tuple[torch.Tensor, float]:
     """Logits for every row of `dataset` and the mean loss (nan when it has no labels).
 
+    The rows run sorted by length, so a batch holds rows of similar length and pads little
+    (each row's logits are what they are in any batch); they come back in the dataset's order.
+
     Args:
         model: the model to run; it is moved to `device` and put in eval mode.
         dataset: a tokenized split (`input_ids`, `attention_mask`, and `labels` if scored).
@@ -105,7 +108,11 @@ def predict(
     """
     device = pick_device(str(device) if device else None)
     model.to(device).eval()
-    loader = make_loader(dataset, tokenizer, batch_size, shuffle=False, seed=0, device=device)
+    lengths = [len(ids) for ids in dataset["input_ids"]]
+    order = sorted(range(len(dataset)), key=lengths.__getitem__)
+    loader = make_loader(
+        dataset.select(order), tokenizer, batch_size, shuffle=False, seed=0, device=device
+    )
     logits, total_loss, rows = [], 0.0, 0
     for batch in tqdm(loader, desc="evaluate", leave=False, disable=not progress):
         batch = {k: v.to(device) for k, v in batch.items()}
@@ -115,7 +122,8 @@ def predict(
         if output.loss is not None:
             total_loss += output.loss.item() * len(batch["input_ids"])
             rows += len(batch["input_ids"])
-    return torch.cat(logits), (total_loss / rows if rows else float("nan"))
+    in_order = torch.tensor(order).argsort()  # where each row of the dataset went
+    return torch.cat(logits)[in_order], (total_loss / rows if rows else float("nan"))
 
 
 def evaluate_classifier(

@@ -102,6 +102,37 @@ def test_predict_works_on_rows_without_labels(tiny_classifier):
     assert logits.shape == (2, 2) and loss != loss  # nan: nothing to compare with
 
 
+def test_predict_runs_rows_by_length_and_returns_them_in_order(tiny_classifier, monkeypatch):
+    """Each row's logits are its own, whatever batch it ran in (LOGITS_ATOL: the same row in a
+    batch of another shape sums in another order), in the dataset's order; the sorted batches
+    pad far less than the dataset's order would."""
+    from peft_course import training
+    from peft_course.tolerances import LOGITS_ATOL
+    from peft_course.training import predict
+
+    model, tokenizer = tiny_classifier
+    texts = [("the film was good " * (1 + 5 * (i % 4))).strip() for i in range(16)]
+    rows = Dataset.from_dict(dict(tokenizer(texts)))
+    padded = []
+    loader = training.make_loader
+
+    def counting(dataset, *args, **kwargs):
+        for batch in loader(dataset, *args, **kwargs):
+            padded.append(batch["input_ids"].numel())
+            yield batch
+
+    monkeypatch.setattr(training, "make_loader", counting)
+    logits, _ = predict(model, rows, tokenizer, batch_size=4)
+    model.eval()
+    with torch.no_grad():
+        alone = torch.cat([model(**tokenizer([t], return_tensors="pt")).logits for t in texts])
+    torch.testing.assert_close(logits, alone, atol=LOGITS_ATOL, rtol=0)
+    real = sum(len(ids) for ids in rows["input_ids"])
+    longest = max(len(ids) for ids in rows["input_ids"])
+    assert sum(padded) == real  # four lengths, four rows each: no padding at all
+    assert real < 0.6 * 16 * longest  # in the dataset's order every batch holds the longest row
+
+
 def test_devices_are_checked_up_front():
     from peft_course.errors import CourseError
     from peft_course.system import check_device
